@@ -1,0 +1,50 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Everything is installed into .venv from requirements.lock (the versions that were tested).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export PREFECT_HOME ?= $(CURDIR)/.flywheel/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_LOGGING_LEVEL ?= WARNING
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/.flywheel/mlflow.db
+export FLYWHEEL_HOME ?= $(CURDIR)/.flywheel
+
+.PHONY: venv test lint typecheck pytest demo bench lock clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+demo: venv
+	$(BIN)/flywheel demo
+
+bench: venv
+	$(BIN)/python -m bench
+
+# Re-resolve the pinned versions (run by hand after changing dependencies in pyproject.toml).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .flywheel .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,373 @@
+"""Configuration models for the flywheel and the scaling lifecycle.
+
+Every section of the NVIDIA Data Flywheel Blueprint's ``config.yaml`` has a model here, with the
+blueprint's YAML defaults, plus our own sections (promotion gate, log store, evaluation, scaling,
+rollout). Flows take these models as parameters, so the Prefect UI renders a form and every run
+records its whole configuration.
+
+Defaults that differ from the blueprint on purpose are marked ``# ours:`` with the reason.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file could not be read or does not validate; the message names file, key and problem."""
+
+
+class _Section(BaseModel):
+    """Base for every config section: unknown keys are an error, so a typo never goes unnoticed."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Flywheel
+# --------------------------------------------------------------------------------------------------
+
+
+class CustomizerConfig(_Section):
+    """How NeMo Customizer trains a LoRA adapter for one NIM (blueprint ``nims[].customizer_configs``)."""
+
+    target: str = Field(description="Customization target, e.g. meta/llama-3.2-1b-instruct@2.0")
+    gpus: int = Field(default=1, ge=1)
+    num_nodes: int = Field(default=1, ge=1)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    data_parallel_size: int = Field(default=1, ge=1)
+    use_sequence_parallel: bool = False
+    micro_batch_size: int = Field(default=1, ge=1)
+    training_precision: str = "bf16-mixed"
+    max_seq_length: int = Field(default=4096, ge=128)
+
+
+class NIMConfig(_Section):
+    """A candidate NIM: how to deploy it, whether to fine-tune it, and what it costs."""
+
+    model_name: str
+    model_type: Literal["llm", "embedding"] = "llm"
+    context_length: int = Field(default=8192, ge=512)
+    gpus: int | None = Field(default=None, ge=1)
+    pvc_size: str | None = None
+    tag: str | None = None
+    registry_base: str = "nvcr.io/nim"
+    customization_enabled: bool = False
+    customizer_configs: CustomizerConfig | None = None
+    # ours: the promotion gate prefers the cheapest non-inferior candidate, so cost must be known.
+    num_parameters_b: float | None = Field(
+        default=None, gt=0, description="Model size in billions of parameters; parsed from the name if absent"
+    )
+    cost_per_1k_tokens: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _customizer_needed(self) -> NIMConfig:
+        if self.customization_enabled and self.customizer_configs is None:
+            raise ValueError("customizer_configs is required when customization_enabled is true")
+        return self
+
+    @property
+    def size_b(self) -> float | None:
+        """Model size in billions of parameters, from the config or the usual ``-<N>b-`` in the name."""
+        if self.num_parameters_b is not None:
+            return self.num_parameters_b
+        return parse_model_size_b(self.model_name)
+
+
+def parse_model_size_b(model_name: str) -> float | None:
+    """Read ``70`` from ``meta/llama-3.3-70b-instruct``; None when the name carries no size."""
+    import re
+
+    match = re.search(r"(?<![\d.])(\d+(?:\.\d+)?)[bB](?![a-zA-Z])", model_name.split("/")[-1])
+    return float(match.group(1)) if match else None
+
+
+class RemoteModelConfig(_Section):
+    """A model served by someone else (an OpenAI-compatible endpoint) or deployed locally through DMS."""
+
+    deployment_type: Literal["local", "remote"] = "remote"
+    model_name: str
+    url: str | None = Field(default=None, description="For remote: the chat/embeddings endpoint URL")
+    context_length: int = Field(default=32768, ge=512)
+    gpus: int | None = Field(default=None, ge=1)
+    pvc_size: str | None = None
+    tag: str | None = None
+
+    @model_validator(mode="after")
+    def _url_for_remote(self) -> RemoteModelConfig:
+        if self.deployment_type == "remote" and not self.url:
+            raise ValueError("url is required when deployment_type is remote")
+        return self
+
+
+class DataSplitConfig(_Section):
+    """How records become eval / validation / train sets (blueprint ``data_split_config``)."""
+
+    eval_size: int = Field(default=100, ge=1)
+    val_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
+    min_total_records: int = Field(default=50, ge=1)
+    # ours: a fixed seed (the blueprint's is null), so a rerun on the same records builds the same split.
+    random_seed: int | None = 42
+    limit: int = Field(default=1000, ge=1)
+    parse_function_arguments: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSplitConfig:
+        if self.limit < self.min_total_records:
+            raise ValueError(f"limit ({self.limit}) must be >= min_total_records ({self.min_total_records})")
+        return self
+
+
+class ExampleSelection(StrEnum):
+    UNIFORM = "uniform_distribution"
+    SEMANTIC = "semantic_similarity"
+
+
+class SimilarityConfig(_Section):
+    relevance_ratio: float = Field(default=0.7, ge=0.0, le=1.0)
+    embedding_nim_config: RemoteModelConfig | None = None
+
+
+class ICLConfig(_Section):
+    """In-context-learning example selection (blueprint ``icl_config``)."""
+
+    max_context_length: int = Field(default=32768, ge=512)
+    reserved_tokens: int = Field(default=4096, ge=0)
+    max_examples: int = Field(default=3, ge=0)
+    min_examples: int = Field(default=1, ge=0)
+    # ours: uniform by default, because semantic selection needs an embedding NIM.
+    example_selection: ExampleSelection = ExampleSelection.UNIFORM
+    similarity_config: SimilarityConfig = Field(default_factory=SimilarityConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ICLConfig:
+        if self.min_examples > self.max_examples:
+            raise ValueError(f"min_examples ({self.min_examples}) exceeds max_examples ({self.max_examples})")
+        if self.reserved_tokens >= self.max_context_length:
+            raise ValueError("reserved_tokens must be smaller than max_context_length")
+        if self.example_selection == ExampleSelection.SEMANTIC and self.similarity_config.embedding_nim_config is None:
+            raise ValueError(
+                "similarity_config.embedding_nim_config is required when example_selection is semantic_similarity"
+            )
+        return self
+
+
+class TrainingConfig(_Section):
+    """Fine-tuning hyperparameters sent to NeMo Customizer (blueprint ``training_config``)."""
+
+    training_type: Literal["sft", "distillation", "dpo", "grpo"] = "sft"
+    finetuning_type: Literal["lora", "lora_merged", "all_weights"] = "lora"
+    epochs: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    learning_rate: float = Field(default=0.0001, gt=0)
+
+
+class LoRAConfig(_Section):
+    """LoRA adapter shape (blueprint ``lora_config``; ``alpha`` is ours, the blueprint documents but never sends it)."""
+
+    adapter_dim: int = Field(default=32, ge=1)
+    adapter_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    alpha: int | None = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _power_of_two(self) -> LoRAConfig:
+        if self.adapter_dim & (self.adapter_dim - 1):
+            raise ValueError(f"adapter_dim must be a power of 2 (NeMo Customizer requires it), got {self.adapter_dim}")
+        return self
+
+
+class EvaluationConfig(_Section):
+    """How NeMo Evaluator jobs are built (ours: the blueprint hard-codes these)."""
+
+    # ours: "auto" rather than the blueprint's "required", so calling a tool when none is wanted is measured.
+    tool_choice: Literal["auto", "required"] = "auto"
+    # ours: keep records whose reference answer calls no tool (the blueprint drops them).
+    include_no_call_records: bool = True
+    limit: int | None = Field(default=None, ge=1, description="Samples per eval job; None means the whole eval set")
+    judge_enabled: bool = True
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=3600.0, gt=0)
+
+
+EvalMode = Literal["base-eval", "icl-eval", "customized-eval"]
+EVAL_MODES: tuple[EvalMode, ...] = ("base-eval", "icl-eval", "customized-eval")
+
+
+class PromotionGateConfig(_Section):
+    """When a candidate may replace the teacher (ours: the blueprint has no gate)."""
+
+    metric: str = "function_name_and_args_accuracy"
+    margin: float = Field(default=0.05, ge=0.0, le=1.0, description="Non-inferiority margin on the metric")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    bootstrap_samples: int = Field(default=2000, ge=100)
+    eval_modes: list[EvalMode] = Field(default_factory=lambda: list(EVAL_MODES))
+    cost_basis: Literal["size", "cost_per_1k_tokens"] = "size"
+    registered_model_name: str | None = Field(
+        default=None, description="MLflow registered model; default flywheel-<workload_id>"
+    )
+
+
+class ExtractionConfig(_Section):
+    """What to read from the log store (ours: the blueprint always reads the newest 2 x limit records)."""
+
+    page_size: int = Field(default=500, ge=1, le=10000)
+    since: str | None = Field(default=None, description="ISO 8601 or epoch seconds; overrides the watermark")
+    until: str | None = None
+    full_rebuild: bool = False
+    pit_keep_alive: str = "2m"
+
+
+class FlywheelConfig(_Section):
+    """Everything one flywheel run needs besides the service endpoints (which live in Prefect blocks)."""
+
+    namespace: str = "dfwbp"
+    teacher: NIMConfig = Field(
+        default_factory=lambda: NIMConfig(model_name="meta/llama-3.3-70b-instruct", context_length=32768, gpus=4)
+    )
+    nims: list[NIMConfig] = Field(min_length=1)
+    llm_judge_config: RemoteModelConfig = Field(
+        default_factory=lambda: RemoteModelConfig(
+            deployment_type="local", model_name="meta/llama-3.3-70b-instruct", gpus=4
+        )
+    )
+    data_split_config: DataSplitConfig = Field(default_factory=DataSplitConfig)
+    icl_config: ICLConfig = Field(default_factory=ICLConfig)
+    training_config: TrainingConfig = Field(default_factory=TrainingConfig)
+    lora_config: LoRAConfig = Field(default_factory=LoRAConfig)
+    evaluation_config: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    promotion_gate: PromotionGateConfig = Field(default_factory=PromotionGateConfig)
+    extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FlywheelConfig:
+        names = [n.model_name for n in self.nims]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"nims lists {', '.join(duplicates)} more than once")
+        if self.icl_config.max_examples > self.data_split_config.eval_size:
+            raise ValueError("icl_config.max_examples must not exceed data_split_config.eval_size")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Scaling lifecycle
+# --------------------------------------------------------------------------------------------------
+
+
+class ProfileConfig(_Section):
+    inputs_file: str | None = Field(default=None, description="JSONL of example inputs; default: built-in demo")
+    num_requests: int = Field(default=20, ge=1)
+
+
+class LoadSweepConfig(_Section):
+    concurrencies: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    arrival_rates: list[float] = Field(default_factory=list, description="Open-loop Poisson rates (req/s)")
+    num_passes: int = Field(default=3, ge=1)
+    requests_per_level: int = Field(default=64, ge=1, description="Measured requests per level and pass")
+    warmup_requests: int = Field(default=4, ge=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _levels(self) -> LoadSweepConfig:
+        if any(c < 1 for c in self.concurrencies):
+            raise ValueError("concurrencies must all be >= 1")
+        if any(r <= 0 for r in self.arrival_rates):
+            raise ValueError("arrival_rates must all be > 0")
+        return self
+
+
+class SizingTargets(_Section):
+    target_users: int = Field(default=200, ge=1)
+    target_workflow_p95_s: float = Field(default=2.0, gt=0)
+    target_llm_p95_s: float | None = Field(default=None, gt=0)
+    test_gpus: int = Field(default=1, ge=1, description="GPUs behind the system under test")
+    gpu_price_per_hour: float | None = Field(default=None, ge=0)
+    confidence: float = Field(default=0.90, gt=0.5, lt=1.0)
+    bootstrap_samples: int = Field(default=1000, ge=100)
+
+
+class RolloutStage(_Section):
+    name: str
+    weight: float = Field(gt=0, le=1.0, description="Share of users sent to the canary")
+    duration_s: float = Field(gt=0)
+
+
+class RolloutSLO(_Section):
+    availability: float = Field(default=0.99, gt=0, lt=1, description="Target share of successful requests")
+    p95_latency_s: float = Field(default=2.0, gt=0)
+    min_quality: float | None = Field(default=None, ge=0, le=1)
+    slo_period_s: float = Field(default=30 * 24 * 3600, gt=0, description="The error budget's period")
+
+
+class RolloutConfig(_Section):
+    stages: list[RolloutStage] = Field(
+        default_factory=lambda: [
+            RolloutStage(name="canary-5", weight=0.05, duration_s=3600),
+            RolloutStage(name="canary-25", weight=0.25, duration_s=3600),
+            RolloutStage(name="canary-50", weight=0.5, duration_s=3600),
+            RolloutStage(name="full", weight=1.0, duration_s=3600),
+        ]
+    )
+    slo: RolloutSLO = Field(default_factory=RolloutSLO)
+    baseline_model: str = "meta/llama-3.3-70b-instruct"
+    canary_model: str | None = Field(default=None, description="Default: the MLflow `champion` of the workload")
+
+
+class ScalingConfig(_Section):
+    app: str = "demo-agent"
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
+    load_sweep: LoadSweepConfig = Field(default_factory=LoadSweepConfig)
+    sizing: SizingTargets = Field(default_factory=SizingTargets)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    """One line per problem: ``<file>: <dotted.key>: <message> (got <value>)``."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict | list) or item["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"{source}: {key}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, model: type[ModelT], source: str = "<config>") -> ModelT:
+    """Validate already-loaded data, raising ConfigError that names the source, key and problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+
+
+def load_config(path: str | Path, model: type[ModelT]) -> ModelT:
+    """Load a YAML file into a config model; errors name the file, the key and the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    return parse_config(data, model, str(path))

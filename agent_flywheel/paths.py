@@ -1,0 +1,32 @@
+"""Where local state lives: databases, logs, datasets and simulator files, all under ``.flywheel/``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def flywheel_home() -> Path:
+    """The local state directory: ``$FLYWHEEL_HOME`` or ``./.flywheel``; created on first use."""
+    home = Path(os.environ.get("FLYWHEEL_HOME") or Path.cwd() / ".flywheel").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def state_dir(*parts: str) -> Path:
+    """A sub-directory of the state directory (``logs``, ``run``, ``datastore``...), created on first use."""
+    path = flywheel_home().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_mlflow_uri() -> str:
+    """SQLite so that the model registry and aliases work without a server."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{flywheel_home() / 'mlflow.db'}"
+
+
+def configure_local_environment() -> None:
+    """Project-local Prefect home and no telemetry (the offline machine logs errors and once locked the DB)."""
+    os.environ.setdefault("PREFECT_HOME", str(flywheel_home() / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", default_mlflow_uri())

@@ -1,0 +1,41 @@
+"""The Elasticsearch log store of agent traffic, as a Prefect block (credentials are SecretStr)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from elasticsearch import Elasticsearch
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+
+class LogStore(Block):
+    """Where the agent's OpenAI-format request/response records are logged."""
+
+    _block_type_name: ClassVar[str] = "Flywheel Log Store"
+    _block_type_slug: ClassVar[str] = "flywheel-log-store"
+    _description: ClassVar[str] = "Elasticsearch index holding the agent's logged LLM calls."
+
+    url: str = Field(default="http://127.0.0.1:19200", description="Elasticsearch URL")
+    index: str = Field(default="flywheel", description="Index of the log records")
+    username: str | None = None
+    password: SecretStr | None = None
+    api_key: SecretStr | None = Field(default=None, description="Elasticsearch API key (base64 id:key)")
+    verify_certs: bool = True
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    simulated: bool = Field(default=False, description="True when the URL points at the local log server")
+
+    def client(self) -> Elasticsearch:
+        """An official Elasticsearch client; secrets are read here and nowhere else."""
+        kwargs: dict[str, object] = {
+            "request_timeout": self.request_timeout_s,
+            "retry_on_timeout": True,
+            "max_retries": 3,
+        }
+        if self.url.startswith("https"):
+            kwargs["verify_certs"] = self.verify_certs
+        if self.api_key is not None:
+            kwargs["api_key"] = self.api_key.get_secret_value()
+        elif self.username and self.password is not None:
+            kwargs["basic_auth"] = (self.username, self.password.get_secret_value())
+        return Elasticsearch(self.url, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,34 @@
+"""The NeMo microservices a flywheel run talks to, as a Prefect block (the API key is a SecretStr)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+
+class NemoPlatform(Block):
+    """Where NeMo Entity Store, Customizer, Evaluator, Deployment Management, the Data Store and NIM live.
+
+    The local default points at the simulators of ``flywheel stack up``; production points the same
+    fields at the real services and nothing else changes.
+    """
+
+    _block_type_name: ClassVar[str] = "NeMo Platform"
+    _block_type_slug: ClassVar[str] = "nemo-platform"
+    _description: ClassVar[str] = "NeMo microservices (v1 API) and NIM endpoints used by the data flywheel."
+
+    entity_store_url: str = Field(default="http://127.0.0.1:18000", description="NeMo Entity Store base URL")
+    customizer_url: str = Field(default="http://127.0.0.1:18000", description="NeMo Customizer base URL")
+    evaluator_url: str = Field(default="http://127.0.0.1:18000", description="NeMo Evaluator base URL")
+    deployment_url: str = Field(default="http://127.0.0.1:18000", description="NeMo Deployment Management base URL")
+    datastore_url: str = Field(
+        default="http://127.0.0.1:18001", description="NeMo Data Store base URL (HF API at /v1/hf)"
+    )
+    nim_url: str = Field(default="http://127.0.0.1:18002", description="NIM proxy base URL (OpenAI-compatible)")
+    api_key: SecretStr | None = Field(default=None, description="Bearer token for the NeMo services, if any")
+    datastore_token: SecretStr | None = Field(default=None, description="Token for the Data Store's HF API")
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    simulated: bool = Field(default=False, description="True when the URLs point at the local simulators")

@@ -6,14 +6,17 @@ stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
+import httpx
 import typer
 
+from agent_flywheel.cli_scaling import profile_app, sizing_app
 from agent_flywheel.config import ConfigError
 from agent_flywheel.local.settings import LocalStackConfig, load_local_config
 from agent_flywheel.local.stack import LocalStack, StackError
@@ -35,6 +38,8 @@ logs_app = typer.Typer(help="The log store of agent traffic.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(blocks_app, name="blocks")
 app.add_typer(logs_app, name="logs")
+app.add_typer(sizing_app, name="sizing")
+app.add_typer(profile_app, name="profile")
 
 LocalConfigOption = Annotated[
     Path | None, typer.Option("--local-config", help="Local stack YAML (default: configs/local.yaml)")
@@ -152,7 +157,96 @@ def traffic(
     from agent_flywheel.local.agent.traffic import run_traffic
 
     report = run_traffic(cfg.url("agent"), requests=requests, concurrency=concurrency, seed=seed)
-    typer.echo(json.dumps(report.to_dict() if hasattr(report, "to_dict") else report.__dict__, default=str))
+    typer.echo(json.dumps(report.to_dict(), default=str))
+
+
+DEFAULT_FLYWHEEL_CONFIG = Path("configs/flywheel.yaml")
+
+
+def _run_flywheel(
+    workload_id: str,
+    client_id: str,
+    config: Path,
+    nemo_block: str = "local",
+    log_store_block: str = "local",
+    mlflow_block: str = "local",
+    full_rebuild: bool = False,
+) -> dict[str, object]:
+    from agent_flywheel.config import FlywheelConfig, load_config
+
+    cfg = load_config(config, FlywheelConfig)  # a bad config fails here, in one line, before Prefect starts
+    from flows.flywheel import flywheel
+
+    result: dict[str, object] = asyncio.run(
+        flywheel(
+            workload_id=workload_id,
+            client_id=client_id,
+            config_path=str(config),
+            config=cfg,
+            nemo_block=nemo_block,
+            log_store_block=log_store_block,
+            mlflow_block=mlflow_block,
+            full_rebuild=full_rebuild,
+        )
+    )
+    return result
+
+
+def _print_decision(result: dict[str, object]) -> None:
+    typer.echo(str(result["markdown"]))
+    typer.echo(f"MLflow run: {result['mlflow_url']}")
+    typer.echo(f"decision: {result['outcome']}: {result['reason']}")
+
+
+@app.command("run")
+@one_line_errors
+def run(
+    workload_id: Annotated[str, typer.Option(help="The workload whose traffic to learn from")],
+    client_id: Annotated[str, typer.Option(help="The client that logged it")],
+    config: Annotated[Path, typer.Option(help="Flywheel config YAML")] = DEFAULT_FLYWHEEL_CONFIG,
+    nemo_block: Annotated[str, typer.Option(help="NemoPlatform block name")] = "local",
+    log_store_block: Annotated[str, typer.Option(help="LogStore block name")] = "local",
+    mlflow_block: Annotated[str, typer.Option(help="MlflowTracking block name")] = "local",
+    full_rebuild: Annotated[bool, typer.Option(help="Ignore the watermark and read every record")] = False,
+) -> None:
+    """Run the flywheel once, in process, against the configured blocks, and print the decision."""
+    configure_local_environment()
+    _print_decision(
+        _run_flywheel(workload_id, client_id, config, nemo_block, log_store_block, mlflow_block, full_rebuild)
+    )
+
+
+@app.command("demo")
+@one_line_errors
+def demo(
+    requests: Annotated[int, typer.Option(min=1, help="Demo user turns to send before the flywheel runs")] = 1000,
+    config: Annotated[Path, typer.Option(help="Flywheel config YAML")] = DEFAULT_FLYWHEEL_CONFIG,
+    local_config: LocalConfigOption = None,
+) -> None:
+    """Start the local stack, send demo traffic, run the flywheel, print the decision, stop the stack."""
+    cfg = _local(local_config)
+    stack = LocalStack(cfg)
+    started = not all(part.healthy for part in stack.status())
+    if started:
+        typer.echo("starting the local stack (simulators)...")
+        stack.up()
+    try:
+        from agent_flywheel.local.agent.traffic import run_traffic
+
+        typer.echo(f"sending {requests} demo user turns to the agent at {cfg.url('agent')}...")
+        report = run_traffic(cfg.url("agent"), requests=requests, concurrency=8, seed=7)
+        typer.echo(f"traffic: {report.ok} ok, {report.failed} failed, {report.llm_calls} LLM calls logged")
+        flushed = httpx.post(f"{cfg.url('agent')}/admin/flush", timeout=60)
+        if flushed.status_code != 200:
+            raise CliError(f"the agent could not flush its logs to the log server: {flushed.text[:200]}")
+        workload = str(cfg.agent.get("workload_id", "customer-support"))
+        client = str(cfg.agent.get("client_id", "demo"))
+        typer.echo(f"running the flywheel for {workload}/{client}...")
+        _print_decision(_run_flywheel(workload, client, config, full_rebuild=True))
+    finally:
+        if started:
+            stack.down()
+            typer.echo("local stack stopped")
 
 
 def main() -> None:
@@ -160,13 +254,5 @@ def main() -> None:
     app()
 
 
-def _mount_optional_apps() -> None:
-    try:
-        from agent_flywheel.cli_scaling import profile_app, sizing_app
-    except ImportError:  # the scaling CLI is optional while it is being built
-        return
-    app.add_typer(sizing_app, name="sizing")
-    app.add_typer(profile_app, name="profile")
-
-
-_mount_optional_apps()
+if __name__ == "__main__":
+    main()

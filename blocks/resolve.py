@@ -43,7 +43,7 @@ def local_defaults(cfg: LocalStackConfig | None = None) -> dict[type[Block], Blo
 def load_block(block_type: type[BlockT], name: str = LOCAL) -> BlockT:
     """The saved block ``name``; for ``local``, the local-stack default when none was saved."""
     try:
-        return block_type.load(name)  # type: ignore[return-value]
+        return block_type.load(name, _sync=True)  # type: ignore[call-arg,return-value]
     except ValueError:
         if name != LOCAL:
             raise ValueError(

@@ -6,6 +6,7 @@ its own model, so the parts stay independent; this module only knows where they 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,8 @@ DEFAULT_LOCAL_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "local.
 
 
 def load_local_config(path: str | Path | None = None) -> LocalStackConfig:
-    """Load ``configs/local.yaml`` (or the given file); defaults when the file does not exist."""
-    path = Path(path) if path else DEFAULT_LOCAL_CONFIG
+    """Load the given file, else ``$FLYWHEEL_LOCAL_CONFIG``, else ``configs/local.yaml``; defaults when absent."""
+    path = Path(path or os.environ.get("FLYWHEEL_LOCAL_CONFIG") or DEFAULT_LOCAL_CONFIG)
     if not path.exists():
         return LocalStackConfig()
     return load_config(path, LocalStackConfig)

@@ -1,0 +1,248 @@
+"""The data flywheel: logs → datasets → for every candidate NIM, three-mode eval (and a LoRA fine-tune) → gate.
+
+extract_logs → build_datasets → upload_datasets
+teacher base-eval  ‖  per candidate (under the `gpu` concurrency limit):
+    deploy → base-eval ‖ icl-eval ‖ (customize → customized-eval) → teardown
+promotion gate → MLflow decision + `champion` alias → event → watermark
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.concurrency.asyncio import concurrency
+from prefect.events import emit_event
+from prefect.flows import Flow
+from prefect.runtime import flow_run as current_run
+
+from agent_flywheel.config import FlywheelConfig, NIMConfig, load_config
+from agent_flywheel.gate import GateDecision, decide_promotion
+from agent_flywheel.metrics import ALL_METRICS
+from agent_flywheel.paths import state_dir
+from tasks.clients import is_simulated
+from tasks.datasets import UploadedDatasets, build_datasets_task, upload_datasets
+from tasks.extract import commit_watermark, extract_logs
+from tasks.nemo_jobs import (
+    EvalOutcome,
+    RunContext,
+    cleanup_run,
+    customize,
+    deploy_nim,
+    evaluate,
+    teardown_deployment,
+)
+from tasks.tracking import end_parent_run, log_datasets, log_eval_run, record_decision, run_tags, start_parent_run
+
+DEFAULT_CONFIG = "configs/flywheel.yaml"
+
+
+def _run_dir(flow_run_id: str) -> Path:
+    return state_dir("runs", flow_run_id)
+
+
+def _cleanup_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
+    """On failure or cancellation: stop every job and deployment this run started and left behind."""
+    nemo_block = str((flow_run.parameters or {}).get("nemo_block", "local"))
+    ledger = _run_dir(str(flow_run.id)) / "resources.json"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the hook may run inside the flow's event loop
+        done = pool.submit(asyncio.run, cleanup_run(ledger, nemo_block)).result()
+    for line in done:
+        print(f"flywheel cleanup ({state.name}): {line}")
+
+
+async def _guarded(mode: str, model: str, work: Any) -> EvalOutcome:
+    """Run one eval mode; a failure becomes an outcome with the error, so other modes and candidates go on."""
+    try:
+        return await work
+    except Exception as exc:
+        get_run_logger().error("%s of %s failed: %s", mode, model, exc)
+        return EvalOutcome(model=model, eval_mode=mode, error=str(exc))
+
+
+async def _customize_then_evaluate(nim: NIMConfig, ctx: RunContext, uploaded: UploadedDatasets) -> EvalOutcome:
+    tuned = await customize(nim, uploaded.train, ctx)
+    outcome = await evaluate(tuned.output_model, "customized-eval", uploaded.base, ctx)
+    return outcome.model_copy(update={"model": nim.model_name, "customization": tuned})
+
+
+@flow(name="flywheel-candidate", log_prints=True)
+async def evaluate_candidate(nim: NIMConfig, ctx: RunContext, uploaded: UploadedDatasets) -> list[EvalOutcome]:
+    """One candidate NIM: deploy, then base-eval, icl-eval and customize → customized-eval at once, then teardown."""
+    async with concurrency("gpu", occupy=nim.gpus or 1, strict=False):
+        try:
+            deployment = await deploy_nim(nim, ctx)
+        except Exception as exc:
+            get_run_logger().error("deploying %s failed: %s", nim.model_name, exc)
+            return [EvalOutcome(model=nim.model_name, eval_mode="base-eval", error=f"deployment failed: {exc}")]
+        try:
+            work = [_guarded("base-eval", nim.model_name, evaluate(nim.model_name, "base-eval", uploaded.base, ctx))]
+            icl_dataset = uploaded.icl.get(nim.model_name)
+            if icl_dataset:
+                work.append(
+                    _guarded("icl-eval", nim.model_name, evaluate(nim.model_name, "icl-eval", icl_dataset, ctx))
+                )
+            if nim.customization_enabled:
+                work.append(_guarded("customized-eval", nim.model_name, _customize_then_evaluate(nim, ctx, uploaded)))
+            return list(await asyncio.gather(*work))
+        finally:
+            await teardown_deployment(deployment, ctx)
+
+
+def _scores_table(outcomes: list[EvalOutcome]) -> list[dict[str, Any]]:
+    rows = []
+    for outcome in outcomes:
+        row: dict[str, Any] = {"model": outcome.model, "eval_mode": outcome.eval_mode, "samples": len(outcome.samples)}
+        for metric in ALL_METRICS:
+            if metric in outcome.metrics:
+                row[metric] = round(outcome.metrics[metric], 4)
+        row["error"] = outcome.error or ""
+        rows.append(row)
+    return rows
+
+
+def _decision_markdown(decision: GateDecision, mlflow_url: str, served_model: str | None) -> str:
+    served = f"\n\nServed as `{served_model}`." if served_model and decision.promoted else ""
+    return decision.to_markdown() + served + f"\n\n[MLflow run]({mlflow_url})\n"
+
+
+@flow(name="flywheel", log_prints=True, on_failure=[_cleanup_hook], on_cancellation=[_cleanup_hook])
+async def flywheel(
+    workload_id: str,
+    client_id: str,
+    config_path: str = DEFAULT_CONFIG,
+    nemo_block: str = "local",
+    log_store_block: str = "local",
+    mlflow_block: str = "local",
+    full_rebuild: bool = False,
+    config: FlywheelConfig | None = None,
+) -> dict[str, Any]:
+    """Turn one workload's traffic into candidate models, evaluate them against the teacher, and decide.
+
+    ``config`` (a form in the Prefect UI) wins over ``config_path``; the run records the whole config in
+    MLflow either way.
+    """
+    logger = get_run_logger()
+    cfg = config or load_config(config_path, FlywheelConfig)
+    if full_rebuild:
+        cfg = cfg.model_copy(update={"extraction": cfg.extraction.model_copy(update={"full_rebuild": True})})
+    flow_run_id = str(current_run.id or "local")
+    run_dir = _run_dir(flow_run_id)
+    simulated = is_simulated(nemo_block)
+    tags = run_tags(workload_id, client_id, flow_run_id, simulated)
+    parent_run_id, mlflow_url = start_parent_run(
+        mlflow_block, cfg, tags, f"flywheel {current_run.name or flow_run_id}", current_run.ui_url
+    )
+    logger.info(
+        "flywheel %s/%s: MLflow run %s%s", workload_id, client_id, mlflow_url, " (simulated)" if simulated else ""
+    )
+    try:
+        extracted = extract_logs(workload_id, client_id, cfg, log_store_block, run_dir)
+        built = build_datasets_task(workload_id, client_id, cfg, nemo_block, run_dir)
+        log_datasets(
+            mlflow_block,
+            parent_run_id,
+            built.manifest_path,
+            extracted.quarantine_file,
+            {
+                "extraction": extracted.model_dump(exclude={"watermark"}),
+                "datasets": built.counts,
+                "removed": built.removed,
+            },
+        )
+        uploaded = await upload_datasets(workload_id, built, cfg, nemo_block, flow_run_id[:8])
+        ctx = RunContext(
+            workload_id=workload_id,
+            client_id=client_id,
+            flow_run_id=flow_run_id,
+            cfg=cfg,
+            nemo_block=nemo_block,
+            ledger_path=str(run_dir / "resources.json"),
+            tool_calling=built.tool_calling,
+            namespace=cfg.namespace,
+        )
+        teacher_work = _guarded(
+            "base-eval", cfg.teacher.model_name, evaluate(cfg.teacher.model_name, "base-eval", uploaded.base, ctx)
+        )
+        teacher, *per_candidate = await asyncio.gather(
+            teacher_work, *(evaluate_candidate(nim, ctx, uploaded) for nim in cfg.nims)
+        )
+        outcomes = [o for group in per_candidate for o in group]
+
+        gate_cfg = cfg.promotion_gate
+        decision = decide_promotion(
+            cfg.teacher,
+            teacher.samples if teacher.error is None else None,
+            cfg.nims,
+            {(o.model, o.eval_mode): o.samples for o in outcomes if o.error is None},
+            gate_cfg,
+            seed=cfg.data_split_config.random_seed or 0,
+        )
+        child_runs = {}
+        for outcome, role in [(teacher, "teacher"), *((o, "candidate") for o in outcomes)]:
+            child_runs[f"{outcome.model}|{outcome.eval_mode}"] = log_eval_run(
+                mlflow_block, parent_run_id, outcome, role, tags, gate_cfg.confidence
+            )
+        served_model = None
+        if decision.promoted is not None:
+            match = next(
+                (
+                    o
+                    for o in outcomes
+                    if (o.model, o.eval_mode) == (decision.promoted.model_name, decision.promoted.eval_mode)
+                ),
+                None,
+            )
+            served_model = (
+                match.customization.output_model if match and match.customization else decision.promoted.model_name
+            )
+        registered = gate_cfg.registered_model_name or f"flywheel-{workload_id}"
+        version = record_decision(mlflow_block, parent_run_id, decision, child_runs, registered, served_model)
+
+        await acreate_table_artifact(
+            table=_scores_table([teacher, *outcomes]),
+            key="flywheel-scores",
+            description=f"Scores by candidate and eval mode for {workload_id}/{client_id}",
+        )
+        await acreate_markdown_artifact(
+            markdown=_decision_markdown(decision, mlflow_url, served_model),
+            key="flywheel-decision",
+            description=f"Promotion decision for {workload_id}",
+        )
+        payload = {
+            **decision.to_dict(),
+            "workload_id": workload_id,
+            "client_id": client_id,
+            "served_model": served_model,
+            "registered_model": registered if version else None,
+            "model_version": version,
+            "mlflow_run_id": parent_run_id,
+            "mlflow_url": mlflow_url,
+        }
+        emit_event(
+            event="flywheel.candidate.promoted" if decision.promoted else "flywheel.candidate.not-promoted",
+            resource={"prefect.resource.id": f"flywheel.workload.{workload_id}", "prefect.resource.name": workload_id},
+            payload={k: v for k, v in payload.items() if k != "rows"},
+        )
+        commit_watermark(workload_id, client_id, extracted.watermark)
+        end_parent_run(mlflow_block, parent_run_id, "FINISHED")
+        summary = decision.reasons[-1]
+        logger.info("flywheel decision: %s", summary)
+        return {
+            "outcome": decision.outcome,
+            "promoted": None if decision.promoted is None else decision.promoted.name,
+            "served_model": served_model,
+            "reason": summary,
+            "mlflow_run_id": parent_run_id,
+            "mlflow_url": mlflow_url,
+            "scores": _scores_table([teacher, *outcomes]),
+            "markdown": decision.to_markdown(),
+        }
+    except BaseException:
+        end_parent_run(mlflow_block, parent_run_id, "FAILED")
+        raise

@@ -1,0 +1,146 @@
+"""Tasks that record a flywheel run in MLflow: the parent run, a child run per candidate and mode, the decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from agent_flywheel.config import FlywheelConfig
+from agent_flywheel.gate import GateDecision
+from agent_flywheel.metrics import bootstrap_mean_interval, scores_by_sample
+from agent_flywheel.tracking import flatten_params, flywheel_experiment
+from tasks.clients import tracker
+from tasks.nemo_jobs import EvalOutcome
+
+
+def run_tags(workload_id: str, client_id: str, flow_run_id: str, simulated: bool) -> dict[str, str]:
+    """The tags every MLflow run of a flywheel run carries (DESIGN.md section 4)."""
+    return {
+        "workload_id": workload_id,
+        "client_id": client_id,
+        "prefect.flow_run_id": flow_run_id,
+        "simulated": str(simulated).lower(),
+    }
+
+
+@task(name="mlflow-start-run")
+def start_parent_run(
+    mlflow_block: str, cfg: FlywheelConfig, tags: dict[str, str], run_name: str, prefect_url: str | None
+) -> tuple[str, str]:
+    """The parent run of this flywheel run, with the whole config as params; returns (run id, UI link)."""
+    mlflow, ui_url = tracker(mlflow_block)
+    all_tags = dict(tags)
+    if prefect_url:
+        all_tags["prefect.flow_run_url"] = prefect_url
+    run_id = mlflow.start_run(flywheel_experiment(tags["workload_id"]), run_name, tags=all_tags)
+    mlflow.log(run_id, params=flatten_params(cfg.model_dump(mode="json")))
+    return run_id, mlflow.run_url(ui_url, run_id)
+
+
+@task(name="mlflow-log-datasets")
+def log_datasets(
+    mlflow_block: str, run_id: str, manifest_path: str, quarantine_file: str | None, counts: dict[str, Any]
+) -> None:
+    """Dataset manifest, quarantined records and the counts behind them, on the parent run."""
+    mlflow, _ = tracker(mlflow_block)
+    mlflow.log_file(run_id, Path(manifest_path), "datasets")
+    if quarantine_file and Path(quarantine_file).exists():
+        mlflow.log_file(run_id, Path(quarantine_file), "quarantine")
+    mlflow.log_json(run_id, "datasets/counts.json", counts)
+    numeric = {k: float(v) for k, v in _flat_numbers(counts).items()}
+    mlflow.log(run_id, metrics=numeric)
+
+
+def _flat_numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat_numbers(value, f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+@task(name="mlflow-log-eval")
+def log_eval_run(
+    mlflow_block: str,
+    parent_run_id: str,
+    outcome: EvalOutcome,
+    role: str,
+    tags: dict[str, str],
+    confidence: float,
+) -> str:
+    """A child run for one candidate x eval mode: metrics with intervals, sample counts, loss curve."""
+    mlflow, _ = tracker(mlflow_block)
+    child_tags = {**tags, "candidate": outcome.model, "eval_mode": outcome.eval_mode, "role": role}
+    run_id = mlflow.start_run(
+        flywheel_experiment(tags["workload_id"]),
+        f"{outcome.model} · {outcome.eval_mode}",
+        tags=child_tags,
+        parent_run_id=parent_run_id,
+    )
+    params: dict[str, Any] = {
+        "model": outcome.model,
+        "eval_mode": outcome.eval_mode,
+        "evaluation_job_id": outcome.job_id,
+    }
+    metrics: dict[str, float] = {}
+    for name, value in outcome.metrics.items():
+        metrics[name] = value
+        interval = bootstrap_mean_interval(scores_by_sample(outcome.samples, name).values(), confidence=confidence)
+        if interval.n:
+            metrics[f"{name}_ci_low"] = interval.low
+            metrics[f"{name}_ci_high"] = interval.high
+            metrics[f"{name}_n"] = float(interval.n)
+    metrics["samples"] = float(len(outcome.samples))
+    metrics["eval_seconds"] = outcome.seconds
+    if outcome.customization is not None:
+        params["customization_job_id"] = outcome.customization.job_id
+        params["output_model"] = outcome.customization.output_model
+        metrics["customization_seconds"] = outcome.customization.seconds
+    mlflow.log(run_id, params=params, metrics=metrics)
+    if outcome.customization is not None:
+        mlflow.log_series(run_id, "train_loss", outcome.customization.train_loss)
+        mlflow.log_series(run_id, "val_loss", outcome.customization.val_loss)
+    mlflow.end_run(run_id, "FINISHED" if outcome.error is None else "FAILED")
+    return run_id
+
+
+@task(name="mlflow-record-decision")
+def record_decision(
+    mlflow_block: str,
+    parent_run_id: str,
+    decision: GateDecision,
+    child_runs: dict[str, str],
+    registered_model: str,
+    promoted_model_id: str | None,
+) -> int | None:
+    """The decision as tags and an artifact on the parent run; the promoted candidate becomes ``champion``."""
+    mlflow, _ = tracker(mlflow_block)
+    tags = {
+        "gate.outcome": decision.outcome,
+        "gate.promoted": decision.promoted.name if decision.promoted else "none",
+        "gate.reason": decision.reasons[-1][:5000],
+    }
+    mlflow.log(parent_run_id, tags=tags)
+    mlflow.log_json(parent_run_id, "gate/decision.json", decision.to_dict())
+    mlflow.log_text(parent_run_id, decision.to_markdown(), "gate/decision.md")
+    if decision.promoted is None:
+        return None
+    child = child_runs.get(f"{decision.promoted.model_name}|{decision.promoted.eval_mode}", parent_run_id)
+    card = {
+        "candidate": decision.promoted.model_name,
+        "eval_mode": decision.promoted.eval_mode,
+        "served_model": promoted_model_id or decision.promoted.model_name,
+        "metric": decision.metric,
+        "parent_run_id": parent_run_id,
+    }
+    return mlflow.set_champion(registered_model, child, card)
+
+
+@task(name="mlflow-end-run")
+def end_parent_run(mlflow_block: str, run_id: str, status: str) -> None:
+    tracker(mlflow_block)[0].end_run(run_id, status)

@@ -1,0 +1,45 @@
+"""A whole local stack in-process (every part a real HTTP server on a free loopback port), fast clocks."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent_flywheel.local.settings import PARTS, LocalStackConfig, Ports
+from agent_flywheel.local.threaded import ThreadedServer, free_port
+
+
+def fast_stack_config(state_dir: Path) -> LocalStackConfig:
+    """Free ports, a clock 1000x faster than real time, and a NIM that answers without simulated latency."""
+    return LocalStackConfig(
+        ports=Ports(**{part: free_port() for part in PARTS}),
+        clock_speed=1000,
+        state_dir=str(state_dir),
+        nim={"latency": {"time_scale": 0}, "quality": {"lora_ceiling": 0.995, "lora_records_scale": 100}},
+        agent={"tool_latency_scale": 0, "log_flush_interval_s": 0.2},
+    )
+
+
+@pytest.fixture(scope="module")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackConfig]:
+    """All five parts started in threads; ``FLYWHEEL_LOCAL_CONFIG`` points the `local` blocks at them."""
+    home = tmp_path_factory.mktemp("stack")
+    cfg = fast_stack_config(home / "state")
+    config_file = home / "local.yaml"
+    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("FLYWHEEL_LOCAL_CONFIG", str(config_file))
+    servers = []
+    try:
+        for part in PARTS:
+            module = importlib.import_module(f"agent_flywheel.local.{part}.server")
+            servers.append(ThreadedServer(module.create_app(cfg), cfg.host, getattr(cfg.ports, part)).start())
+        yield cfg
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        monkeypatch.undo()

@@ -1,0 +1,360 @@
+"""Property tests: malformed, truncated, oversized and hostile records never crash validation or get lost."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent_flywheel.records import (
+    MAX_RECORD_BYTES,
+    LogRecord,
+    Quarantined,
+    QuarantineWriter,
+    Reason,
+    format_timestamp,
+    parse_jsonl_line,
+    parse_timestamp,
+    record_hash,
+    to_document,
+    validate_record,
+)
+
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+
+# ------------------------------------------------------------------------------------------------
+# Strategies
+# ------------------------------------------------------------------------------------------------
+
+safe_text = st.text(max_size=30)
+odd_text = st.one_of(
+    st.text(st.characters(codec=None, exclude_categories=()), max_size=20),  # includes lone surrogates
+    st.sampled_from(["\ud800", "x\udfffy", "\x00", "\u202e", "🧾" * 3, "\ufeff", "NaN", ""]),
+)
+safe_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False), safe_text
+)
+# Hypothesis rarely draws NaN or lone surrogates by itself, so the hostile values are listed explicitly.
+SPECIALS = [
+    math.nan,
+    math.inf,
+    -math.inf,
+    10**400,
+    2**64,
+    -1,
+    "\ud800",
+    "x\udfffy",
+    "",
+    "\x00",
+    "\u202e",
+    True,
+    None,
+    [],
+    {},
+]
+hostile_scalars = st.one_of(st.sampled_from(SPECIALS), safe_scalars, st.floats(), st.integers(), odd_text)
+safe_json = st.recursive(
+    safe_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(safe_text, inner, max_size=3),
+    max_leaves=8,
+)
+hostile_json = st.recursive(
+    hostile_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.one_of(safe_text, odd_text), inner, max_size=3),
+    max_leaves=10,
+)
+
+non_empty_name = st.text(min_size=1, max_size=20).filter(lambda s: s.strip() != "")
+T_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@st.composite
+def timestamps(draw: st.DrawFn) -> Any:
+    moment = T_MIN + timedelta(
+        seconds=draw(st.integers(0, 40 * 365 * 86400)), microseconds=draw(st.integers(0, 999999))
+    )
+    form = draw(st.sampled_from(["int", "float", "numeric", "iso_z", "iso_naive", "iso_offset"]))
+    if form == "int":
+        return int(moment.timestamp())
+    if form == "float":
+        return moment.timestamp()
+    if form == "numeric":
+        return str(int(moment.timestamp()))
+    if form == "iso_z":
+        return moment.isoformat().replace("+00:00", "Z")
+    if form == "iso_naive":
+        return moment.replace(tzinfo=None).isoformat()
+    return moment.astimezone(datetime.now().astimezone().tzinfo).isoformat()
+
+
+@st.composite
+def tool_calls(draw: st.DrawFn) -> list[dict[str, Any]]:
+    calls = []
+    for _ in range(draw(st.integers(1, 2))):
+        arguments = draw(st.dictionaries(safe_text, safe_json, max_size=3))
+        as_string = draw(st.booleans())
+        calls.append(
+            {
+                "id": draw(safe_text),
+                "type": "function",
+                "function": {
+                    "name": draw(non_empty_name),
+                    "arguments": json.dumps(arguments) if as_string else arguments,
+                },
+            }
+        )
+    return calls
+
+
+@st.composite
+def contents(draw: st.DrawFn) -> Any:
+    if draw(st.booleans()):
+        return draw(st.text(max_size=50))
+    return [{"type": "text", "text": draw(safe_text)} for _ in range(draw(st.integers(0, 2)))]
+
+
+@st.composite
+def valid_records(draw: st.DrawFn) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    for _ in range(draw(st.integers(1, 4))):
+        role = draw(st.sampled_from(["system", "user", "assistant", "tool", "developer"]))
+        message: dict[str, Any] = {"role": role, "content": draw(contents())}
+        if role == "assistant" and draw(st.booleans()):
+            message["tool_calls"] = draw(tool_calls())
+        messages.append(message)
+    answer: dict[str, Any] = {"role": "assistant", "content": draw(st.one_of(st.none(), st.text(max_size=40)))}
+    if draw(st.booleans()):
+        answer["tool_calls"] = draw(tool_calls())
+    request: dict[str, Any] = {"model": "m", "messages": messages}
+    if draw(st.booleans()):
+        request["tools"] = [{"type": "function", "function": {"name": draw(non_empty_name), "parameters": {}}}]
+    raw = {
+        "timestamp": draw(timestamps()),
+        "workload_id": draw(non_empty_name),
+        "client_id": draw(non_empty_name),
+        "request": request,
+        "response": {"choices": [{"index": 0, "message": answer}], "usage": draw(safe_json)},
+    }
+    raw.update(
+        draw(st.dictionaries(st.text(min_size=1, max_size=10).filter(lambda k: k not in raw), safe_json, max_size=2))
+    )
+    return raw
+
+
+def all_paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    paths = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            paths.extend(all_paths(child, (*prefix, key)))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            paths.extend(all_paths(child, (*prefix, index)))
+    return paths
+
+
+@st.composite
+def mutated_records(draw: st.DrawFn) -> Any:
+    """A valid record with a few random paths deleted or replaced by hostile values (or wrapped deeply)."""
+    raw: Any = draw(valid_records())
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(all_paths(raw)))
+        action = draw(st.sampled_from(["delete", "replace", "deep"]))
+        if not path:
+            raw = draw(hostile_json) if action == "replace" else raw
+            continue
+        parent: Any = raw
+        for part in path[:-1]:
+            parent = parent[part]
+        if action == "delete":
+            del parent[path[-1]]
+        elif action == "replace":
+            parent[path[-1]] = draw(hostile_json)
+        else:
+            nested: Any = parent[path[-1]]
+            for _ in range(draw(st.integers(60, 300))):
+                nested = [nested]
+            parent[path[-1]] = nested
+        if not isinstance(raw, dict | list):
+            break
+    return raw
+
+
+def strict_json(document: Any) -> str:
+    return json.dumps(document, allow_nan=False, ensure_ascii=False).encode("utf-8").decode("utf-8")
+
+
+def expected_document(raw: dict[str, Any]) -> dict[str, Any]:
+    """What a valid record must index as: the input itself, with only timestamp and arguments canonical."""
+    document = copy.deepcopy(raw)
+    document["timestamp"] = format_timestamp(parse_timestamp(raw["timestamp"]))
+    messages = list(document["request"]["messages"]) + [choice["message"] for choice in document["response"]["choices"]]
+    for message in messages:
+        for call in message.get("tool_calls") or []:
+            arguments = call["function"]["arguments"]
+            if isinstance(arguments, str):
+                if not arguments.strip():
+                    call["function"]["arguments"] = {}
+                    continue
+                try:
+                    parsed = json.loads(arguments)
+                except ValueError:
+                    continue
+                if isinstance(parsed, dict):
+                    call["function"]["arguments"] = parsed
+    return document
+
+
+def check(result: LogRecord | Quarantined, source: str, raw: Any = None) -> None:
+    """Never an internal error; a quarantine names the record; a valid record indexes as what it was."""
+    assert isinstance(result, LogRecord | Quarantined)
+    if isinstance(result, Quarantined):
+        assert result.reason in Reason
+        assert result.reason != Reason.VALIDATION_ERROR, result.message
+        assert result.message.startswith(source + ": ")
+        assert len(result.message) <= 1000
+    else:
+        document = to_document(result)
+        strict_json(document)
+        if raw is not None:
+            assert document == expected_document(raw)
+        assert len(record_hash(result)) == 64
+
+
+# ------------------------------------------------------------------------------------------------
+# Properties
+# ------------------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(valid_records())
+def test_well_formed_records_always_validate_and_round_trip(raw: dict[str, Any]) -> None:
+    original = copy.deepcopy(raw)
+    result = validate_record(raw, source="gen:1")
+    assert isinstance(result, LogRecord), result
+    assert raw == original  # validation does not modify its input
+    document = to_document(result)
+    text = strict_json(document)
+    again = validate_record(json.loads(text), source="gen:2")
+    assert isinstance(again, LogRecord)
+    assert to_document(again) == document
+    assert record_hash(again) == record_hash(result)
+    assert set(document) == set(raw)  # extra top-level fields kept
+
+
+@SETTINGS
+@given(mutated_records())
+def test_mutated_records_never_raise(raw: Any) -> None:
+    check(validate_record(raw, source="mut:1"), "mut:1", raw)
+
+
+FREE_FIELDS = (
+    "extra",
+    "request.temperature",
+    "response.usage",
+    "request.messages.0.name",
+    "request.tools.0.function.parameters",
+)
+
+
+@SETTINGS
+@given(valid_records(), st.sampled_from(FREE_FIELDS), hostile_json)
+def test_hostile_values_in_free_fields_are_kept_exactly_or_quarantined(
+    raw: dict[str, Any], where: str, value: Any
+) -> None:
+    raw.setdefault("request", {}).setdefault("tools", [{"type": "function", "function": {"name": "t"}}])
+    node: Any = raw
+    *parents, last = [int(p) if p.isdigit() else p for p in where.split(".")]
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    result = validate_record(raw, source="free:1")
+    check(result, "free:1", raw)
+    if isinstance(result, Quarantined):
+        assert result.reason in (Reason.NOT_JSON, Reason.TOO_LARGE, Reason.BAD_REQUEST, Reason.BAD_MESSAGES), result
+        try:
+            strict_json(raw)
+        except (ValueError, UnicodeError):
+            return  # it could not have been indexed as it is
+        assert result.reason != Reason.NOT_JSON
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(1, 4))
+def test_oversized_records_are_too_large(megabytes: int) -> None:
+    raw = {"blob": "x" * (megabytes * 1024 * 1024), "nested": [["y" * 1000] * 100] * 10}
+    result = validate_record(raw, source="big:1", max_bytes=MAX_RECORD_BYTES // 8)
+    assert isinstance(result, Quarantined) and result.reason == Reason.TOO_LARGE
+
+
+@SETTINGS
+@given(hostile_json)
+def test_arbitrary_values_never_raise(raw: Any) -> None:
+    result = validate_record(raw, source="any:1")
+    check(result, "any:1")
+    assert isinstance(result, Quarantined)  # nothing random is a valid record
+
+
+@st.composite
+def jsonl_lines(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["valid", "mutated", "truncated", "bytes", "blank", "oversized", "deep", "scalar"]))
+    if kind == "valid":
+        return json.dumps(draw(valid_records())).encode()
+    if kind == "mutated":
+        raw = draw(mutated_records())
+        try:
+            return json.dumps(raw, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+        except (ValueError, RecursionError):
+            return b"{broken"
+    if kind == "truncated":
+        text = json.dumps(draw(valid_records())).encode()
+        return text[: draw(st.integers(0, len(text) - 1))]
+    if kind == "bytes":
+        return draw(st.binary(max_size=60)).replace(b"\n", b" ")
+    if kind == "blank":
+        return draw(st.sampled_from([b"", b"   ", b"\t", b"\r", b"\x1c", b"\xc2\xa0", b"\xe2\x80\xa8"]))
+    if kind == "oversized":
+        return json.dumps({**draw(valid_records()), "blob": "x" * 3000}).encode()
+    if kind == "deep":
+        depth = draw(st.integers(50, 3000))
+        return b'{"a":' + b"[" * depth + b"]" * depth + b"}"
+    return draw(st.sampled_from([b"1", b"null", b'"s"', b"[]", b"NaN", b"true"]))
+
+
+@SETTINGS
+@given(lines=st.lists(jsonl_lines(), min_size=1, max_size=15))
+def test_jsonl_counts_are_exact(tmp_path_factory: Any, lines: list[bytes]) -> None:
+    folder: Path = tmp_path_factory.mktemp("jsonl")
+    data = folder / "in.jsonl"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    good = blank = 0
+    with QuarantineWriter(folder / "quarantine.jsonl") as writer, data.open("rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            result = parse_jsonl_line(line, line_no, path="in.jsonl", max_bytes=2048)
+            if result is None:
+                blank += 1
+                assert not line.strip(b" \t\r\n")
+                continue
+            check(result, f"in.jsonl:{line_no}")
+            if isinstance(result, Quarantined):
+                assert result.raw_text is not None
+                assert result.raw_text.encode("utf-8", "surrogateescape") == line.rstrip(b"\r\n").removeprefix(
+                    b"\xef\xbb\xbf"
+                )
+                writer.write(result)
+            else:
+                good += 1
+    assert good + writer.total + blank == len(lines)
+    written = (folder / "quarantine.jsonl").read_text().splitlines() if writer.total else []
+    assert len(written) == writer.total
+    assert sum(writer.counts.values()) == writer.total
+    for entry in map(json.loads, written):
+        assert entry["reason"] in {reason.value for reason in Reason}
+        assert "raw_text" in entry

@@ -6,6 +6,7 @@ local stack; any other name must exist on the Prefect server.
 
 from __future__ import annotations
 
+import os
 from typing import TypeVar
 
 from prefect.blocks.core import Block
@@ -41,7 +42,13 @@ def local_defaults(cfg: LocalStackConfig | None = None) -> dict[type[Block], Blo
 
 
 def load_block(block_type: type[BlockT], name: str = LOCAL) -> BlockT:
-    """The saved block ``name``; for ``local``, the local-stack default when none was saved."""
+    """The saved block ``name``; for ``local``, the local-stack default when none was saved.
+
+    Without a Prefect server (``PREFECT_API_URL`` unset) ``local`` resolves straight to the defaults, so
+    the CLI does not start Prefect's temporary server just to read them.
+    """
+    if name == LOCAL and not os.environ.get("PREFECT_API_URL"):
+        return _local_default(block_type)
     try:
         return block_type.load(name, _sync=True)  # type: ignore[call-arg,return-value]
     except ValueError:
@@ -50,6 +57,10 @@ def load_block(block_type: type[BlockT], name: str = LOCAL) -> BlockT:
                 f"no {block_type.get_block_type_slug()} block named {name!r}; run `flywheel blocks register` "
                 "or create it in the Prefect UI"
             ) from None
-        default = local_defaults()[block_type]
-        assert isinstance(default, block_type)
-        return default
+        return _local_default(block_type)
+
+
+def _local_default(block_type: type[BlockT]) -> BlockT:
+    default = local_defaults()[block_type]
+    assert isinstance(default, block_type)
+    return default

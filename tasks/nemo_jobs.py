@@ -169,7 +169,7 @@ async def evaluate(model: str, eval_mode: str, dataset: str, ctx: RunContext) ->
         job = await nemo.evaluator.create_job(body, idempotency=key)
         ctx.ledger().add(Resource("evaluation", job.id, f"{eval_mode} {model}"))
         progress = _Progress(_artifact_key(eval_mode, model), f"{eval_mode} {model}")
-        await nemo.evaluator.wait_for_job(job.id, settings=ctx.poll(), on_progress=progress)
+        await nemo.evaluator.wait_for_job(job.id, settings=ctx.poll(), on_progress=progress, cancel_on_abort=True)
         results = await nemo.evaluator.get_results(job.id)
         archive = await nemo.evaluator.download_results(job.id)
     ctx.ledger().discard(Resource("evaluation", job.id, f"{eval_mode} {model}"))
@@ -219,7 +219,9 @@ async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext) -> Cust
         job = await nemo.customizer.create_job(body, idempotency=key)
         ctx.ledger().add(Resource("customization", job.id, nim.model_name))
         progress = _Progress(_artifact_key("customize", nim.model_name), f"customize {nim.model_name}")
-        status = await nemo.customizer.wait_for_job(job.id, settings=ctx.poll(), on_progress=progress)
+        status = await nemo.customizer.wait_for_job(
+            job.id, settings=ctx.poll(), on_progress=progress, cancel_on_abort=True
+        )
         ctx.ledger().discard(Resource("customization", job.id, nim.model_name))
         output_model = job.output_model or ""
         await nemo.nim.wait_for_model(output_model, settings=ctx.poll())

@@ -165,8 +165,9 @@ class LogStore:
 @pytest.fixture(scope="module")
 def logstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LogStore]:
     if REAL_LOGSERVER:
-        from agent_flywheel.local.logserver.server import create_app as create_logserver
         from elasticsearch import Elasticsearch
+
+        from agent_flywheel.local.logserver.server import create_app as create_logserver
 
         cfg = LocalStackConfig(state_dir=str(tmp_path_factory.mktemp("logserver")))
         with ThreadedServer(create_logserver(cfg)) as server, Elasticsearch(server.url) as client:

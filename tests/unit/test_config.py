@@ -70,13 +70,19 @@ def test_missing_file_is_one_line(tmp_path: Path) -> None:
         ({"nims": []}, "nims: List should have at least 1 item"),
         ({"nims": [{"model_name": "a"}, {"model_name": "a"}]}, "nims lists a more than once"),
         ({"nims": [{"model_name": "a", "customization_enabled": True}]}, "customizer_configs is required"),
-        ({"nims": [{"model_name": "a"}], "icl_config": {"min_examples": 4}}, "min_examples (4) exceeds max_examples (3)"),
+        (
+            {"nims": [{"model_name": "a"}], "icl_config": {"min_examples": 4}},
+            "min_examples (4) exceeds max_examples (3)",
+        ),
         ({"nims": [{"model_name": "a"}], "lora_config": {"adapter_dim": 24}}, "adapter_dim must be a power of 2"),
         (
             {"nims": [{"model_name": "a"}], "icl_config": {"example_selection": "semantic_similarity"}},
             "embedding_nim_config is required",
         ),
-        ({"nims": [{"model_name": "a"}], "data_split_config": {"limit": 10}}, "limit (10) must be >= min_total_records"),
+        (
+            {"nims": [{"model_name": "a"}], "data_split_config": {"limit": 10}},
+            "limit (10) must be >= min_total_records",
+        ),
     ],
 )
 def test_cross_field_rules(data: dict[str, object], needle: str) -> None:

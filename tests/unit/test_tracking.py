@@ -44,4 +44,6 @@ def test_champion_alias_points_at_new_version(tracker: Tracker, tmp_path: Path) 
     assert int(mv.version) == version
     assert mv.tags["candidate"] == "m@cust-1"
     second = tracker.set_champion("flywheel-wl2", run_id, {"candidate": "m@cust-2"})
-    assert int(tracker.client.get_model_version_by_alias("flywheel-wl2", CHAMPION_ALIAS).version) == second == version + 1
+    assert (
+        int(tracker.client.get_model_version_by_alias("flywheel-wl2", CHAMPION_ALIAS).version) == second == version + 1
+    )

@@ -28,5 +28,6 @@ def default_mlflow_uri() -> str:
 def configure_local_environment() -> None:
     """Project-local Prefect home and no telemetry (the offline machine logs errors and once locked the DB)."""
     os.environ.setdefault("PREFECT_HOME", str(flywheel_home() / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect's SQLite cannot create it
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_TRACKING_URI", default_mlflow_uri())

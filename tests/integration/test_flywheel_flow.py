@@ -52,8 +52,6 @@ def flywheel_run(
     home = tmp_path_factory.mktemp("flywheel")
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("FLYWHEEL_HOME", str(home))
-    monkeypatch.setenv("PREFECT_HOME", str(home / "prefect"))
-    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -16,11 +17,13 @@ from typing import Annotated, ParamSpec, TypeVar
 import httpx
 import typer
 
+from agent_flywheel.cli_scale_demo import scale_demo_command
 from agent_flywheel.cli_scaling import profile_app, sizing_app
 from agent_flywheel.config import ConfigError
 from agent_flywheel.local.settings import LocalStackConfig, load_local_config
 from agent_flywheel.local.stack import LocalStack, StackError
 from agent_flywheel.paths import configure_local_environment
+from deployments.cli import mount as mount_operations
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -40,6 +43,8 @@ app.add_typer(blocks_app, name="blocks")
 app.add_typer(logs_app, name="logs")
 app.add_typer(sizing_app, name="sizing")
 app.add_typer(profile_app, name="profile")
+mount_operations(app)
+app.command("scale-demo")(scale_demo_command)
 
 LocalConfigOption = Annotated[
     Path | None, typer.Option("--local-config", help="Local stack YAML (default: configs/local.yaml)")
@@ -66,6 +71,8 @@ def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 def _local(config: Path | None) -> LocalStackConfig:
     configure_local_environment()
+    if config is not None:  # so the `local` blocks, resolved later, point at the same stack
+        os.environ["FLYWHEEL_LOCAL_CONFIG"] = str(config.resolve())
     return load_local_config(config)
 
 
@@ -221,9 +228,10 @@ def run(
 def demo(
     requests: Annotated[int, typer.Option(min=1, help="Demo user turns to send before the flywheel runs")] = 1000,
     config: Annotated[Path, typer.Option(help="Flywheel config YAML")] = DEFAULT_FLYWHEEL_CONFIG,
+    scaling: Annotated[bool, typer.Option(help="Also profile, sweep, size and rollout-check the agent")] = True,
     local_config: LocalConfigOption = None,
 ) -> None:
-    """Start the local stack, send demo traffic, run the flywheel, print the decision, stop the stack."""
+    """Start the local stack, send demo traffic, run the flywheel and the scaling lifecycle, stop the stack."""
     cfg = _local(local_config)
     stack = LocalStack(cfg)
     started = not all(part.healthy for part in stack.status())
@@ -243,6 +251,12 @@ def demo(
         client = str(cfg.agent.get("client_id", "demo"))
         typer.echo(f"running the flywheel for {workload}/{client}...")
         _print_decision(_run_flywheel(workload, client, config, full_rebuild=True))
+        if scaling:
+            from flows.scaling_demo import scaling_demo
+
+            typer.echo("running the scaling lifecycle: profile, load sweep, sizing, rollout check...")
+            for line in scaling_demo(str(local_config) if local_config else None, echo=typer.echo)["summary"]:
+                typer.echo(line)
     finally:
         if started:
             stack.down()

@@ -19,6 +19,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from agent_flywheel.paths import flywheel_home
+
 MAX_PARAM_LENGTH = 6000
 CHAMPION_ALIAS = "champion"
 
@@ -61,11 +63,18 @@ class Tracker:
         if experiment is not None:
             return str(experiment.experiment_id)
         try:
-            return str(self.client.create_experiment(name))
+            return str(self.client.create_experiment(name, artifact_location=self._artifact_location(name)))
         except MlflowException:  # created concurrently by another run
             experiment = self.client.get_experiment_by_name(name)
             assert experiment is not None
             return str(experiment.experiment_id)
+
+    def _artifact_location(self, experiment: str) -> str | None:
+        """For a local SQLite store, artifacts go under the flywheel home, not ``./mlruns`` of the cwd."""
+        if not self.tracking_uri.startswith("sqlite:"):
+            return None  # a tracking server decides where its artifacts live
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
+        return (flywheel_home() / "mlartifacts" / safe).as_uri()
 
     def start_run(
         self,

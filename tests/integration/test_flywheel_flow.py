@@ -37,7 +37,7 @@ def _config() -> FlywheelConfig:
                 },
                 {"model_name": MEDIUM},
             ],
-            "data_split_config": {"eval_size": 100, "min_total_records": 50, "limit": 1000},
+            "data_split_config": {"eval_size": 200, "min_total_records": 50, "limit": 1000},
             "evaluation_config": {"poll_interval_s": 0.2, "timeout_s": 120},
         },
         FlywheelConfig,
@@ -55,7 +55,7 @@ def flywheel_run(
     tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     try:
-        report = run_traffic(running_stack.url("agent"), requests=900, concurrency=16, seed=3)
+        report = run_traffic(running_stack.url("agent"), requests=1100, concurrency=16, seed=3)
         assert report.failed == 0
         assert httpx.post(f"{running_stack.url('agent')}/admin/flush", timeout=60).status_code == 200
 
@@ -92,7 +92,7 @@ def test_mlflow_has_one_parent_and_a_child_per_candidate_and_mode(
     assert parent.data.tags["workload_id"] == WORKLOAD
     assert parent.data.tags["simulated"] == "true"
     assert parent.data.tags["gate.outcome"] == "promoted"
-    assert parent.data.params["data_split_config.eval_size"] == "100"
+    assert parent.data.params["data_split_config.eval_size"] == "200"
     pairs = {(r.data.tags["candidate"], r.data.tags["eval_mode"]) for r in children}
     assert pairs == {
         (TEACHER, "base-eval"),
@@ -106,7 +106,7 @@ def test_mlflow_has_one_parent_and_a_child_per_candidate_and_mode(
         metrics = run.data.metrics
         assert {"function_name_accuracy", "function_name_and_args_accuracy", "tool_calling_correctness"} <= set(metrics)
         assert metrics["function_name_and_args_accuracy_ci_low"] <= metrics["function_name_and_args_accuracy"]
-        assert metrics["samples"] == 100
+        assert metrics["samples"] == 200
         assert run.data.tags["prefect.flow_run_id"] == parent.data.tags["prefect.flow_run_id"]
     tuned = next(r for r in children if r.data.tags["eval_mode"] == "customized-eval")
     loss = MlflowClient(tracking_uri).get_metric_history(tuned.info.run_id, "train_loss")

@@ -25,7 +25,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_shipped_configs_validate() -> None:
     flywheel = load_config(CONFIGS / "flywheel.yaml", FlywheelConfig)
     assert flywheel.nims[0].model_name == "meta/llama-3.2-1b-instruct"
-    assert flywheel.data_split_config.eval_size == 100
+    assert flywheel.data_split_config.eval_size == 200
     assert load_config(CONFIGS / "scaling.yaml", ScalingConfig).sizing.target_users == 200
     assert load_config(CONFIGS / "local.yaml", LocalStackConfig).ports.nim == 18002
 

@@ -1,0 +1,171 @@
+"""``traffic-watch``: emit ``flywheel.traffic.accumulated`` for every workload with enough new traffic.
+
+Deployed as ``traffic-watch/every-15m``; the ``flywheel/on-new-traffic`` deployment's trigger turns each
+event into a ``flywheel`` run with the event's ``workload_id`` and ``client_id``. The decision logic
+(threshold, cooldown, payload) is :mod:`agent_flywheel.traffic_watch`; this module only adds Prefect:
+the log store block, the query for flywheel runs already in flight, the events and an artifact.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.events import emit_event
+from prefect.settings import PREFECT_API_URL
+
+from agent_flywheel.paths import flywheel_home
+from agent_flywheel.traffic_watch import (
+    EVENT_NAME,
+    Action,
+    EmitLog,
+    Key,
+    LastEmit,
+    TrafficCount,
+    decide,
+    event_payload,
+    event_resource,
+    survey,
+    utc_now,
+)
+from blocks.log_store import LogStore
+from blocks.resolve import load_block
+from tasks.watermarks import watermark_store
+
+FLYWHEEL_FLOW_NAME = "flywheel"
+# A scheduled run counts as in flight once it is due within this margin (a run the trigger has just
+# created, or one waiting for a concurrency slot); runs scheduled further ahead (tonight's nightly) do not.
+DUE_MARGIN = timedelta(minutes=2)
+
+
+def emit_log_path() -> Path:
+    """Where the watch remembers its last events (for the cooldown), next to the watermarks."""
+    return flywheel_home() / "traffic-watch.json"
+
+
+@task(name="survey-traffic", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=600)
+def survey_traffic(log_store_block: str, workload_ids: list[str] | None) -> list[TrafficCount]:
+    """Count each workload's records newer than its flywheel watermark (retried: the log store may blip)."""
+    store = load_block(LogStore, log_store_block)
+    es = store.client()
+    try:
+        return survey(es, store.index, watermark_store(), workload_ids)
+    finally:
+        es.close()
+
+
+@task(name="flywheel-runs-in-flight", retries=1, retry_delay_seconds=5)
+def flywheel_runs_in_flight() -> set[Key]:
+    """The (workload, client) pairs with a ``flywheel`` run pending, running, or scheduled and due now.
+
+    An event for such a pair would only start a run that waits for (or is cancelled by) the one in
+    flight, so the watch holds it back until that run has finished and moved the watermark.
+    """
+    due = utc_now() + DUE_MARGIN
+    flows = FlowFilter(name=FlowFilterName(any_=[FLYWHEEL_FLOW_NAME]))
+    started = FlowRunFilter(
+        state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING])
+        )
+    )
+    scheduled = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+        expected_start_time=FlowRunFilterExpectedStartTime(before_=due),
+    )
+    runs: list[FlowRun] = []
+    with get_client(sync_client=True) as client:
+        for run_filter in (started, scheduled):
+            runs.extend(client.read_flow_runs(flow_filter=flows, flow_run_filter=run_filter, limit=500))
+    return {_run_key(run.parameters) for run in runs if _run_key(run.parameters) != ("", "")}
+
+
+def _run_key(parameters: dict[str, Any]) -> Key:
+    return (str(parameters.get("workload_id") or ""), str(parameters.get("client_id") or ""))
+
+
+@flow(name="traffic-watch", log_prints=False)
+def traffic_watch(
+    threshold: int = 200,
+    log_store_block: str = "local",
+    workload_ids: list[str] | None = None,
+    cooldown_minutes: float = 60.0,
+) -> list[dict[str, Any]]:
+    """Emit ``flywheel.traffic.accumulated`` for each workload and client with ``threshold`` new records.
+
+    New means newer than the watermark the last successful flywheel run saved. ``cooldown_minutes``
+    keeps the watch from re-emitting for the same watermark while a run it asked for has not yet moved
+    it (see ``docs/operations.md``). Returns one row per (workload, client) with the decision and why.
+    """
+    logger = get_run_logger()
+    counts = survey_traffic(log_store_block, workload_ids)
+    if workload_ids:
+        missing = sorted(set(workload_ids) - {count.workload_id for count in counts})
+        if missing:
+            logger.info("no records in the log store for %s", ", ".join(missing))
+    try:
+        active = flywheel_runs_in_flight()
+    except Exception as exc:  # the watch still works, the trigger window and concurrency limit still hold
+        logger.warning("could not read flywheel runs in flight (%s); assuming none", exc)
+        active = set()
+
+    emit_log = EmitLog(emit_log_path())
+    now = utc_now()
+    decisions = decide(
+        counts,
+        threshold=threshold,
+        cooldown=timedelta(minutes=cooldown_minutes),
+        last_emits=emit_log.load(),
+        active=active,
+        now=now,
+    )
+    if PREFECT_API_URL.value() is None and any(d.action is Action.EMIT for d in decisions):
+        logger.warning(
+            "PREFECT_API_URL is not set: events go to a temporary server where no trigger runs; "
+            "start one with `flywheel server up`"
+        )
+    emitted: dict[Key, LastEmit] = {}
+    for decision in decisions:
+        count = decision.count
+        if decision.action is not Action.EMIT:
+            logger.info("%s/%s: %s (%s)", count.workload_id, count.client_id, decision.action, decision.reason)
+            continue
+        event = emit_event(event=EVENT_NAME, resource=event_resource(count), payload=event_payload(decision, now))
+        if event is None:
+            logger.warning("%s/%s: events are disabled; nothing emitted", count.workload_id, count.client_id)
+            continue
+        emitted[count.key] = LastEmit(at=now, since=count.since, new_records=count.new_records)
+        logger.info(
+            "%s/%s: emitted %s (%d new records, event %s)",
+            count.workload_id,
+            count.client_id,
+            EVENT_NAME,
+            count.new_records,
+            event.id,
+        )
+    emit_log.record(emitted)
+
+    rows = [decision.as_row() for decision in decisions]
+    if rows:
+        create_table_artifact(
+            key="traffic-watch",
+            table=rows,
+            description=f"New records per workload since the last flywheel run; threshold {threshold}.",
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    traffic_watch()

@@ -1,0 +1,374 @@
+"""The scaling lifecycle end to end: the flows against the local stack in-process, and sizing against the truth.
+
+- ``scaling`` (profile → load sweep → sizing) against the demo agent, the NIM simulator and the log server,
+  each a real HTTP server on a free loopback port, with the NIM's latency model at a tenth of real time.
+  Checked: the MLflow run in ``sizing/<app>`` (tags, params, per-level metrics at step = concurrency, the
+  sweep tables, the plots, the profile files, ``sizing.json`` with a consistent interval) and the Prefect
+  artifacts that link to it.
+- ``rollout-check``: a canary nobody serves (the agent answers 502) is rolled back and the routing restored;
+  a healthy canary is not rolled back; no canary and no champion is a skip; the event payload.
+- **Sizing accuracy**: the NIM simulator alone, driven by the load generator with one fixed request, so
+  every request has the same token counts. Its true capacity follows from the latency model's parameters:
+  ``agent_flywheel.local.nim.latency.max_concurrency_under`` (the exact closed-loop steady state: below
+  ``max_batch`` every request on the one replica takes ``S(N) = o + a·I + O·(d0 + d1·N)``), at a target
+  halfway between ``S(8)`` and ``S(9)``, is 8. Sizing from the measured sweep must find C* within 15 %.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+
+from agent_flywheel.config import LoadSweepConfig, ScalingConfig, SizingTargets
+from agent_flywheel.loadgen import RequestResult, run_sweep_blocking
+from agent_flywheel.local.nim.latency import LatencyParams, max_concurrency_under, replicas_needed, service_time_s
+from agent_flywheel.local.settings import LocalStackConfig, Ports
+from agent_flywheel.local.threaded import ThreadedServer, free_port
+from agent_flywheel.sizing import size
+from agent_flywheel.tracking import Tracker, rollout_experiment, sizing_experiment
+from tasks.scaling import sweep_data
+
+pytestmark = pytest.mark.integration
+
+APP = "scaling-test"
+TEACHER = "meta/llama-3.3-70b-instruct"
+HEALTHY_CANARY = "meta/llama-3.2-1b-instruct"
+LEVELS = [1, 2, 4, 8, 16]
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixtures: Prefect and MLflow in temporary directories, the stack in threads
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Prefect's home, MLflow's SQLite store and its artifacts (``./mlruns``) all in a temporary directory."""
+    from prefect.settings import PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+
+    root = tmp_path_factory.mktemp("scaling-flows")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PREFECT_HOME", str(root / "prefect"))
+    mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    mp.chdir(root)
+    try:
+        with temporary_settings(updates={PREFECT_HOME: root / "prefect", PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+            yield root
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def stack(home: Path) -> Iterator[LocalStackConfig]:
+    """Log server, NIM simulator (latency at 1/10 of real time) and demo agent; the ``local`` blocks point here."""
+    from agent_flywheel.local.agent.server import create_app as agent_app
+    from agent_flywheel.local.logserver.server import create_app as logserver_app
+    from agent_flywheel.local.nim.server import create_app as nim_app
+
+    cfg = LocalStackConfig(
+        ports=Ports(logserver=free_port(), datastore=free_port(), nim=free_port(), nemo=free_port(), agent=free_port()),
+        state_dir=str(home / "stack"),
+        nim={"latency": {"time_scale": 0.1}},
+        agent={"tool_latency_scale": 0.1, "log_flush_interval_s": 0.2},
+    )
+    config_file = home / "local.yaml"
+    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FLYWHEEL_LOCAL_CONFIG", str(config_file))
+    servers: list[ThreadedServer] = []
+    try:
+        for create, part in ((logserver_app, "logserver"), (nim_app, "nim"), (agent_app, "agent")):
+            servers.append(ThreadedServer(create(cfg), cfg.host, getattr(cfg.ports, part)).start())
+        yield cfg
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        mp.undo()
+
+
+def _config(target_p95_s: float = 0.15, **rollout: Any) -> ScalingConfig:
+    return ScalingConfig.model_validate(
+        {
+            "app": APP,
+            "profile": {"num_requests": 6},
+            "load_sweep": {
+                "concurrencies": LEVELS,
+                "num_passes": 2,
+                "requests_per_level": 16,
+                "warmup_requests": 2,
+                "request_timeout_s": 10,
+            },
+            "sizing": {"target_users": 200, "target_workflow_p95_s": target_p95_s, "bootstrap_samples": 200},
+            "rollout": {
+                "baseline_model": TEACHER,
+                "stages": [
+                    {"name": "canary-50", "weight": 0.5, "duration_s": 2.5},
+                    {"name": "full", "weight": 1.0, "duration_s": 1.5},
+                ],
+                "slo": {"availability": 0.99, "p95_latency_s": 1.0},
+                **rollout,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def scaling_run(stack: LocalStackConfig) -> dict[str, Any]:
+    from flows.scaling import scaling
+
+    return scaling(config=_config(), agent_block="local", mlflow_block="local")
+
+
+@pytest.fixture(scope="module")
+def mlflow(home: Path) -> Tracker:
+    return Tracker(f"sqlite:///{home / 'mlflow.db'}")
+
+
+# --------------------------------------------------------------------------------------------------
+# scaling: profile → load sweep → sizing
+# --------------------------------------------------------------------------------------------------
+
+
+def test_scaling_flow_records_one_sizing_run(scaling_run: dict[str, Any], mlflow: Tracker) -> None:
+    experiment = mlflow.client.get_experiment_by_name(sizing_experiment(APP))
+    assert experiment is not None
+    runs = mlflow.client.search_runs([experiment.experiment_id], "tags.`scaling.stage` = 'scaling'")
+    assert [r.info.run_id for r in runs] == [scaling_run["mlflow_run_id"]]  # the subflows logged into it
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["app"] == APP
+    assert run.data.tags["simulated"] == "true"
+    assert run.data.tags["prefect.flow_run_id"] not in ("", "local")
+    assert json.loads(run.data.params["load_sweep.concurrencies"]) == LEVELS
+    assert run.data.params["load_sweep.num_passes"] == "2"
+    assert float(run.data.params["sizing.target_workflow_p95_s"]) == 0.15
+    assert run.data.params["sizing.target_users"] == "200"
+
+    for key in ("workflow_p50_s", "workflow_p95_s", "workflow_p99_s", "llm_p95_s", "throughput_rps", "error_rate"):
+        history = mlflow.client.get_metric_history(run.info.run_id, key)
+        assert sorted(m.step for m in history) == LEVELS, key
+    p95 = {m.step: m.value for m in mlflow.client.get_metric_history(run.info.run_id, "workflow_p95_s")}
+    assert p95[16] > p95[1]  # the latency model queues: more load, slower
+    assert all(m.value == 0 for m in mlflow.client.get_metric_history(run.info.run_id, "error_rate"))
+
+    files = {a.path for a in mlflow.client.list_artifacts(run.info.run_id)}
+    files |= {a.path for d in ("sweep", "profile") for a in mlflow.client.list_artifacts(run.info.run_id, d)}
+    assert {
+        "sizing.json",
+        "sizing.md",
+        "latency_vs_concurrency.png",
+        "sizing.png",
+        "sweep/requests.csv",
+        "sweep/levels.csv",
+        "sweep/llm_calls.csv",
+        "profile/profile.json",
+        "profile/profile.md",
+        "profile/gantt.png",
+        "profile/traces.jsonl",
+    } <= files
+    local = Path(mlflow.client.download_artifacts(run.info.run_id, "sweep/requests.csv"))
+    requests = pd.read_csv(local)
+    assert sorted(requests["concurrency"].unique()) == LEVELS
+    assert len(requests) == len(LEVELS) * 2 * 16
+
+
+def test_sizing_answer_has_a_consistent_interval(scaling_run: dict[str, Any], mlflow: Tracker) -> None:
+    answer = json.loads(Path(mlflow.client.download_artifacts(scaling_run["mlflow_run_id"], "sizing.json")).read_text())
+    assert answer == scaling_run["sizing"]
+    assert answer["reachable"] is True
+    assert answer["gpus_low"] <= answer["gpus"] <= answer["gpus_high"]
+    assert answer["slo_concurrency_low"] <= answer["slo_concurrency"] <= answer["slo_concurrency_high"]
+    assert answer["gpus"] == math.ceil(200 / answer["slo_concurrency"] - 1e-9)
+    assert [lv["concurrency"] for lv in answer["levels"]] == LEVELS
+    metrics = mlflow.client.get_run(scaling_run["mlflow_run_id"]).data.metrics
+    assert metrics["gpus"] == answer["gpus"]
+    assert metrics["reachable"] == 1.0
+
+
+def test_profile_collects_one_trace_per_request(scaling_run: dict[str, Any], mlflow: Tracker) -> None:
+    profile = scaling_run["profile"]
+    assert (profile["requests"], profile["failed"], profile["traces"]) == (6, 0, 6)
+    assert profile["source"] == "otlp-receiver"
+    assert "bottleneck" in profile["summary"]["bottleneck"]
+    report = json.loads(
+        Path(mlflow.client.download_artifacts(scaling_run["mlflow_run_id"], "profile/profile.json")).read_text()
+    )
+    assert report["num_traces"] == 6
+    assert report["llm"]["count"] >= 6  # every request makes one or two LLM calls, each with its own span
+    assert any(step["kind"] == "llm" for step in report["steps"])
+
+
+def test_prefect_artifacts_link_to_the_mlflow_run(scaling_run: dict[str, Any]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["sizing-report", "profile-report", "load-sweep"])
+            )
+        )
+    by_key = {a.key: a for a in artifacts}
+    assert set(by_key) == {"sizing-report", "profile-report", "load-sweep"}
+    run_id = scaling_run["mlflow_run_id"]
+    assert run_id in str(by_key["sizing-report"].data) and "get-artifact?path=sizing.png" in str(
+        by_key["sizing-report"].data
+    )
+    assert "get-artifact?path=profile/gantt.png" in str(by_key["profile-report"].data)
+    table = by_key["load-sweep"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert [row["concurrency"] for row in rows] == LEVELS
+
+
+# --------------------------------------------------------------------------------------------------
+# rollout-check
+# --------------------------------------------------------------------------------------------------
+
+
+def _routing(stack: LocalStackConfig) -> dict[str, Any]:
+    return dict(httpx.get(f"{stack.url('agent')}/admin/routing", timeout=5).json())
+
+
+def test_rollout_check_rolls_back_a_canary_that_fails(
+    scaling_run: dict[str, Any], stack: LocalStackConfig, mlflow: Tracker
+) -> None:
+    from flows.rollout_check import rollout_check
+
+    result = rollout_check(config=_config(), canary_model="acme/not-deployed", min_canary_requests=10)
+    assert result["decision"] == "rollback"
+    assert result["stages"][0]["stage"] == "canary-50"
+    assert result["stages"][0]["decision"] == "rollback"
+    assert result["stopped_early"] == "canary-50"  # the alarm cut the stage short
+    assert _routing(stack)["canary_model"] is None  # the agent's routing is restored
+    run = mlflow.client.get_run(result["mlflow_run_id"])
+    assert run.data.tags["rollout.decision"] == "rollback"
+    assert run.data.tags["stage.canary-50.decision"] == "rollback"
+    assert run.data.tags["canary_model"] == "acme/not-deployed"
+    experiment = mlflow.client.get_experiment(run.info.experiment_id)
+    assert experiment.name == rollout_experiment(APP)
+    files = {a.path for a in mlflow.client.list_artifacts(run.info.run_id)}
+    assert {"rollout.json", "rollout.md", "observations.csv"} <= files
+
+
+def test_rollout_check_does_not_roll_back_a_healthy_canary(
+    scaling_run: dict[str, Any], stack: LocalStackConfig
+) -> None:
+    from flows.rollout_check import rollout_check
+
+    httpx.post(f"{stack.url('nim')}/admin/models", json={"id": HEALTHY_CANARY}, timeout=5).raise_for_status()
+    result = rollout_check(config=_config(), canary_model=HEALTHY_CANARY, min_canary_requests=10)
+    assert result["decision"] in ("promote", "hold")
+    assert all(s["decision"] != "rollback" for s in result["stages"])
+    assert result["canary_requests"] >= 10
+    assert _routing(stack)["canary_model"] is None
+
+
+def test_rollout_check_without_canary_or_champion_is_skipped(scaling_run: dict[str, Any]) -> None:
+    from flows.rollout_check import rollout_check
+
+    result = rollout_check(config=_config(), workload_id="no-such-workload")
+    assert result["decision"] is None
+    assert "no `champion`" in result["skipped"]
+
+
+def test_rollout_event_payload() -> None:
+    from flows.rollout_check import rollout_event
+
+    report = {
+        "decision": "rollback",
+        "stages": [
+            {
+                "stage": "canary-5",
+                "weight": 0.05,
+                "decision": "rollback",
+                "reasons": ["error rate 100.00% is above the 1.00% budget beyond doubt"],
+                "canary": {"requests": 12, "error_rate": 1.0, "p95_latency_s": None},
+            }
+        ],
+        "not_reached": ["canary-25", "full"],
+    }
+    event = rollout_event("shop", "m-1b", "m-70b", report, "run-1", "http://mlflow/run-1")
+    assert event["event"] == "flywheel.rollout.decided"
+    assert event["resource"]["prefect.resource.id"] == "flywheel.app.shop"
+    payload = event["payload"]
+    assert (payload["decision"], payload["canary_model"], payload["baseline_model"]) == ("rollback", "m-1b", "m-70b")
+    assert payload["stages"][0]["canary_error_rate"] == 1.0
+    assert payload["not_reached"] == ["canary-25", "full"]
+    assert payload["mlflow_run_id"] == "run-1"
+    json.dumps(payload)  # an event payload must be plain JSON
+
+
+# --------------------------------------------------------------------------------------------------
+# Sizing accuracy against the simulator's true capacity
+# --------------------------------------------------------------------------------------------------
+
+# A steep curve (50 ms of p95 per extra client with these token counts) at real time, so that scheduling noise
+# on a busy machine (tens of ms) moves C* by a few percent only; max_batch is never reached, so no queue.
+TRUTH_PARAMS = LatencyParams(decode_s_per_token=0.001, decode_s_per_token_per_request=0.002, max_batch=64, replicas=1)
+TIME_SCALE = 1.0
+MESSAGES = [{"role": "user", "content": "Hello! What can you help me with today?"}]
+MAX_TOKENS = 40
+# The first round of the first level meets cold connections and a cold server: one round of warm-up.
+ACCURACY_SWEEP = LoadSweepConfig(concurrencies=[6, 8, 10, 12], num_passes=1, requests_per_level=20, warmup_requests=6)
+
+
+def test_sizing_finds_the_simulators_true_capacity(tmp_path: Path) -> None:
+    from agent_flywheel.local.nim.server import create_app as nim_app
+
+    cfg = LocalStackConfig(
+        ports=Ports(logserver=free_port(), nim=free_port()),
+        state_dir=str(tmp_path / "stack"),
+        nim={
+            "latency": {
+                "time_scale": TIME_SCALE,
+                "default": dataclasses.asdict(TRUTH_PARAMS),
+            }
+        },
+    )
+    body = {"model": TEACHER, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    usages: set[tuple[int, int]] = set()
+
+    async def send(client: httpx.AsyncClient, i: int) -> RequestResult:
+        answer = await client.post("/v1/chat/completions", json=body)
+        if answer.status_code != 200:
+            return RequestResult(ok=False, error_kind=f"http_{answer.status_code}")
+        usage = answer.json()["usage"]
+        usages.add((usage["prompt_tokens"], usage["completion_tokens"]))
+        return RequestResult(ok=True, input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"])
+
+    started = time.monotonic()
+    with ThreadedServer(nim_app(cfg), cfg.host, cfg.ports.nim) as nim:
+        probe = httpx.post(f"{nim.url}/v1/chat/completions", json=body, timeout=10).json()["usage"]
+        tokens = (probe["prompt_tokens"], probe["completion_tokens"])
+        calls = [tokens]
+        # Truth, in simulated seconds: the target lies halfway between S(8) and S(9), so exactly 8 clients fit.
+        target_sim = (service_time_s(TRUTH_PARAMS, 8, *tokens) + service_time_s(TRUTH_PARAMS, 9, *tokens)) / 2
+        true_c = max_concurrency_under(TRUTH_PARAMS, target_sim, *tokens, q=0.95)
+        true_replicas = replicas_needed(TRUTH_PARAMS, 200, target_sim, calls)
+        assert true_c == 8 and true_replicas == 25
+        sweep = run_sweep_blocking(nim.url, ACCURACY_SWEEP, send)
+    assert usages == {tokens}  # every request had the same token counts, so the truth is exact
+    requests_csv = sweep.to_csv(tmp_path / "requests.csv")
+    calls_csv = tmp_path / "llm_calls.csv"
+    sweep.llm_calls_frame().to_csv(calls_csv, index=False)
+    # The sweep measured real seconds: the simulator sleeps TIME_SCALE real seconds per simulated second.
+    targets = SizingTargets(target_users=200, target_workflow_p95_s=target_sim * TIME_SCALE, bootstrap_samples=300)
+    result = size(sweep_data(requests_csv, calls_csv), targets)
+    assert result.reachable and result.slo_concurrency is not None and result.gpus is not None
+    assert abs(result.slo_concurrency - true_c) <= 0.15 * true_c, result.to_markdown()
+    assert abs(result.gpus - true_replicas) <= 0.15 * true_replicas, result.to_markdown()
+    print(
+        f"C* {result.slo_concurrency:.2f} vs truth {true_c}; {result.gpus} GPUs vs {true_replicas}; "
+        f"{time.monotonic() - started:.1f} s"
+    )

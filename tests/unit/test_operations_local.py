@@ -1,0 +1,111 @@
+"""Local operations without a Prefect server: settings, background processes, the retargeted prefect file."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent_flywheel.config import ConfigError
+from agent_flywheel.local.threaded import free_port
+from deployments.deploy import deployment_names, render_prefect_file
+from deployments.server import (
+    DEFAULT_SERVER_CONFIG,
+    BackgroundProcess,
+    LocalServers,
+    ServiceError,
+    http_health,
+    load_server_config,
+    pid_alive,
+    write_env_file,
+)
+
+PREFECT_YAML = Path(__file__).resolve().parents[2] / "prefect.yaml"
+
+
+def test_shipped_server_config_and_port_overrides(tmp_path: Path) -> None:
+    cfg = load_server_config(DEFAULT_SERVER_CONFIG)
+    assert (cfg.prefect.port, cfg.mlflow.port, cfg.worker.pool) == (4200, 5000, "flywheel-local")
+    assert cfg.concurrency_limits["gpu"] >= 1
+    assert cfg.prefect_api_url == "http://127.0.0.1:4200/api"
+    moved = load_server_config(DEFAULT_SERVER_CONFIG, prefect_port=4300, mlflow_port=5100)
+    assert (moved.prefect_api_url, moved.mlflow_url) == ("http://127.0.0.1:4300/api", "http://127.0.0.1:5100")
+    assert load_server_config(tmp_path / "missing.yaml").prefect.port == 4200  # defaults
+    remote = load_server_config(DEFAULT_SERVER_CONFIG, api_url="https://prefect.internal/api/")
+    assert (remote.prefect_api_url, remote.local_api_url) == (
+        "https://prefect.internal/api",
+        "http://127.0.0.1:4200/api",
+    )
+
+    bad = tmp_path / "server.yaml"
+    bad.write_text("prefect: {prot: 4200}\n")
+    with pytest.raises(ConfigError, match=r"prefect\.prot"):
+        load_server_config(bad)
+
+
+def test_env_file_quotes_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "with space"
+    monkeypatch.setenv("FLYWHEEL_HOME", str(home))
+    monkeypatch.setenv("PREFECT_HOME", str(home / "prefect"))
+    text = write_env_file(load_server_config(DEFAULT_SERVER_CONFIG, prefect_port=4242)).read_text()
+    assert "export PREFECT_API_URL=http://127.0.0.1:4242/api" in text
+    assert f"export PREFECT_HOME='{home / 'prefect'}'" in text
+
+
+def test_render_prefect_file_retargets_every_deployment() -> None:
+    rendered = render_prefect_file(PREFECT_YAML, pool="flywheel-k8s", code_dir="/opt/agent-flywheel")
+    data = yaml.safe_load(rendered.read_text())
+    assert {d["work_pool"]["name"] for d in data["deployments"]} == {"flywheel-k8s"}
+    assert data["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "/opt/agent-flywheel"}}]
+    assert "definitions" not in data
+    assert deployment_names(rendered) == deployment_names(PREFECT_YAML)
+    # the anchors were expanded: each deployment still has its own concurrency settings
+    assert all(d["concurrency_limit"]["limit"] == 1 for d in data["deployments"])
+
+
+def test_background_process_starts_checks_health_and_stops() -> None:
+    port = free_port()
+    service = BackgroundProcess("test-http")
+    health = http_health(f"http://127.0.0.1:{port}/")
+    pid = service.start(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], env={}, health=health, timeout_s=20
+    )
+    try:
+        assert service.pid() == pid and pid_alive(pid)
+        assert health()[0]
+    finally:
+        assert service.stop(timeout_s=5)
+    assert not pid_alive(pid)
+    assert service.pid() is None and not service.pid_file.exists()
+    assert not service.stop()  # nothing left to stop
+
+
+def test_a_process_that_dies_reports_its_log() -> None:
+    service = BackgroundProcess("test-crash")
+    argv = [sys.executable, "-c", "import sys; print('bad settings'); sys.exit(3)"]
+    with pytest.raises(ServiceError, match=r"(?s)exited with code 3.*bad settings"):
+        service.start(argv, env={}, health=lambda: (False, "never"), timeout_s=20)
+    assert service.pid() is None
+
+
+def test_a_port_taken_by_another_program_is_named() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        servers = LocalServers(load_server_config(DEFAULT_SERVER_CONFIG, prefect_port=port))
+        with pytest.raises(ServiceError, match=f"port {port}.*--prefect-port"):
+            servers.up(mlflow=False, timeout_s=5)
+
+
+def test_render_prefect_file_keeps_server_schedules_of_existing_deployments() -> None:
+    existing = {("flows/flywheel.py:flywheel", "nightly")}
+    data = yaml.safe_load(render_prefect_file(PREFECT_YAML, keep_schedules_of=existing).read_text())
+    by_name = {(d["entrypoint"], d["name"]): d for d in data["deployments"]}
+    assert "schedules" not in by_name[("flows/flywheel.py:flywheel", "nightly")]
+    assert by_name[("flows/traffic_watch.py:traffic_watch", "every-15m")]["schedules"][0]["interval"] == 900
+    assert by_name[("flows/flywheel.py:flywheel", "nightly")]["work_pool"]["name"] == "flywheel-local"
+    assert "pull" not in data  # the local default: the directory `prefect deploy` runs in

@@ -21,8 +21,9 @@ from agent_flywheel.cli_scale_demo import scale_demo_command
 from agent_flywheel.cli_scaling import profile_app, sizing_app
 from agent_flywheel.config import ConfigError
 from agent_flywheel.local.settings import LocalStackConfig, load_local_config
-from agent_flywheel.local.stack import LocalStack, StackError
+from agent_flywheel.local.stack import LocalStack
 from agent_flywheel.paths import configure_local_environment
+from agent_flywheel.processes import ServiceError
 from deployments.cli import mount as mount_operations
 
 P = ParamSpec("P")
@@ -62,7 +63,7 @@ def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (CliError, ConfigError, StackError, FileNotFoundError) as exc:
+        except (CliError, ConfigError, ServiceError, FileNotFoundError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
 

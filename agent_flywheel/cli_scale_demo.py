@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from agent_flywheel.config import ConfigError
-from agent_flywheel.local.stack import StackError
+from agent_flywheel.processes import ServiceError
 
 
 def scale_demo_command(
@@ -30,7 +30,7 @@ def scale_demo_command(
         result = scaling_demo(
             str(local_config) if local_config else None, str(config) if config else None, echo=typer.echo
         )
-    except (ConfigError, StackError, FileNotFoundError) as exc:
+    except (ConfigError, ServiceError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(str(result["scaling"]["markdown"]))

@@ -7,13 +7,9 @@ parts log to ``.flywheel/logs/<part>.log``.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +19,7 @@ import yaml
 
 from agent_flywheel.local.settings import PARTS, LocalStackConfig
 from agent_flywheel.paths import state_dir
+from agent_flywheel.processes import BackgroundProcess, ServiceError, port_in_use
 
 HEALTH_PATHS = {
     "logserver": "/",
@@ -31,10 +28,6 @@ HEALTH_PATHS = {
     "nemo": "/health",
     "agent": "/health",
 }
-
-
-class StackError(RuntimeError):
-    """A part of the local stack could not be started; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -48,29 +41,6 @@ class PartStatus:
     detail: str
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.3)
-        return sock.connect_ex((host, port)) == 0
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 class LocalStack:
     """The simulators as background processes, managed through pid files."""
 
@@ -78,16 +48,6 @@ class LocalStack:
         self.cfg = cfg
         self.parts = [p for p in PARTS if p in set(parts)]
         self.run_dir = state_dir("run")
-        self.log_dir = state_dir("logs")
-
-    def _pid_file(self, part: str) -> Path:
-        return self.run_dir / f"{part}.pid"
-
-    def _read_pid(self, part: str) -> int | None:
-        try:
-            return int(self._pid_file(part).read_text().strip())
-        except (OSError, ValueError):
-            return None
 
     def health(self, part: str, timeout_s: float = 1.0) -> tuple[bool, str]:
         """Ask the part's health endpoint; (healthy, detail)."""
@@ -105,9 +65,7 @@ class LocalStack:
         """The state of every part: pid, health and a one-line detail."""
         result = []
         for part in self.parts:
-            pid = self._read_pid(part)
-            if pid is not None and not _pid_alive(pid):
-                pid = None
+            pid = BackgroundProcess(part).pid()
             healthy, detail = self.health(part)
             if not healthy and pid is None:
                 detail = "stopped"
@@ -126,56 +84,16 @@ class LocalStack:
             if self.health(part)[0]:
                 continue
             port = getattr(self.cfg.ports, part)
-            if _port_in_use(self.cfg.host, port):
-                raise StackError(f"{part}: port {port} is in use by another program; change ports.{part}")
-            log_path = self.log_dir / f"{part}.log"
-            with log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", f"agent_flywheel.local.{part}", "--config", str(config_file)],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
-            self._pid_file(part).write_text(str(process.pid))
-            self._wait_healthy(part, process, log_path, timeout_s)
+            if port_in_use(self.cfg.host, port):
+                raise ServiceError(f"{part}: port {port} is in use by another program; change ports.{part}")
+            BackgroundProcess(part).start(
+                [sys.executable, "-m", f"agent_flywheel.local.{part}", "--config", str(config_file)],
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                health=functools.partial(self.health, part, 0.5),
+                timeout_s=timeout_s,
+            )
         return self.status()
 
-    def _wait_healthy(self, part: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise StackError(f"{part} exited with code {process.returncode}; its log ends:\n{_tail(log_path)}")
-            if self.health(part, timeout_s=0.5)[0]:
-                return
-            time.sleep(0.2)
-        raise StackError(f"{part} did not become healthy in {timeout_s:.0f} s; its log ends:\n{_tail(log_path)}")
-
-    def down(self, timeout_s: float = 10.0) -> list[str]:
+    def down(self) -> list[str]:
         """Stop every part this stack started (SIGTERM, then SIGKILL); returns the names stopped."""
-        stopped = []
-        for part in reversed(self.parts):
-            pid = self._read_pid(part)
-            self._pid_file(part).unlink(missing_ok=True)
-            if pid is None or not _pid_alive(pid):
-                continue
-            _terminate(pid, timeout_s)
-            stopped.append(part)
-        return stopped
-
-
-def _terminate(pid: int, timeout_s: float) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid):
-            return
-        with contextlib.suppress(ChildProcessError):  # reap our own child so it does not linger as a zombie
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+        return [part for part in reversed(self.parts) if BackgroundProcess(part).stop(timeout_s=10.0)]

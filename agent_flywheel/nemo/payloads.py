@@ -33,6 +33,7 @@ from agent_flywheel.config import (
     RemoteModelConfig,
     TrainingConfig,
 )
+from agent_flywheel.metrics import JUDGE_RATING_PATTERN, JUDGE_SIMILARITY_PATTERN
 from agent_flywheel.nemo.idempotency import IdempotencyKey, content_hash
 
 # Names the Evaluator reports results under (and the blueprint reads them by).
@@ -47,8 +48,8 @@ RATING_SCORE = "rating"
 SIMILARITY_SCORE = "similarity"
 
 # Judge reply parsers: group 1 is the whole number.
-TOOL_CALLING_RATING_PATTERN = r"RATING:\s*(\d+)"
-SIMILARITY_PATTERN = r"(\d+)"
+TOOL_CALLING_RATING_PATTERN = JUDGE_RATING_PATTERN  # multi-digit: a "10" is 10 (blueprint bug 1)
+SIMILARITY_PATTERN = JUDGE_SIMILARITY_PATTERN
 
 EVAL_FILE = "eval_data.jsonl"
 TRAINING_DIR = "training"

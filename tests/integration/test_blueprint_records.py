@@ -20,53 +20,9 @@ from agent_flywheel.local.settings import LocalStackConfig, Ports
 from agent_flywheel.local.threaded import ThreadedServer, free_port
 from agent_flywheel.logstore import extract
 from agent_flywheel.records import QuarantineWriter, to_document
+from tests.unit.test_records import AIVA  # the blueprint quickstart's tool-calling record, verbatim
 
 pytestmark = pytest.mark.integration
-
-# The AIVA tool-calling example of the blueprint's quickstart: arguments as an object, epoch seconds.
-AIVA = {
-    "timestamp": 1746138417,
-    "workload_id": "primary_assistant",
-    "client_id": "aiva-1",
-    "request": {
-        "model": "meta/llama-3.1-70b-instruct",
-        "messages": [
-            {"role": "system", "content": "You are a chatbot that helps with purchase history."},
-            {"role": "user", "content": "Has my bill been processed?"},
-        ],
-        "tools": [
-            {
-                "type": "function",
-                "function": {
-                    "name": "structured_rag",
-                    "parameters": {
-                        "properties": {"query": {"type": "string"}, "user_id": {"type": "string"}},
-                        "required": ["query", "user_id"],
-                    },
-                },
-            }
-        ],
-    },
-    "response": {
-        "choices": [
-            {
-                "message": {
-                    "role": "assistant",
-                    "content": "",
-                    "tool_calls": [
-                        {
-                            "type": "function",
-                            "function": {
-                                "name": "structured_rag",
-                                "arguments": {"query": "account bill processed", "user_id": "4165"},
-                            },
-                        }
-                    ],
-                }
-            }
-        ]
-    },
-}
 
 
 def _variant(i: int) -> dict[str, object]:

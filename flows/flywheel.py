@@ -4,6 +4,12 @@ extract_logs → build_datasets → upload_datasets
 teacher base-eval  ‖  per candidate (under the `gpu` concurrency limit):
     deploy → base-eval ‖ icl-eval ‖ (customize → customized-eval) → teardown
 promotion gate → MLflow decision + `champion` alias → event → watermark
+
+A run that fails, crashes or is cancelled stops every job and deployment it started (the hooks below);
+a run killed outright leaves them in its ledger: the next run adopts what it needs and stops the rest. Evaluations and
+fine-tunes are cached by their inputs, so running again after any failure redoes only what did not
+finish. When an evaluation fails for good, the run records what it has and fails without a decision:
+a decision made on a partial comparison could be the wrong one.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ from tasks.extract import commit_watermark, extract_logs
 from tasks.nemo_jobs import (
     EvalOutcome,
     RunContext,
+    claim_run_dir,
     cleanup_run,
     customize,
     deploy_nim,
     evaluate,
+    reap_orphans,
     teardown_deployment,
 )
 from tasks.tracking import end_parent_run, log_datasets, log_eval_run, record_decision, run_tags, start_parent_run
@@ -46,8 +54,12 @@ def _run_dir(flow_run_id: str) -> Path:
     return state_dir("runs", flow_run_id)
 
 
+class FlywheelRunError(RuntimeError):
+    """The run could not reach a decision; the message lists each failed step with what to do about it."""
+
+
 def _cleanup_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
-    """On failure or cancellation: stop every job and deployment this run started and left behind."""
+    """On failure, crash or cancellation: stop every job and deployment this run started and left behind."""
     nemo_block = str((flow_run.parameters or {}).get("nemo_block", "local"))
     ledger = _run_dir(str(flow_run.id)) / "resources.json"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the hook may run inside the flow's event loop
@@ -106,12 +118,35 @@ def _scores_table(outcomes: list[EvalOutcome]) -> list[dict[str, Any]]:
     return rows
 
 
+def _failure_report(workload_id: str, client_id: str, failed: list[EvalOutcome], total: int, mlflow_url: str) -> str:
+    lines = [
+        f"flywheel {workload_id}/{client_id}: {len(failed)} of {total} evaluations did not finish, "
+        "so no promotion decision was made (it would compare an incomplete set of candidates):"
+    ]
+    lines += [f"- {o.eval_mode} of {o.model}: {o.error}" for o in failed]
+    finished = total - len(failed)
+    if finished:
+        lines.append(
+            f"The {finished} finished evaluations are recorded in MLflow ({mlflow_url}) and cached: "
+            "running the flywheel again reuses them and redoes only the failed steps."
+        )
+    else:
+        lines.append(f"The run is recorded in MLflow ({mlflow_url}).")
+    return "\n".join(lines)
+
+
 def _decision_markdown(decision: GateDecision, mlflow_url: str, served_model: str | None) -> str:
     served = f"\n\nServed as `{served_model}`." if served_model and decision.promoted else ""
     return decision.to_markdown() + served + f"\n\n[MLflow run]({mlflow_url})\n"
 
 
-@flow(name="flywheel", log_prints=True, on_failure=[_cleanup_hook], on_cancellation=[_cleanup_hook])
+@flow(
+    name="flywheel",
+    log_prints=True,
+    on_failure=[_cleanup_hook],
+    on_cancellation=[_cleanup_hook],
+    on_crashed=[_cleanup_hook],
+)
 async def flywheel(
     workload_id: str,
     client_id: str,
@@ -133,6 +168,7 @@ async def flywheel(
         cfg = cfg.model_copy(update={"extraction": cfg.extraction.model_copy(update={"full_rebuild": True})})
     flow_run_id = str(current_run.id or "local")
     run_dir = _run_dir(flow_run_id)
+    claim_run_dir(run_dir)
     simulated = is_simulated(nemo_block)
     tags = run_tags(workload_id, client_id, flow_run_id, simulated)
     parent_run_id, mlflow_url = start_parent_run(
@@ -155,7 +191,7 @@ async def flywheel(
                 "removed": built.removed,
             },
         )
-        uploaded = await upload_datasets(workload_id, built, cfg, nemo_block, flow_run_id[:8])
+        uploaded = await upload_datasets(workload_id, built, cfg, nemo_block)
         ctx = RunContext(
             workload_id=workload_id,
             client_id=client_id,
@@ -175,6 +211,20 @@ async def flywheel(
         outcomes = [o for group in per_candidate for o in group]
 
         gate_cfg = cfg.promotion_gate
+        child_runs = {}
+        for outcome, role in [(teacher, "teacher"), *((o, "candidate") for o in outcomes)]:
+            child_runs[f"{outcome.model}|{outcome.eval_mode}"] = log_eval_run(
+                mlflow_block, parent_run_id, outcome, role, tags, gate_cfg.confidence
+            )
+        await acreate_table_artifact(
+            table=_scores_table([teacher, *outcomes]),
+            key="flywheel-scores",
+            description=f"Scores by candidate and eval mode for {workload_id}/{client_id}",
+        )
+        failed = [o for o in (teacher, *outcomes) if o.error is not None]
+        if failed:
+            raise FlywheelRunError(_failure_report(workload_id, client_id, failed, 1 + len(outcomes), mlflow_url))
+
         decision = decide_promotion(
             cfg.teacher,
             teacher.samples if teacher.error is None else None,
@@ -183,11 +233,6 @@ async def flywheel(
             gate_cfg,
             seed=cfg.data_split_config.random_seed or 0,
         )
-        child_runs = {}
-        for outcome, role in [(teacher, "teacher"), *((o, "candidate") for o in outcomes)]:
-            child_runs[f"{outcome.model}|{outcome.eval_mode}"] = log_eval_run(
-                mlflow_block, parent_run_id, outcome, role, tags, gate_cfg.confidence
-            )
         served_model = None
         if decision.promoted is not None:
             match = next(
@@ -204,11 +249,6 @@ async def flywheel(
         registered = gate_cfg.registered_model_name or f"flywheel-{workload_id}"
         version = record_decision(mlflow_block, parent_run_id, decision, child_runs, registered, served_model)
 
-        await acreate_table_artifact(
-            table=_scores_table([teacher, *outcomes]),
-            key="flywheel-scores",
-            description=f"Scores by candidate and eval mode for {workload_id}/{client_id}",
-        )
         await acreate_markdown_artifact(
             markdown=_decision_markdown(decision, mlflow_url, served_model),
             key="flywheel-decision",
@@ -230,6 +270,7 @@ async def flywheel(
             payload={k: v for k, v in payload.items() if k != "rows"},
         )
         commit_watermark(workload_id, client_id, extracted.watermark)
+        await reap_orphans(nemo_block, str(run_dir))
         end_parent_run(mlflow_block, parent_run_id, "FINISHED")
         summary = decision.reasons[-1]
         logger.info("flywheel decision: %s", summary)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import hashlib
 from pathlib import Path
 
 import httpx
@@ -99,32 +99,63 @@ def build_datasets_task(
     )
 
 
+#: Code points that JSON keeps raw inside strings but that ``str.splitlines()`` (and so some JSONL readers,
+#: the local NeMo simulator's among them) treats as line ends: NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR.
+_LINE_BREAKS_IN_STRINGS = {"\u0085": b"\\u0085", "\u2028": b"\\u2028", "\u2029": b"\\u2029"}
+
+
+def jsonl_safe(data: bytes) -> bytes:
+    """JSONL whose lines every reader splits the same way: those code points written as ``\\uXXXX`` escapes.
+
+    In valid JSON they can only occur inside strings, where the escape means the same character, so the
+    records are unchanged; a user message with a pasted U+2028 no longer splits a record in two.
+    """
+    for char, escape in _LINE_BREAKS_IN_STRINGS.items():
+        data = data.replace(char.encode("utf-8"), escape)
+    return data
+
+
 def _files(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*.jsonl"))}
+    return {str(p.relative_to(directory)): jsonl_safe(p.read_bytes()) for p in sorted(directory.rglob("*.jsonl"))}
+
+
+def content_digest(files: dict[str, bytes]) -> str:
+    """A short hash of a dataset's files (paths and bytes): the same records make the same dataset name."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.encode("utf-8") + b"\0" + hashlib.sha256(files[path]).digest())
+    return digest.hexdigest()[:12]
 
 
 @task(name="upload-datasets", retries=2, retry_delay_seconds=[10, 60], timeout_seconds=1800)
 async def upload_datasets(
-    workload_id: str, built: BuiltDatasets, cfg: FlywheelConfig, nemo_block: str, run_tag: str
+    workload_id: str, built: BuiltDatasets, cfg: FlywheelConfig, nemo_block: str
 ) -> UploadedDatasets:
-    """Upload each dataset to the Data Store (Hugging Face protocol) and register it in the Entity Store."""
+    """Upload each dataset to the Data Store (Hugging Face protocol) and register it in the Entity Store.
+
+    Names are content-addressed (``flywheel-<kind>-<workload>[-<model>]-<hash of the files>``), not stamped
+    with a time or a run id: a rerun on the same records reuses the same datasets, so the idempotency keys
+    of the jobs built on them match too and a resumed run finds the jobs a dead run started. Uploading an
+    unchanged dataset again is a no-op commit.
+    """
     logger = get_run_logger()
     ns = cfg.namespace
-    stamp = time.strftime("%Y%m%d%H%M%S")
     label = safe_name(workload_id)
-    names = {"base": f"flywheel-eval-{label}-{stamp}-{run_tag}", "train": f"flywheel-train-{label}-{stamp}-{run_tag}"}
+    uploads: dict[str, tuple[str, dict[str, bytes], str]] = {}
+    for kind, prefix in (("base", "eval"), ("train", "train")):
+        files = _files(Path(built.dirs[kind]))
+        uploads[kind] = (
+            f"flywheel-{prefix}-{label}-{content_digest(files)}",
+            files,
+            f"agent-flywheel {kind} dataset of {workload_id}",
+        )
+    for model, directory in built.icl_dirs.items():
+        files = _files(Path(directory))
+        name = f"flywheel-icl-{label}-{safe_name(model)}"[:100] + f"-{content_digest(files)}"
+        uploads[f"icl/{model}"] = (name, files, f"ICL eval set for {model}")
     async with nemo_client(nemo_block) as nemo:
-        for kind in ("base", "train"):
-            dataset = await nemo.upload_dataset(
-                ns,
-                names[kind],
-                _files(Path(built.dirs[kind])),
-                description=f"agent-flywheel {kind} dataset of {workload_id}",
-            )
+        for kind, (name, files, description) in uploads.items():
+            dataset = await nemo.upload_dataset(ns, name, files, description=description)
             logger.info("upload-datasets: %s registered as %s/%s", kind, ns, dataset.name)
-        icl: dict[str, str] = {}
-        for model, directory in built.icl_dirs.items():
-            name = f"flywheel-icl-{label}-{safe_name(model)}-{stamp}-{run_tag}"[:120]
-            await nemo.upload_dataset(ns, name, _files(Path(directory)), description=f"ICL eval set for {model}")
-            icl[model] = name
-    return UploadedDatasets(namespace=ns, base=names["base"], train=names["train"], icl=icl)
+    icl = {kind.removeprefix("icl/"): name for kind, (name, _, _) in uploads.items() if kind.startswith("icl/")}
+    return UploadedDatasets(namespace=ns, base=uploads["base"][0], train=uploads["train"][0], icl=icl)

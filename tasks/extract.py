@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from elastic_transport import TransportError
+from elasticsearch import ApiError
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from agent_flywheel.config import FlywheelConfig
-from agent_flywheel.logstore import Watermark, extract, extraction_window
+from agent_flywheel.logstore import LogStoreError, Watermark, extract, extraction_window
 from agent_flywheel.paths import state_dir
 from agent_flywheel.record_cache import RecordCache
 from agent_flywheel.records import QuarantineWriter, to_document
@@ -34,6 +39,31 @@ class ExtractedLogs(BaseModel):
 def record_cache(workload_id: str, client_id: str) -> RecordCache:
     """The local store of this workload's validated records."""
     return RecordCache(state_dir("records"), workload_id, client_id)
+
+
+def _window_label(since: datetime | Watermark | None, until: datetime | None) -> str:
+    """The record-cache segment label of one read window: the same window always writes the same segment."""
+    start = since.to_json() if isinstance(since, Watermark) else (since.isoformat() if since else None)
+    text = f"{start}|{until.isoformat() if until else None}"
+    return "window-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _log_store_failure(store: LogStore, exc: Exception) -> RuntimeError:
+    """One message naming the log store, what went wrong and what to do (no credentials in it)."""
+    detail = str(exc)
+    if isinstance(exc, ApiError):
+        detail = f"{exc.meta.status} {exc.message}"
+    for secret in (store.password, store.api_key):
+        if secret is not None and secret.get_secret_value():
+            detail = detail.replace(secret.get_secret_value(), "***")
+    url = urlsplit(store.url)
+    where = url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()  # no user:password@ in the message
+    return RuntimeError(
+        f"Log store (Elasticsearch at {where}, index {store.index!r}): reading the records failed: {detail}. "
+        "What to do: check that Elasticsearch is up and reachable from this worker and that the LogStore block's "
+        "URL and credentials are right, then run the flywheel again; nothing was lost (the watermark only moves "
+        "after a successful run, so the same records are read again)"
+    )
 
 
 @task(name="extract-logs", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=3600)
@@ -69,9 +99,16 @@ def extract_logs(
                 keep_alive=cfg.extraction.pit_keep_alive,
                 on_page=lambda pages, docs: logger.info("extract-logs: page %d, %d records read", pages, docs),
             )
+    except (ApiError, TransportError, LogStoreError) as exc:
+        raise _log_store_failure(store, exc) from exc
     finally:
         es.close()
-    _, written = cache.append((to_document(r) for r in result.records), label="run")
+    # A run that died before committing its watermark read the same window: replace its segment, not add to it.
+    label = _window_label(since, until)
+    for segment in cache.segments():
+        if segment.stem.endswith(f"-{label}"):
+            segment.unlink()
+    _, written = cache.append((to_document(r) for r in result.records), label=label)
     quarantined = sum(result.quarantined.values())
     logger.info(
         "extract-logs: %d new valid records for %s/%s (%d scanned, %d duplicates, %d quarantined%s)",

@@ -1,24 +1,48 @@
 """Tasks that drive NeMo: deploy a NIM, evaluate a model, fine-tune it, tear down, clean up after a run.
 
-Every job carries an idempotency key (a content hash of its inputs plus the flow run id), so a retried
-or resumed run finds the job it started instead of starting a second one; every resource started is
-written to the run's ledger so failure and cancellation hooks can stop it.
+What makes a run safe to retry, resume or kill:
+
+- **Idempotency keys are content hashes** of a job's inputs (workload, client, model, mode, the
+  content-addressed dataset name, the configs) and nothing else, not the flow run id: a *new* run
+  after a crash finds the job the dead run started, running or completed, and waits for it instead of
+  starting a second one (a failed or cancelled job is never reused).
+- **Task caching**: ``evaluate`` persists its results under ``.flywheel/results``, keyed on the same
+  inputs plus the Evaluator's URL, so a rerun does not evaluate again what was already evaluated. A
+  fine-tune's persisted result is the Customizer's job itself: ``customize`` finds it by its key (a
+  cached copy could name an adapter that a reset platform no longer serves).
+- **The ledger**: every job and deployment a run starts is written to ``.flywheel/runs/<id>/resources.json``;
+  the failure, crash and cancellation hooks stop what it lists, and a later run adopts what a run that
+  died without its hooks (SIGKILL, power loss) left behind, so that too is torn down.
+
+Failures that retrying cannot fix (a job that failed, stalled or timed out) raise
+:class:`FlywheelStepError`, which names the service, the job and what to do, and are not retried by
+Prefect; transient HTTP failures are retried with backoff by the client and, once that budget is spent,
+once more by the task.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import get_run_logger, task
+import httpx
+from prefect import Task, get_run_logger, task
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.client.schemas.objects import TaskRun
+from prefect.context import TaskRunContext
+from prefect.states import State
 from pydantic import BaseModel
 
 from agent_flywheel.config import FlywheelConfig, NIMConfig
 from agent_flywheel.ledger import Ledger, Resource
 from agent_flywheel.metrics import parse_aggregate_results, parse_sample_results
+from agent_flywheel.nemo.customizer import NOT_ENOUGH_RESOURCES
+from agent_flywheel.nemo.http import NemoAPIError
 from agent_flywheel.nemo.idempotency import IdempotencyKey, content_hash
 from agent_flywheel.nemo.payloads import (
     customization_config_body,
@@ -27,9 +51,32 @@ from agent_flywheel.nemo.payloads import (
     eval_config_for_run,
     evaluation_job_body,
 )
-from agent_flywheel.nemo.poller import PollSettings
+from agent_flywheel.nemo.poller import JobFailedError, JobWaitError, PollSettings
 from agent_flywheel.nemo.status import Phase, classify
-from tasks.clients import nemo_client
+from agent_flywheel.paths import state_dir
+from tasks.clients import nemo_client, nemo_settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Part of every cache key: bump it when what ``evaluate`` returns changes meaning.
+CACHE_VERSION = "1"
+OWNER_FILE = "owner.json"
+RERUN = "then run the flywheel again: what already finished is cached and reused, only this step runs again"
+
+
+class FlywheelStepError(RuntimeError):
+    """A step failed for good: the message names the service, the job or deployment, and what to do."""
+
+    def __init__(self, service: str, subject: str, problem: str, todo: str) -> None:
+        self.service = service
+        self.subject = subject
+        self.problem = problem
+        self.todo = todo
+        super().__init__(f"{service}: {subject} {problem}. What to do: {todo}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.service, self.subject, self.problem, self.todo))
 
 
 class RunContext(BaseModel):
@@ -48,8 +95,11 @@ class RunContext(BaseModel):
         return Ledger(Path(self.ledger_path))
 
     def key(self, *parts: Any) -> IdempotencyKey:
-        """The idempotency key of a job: what it is made of, scoped to this flow run."""
-        return IdempotencyKey(content_hash(self.workload_id, self.client_id, *parts), self.flow_run_id)
+        """The idempotency key of a job: a hash of what it is made of, the same in every run.
+
+        Not scoped to the flow run: a run started after a crash must find the job the dead run started.
+        """
+        return IdempotencyKey(content_hash(self.workload_id, self.client_id, *parts))
 
     def poll(self, interval_s: float | None = None) -> PollSettings:
         ev = self.cfg.evaluation_config
@@ -118,9 +168,187 @@ def _artifact_key(*parts: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-")[:100]
 
 
-@task(name="deploy-nim", retries=2, retry_delay_seconds=[10, 60])
+# --- resuming: who owns a run directory, adopting what a dead run left behind ------------------------
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Record which process runs in ``run_dir``, so a later run can tell that it died (see :func:`adopt_orphan`)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    (run_dir / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+
+
+def _owner_is_dead(run_dir: Path) -> bool:
+    """True only when the run's process is known to be gone (same host, no such pid); unsure means alive."""
+    try:
+        owner = json.loads((run_dir / OWNER_FILE).read_text(encoding="utf-8"))
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. EPERM: the pid exists
+        return False
+    return False
+
+
+def adopt_orphan(ctx: RunContext, resource: Resource) -> bool:
+    """Take over ``resource`` when a run that died without its cleanup hooks left it in its ledger.
+
+    The dead run can no longer tear it down, so this run lists it in its own ledger (its hooks and
+    teardown then stop it) and removes it from the dead one. Returns whether it was adopted.
+    """
+    own_dir = Path(ctx.ledger_path).parent
+    adopted = False
+    for ledger_file in sorted(state_dir("runs").glob("*/resources.json")):
+        if ledger_file.parent == own_dir or not _owner_is_dead(ledger_file.parent):
+            continue
+        ledger = Ledger(ledger_file)
+        if any((r.kind, r.ref) == (resource.kind, resource.ref) for r in ledger.resources()):
+            ledger.discard(resource)
+            adopted = True
+    if adopted:
+        ctx.ledger().add(resource)
+        get_run_logger().warning(
+            "%s %s was started by a flywheel run that died; this run adopts it", resource.kind, resource.ref
+        )
+    return adopted
+
+
+# --- failures: retry what is transient, explain what is not --------------------------------------------
+
+
+def _transient(task_: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Prefect's retry condition: retry HTTP failures that may pass; never a job that failed or stalled."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    if isinstance(error, FlywheelStepError | JobWaitError):
+        return False
+    if isinstance(error, NemoAPIError):
+        return error.retryable
+    return True
+
+
+def _problem(exc: JobWaitError) -> str:
+    text = str(exc)
+    return text[len(exc.what) :].strip() if exc.what and text.startswith(exc.what) else text
+
+
+async def _quietly(work: Awaitable[Any]) -> bool:
+    """Run a best-effort cleanup call; False when it failed (the failure hooks will try again)."""
+    try:
+        await work
+    except (NemoAPIError, httpx.HTTPError) as exc:
+        get_run_logger().warning("cleanup call failed (%s); the run's failure hook will try again", exc)
+        return False
+    return True
+
+
+def _customization_error(exc: JobWaitError, job_id: str, model: str, base_url: str) -> FlywheelStepError:
+    problem = _problem(exc)
+    if isinstance(exc, JobFailedError):
+        todo = (
+            f"read its logs (GET {base_url}/v1/customization/jobs/{job_id}/container-logs), fix the cause "
+            f"(training data, customizer_configs, GPUs), {RERUN}"
+        )
+    elif NOT_ENOUGH_RESOURCES in problem:
+        todo = (
+            "free GPUs in the cluster or lower customizer_configs.gpus (or raise evaluation_config.timeout_s "
+            f"to wait longer for them); the job was cancelled; {RERUN}"
+        )
+    else:
+        todo = (
+            "check the Customizer's job queue and GPU nodes (or raise evaluation_config.timeout_s); "
+            f"the job was cancelled; {RERUN}"
+        )
+    return FlywheelStepError(
+        "NeMo Customizer", f"customization job {job_id} (LoRA fine-tune of {model})", problem, todo
+    )
+
+
+def _evaluation_error(
+    exc: JobWaitError, job_id: str, eval_mode: str, model: str, dataset: str, base_url: str
+) -> FlywheelStepError:
+    todo = (
+        f"read its logs (GET {base_url}/v1/evaluation/jobs/{job_id}/logs); check that {model} is deployed and "
+        f"answers and that dataset {dataset} is readable; {RERUN}"
+    )
+    if not isinstance(exc, JobFailedError):
+        todo = f"the job was cancelled; {todo}"
+    return FlywheelStepError("NeMo Evaluator", f"evaluation job {job_id} ({eval_mode} of {model})", _problem(exc), todo)
+
+
+def _deployment_error(exc: JobWaitError, ref: DeploymentRef, base_url: str, removed: bool) -> FlywheelStepError:
+    todo = (
+        f"check the deployment's events in DMS ({base_url}), the NIM image and tag, and the GPUs it asks for"
+        f"{'; the deployment was deleted' if removed else ''}; {RERUN}"
+    )
+    return FlywheelStepError(
+        "NeMo Deployment Management", f"deployment {ref.namespace}/{ref.name} of {ref.model}", _problem(exc), todo
+    )
+
+
+def _nim_error(exc: JobWaitError, model: str, base_url: str) -> FlywheelStepError:
+    todo = f"check that NIM at {base_url} lists {model} in GET /v1/models (adapters can take minutes to load); {RERUN}"
+    return FlywheelStepError("NIM", f"model {model}", _problem(exc), todo)
+
+
+# --- caching: results persisted under .flywheel/results, keyed on the inputs that matter ----------------
+
+
+def results_storage() -> Path:
+    """Where cached task results live: ``.flywheel/results`` (resolved at call time: FLYWHEEL_HOME may change)."""
+    return state_dir("results")
+
+
+def _resumable(task_: Task[P, R]) -> Task[P, R]:
+    return task_.with_options(result_storage=results_storage())
+
+
+def _served_as(model: str, ctx: RunContext) -> dict[str, Any]:
+    """What else decides how ``model`` answers: the NIM image it is deployed from (a new tag: a new model)."""
+    for nim in (ctx.cfg.teacher, *ctx.cfg.nims):
+        if nim.model_name == model:
+            return {"registry_base": nim.registry_base, "tag": nim.tag}
+    return {}
+
+
+def _evaluation_inputs(
+    model: str, eval_mode: str, dataset: str, ctx: RunContext
+) -> tuple[dict[str, Any], IdempotencyKey]:
+    files_url = f"hf://datasets/{ctx.namespace}/{dataset}/eval_data.jsonl"
+    config = eval_config_for_run(ctx.cfg, files_url, tool_calling=ctx.tool_calling)
+    return config, ctx.key("evaluation", model, eval_mode, config, _served_as(model, ctx))
+
+
+def _customization_key(nim: NIMConfig, train_dataset: str, ctx: RunContext) -> IdempotencyKey:
+    cfg = ctx.cfg
+    return ctx.key(
+        "customization", nim.model_name, train_dataset, cfg.training_config, cfg.lora_config, nim.customizer_configs
+    )
+
+
+def _evaluation_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    ctx: RunContext = parameters["ctx"]
+    _, key = _evaluation_inputs(parameters["model"], parameters["eval_mode"], parameters["dataset"], ctx)
+    service = nemo_settings(ctx.nemo_block).url_for("evaluator")
+    return "evaluate-" + content_hash(CACHE_VERSION, service, ctx.namespace, key.content_hash)
+
+
+# --- the tasks -----------------------------------------------------------------------------------------
+
+
+@task(name="deploy-nim", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_transient)
 async def deploy_nim(nim: NIMConfig, ctx: RunContext) -> DeploymentRef:
-    """Deploy the NIM through DMS, or reuse a deployment that exists; wait until NIM serves the model."""
+    """Deploy the NIM through DMS, or reuse a deployment that exists; wait until NIM serves the model.
+
+    A deployment that exists but failed is replaced; one left by a run that died is adopted (so this run
+    tears it down); one this run created and that fails is deleted before the error is raised.
+    """
+    logger = get_run_logger()
     body = dms_deployment_body_for(
         nim.model_name,
         ctx.namespace,
@@ -130,14 +358,31 @@ async def deploy_nim(nim: NIMConfig, ctx: RunContext) -> DeploymentRef:
         registry_base=nim.registry_base,
         description=f"agent-flywheel candidate for {ctx.workload_id} (run {ctx.flow_run_id})",
     )
+    name = str(body["name"])
+    resource = Resource("deployment", f"{ctx.namespace}/{name}", nim.model_name)
     async with nemo_client(ctx.nemo_block) as nemo:
-        _, created = await nemo.deployments.ensure(body)
-        ref = DeploymentRef(namespace=ctx.namespace, name=body["name"], model=nim.model_name, created_by_run=created)
+        deployment, created = await nemo.deployments.ensure(body)
+        if deployment.failed and not created:
+            logger.warning("deploy: %s/%s exists but failed; replacing it", ctx.namespace, name)
+            await nemo.deployments.delete(ctx.namespace, name)
+            deployment, created = await nemo.deployments.create(body)
         if created:
-            ctx.ledger().add(Resource("deployment", f"{ctx.namespace}/{body['name']}", nim.model_name))
+            ctx.ledger().add(resource)
+        else:
+            created = adopt_orphan(ctx, resource)
+        ref = DeploymentRef(namespace=ctx.namespace, name=name, model=nim.model_name, created_by_run=created)
         progress = _Progress(_artifact_key("deploy", nim.model_name), f"deploy {nim.model_name}")
-        await nemo.deployments.wait_until_ready(ctx.namespace, body["name"], settings=ctx.poll(), on_progress=progress)
-        await nemo.nim.wait_for_model(nim.model_name, settings=ctx.poll())
+        try:
+            await nemo.deployments.wait_until_ready(ctx.namespace, name, settings=ctx.poll(), on_progress=progress)
+        except JobWaitError as exc:
+            removed = created and await _quietly(nemo.deployments.delete(ctx.namespace, name))
+            if removed:
+                ctx.ledger().discard(resource)
+            raise _deployment_error(exc, ref, nemo.deployments.http.base_url, removed) from exc
+        try:
+            await nemo.nim.wait_for_model(nim.model_name, settings=ctx.poll())
+        except JobWaitError as exc:
+            raise _nim_error(exc, nim.model_name, nemo.nim.http.base_url) from exc
     return ref
 
 
@@ -155,24 +400,37 @@ async def teardown_deployment(ref: DeploymentRef, ctx: RunContext) -> bool:
     return deleted
 
 
-@task(name="evaluate", retries=1, retry_delay_seconds=[30])
-async def evaluate(model: str, eval_mode: str, dataset: str, ctx: RunContext) -> EvalOutcome:
+@task(
+    name="evaluate",
+    retries=1,
+    retry_delay_seconds=[30],
+    retry_condition_fn=_transient,
+    cache_key_fn=_evaluation_cache_key,
+    persist_result=True,
+)
+async def evaluate_task(model: str, eval_mode: str, dataset: str, ctx: RunContext) -> EvalOutcome:
     """Run one NeMo Evaluator job on ``dataset``'s eval file and return aggregate and per-sample scores."""
     started = time.monotonic()
-    files_url = f"hf://datasets/{ctx.namespace}/{dataset}/eval_data.jsonl"
-    config = eval_config_for_run(ctx.cfg, files_url, tool_calling=ctx.tool_calling)
-    key = ctx.key("evaluation", model, eval_mode, config)
+    config, key = _evaluation_inputs(model, eval_mode, dataset, ctx)
     body = evaluation_job_body(
         config, model, ctx.namespace, idempotency=key, eval_mode=eval_mode, workload_id=ctx.workload_id
     )
     async with nemo_client(ctx.nemo_block) as nemo:
         job = await nemo.evaluator.create_job(body, idempotency=key)
-        ctx.ledger().add(Resource("evaluation", job.id, f"{eval_mode} {model}"))
+        resource = Resource("evaluation", job.id, f"{eval_mode} {model}")
+        adopt_orphan(ctx, resource)
+        ctx.ledger().add(resource)
         progress = _Progress(_artifact_key(eval_mode, model), f"{eval_mode} {model}")
-        await nemo.evaluator.wait_for_job(job.id, settings=ctx.poll(), on_progress=progress, cancel_on_abort=True)
+        try:
+            await nemo.evaluator.wait_for_job(job.id, settings=ctx.poll(), on_progress=progress, cancel_on_abort=True)
+        except JobWaitError as exc:
+            ended = isinstance(exc, JobFailedError) or await _quietly(nemo.evaluator.cancel_job(job.id))
+            if ended:
+                ctx.ledger().discard(resource)
+            raise _evaluation_error(exc, job.id, eval_mode, model, dataset, nemo.evaluator.http.base_url) from exc
         results = await nemo.evaluator.get_results(job.id)
         archive = await nemo.evaluator.download_results(job.id)
-    ctx.ledger().discard(Resource("evaluation", job.id, f"{eval_mode} {model}"))
+    ctx.ledger().discard(resource)
     samples = parse_sample_results(archive)
     metrics = parse_aggregate_results(results.model_dump())
     get_run_logger().info(
@@ -188,6 +446,11 @@ async def evaluate(model: str, eval_mode: str, dataset: str, ctx: RunContext) ->
     )
 
 
+async def evaluate(model: str, eval_mode: str, dataset: str, ctx: RunContext) -> EvalOutcome:
+    """One evaluation, or its cached result when the same model, mode, dataset and config were evaluated."""
+    return await _resumable(evaluate_task)(model, eval_mode, dataset, ctx)
+
+
 def _loss_points(status_metrics: Any, key: str) -> list[tuple[int, float]]:
     if not isinstance(status_metrics, Mapping):
         return []
@@ -199,12 +462,12 @@ def _loss_points(status_metrics: Any, key: str) -> list[tuple[int, float]]:
     return points
 
 
-@task(name="customize", retries=1, retry_delay_seconds=[60])
+@task(name="customize", retries=1, retry_delay_seconds=[60], retry_condition_fn=_transient)
 async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext) -> CustomizationOutcome:
-    """LoRA fine-tune through NeMo Customizer; returns once NIM serves the adapter."""
+    """LoRA fine-tune through NeMo Customizer (or wait for the job an earlier run started); returns once NIM serves it."""
     started = time.monotonic()
     cfg = ctx.cfg
-    key = ctx.key("customization", nim.model_name, train_dataset, cfg.training_config, cfg.lora_config)
+    key = _customization_key(nim, train_dataset, ctx)
     body = customization_job_body(
         nim,
         ctx.namespace,
@@ -217,14 +480,25 @@ async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext) -> Cust
     async with nemo_client(ctx.nemo_block) as nemo:
         await nemo.customizer.ensure_config(customization_config_body(nim, ctx.namespace, cfg.training_config))
         job = await nemo.customizer.create_job(body, idempotency=key)
-        ctx.ledger().add(Resource("customization", job.id, nim.model_name))
+        resource = Resource("customization", job.id, nim.model_name)
+        adopt_orphan(ctx, resource)
+        ctx.ledger().add(resource)
         progress = _Progress(_artifact_key("customize", nim.model_name), f"customize {nim.model_name}")
-        status = await nemo.customizer.wait_for_job(
-            job.id, settings=ctx.poll(), on_progress=progress, cancel_on_abort=True
-        )
-        ctx.ledger().discard(Resource("customization", job.id, nim.model_name))
+        try:
+            status = await nemo.customizer.wait_for_job(
+                job.id, settings=ctx.poll(), on_progress=progress, cancel_on_abort=True
+            )
+        except JobWaitError as exc:
+            ended = isinstance(exc, JobFailedError) or await _quietly(nemo.customizer.cancel_job(job.id))
+            if ended:
+                ctx.ledger().discard(resource)
+            raise _customization_error(exc, job.id, nim.model_name, nemo.customizer.http.base_url) from exc
+        ctx.ledger().discard(resource)
         output_model = job.output_model or ""
-        await nemo.nim.wait_for_model(output_model, settings=ctx.poll())
+        try:
+            await nemo.nim.wait_for_model(output_model, settings=ctx.poll())
+        except JobWaitError as exc:
+            raise _nim_error(exc, output_model, nemo.nim.http.base_url) from exc
     return CustomizationOutcome(
         job_id=job.id,
         output_model=output_model,
@@ -259,4 +533,25 @@ async def cleanup_run(ledger_path: Path, nemo_block: str) -> list[str]:
                 continue
             ledger.discard(resource)
             done.append(f"stopped {resource.kind} {resource.ref}")
+    return done
+
+
+@task(name="reap-orphans")
+async def reap_orphans(nemo_block: str, own_run_dir: str) -> list[str]:
+    """Stop what runs that died without their hooks left behind and no later run took over.
+
+    Called once this run is done: anything it needed from a dead run it adopted by then (same inputs, same
+    keys), so what is still listed in a dead run's ledger is waited on by nobody (say its candidate was
+    dropped from the config, or new records changed its inputs) and would run on for nothing.
+    """
+    done: list[str] = []
+    for ledger_file in sorted(state_dir("runs").glob("*/resources.json")):
+        if str(ledger_file.parent) == own_run_dir or not _owner_is_dead(ledger_file.parent):
+            continue
+        done += [
+            f"{line} (left by dead run {ledger_file.parent.name})"
+            for line in await cleanup_run(ledger_file, nemo_block)
+        ]
+    for line in done:
+        get_run_logger().warning("reap-orphans: %s", line)
     return done

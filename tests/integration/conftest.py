@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from fastapi import FastAPI
 
 from agent_flywheel.local.settings import PARTS, LocalStackConfig, Ports
 from agent_flywheel.local.threaded import ThreadedServer, free_port
@@ -39,6 +41,52 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
             module = importlib.import_module(f"agent_flywheel.local.{part}.server")
             servers.append(ThreadedServer(module.create_app(cfg), cfg.host, getattr(cfg.ports, part)).start())
         yield cfg
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        monkeypatch.undo()
+
+
+StackFactory = Callable[..., LocalStackConfig]
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.fixture(scope="module")
+def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
+    """Start a local stack like ``running_stack`` but with settings of one's own, and a hook on each app.
+
+    ``start(overrides={"nemo": {...}, "nim": {...}}, prepare=lambda part, app: ...)`` deep-merges the
+    overrides into :func:`fast_stack_config`; ``prepare`` may add middleware (e.g. to record requests)
+    before the server starts. Everything started is stopped when the module is done.
+    """
+    servers: list[ThreadedServer] = []
+    monkeypatch = pytest.MonkeyPatch()
+
+    def start(
+        overrides: dict[str, Any] | None = None, prepare: Callable[[str, FastAPI], None] | None = None
+    ) -> LocalStackConfig:
+        home = tmp_path_factory.mktemp("stack")
+        base = fast_stack_config(home / "state").model_dump(mode="json")
+        cfg = LocalStackConfig.model_validate(_merged(base, overrides or {}))
+        config_file = home / "local.yaml"
+        config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+        monkeypatch.setenv("FLYWHEEL_LOCAL_CONFIG", str(config_file))
+        for part in PARTS:
+            module = importlib.import_module(f"agent_flywheel.local.{part}.server")
+            app = module.create_app(cfg)
+            if prepare is not None:
+                prepare(part, app)
+            servers.append(ThreadedServer(app, cfg.host, getattr(cfg.ports, part)).start())
+        return cfg
+
+    try:
+        yield start
     finally:
         for server in reversed(servers):
             server.stop()

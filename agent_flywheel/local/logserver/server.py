@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent_flywheel.local.common import SIMULATED_HEADER, create_simulator_app
 from agent_flywheel.local.logserver.errors import EsError
+from agent_flywheel.local.logserver.faults import LogServerFaults, install_faults
 from agent_flywheel.local.logserver.service import LogService, Reply
 from agent_flywheel.local.logserver.storage import Storage
 from agent_flywheel.local.settings import LocalStackConfig
@@ -46,6 +47,7 @@ class LogServerSettings(BaseModel):
     node_name: str = "logserver"
     auto_create_index: bool = Field(default=True, description="Index into a missing index creates it, as ES")
     max_open_scroll_context: int = Field(default=500, gt=0)
+    faults: LogServerFaults = Field(default_factory=LogServerFaults, description="Fault injection (faults.py)")
 
 
 def db_path_for(cfg: LocalStackConfig) -> Path:
@@ -265,6 +267,7 @@ def create_app(cfg: LocalStackConfig) -> FastAPI:
 
     app.router.lifespan_context = lifespan
     app.add_middleware(ElasticsearchHeaders)
+    app.state.faults = install_faults(app, settings.faults)  # before the catch-all routes
     _register_routes(app, holder)
     return app
 

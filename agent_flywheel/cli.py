@@ -183,20 +183,23 @@ def _run_flywheel(
     from agent_flywheel.config import FlywheelConfig, load_config
 
     cfg = load_config(config, FlywheelConfig)  # a bad config fails here, in one line, before Prefect starts
-    from flows.flywheel import flywheel
+    from flows.flywheel import FlywheelRunError, flywheel
 
-    result: dict[str, object] = asyncio.run(
-        flywheel(
-            workload_id=workload_id,
-            client_id=client_id,
-            config_path=str(config),
-            config=cfg,
-            nemo_block=nemo_block,
-            log_store_block=log_store_block,
-            mlflow_block=mlflow_block,
-            full_rebuild=full_rebuild,
+    try:
+        result: dict[str, object] = asyncio.run(
+            flywheel(
+                workload_id=workload_id,
+                client_id=client_id,
+                config_path=str(config),
+                config=cfg,
+                nemo_block=nemo_block,
+                log_store_block=log_store_block,
+                mlflow_block=mlflow_block,
+                full_rebuild=full_rebuild,
+            )
         )
-    )
+    except FlywheelRunError as exc:  # its message names the failed steps, services, job ids and what to do
+        raise CliError(str(exc)) from None
     return result
 
 

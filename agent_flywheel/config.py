@@ -220,6 +220,8 @@ class ExtractionConfig(_Section):
     until: str | None = None
     full_rebuild: bool = False
     pit_keep_alive: str = "2m"
+    # ours: learn only from the teacher's answers (canary, load-test and student traffic share the index).
+    teacher_only: bool = Field(default=True, description="Skip records answered by a model other than the teacher")
 
 
 class FlywheelConfig(_Section):

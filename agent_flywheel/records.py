@@ -28,7 +28,7 @@ import math
 import re
 import reprlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -768,3 +768,20 @@ def document_id(document: Mapping[str, Any]) -> str:
     """A content hash of an indexed document: re-importing the same file creates no duplicates."""
     encoded = json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def keep_models(records: Iterable[LogRecord], models: Collection[str]) -> tuple[list[LogRecord], Counter[str]]:
+    """Keep the records answered by one of ``models`` (or naming no model); count the others by model.
+
+    The flywheel learns from the production model's answers only: canary, load-test and student traffic
+    share the log index, and training on a student's own answers would teach it nothing true.
+    """
+    kept: list[LogRecord] = []
+    skipped: Counter[str] = Counter()
+    for record in records:
+        model = record.request.model
+        if model is None or model in models:
+            kept.append(record)
+        else:
+            skipped[str(model)] += 1
+    return kept, skipped

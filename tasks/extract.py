@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,7 +17,7 @@ from agent_flywheel.config import FlywheelConfig
 from agent_flywheel.logstore import LogStoreError, Watermark, extract, extraction_window
 from agent_flywheel.paths import state_dir
 from agent_flywheel.record_cache import RecordCache
-from agent_flywheel.records import QuarantineWriter, to_document
+from agent_flywheel.records import QuarantineWriter, keep_models, to_document
 from blocks.log_store import LogStore
 from blocks.resolve import load_block
 from tasks.watermarks import watermark_store
@@ -31,6 +32,7 @@ class ExtractedLogs(BaseModel):
     duplicates: int
     already_read: int
     quarantined: dict[str, int]
+    other_models: dict[str, int]
     quarantine_file: str | None
     watermark: dict[str, object] | None
     incremental: bool
@@ -108,7 +110,18 @@ def extract_logs(
     for segment in cache.segments():
         if segment.stem.endswith(f"-{label}"):
             segment.unlink()
-    _, written = cache.append((to_document(r) for r in result.records), label=label)
+    records, other_models = result.records, Counter[str]()
+    if cfg.extraction.teacher_only:
+        records, other_models = keep_models(records, {cfg.teacher.model_name})
+        if other_models:
+            logger.warning(
+                "extract-logs: skipped %d records answered by other models than the teacher %s (%s); "
+                "set teacher.model_name, or extraction.teacher_only: false to learn from them",
+                other_models.total(),
+                cfg.teacher.model_name,
+                ", ".join(f"{model}: {count}" for model, count in other_models.most_common()),
+            )
+    _, written = cache.append((to_document(r) for r in records), label=label)
     quarantined = sum(result.quarantined.values())
     logger.info(
         "extract-logs: %d new valid records for %s/%s (%d scanned, %d duplicates, %d quarantined%s)",
@@ -127,6 +140,7 @@ def extract_logs(
         duplicates=result.duplicates,
         already_read=result.already_read,
         quarantined=dict(result.quarantined),
+        other_models=dict(other_models),
         quarantine_file=str(quarantine_path) if quarantined else None,
         watermark=result.watermark.to_json() if result.watermark else None,
         incremental=isinstance(since, Watermark),

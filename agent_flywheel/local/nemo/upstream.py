@@ -155,7 +155,7 @@ def parse_rows(content: bytes, path: str) -> list[dict[str, Any]]:
             raise UpstreamError(f"{path}: item {bad[0]} is not a JSON object")
         return data
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -1,0 +1,26 @@
+"""The flywheel learns only from the teacher's answers: other models' records are skipped and counted."""
+
+from __future__ import annotations
+
+import copy
+
+from agent_flywheel.records import LogRecord, keep_models, validate_record
+from tests.unit.test_records import AIVA
+
+
+def _record(model: str | None) -> LogRecord:
+    raw = copy.deepcopy(AIVA)
+    if model is None:
+        del raw["request"]["model"]
+    else:
+        raw["request"]["model"] = model
+    record = validate_record(raw, source="test")
+    assert isinstance(record, LogRecord)
+    return record
+
+
+def test_keeps_the_teacher_and_records_without_a_model() -> None:
+    records = [_record("teacher"), _record("student"), _record(None), _record("student"), _record("canary")]
+    kept, skipped = keep_models(records, {"teacher"})
+    assert [r.request.model for r in kept] == ["teacher", None]
+    assert skipped == {"student": 2, "canary": 1}

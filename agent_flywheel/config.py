@@ -92,7 +92,10 @@ class RemoteModelConfig(_Section):
 
     deployment_type: Literal["local", "remote"] = "remote"
     model_name: str
-    url: str | None = Field(default=None, description="For remote: the chat/embeddings endpoint URL")
+    url: str | None = Field(
+        default=None,
+        description="For remote: base URL of an OpenAI-compatible API (…/v1/chat/completions, …/v1/embeddings)",
+    )
     context_length: int = Field(default=32768, ge=512)
     gpus: int | None = Field(default=None, ge=1)
     pvc_size: str | None = None

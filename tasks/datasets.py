@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -43,7 +44,9 @@ class UploadedDatasets(BaseModel):
         return f"hf://datasets/{self.namespace}/{dataset}/eval_data.jsonl"
 
 
-def _embedder(nim_url: str, model: str) -> object:
+def nim_embedder(nim_url: str, model: str) -> Callable[[list[str]], list[list[float]]]:
+    """Embeddings from an OpenAI-compatible ``/v1/embeddings`` (a NIM), for semantic ICL selection."""
+
     def embed(texts: list[str]) -> list[list[float]]:
         response = httpx.post(
             f"{nim_url.rstrip('/')}/v1/embeddings",
@@ -66,7 +69,7 @@ def build_datasets_task(
     if cfg.icl_config.example_selection == ExampleSelection.SEMANTIC:
         emb = cfg.icl_config.similarity_config.embedding_nim_config
         assert emb is not None  # the config validator guarantees it
-        embed = _embedder(emb.url or nemo_settings(nemo_block).nim_url, emb.model_name)
+        embed = nim_embedder(emb.url or nemo_settings(nemo_block).nim_url, emb.model_name)
     build: DatasetBuild = build_datasets(
         record_cache(workload_id, client_id).iter_documents(),
         cfg.data_split_config,
@@ -74,7 +77,7 @@ def build_datasets_task(
         cfg.evaluation_config,
         cfg.nims,
         run_dir / "datasets",
-        embed=embed,  # type: ignore[arg-type]
+        embed=embed,
     )
     logger.info(
         "build-datasets: %s workload; %s; removed %s",

@@ -92,8 +92,8 @@ def log_eval_run(
         metrics[name] = value
         interval = bootstrap_mean_interval(scores_by_sample(outcome.samples, name).values(), confidence=confidence)
         if interval.n:
-            metrics[f"{name}_ci_low"] = interval.low
-            metrics[f"{name}_ci_high"] = interval.high
+            metrics[f"{name}_ci_low"] = round(interval.low, 6)
+            metrics[f"{name}_ci_high"] = round(interval.high, 6)
             metrics[f"{name}_n"] = float(interval.n)
     metrics["samples"] = float(len(outcome.samples))
     metrics["eval_seconds"] = outcome.seconds

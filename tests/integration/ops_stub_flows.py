@@ -1,10 +1,11 @@
-"""Stand-ins with the real flows' names and signatures, for ``test_operations.py``.
+"""Stand-ins for the scaling flows, with the real flows' names and signatures, for ``test_operations.py``.
 
-That test is about operations (deploying ``prefect.yaml``, the worker, schedules, the trigger and the
-concurrency limit), not about what the flows compute: the flywheel itself needs the whole simulated
-stack and has its own tests. A stand-in records its parameters and Prefect flow run id in
-``$FLYWHEEL_HOME/stub-runs.jsonl``, which shows that the worker ran it with the parameters the
-deployment or the trigger gave it.
+That test runs the real flywheel and the real traffic watch through their deployments. The scaling
+lifecycle (``scaling``: profile, load sweep, sizing; ``rollout-check``: a staged canary) takes minutes
+of load testing and has its own tests (``test_scaling_flows.py``), so its deployments point here. A
+stand-in records its parameters and Prefect flow run id in ``$FLYWHEEL_HOME/stub-runs.jsonl``, which
+shows that the worker ran it with the parameters the deployment or the trigger gave it (for
+``scaling/on-promotion``: the promoted model from the flywheel's ``flywheel.candidate.promoted`` event).
 """
 
 from __future__ import annotations
@@ -27,22 +28,6 @@ def _record(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
-@flow(name="flywheel")
-def flywheel(
-    workload_id: str,
-    client_id: str,
-    config_path: str = "configs/flywheel.yaml",
-    nemo_block: str = "local",
-    log_store_block: str = "local",
-    mlflow_block: str = "local",
-    full_rebuild: bool = False,
-) -> dict[str, Any]:
-    """Stand-in for ``flows/flywheel.py:flywheel``."""
-    if not Path(config_path).is_file():  # the deployment's working directory is the project root
-        raise FileNotFoundError(config_path)
-    return _record("flywheel", {"workload_id": workload_id, "client_id": client_id, "config_path": config_path})
-
-
 @flow(name="scaling")
 def scaling(
     config_path: str = "configs/scaling.yaml",
@@ -51,6 +36,8 @@ def scaling(
     candidate_model: str | None = None,
 ) -> dict[str, Any]:
     """Stand-in for ``flows/scaling.py:scaling``."""
+    if not Path(config_path).is_file():  # the deployment's working directory is the project root
+        raise FileNotFoundError(config_path)
     return _record("scaling", {"config_path": config_path, "candidate_model": candidate_model})
 
 

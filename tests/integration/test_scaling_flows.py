@@ -319,8 +319,11 @@ TRUTH_PARAMS = LatencyParams(decode_s_per_token=0.001, decode_s_per_token_per_re
 TIME_SCALE = 1.0
 MESSAGES = [{"role": "user", "content": "Hello! What can you help me with today?"}]
 MAX_TOKENS = 40
+# Unit steps around the true C* (8), so the measured bracket holds the truth within one client.
 # The first round of the first level meets cold connections and a cold server: one round of warm-up.
-ACCURACY_SWEEP = LoadSweepConfig(concurrencies=[6, 8, 10, 12], num_passes=1, requests_per_level=20, warmup_requests=6)
+ACCURACY_SWEEP = LoadSweepConfig(
+    concurrencies=[6, 7, 8, 9, 10, 12], num_passes=1, requests_per_level=20, warmup_requests=6
+)
 
 
 def test_sizing_finds_the_simulators_true_capacity(tmp_path: Path) -> None:
@@ -357,6 +360,9 @@ def test_sizing_finds_the_simulators_true_capacity(tmp_path: Path) -> None:
         true_c = max_concurrency_under(TRUTH_PARAMS, target_sim, *tokens, q=0.95)
         true_replicas = replicas_needed(TRUTH_PARAMS, 200, target_sim, calls)
         assert true_c == 8 and true_replicas == 25
+        # Warm the server and the client (lazy imports, connection pools) before anything is measured.
+        run_sweep_blocking(nim.url, LoadSweepConfig(concurrencies=[12], requests_per_level=36, num_passes=1), send)
+        usages.clear()
         sweep = run_sweep_blocking(nim.url, ACCURACY_SWEEP, send)
     assert usages == {tokens}  # every request had the same token counts, so the truth is exact
     requests_csv = sweep.to_csv(tmp_path / "requests.csv")

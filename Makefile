@@ -37,12 +37,13 @@ demo: venv
 	$(BIN)/flywheel demo
 
 bench: venv
-	$(BIN)/python -m bench
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev,bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Re-resolve the pinned versions (run by hand after changing dependencies in pyproject.toml).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	.lock-venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
 	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
 	rm -rf .lock-venv
 

@@ -1,0 +1,703 @@
+"""Benchmark 1: extraction and dataset build, against the blueprint's naive pipeline and a parse-only bound.
+
+Three things are measured on the same generated records (:mod:`bench.data`), each in its own process
+(:func:`bench.measure.run_isolated`) so its peak memory is its own:
+
+- **dataset build** (the issue's target): ``build_datasets`` reading the record cache exactly as the
+  flow's ``build-datasets`` task does (``RecordCache.iter_documents()``), through dedupe, split, ICL and
+  the dataset files. ``data_split_config.limit`` is the number of records, so every usable record ends
+  up in a file (the heaviest case; the flow's default limit of 1,000 would write a few thousand lines).
+- **end to end** from the log store (the log server simulator in its own process, SQLite, loaded by
+  ``_bulk``): ours = ``extract`` (PIT + search_after, validation, dedupe) → the record cache →
+  ``build_datasets``, as the flow's tasks chain them; naive = the blueprint's algorithm re-implemented
+  from its description (``reference/blueprint-data-flywheel.md`` §2.3-2.4): scroll every hit into a
+  list, validate with its checks, dedupe in a Python loop on the tuple of user messages, random sample,
+  split, format, write.
+- **bounds**: parsing the same bytes line by line with orjson (the fastest JSON parser installed) and
+  with the standard library's ``json``, objects discarded as they are made.
+
+Every round runs the bound and the pipelines back to back, so the ratio of a round compares runs made
+under the same machine load; reported figures are medians over rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import data
+from bench.measure import Isolated, load_average, median, peak_rss_mb, run_isolated, spread
+
+INDEX = "flywheel"
+FULL_SIZES = (10_000, 100_000, 1_000_000)
+FULL_EXTRACT_SIZES = (10_000, 100_000)
+QUICK_SIZES = (2_000, 8_000)
+QUICK_EXTRACT_SIZES = (2_000,)
+BULK_CHUNK = 1000
+
+
+# --------------------------------------------------------------------------------------------------
+# Child-side measurements (run in a fresh interpreter by run_isolated)
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_file(path: str, parser: str) -> dict[str, Any]:
+    """Parse every line of ``path`` with ``parser`` (``orjson`` or ``json``), discarding the objects.
+
+    Why discard: a streaming pipeline holds one record at a time, so the bound is the parse itself, not
+    the cost of keeping a million parsed records alive.
+    """
+    if parser == "orjson":
+        import orjson
+
+        loads: Any = orjson.loads
+    else:
+        loads = json.loads
+    records = size = 0
+    started = time.perf_counter()
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                loads(line)
+                records += 1
+                size += len(line)
+    return {"seconds": time.perf_counter() - started, "records": records, "bytes": size}
+
+
+def _configs(records: int) -> tuple[Any, Any, Any, list[Any]]:
+    from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ICLConfig, NIMConfig
+
+    split = DataSplitConfig(limit=max(records, 50), eval_size=100, val_ratio=0.1, min_total_records=50, random_seed=42)
+    models = [NIMConfig(model_name="meta/llama-3.2-1b-instruct", context_length=8192)]
+    return split, ICLConfig(), EvaluationConfig(), models
+
+
+def _cache(root: str) -> Any:
+    from agent_flywheel.record_cache import RecordCache
+
+    return RecordCache(Path(root), data.WORKLOAD_ID, data.CLIENT_ID)
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def build(cache_root: str, records: int, out_dir: str) -> dict[str, Any]:
+    """``build_datasets`` over the record cache, the way the flow's ``build-datasets`` task calls it."""
+    from agent_flywheel.datasets import build_datasets
+
+    split, icl, evaluation, models = _configs(records)
+    out = Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    built = build_datasets(_cache(cache_root).iter_documents(), split, icl, evaluation, models, out)
+    seconds = time.perf_counter() - started
+    result = {"seconds": seconds, "counts": built.counts, "removed": built.removed, "output_bytes": _dir_bytes(out)}
+    shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def ours_end_to_end(url: str, records: int, work_dir: str) -> dict[str, Any]:
+    """Log store → ``extract`` → record cache → ``build_datasets``: the flow's first two tasks, timed by stage."""
+    from elasticsearch import Elasticsearch
+
+    from agent_flywheel.datasets import build_datasets
+    from agent_flywheel.logstore import extract
+    from agent_flywheel.records import QuarantineWriter, to_document
+
+    work = Path(work_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    split, icl, evaluation, models = _configs(records)
+    es = Elasticsearch(url, request_timeout=600)
+    started = time.perf_counter()
+    with QuarantineWriter(work / "quarantine.jsonl") as quarantine:
+        result = extract(
+            es,
+            INDEX,
+            workload_id=data.WORKLOAD_ID,
+            client_id=data.CLIENT_ID,
+            limit=2 * split.limit,
+            page_size=500,
+            quarantine=quarantine,
+        )
+    extracted = time.perf_counter()
+    cache = _cache(str(work / "records"))
+    _, written = cache.append((to_document(r) for r in result.records), label="run")
+    scanned, quarantined, duplicates = result.scanned, sum(result.quarantined.values()), result.duplicates
+    del result
+    cached = time.perf_counter()
+    extract_peak_mb = peak_rss_mb()
+    built = build_datasets(cache.iter_documents(), split, icl, evaluation, models, work / "datasets")
+    finished = time.perf_counter()
+    es.close()
+    out = {
+        "seconds": finished - started,
+        "extract_seconds": extracted - started,
+        "cache_seconds": cached - extracted,
+        "build_seconds": finished - cached,
+        "extract_peak_rss_mb": extract_peak_mb,
+        "scanned": scanned,
+        "quarantined": quarantined,
+        "duplicates": duplicates,
+        "cached": written,
+        "counts": built.counts,
+        "output_bytes": _dir_bytes(work / "datasets"),
+    }
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _normalise_split(content: Any) -> Any:
+    """``conversation._normalise_text`` with ``" ".join(s.split())`` instead of ``re.sub(r"\\s+", " ", s).strip()``.
+
+    Identical output: ``re``'s ``\\s`` on str patterns and ``str.split()``/``str.strip()`` use the same
+    Unicode whitespace test (checked over every code point in :func:`breakdown`).
+    """
+    if isinstance(content, str):
+        return " ".join(content.split())
+    if isinstance(content, list):
+        return [_normalise_split(part) for part in content]
+    if isinstance(content, dict):
+        return {k: _normalise_split(v) for k, v in content.items()}
+    return content
+
+
+def breakdown(path: str, records: int, check_whitespace: bool = True) -> dict[str, Any]:
+    """Where the dataset build's time goes, per step, on the first ``records`` lines of the cache.
+
+    Each step runs over all the records on its own and throws its results away, as the streaming build
+    does; inputs prepared beforehand are moved out of the garbage collector's view (``gc.freeze``) so
+    that keeping them does not slow the step down. The bound is the same orjson parse of the same lines.
+    Proposed replacements are timed the same way and checked to give identical results.
+    """
+    import gc
+    import hashlib
+    import re
+    import sys
+
+    import orjson
+
+    from agent_flywheel import conversation, datasets
+
+    with open(path, "rb") as handle:
+        lines = [line for _, line in zip(range(records), handle, strict=False)]
+    parsed = [orjson.loads(line) for line in lines]
+    n = len(parsed)
+    messages = [datasets.request_messages(r) or [] for r in parsed]
+    tools = [datasets.request_tools(r) for r in parsed]
+    answers = [datasets.response_message(r) or {} for r in parsed]
+    spooled = [datasets._spool_line(r) for r in parsed]
+    examples = [datasets.to_training_example(r, True) for r in parsed]
+    out = [orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in examples]
+    gc.collect()
+    gc.freeze()
+    steps: dict[str, float] = {}
+
+    def timed(name: str, work: Callable[[], Any]) -> None:
+        started = time.perf_counter()
+        work()
+        steps[name] = (time.perf_counter() - started) / n * 1e6
+
+    def each(function: Callable[..., Any], *columns: list[Any]) -> Callable[[], None]:
+        def loop() -> None:
+            for args in zip(*columns, strict=True):
+                function(*args)
+
+        return loop
+
+    try:
+        timed("parse: orjson (the bound)", each(orjson.loads, lines))
+        timed("parse: json (as RecordCache.iter_documents)", each(json.loads, lines))
+        timed("conversation_hash", each(conversation.conversation_hash, messages, tools))
+        timed(
+            "  of which whitespace normalisation (re.sub)",
+            each(lambda ms: [conversation._normalise_text(m.get("content") or "") for m in ms], messages),
+        )
+        timed(
+            "  proposed: normalisation with str.split",
+            each(lambda ms: [_normalise_split(m.get("content") or "") for m in ms], messages),
+        )
+        original = conversation._normalise_text
+        conversation._normalise_text = _normalise_split
+        try:
+            timed("  proposed: conversation_hash with str.split", each(conversation.conversation_hash, messages, tools))
+            proposed = [conversation.conversation_hash(m, t) for m, t in zip(messages, tools, strict=True)]
+        finally:
+            conversation._normalise_text = original
+        timed(
+            "render_example (ICL example length)",
+            each(lambda m, a: conversation.render_example(1, m, a), messages, answers),
+        )
+        timed("spool write (orjson)", each(datasets._spool_line, parsed))
+        timed(
+            "  before: spool write (json)",
+            each(lambda r: json.dumps(r, separators=(",", ":"), default=str).encode("ascii"), parsed),
+        )
+        timed("spool read (orjson)", each(datasets._load_line, spooled))
+        timed("  before: spool read (json)", each(json.loads, spooled))
+        timed("to_training_example", each(lambda r: datasets.to_training_example(r, True), parsed))
+        timed("output line (orjson)", each(lambda e: orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE), examples))
+        timed(
+            "  before: output line (json)",
+            each(lambda e: json.dumps(e, ensure_ascii=False, separators=(",", ":"), default=str).encode(), examples),
+        )
+        timed("sha256 of the output", each(lambda b: hashlib.sha256(b).digest(), out))
+    finally:
+        gc.unfreeze()
+    digests = [conversation.conversation_hash(m, t) for m, t in zip(messages, tools, strict=True)]
+    characters = range(sys.maxunicode + 1) if check_whitespace else range(0)
+    whitespace_re = {c for c in characters if re.fullmatch(r"\s", chr(c))}
+    whitespace_split = {c for c in characters if chr(c).isspace()}
+    bound = steps["parse: orjson (the bound)"]
+    return {
+        "records": n,
+        "steps_us": steps,
+        "steps_x_bound": {k: v / bound for k, v in steps.items()},
+        "proposed_hash_identical": digests == proposed,
+        "whitespace_sets_identical": whitespace_re == whitespace_split if check_whitespace else None,
+    }
+
+
+# The blueprint's naive pipeline ----------------------------------------------------------------------
+
+
+def _first_message(record: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        message = record["response"]["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _openai_format_ok(record: dict[str, Any]) -> bool:
+    """``OpenAIFormatValidator.validate_chat_completion_format`` as the blueprint's code does it."""
+    request, response = record.get("request"), record.get("response")
+    if not isinstance(request, dict) or not isinstance(response, dict):
+        return False
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return False
+    for tool in request.get("tools") or []:
+        properties = ((tool.get("function") or {}).get("parameters") or {}).get("properties") or {}
+        if len(properties) > 8:
+            return False
+    choices = response.get("choices")
+    return isinstance(choices, list) and bool(choices) and all(isinstance(c, dict) and "message" in c for c in choices)
+
+
+def _quality_ok(record: dict[str, Any]) -> bool:
+    """The tool-calling quality filter: every call a function, string arguments parsed (or the record goes)."""
+    message = _first_message(record)
+    calls = message.get("tool_calls") if message else None
+    if not calls:
+        return False
+    for call in calls:
+        if call.get("type") != "function":
+            return False
+        function = call.get("function") or {}
+        if isinstance(function.get("arguments"), str):
+            try:
+                function["arguments"] = json.loads(function["arguments"])
+            except json.JSONDecodeError:
+                return False
+    return True
+
+
+def _tool_name(record: dict[str, Any]) -> str:
+    message = _first_message(record) or {}
+    calls = message.get("tool_calls") or []
+    return str(calls[0]["function"]["name"]) if calls else "no_tool"
+
+
+def _stratified(items: list[int], labels: list[str], size: int, rng: random.Random) -> tuple[list[int], list[int]]:
+    """A stratified test split of ``size`` items (sklearn's ``train_test_split(stratify=...)`` stands in here)."""
+    by_label: dict[str, list[int]] = {}
+    for item, label in zip(items, labels, strict=True):
+        by_label.setdefault(label, []).append(item)
+    test: list[int] = []
+    for members in by_label.values():
+        rng.shuffle(members)
+        test += members[: round(size * len(members) / len(items))]
+    rng.shuffle(test)
+    test = test[:size]
+    chosen = set(test)
+    return [i for i in items if i not in chosen], test
+
+
+def _training_line(record: dict[str, Any]) -> dict[str, Any]:
+    messages = [
+        {**m, "content": m.get("content") or ""} if m.get("role") == "assistant" else m
+        for m in record["request"]["messages"]
+    ]
+    answer = {**(_first_message(record) or {}), "content": ""}
+    return {"messages": [*messages, answer], "tools": record["request"].get("tools") or []}
+
+
+def _eval_line(record: dict[str, Any]) -> dict[str, Any]:
+    messages = []
+    for message in record["request"]["messages"]:
+        calls = message.get("tool_calls")
+        if calls:
+            calls = [
+                {**c, "function": {**c["function"], "arguments": json.dumps(c["function"]["arguments"])}}
+                if isinstance(c.get("function", {}).get("arguments"), dict)
+                else c
+                for c in calls
+            ]
+            message = {**message, "tool_calls": calls}
+        messages.append(message)
+    return {**record, "request": {**record["request"], "messages": messages}}
+
+
+def _icl_text(record: dict[str, Any]) -> str:
+    lines = ["For example, if the conversation looks like this:"]
+    lines += [
+        f"{m.get('role')}: {m.get('content')}" for m in record["request"]["messages"] if m.get("role") != "system"
+    ]
+    message = _first_message(record) or {}
+    lines += ["", "Then you'll respond with:", f"assistant: {message.get('content')}"]
+    lines += ["Tool calls:", json.dumps(message.get("tool_calls"), indent=2)]
+    return "\n".join(lines)
+
+
+def _write_jsonl(path: Path, lines: Iterator[dict[str, Any]]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(json.dumps(line) + "\n")
+            count += 1
+    return count
+
+
+def naive_end_to_end(url: str, records: int, work_dir: str) -> dict[str, Any]:
+    """The blueprint's pipeline from its description: everything in lists, dedupe in a Python loop."""
+    from elasticsearch import Elasticsearch
+
+    work = Path(work_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    limit, eval_size, val_ratio, seed, max_examples = max(records, 50), 100, 0.1, 42, 3
+    es = Elasticsearch(url, request_timeout=600)
+    started = time.perf_counter()
+    # record_exporter.get_records: match query, newest first, scroll until 2 x limit.
+    query = {"bool": {"must": [{"match": {"client_id": data.CLIENT_ID}}, {"match": {"workload_id": data.WORKLOAD_ID}}]}}
+    response = es.search(
+        index=INDEX, query=query, sort=[{"timestamp": {"order": "desc"}}], scroll="2m", size=min(1000, limit * 2)
+    )
+    scroll_id, hits = response["_scroll_id"], response["hits"]["hits"]
+    raw = [hit["_source"] for hit in hits]
+    while hits and len(raw) < limit * 2:
+        response = es.scroll(scroll_id=scroll_id, scroll="2m")
+        scroll_id, hits = response["_scroll_id"], response["hits"]["hits"]
+        raw.extend(hit["_source"] for hit in hits)
+    es.clear_scroll(scroll_id=scroll_id)
+    es.close()
+    raw = raw[: limit * 2]
+    read = time.perf_counter()
+    # create_datasets: workload type, format check, quality filter, dedupe, sample.
+    tool_calling = any((_first_message(r) or {}).get("tool_calls") for r in raw if isinstance(r, dict))
+    valid = [r for r in raw if _openai_format_ok(r)]
+    filtered = [r for r in valid if _quality_ok(r)] if tool_calling else valid
+    seen: set[Any] = set()
+    deduped = []
+    for record in filtered:
+        try:
+            key = tuple(m["content"] for m in record["request"]["messages"] if m.get("role") == "user")
+            if key in seen:
+                continue
+            seen.add(key)
+        except (KeyError, TypeError, AttributeError):
+            pass
+        deduped.append(record)
+    rng = random.Random(seed)
+    selected = rng.sample(deduped, min(limit, len(deduped)))
+    # util.split_records: labels, singletons become "others", stratified eval, then a random train/val.
+    labels = [_tool_name(r) for r in selected]
+    counts = Counter(labels)
+    labels = [label if counts[label] > 1 else "others" for label in labels]
+    positions = list(range(len(selected)))
+    rest, eval_positions = _stratified(positions, labels, min(eval_size, len(selected)), rng)
+    rng.shuffle(rest)
+    n_val = int(len(rest) * val_ratio)
+    val_positions, train_positions = rest[:n_val], rest[n_val:]
+    # ICL (uniform): the shortest train example of each tool, prepended to each eval record's system message.
+    shortest: dict[str, tuple[int, int]] = {}
+    for position in train_positions:
+        size = len(json.dumps(selected[position]))
+        label = labels[position]
+        if label not in shortest or size < shortest[label][0]:
+            shortest[label] = (size, position)
+    examples = [_icl_text(selected[p]) for _, p in sorted(shortest.values())[:max_examples]]
+    block = "Here are some examples of how you should respond:\n\n" + "\n\n".join(examples)
+
+    def with_icl(record: dict[str, Any]) -> dict[str, Any]:
+        messages = list(record["request"]["messages"])
+        if messages and messages[0].get("role") == "system":
+            messages[0] = {**messages[0], "content": f"{block}\n\n{messages[0].get('content') or ''}"}
+        else:
+            messages.insert(0, {"role": "system", "content": block})
+        return {**record, "request": {**record["request"], "messages": messages}}
+
+    written = {
+        "eval": _write_jsonl(work / "base" / "eval_data.jsonl", (_eval_line(selected[p]) for p in eval_positions)),
+        "icl": _write_jsonl(
+            work / "icl" / "eval_data.jsonl", (_eval_line(with_icl(selected[p])) for p in eval_positions)
+        ),
+        "train": _write_jsonl(
+            work / "train" / "training" / "train_data.jsonl", (_training_line(selected[p]) for p in train_positions)
+        ),
+        "validation": _write_jsonl(
+            work / "train" / "validation" / "val_data.jsonl", (_training_line(selected[p]) for p in val_positions)
+        ),
+    }
+    finished = time.perf_counter()
+    out = {
+        "seconds": finished - started,
+        "read_seconds": read - started,
+        "build_seconds": finished - read,
+        "read": len(raw),
+        "valid": len(valid),
+        "filtered": len(filtered),
+        "deduplicated": len(deduped),
+        "written": written,
+        "output_bytes": _dir_bytes(work),
+    }
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Parent side
+# --------------------------------------------------------------------------------------------------
+
+
+def load_store(url: str, raw_path: Path) -> dict[str, Any]:
+    """Index every raw line into the log server with ``_bulk`` (setup, timed for information only)."""
+    from elasticsearch import Elasticsearch
+
+    from agent_flywheel.logstore import ensure_index
+
+    es = Elasticsearch(url, request_timeout=600)
+    ensure_index(es, INDEX)
+    es.close()
+    started = time.perf_counter()
+    action = json.dumps({"index": {"_index": INDEX}}).encode() + b"\n"
+    indexed = errors = 0
+    with httpx.Client(base_url=url, timeout=600) as client, open(raw_path, "rb") as lines:
+        chunk: list[bytes] = []
+
+        def flush() -> None:
+            nonlocal indexed, errors
+            reply = client.post(
+                "/_bulk", content=b"".join(chunk), headers={"content-type": "application/x-ndjson"}
+            ).json()
+            for item in reply["items"]:
+                outcome = next(iter(item.values()))
+                if outcome.get("status", 500) < 300:
+                    indexed += 1
+                else:
+                    errors += 1
+            chunk.clear()
+
+        for line in lines:
+            chunk += [action, line]
+            if len(chunk) >= 2 * BULK_CHUNK:
+                flush()
+        if chunk:
+            flush()
+        client.post(f"/{INDEX}/_refresh")
+    return {"seconds": time.perf_counter() - started, "indexed": indexed, "errors": errors}
+
+
+def _summary(runs: list[Isolated], key: str = "seconds") -> dict[str, Any]:
+    ok = [r for r in runs if r.ok]
+    return {
+        "runs": len(runs),
+        "ok_runs": len(ok),
+        "seconds": median(r.result.get(key) for r in ok),
+        "seconds_spread": spread(r.result.get(key) for r in ok),
+        "peak_rss_mb": median(r.peak_rss_mb for r in ok),
+        "peak_rss_mb_max": max((r.peak_rss_mb or 0.0 for r in ok), default=None),
+        "errors": [r.error for r in runs if not r.ok],
+        "killed_at_mb": max((r.killed_at_mb or 0.0 for r in runs if r.killed_at_mb), default=None),
+        "last": ok[-1].result if ok else None,
+    }
+
+
+def _ratio_median(numerators: list[Isolated], denominators: list[Isolated]) -> float | None:
+    """Median over rounds of numerator/denominator, each pair measured back to back."""
+    ratios = []
+    for a, b in zip(numerators, denominators, strict=False):
+        if a.ok and b.ok and b.result.get("seconds"):
+            ratios.append(a.result["seconds"] / b.result["seconds"])
+    return median(ratios)
+
+
+def build_entry(
+    bound: list[Isolated], stdlib: list[Isolated], builds: list[Isolated], counts: data.Counts
+) -> dict[str, Any]:
+    """The dataset-build figures of one size: medians per measurement and per-round ratios."""
+    return {
+        "orjson_parse": _summary(bound),
+        "json_parse": _summary(stdlib),
+        "build_datasets": _summary(builds),
+        "ratio_build_to_orjson": _ratio_median(builds, bound),
+        "ratio_json_to_orjson": _ratio_median(stdlib, bound),
+        "cache_records": counts.cache_records,
+        "cache_bytes": counts.cache_bytes,
+    }
+
+
+def end_to_end_entry(
+    loaded: dict[str, Any], bound: list[Isolated], ours: list[Isolated], naive: list[Isolated]
+) -> dict[str, Any]:
+    """The log-store figures of one size: ours and naive, their stages, per-round ratios to the bound."""
+    return {
+        "load": loaded,
+        "orjson_parse_raw": _summary(bound),
+        "ours": _summary(ours),
+        "naive": _summary(naive),
+        "ratio_ours_to_orjson": _ratio_median(ours, bound),
+        "ratio_naive_to_orjson": _ratio_median(naive, bound),
+        "ratio_naive_to_ours": _ratio_median(naive, ours),
+        "ours_extract_seconds": median(r.result.get("extract_seconds") for r in ours if r.ok),
+        "ours_build_seconds": median(r.result.get("build_seconds") for r in ours if r.ok),
+        "ours_extract_peak_rss_mb": median(r.result.get("extract_peak_rss_mb") for r in ours if r.ok),
+        "naive_read_seconds": median(r.result.get("read_seconds") for r in naive if r.ok),
+    }
+
+
+def run(
+    *,
+    quick: bool,
+    data_dir: Path,
+    sizes: tuple[int, ...] | None = None,
+    extract_sizes: tuple[int, ...] | None = None,
+    rounds: int | None = None,
+    keep_data: bool = False,
+    memory_cap_mb: float = 6144,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Every size: generate, then rounds of (bounds, build[, bulk-loaded store: ours, naive]); medians."""
+    from bench.servers import simulator
+
+    sizes = sizes or (QUICK_SIZES if quick else FULL_SIZES)
+    extract_sizes = (
+        extract_sizes if extract_sizes is not None else (QUICK_EXTRACT_SIZES if quick else FULL_EXTRACT_SIZES)
+    )
+    results: dict[str, Any] = {"sizes": [], "memory_cap_mb": memory_cap_mb, "loads": []}
+    for size in sorted(set(sizes) | set(extract_sizes)):
+        n_rounds = rounds or (1 if quick or size >= 1_000_000 else 3)
+        directory = data_dir / f"records-{size}"
+        spec = data.Spec(size)
+        started = time.perf_counter()
+        counts = data.generate(spec, directory)
+        generated_s = time.perf_counter() - started
+        checked = data.check_cache_equivalence(spec, sample=100)
+        cache_root = directory / "cache-root"
+        segment = cache_root / data.WORKLOAD_ID / data.CLIENT_ID / "00000000T000000000000-bench.jsonl"
+        if not segment.exists():
+            segment.parent.mkdir(parents=True, exist_ok=True)
+            segment.hardlink_to(directory / "cache.jsonl")
+        log(f"extraction: {size} records generated ({counts.raw_bytes / 1e6:.0f} MB raw) in {generated_s:.1f} s")
+        entry: dict[str, Any] = {
+            "records": size,
+            "data": counts.to_json(),
+            "rounds": n_rounds,
+            "equivalence_checked": checked,
+        }
+        if size in sizes:
+            bound: list[Isolated] = []
+            stdlib: list[Isolated] = []
+            builds: list[Isolated] = []
+            for r in range(n_rounds):
+                results["loads"].append(load_average())
+                bound.append(
+                    run_isolated(
+                        "bench.extraction:parse_file",
+                        {"path": str(directory / "cache.jsonl"), "parser": "orjson"},
+                        memory_cap_mb=memory_cap_mb,
+                        timeout_s=3600.0,
+                    )
+                )
+                stdlib.append(
+                    run_isolated(
+                        "bench.extraction:parse_file",
+                        {"path": str(directory / "cache.jsonl"), "parser": "json"},
+                        memory_cap_mb=memory_cap_mb,
+                        timeout_s=3600.0,
+                    )
+                )
+                builds.append(
+                    run_isolated(
+                        "bench.extraction:build",
+                        {"cache_root": str(cache_root), "records": size, "out_dir": str(directory / "out")},
+                        memory_cap_mb=memory_cap_mb,
+                        timeout_s=3600.0,
+                    )
+                )
+                log(
+                    f"extraction: {size} round {r + 1}/{n_rounds}: orjson {_s(bound[-1])}, json {_s(stdlib[-1])}, "
+                    f"build {_s(builds[-1])} ({_mb(builds[-1])})"
+                )
+            entry["build"] = build_entry(bound, stdlib, builds, counts)
+        if size in extract_sizes:
+            with simulator("logserver", directory / "logserver") as url:
+                loaded = load_store(url, directory / "raw.jsonl")
+                log(f"extraction: {size} records bulk-loaded into the log server in {loaded['seconds']:.1f} s")
+                bound_raw: list[Isolated] = []
+                ours: list[Isolated] = []
+                naive: list[Isolated] = []
+                for r in range(n_rounds if size < 100_000 else 1):
+                    results["loads"].append(load_average())
+                    bound_raw.append(
+                        run_isolated(
+                            "bench.extraction:parse_file",
+                            {"path": str(directory / "raw.jsonl"), "parser": "orjson"},
+                            memory_cap_mb=memory_cap_mb,
+                            timeout_s=3600.0,
+                        )
+                    )
+                    ours.append(
+                        run_isolated(
+                            "bench.extraction:ours_end_to_end",
+                            {"url": url, "records": size, "work_dir": str(directory / "ours")},
+                            memory_cap_mb=memory_cap_mb,
+                            timeout_s=3600.0,
+                        )
+                    )
+                    naive.append(
+                        run_isolated(
+                            "bench.extraction:naive_end_to_end",
+                            {"url": url, "records": size, "work_dir": str(directory / "naive")},
+                            memory_cap_mb=memory_cap_mb,
+                            timeout_s=3600.0,
+                        )
+                    )
+                    log(
+                        f"extraction: {size} end to end round {r + 1}: orjson {_s(bound_raw[-1])}, ours {_s(ours[-1])} "
+                        f"({_mb(ours[-1])}), naive {_s(naive[-1])} ({_mb(naive[-1])})"
+                    )
+            shutil.rmtree(directory / "logserver", ignore_errors=True)
+            entry["end_to_end"] = end_to_end_entry(loaded, bound_raw, ours, naive)
+        results["sizes"].append(entry)
+        if not keep_data:
+            shutil.rmtree(directory, ignore_errors=True)
+    return results
+
+
+def _s(run: Isolated) -> str:
+    return f"{run.result['seconds']:.2f} s" if run.ok else f"failed ({(run.error or '')[:80]})"
+
+
+def _mb(run: Isolated) -> str:
+    return f"{run.peak_rss_mb:.0f} MB" if run.ok and run.peak_rss_mb else "-"

@@ -1,0 +1,293 @@
+"""Benchmark 3: how many GPUs each sizing method asks for, against the true answer.
+
+The NIM simulator's latency model is a continuous-batching server whose steady state is known exactly
+(:mod:`agent_flywheel.local.nim.latency`), so for each parameter set the *true* largest concurrency under
+the p95 target (``max_concurrency_under``) and the true replica count for the target users
+(``replicas_needed``) are computed, not estimated. Each set is then measured the way a user would:
+a closed-loop sweep over HTTP against the simulator running in its own process (``time_scale`` shrinks
+simulated seconds; the target is scaled the same way), with the project's load generator. The same
+sweep is sized twice: by :func:`agent_flywheel.sizing.size` (measured bracketing, whole replicas,
+bootstrap interval) and by the NeMo Agent Toolkit's straight line
+(:func:`agent_flywheel.sizing.nat_linear_estimate`, ``GPUs = users / C* × test GPUs``, fractional).
+
+The sweep levels depend only on what an operator knows before measuring (replicas × max batch), never
+on the true answer: 1, 2, 4 and ½, 1, 1½, 2, 3 times the slot count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.measure import load_average
+
+USERS = 200
+MODEL_PREFIX = "bench/capacity-"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One server configuration with its p95 target (simulated seconds) and GPUs per replica."""
+
+    name: str
+    description: str
+    latency: dict[str, float | int]
+    # target = factor x S(max_batch): where on the curve the SLO sits. Factors are chosen so that the
+    # target does not fall exactly on a level's latency (N x S(B) / slots past the knee), where the
+    # true C* would be a knife edge that any measurement noise tips over.
+    target_factor: float
+    gpus_per_replica: int = 1
+
+    @property
+    def model(self) -> str:
+        return MODEL_PREFIX + self.name
+
+
+CASES = (
+    Case(
+        "a",
+        "1 replica, batch 16, SLO past the knee",
+        {
+            "overhead_s": 0.01,
+            "prefill_s_per_token": 0.0002,
+            "decode_s_per_token": 0.0035,
+            "decode_s_per_token_per_request": 0.0014,
+            "max_batch": 16,
+            "replicas": 1,
+        },
+        1.6,
+    ),
+    Case(
+        "b",
+        "1 replica, batch 32, slow decode, SLO before the knee",
+        {
+            "overhead_s": 0.02,
+            "prefill_s_per_token": 0.0005,
+            "decode_s_per_token": 0.006,
+            "decode_s_per_token_per_request": 0.0008,
+            "max_batch": 32,
+            "replicas": 1,
+        },
+        0.85,
+    ),
+    Case(
+        "c",
+        "2 replicas (2 GPUs under test), batch 8",
+        {
+            "overhead_s": 0.01,
+            "prefill_s_per_token": 0.0002,
+            "decode_s_per_token": 0.004,
+            "decode_s_per_token_per_request": 0.002,
+            "max_batch": 8,
+            "replicas": 2,
+        },
+        2.2,
+    ),
+    Case(
+        "d",
+        "1 replica, batch 4, deep queue at the SLO",
+        {
+            "overhead_s": 0.01,
+            "prefill_s_per_token": 0.0002,
+            "decode_s_per_token": 0.003,
+            "decode_s_per_token_per_request": 0.003,
+            "max_batch": 4,
+            "replicas": 1,
+        },
+        2.7,
+    ),
+)
+MESSAGES = [
+    {"role": "system", "content": "You are a customer support assistant for an online shop."},
+    {
+        "role": "user",
+        "content": "Hi! Could you tell me, in a few sentences, how returns and refunds work in your shop?",
+    },
+]
+MAX_TOKENS = 48
+
+
+def levels_for(slots: int) -> list[int]:
+    """Sweep levels from the slot count (replicas x max batch) alone."""
+    return sorted({1, 2, 4, *(max(1, round(slots * f)) for f in (0.5, 1, 1.5, 2, 3))})
+
+
+def truth(case: Case, calls: list[tuple[int, int]]) -> dict[str, Any]:
+    """The exact answer from the latency model: C* of the system under test, replicas and GPUs for USERS."""
+    from agent_flywheel.local.nim.latency import (
+        LatencyParams,
+        max_concurrency_under,
+        replicas_needed,
+        workflow_latency_s,
+    )
+
+    params = LatencyParams(**case.latency)  # type: ignore[arg-type]
+    full = workflow_latency_s(params, params.max_batch * params.replicas, calls)
+    one_replica_batch = workflow_latency_s(dataclasses.replace(params, replicas=1), params.max_batch, calls)
+    target = case.target_factor * one_replica_batch
+    c_star = max_concurrency_under(params, target, calls=calls, q=0.95)
+    replicas = replicas_needed(params, USERS, target, calls, q=0.95)
+    return {
+        "target_s": target,
+        "service_s_at_full_batch": full,
+        "c_star": c_star,
+        "replicas": replicas,
+        "gpus": None if replicas is None else replicas * case.gpus_per_replica,
+        "test_gpus": params.replicas * case.gpus_per_replica,
+    }
+
+
+async def _with_level(function: Callable[[Any, int, int], Any], c: int, client: Any, i: int) -> Any:
+    return await function(client, i, c)
+
+
+async def _sweep(
+    url: str, case: Case, scale: float, passes: int, per_level: int, log: Callable[[str], None]
+) -> tuple[Any, list[tuple[int, int]]]:
+    import httpx
+
+    from agent_flywheel.loadgen import RequestResult, SweepResult, make_client, run_closed_level
+
+    tokens: set[tuple[int, int]] = set()
+
+    async def send(client: httpx.AsyncClient, i: int) -> RequestResult:
+        response = await client.post(
+            "/v1/chat/completions", json={"model": case.model, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+        )
+        if response.status_code >= 400:
+            return RequestResult(ok=False, error_kind=f"http_{response.status_code}", status_code=response.status_code)
+        usage = response.json()["usage"]
+        tokens.add((int(usage["prompt_tokens"]), int(usage["completion_tokens"])))
+        return RequestResult(ok=True, status_code=200)
+
+    slots = int(case.latency["max_batch"]) * int(case.latency["replicas"])
+    sweep = SweepResult()
+    async with make_client(url, timeout_s=600) as client:
+        started = time.perf_counter()
+        await send(client, 0)
+        single = time.perf_counter() - started
+        # run_closed_level starts every client at the same instant, and identical requests on a
+        # deterministic server then stay in lock-step for ever (see latency.py): past the knee their
+        # latencies alternate between two multiples of S(B) instead of settling at the mean. Real load
+        # tests ramp users up; here client k's first request (a warm-up, not measured) waits k / c of a
+        # ramp of max_batch / 2 single-request latencies (about one full-batch cycle) per slot-full.
+        ramp = single * int(case.latency["max_batch"]) / 2
+
+        async def ramped(client: httpx.AsyncClient, i: int, c: int) -> RequestResult:
+            if i < c:
+                await asyncio.sleep(ramp * max(1.0, c / slots) * i / c)
+            return await send(client, i)
+
+        for p in range(passes):
+            for level, c in enumerate(levels_for(slots)):
+                run = await run_closed_level(
+                    functools.partial(_with_level, ramped, c),
+                    client,
+                    c,
+                    max(per_level, 3 * c),
+                    warmup_requests=c,
+                    timeout_s=600,
+                    level=level,
+                    pass_index=p,
+                )
+                sweep.runs.append(run)
+                p95 = sorted(r.latency_s for r in run.records)[int(0.95 * (len(run.records) - 1))] / scale
+                log(f"sizing: case {case.name} pass {p + 1} concurrency {c}: p95 {p95:.3f} simulated s")
+    return sweep, sorted(tokens)
+
+
+def evaluate(case: Case, data: Any, calls: list[tuple[int, int]], scale: float) -> dict[str, Any]:
+    """Size one measured sweep (a :class:`~agent_flywheel.sizing.SweepData` in real seconds) both ways,
+    next to the truth for the same requests."""
+    from agent_flywheel.config import SizingTargets
+    from agent_flywheel.sizing import size
+
+    true = truth(case, calls)
+    targets = SizingTargets(
+        target_users=USERS,
+        target_workflow_p95_s=true["target_s"] * scale,
+        test_gpus=true["test_gpus"],
+        bootstrap_samples=1000,
+    )
+    result = size(data, targets, seed=0)
+    nat = result.nat_linear
+    return {
+        "case": case.name,
+        "description": case.description,
+        "latency": case.latency,
+        "tokens": {"input": calls[0][0], "output": calls[0][1]},
+        "levels": levels_for(int(case.latency["max_batch"]) * int(case.latency["replicas"])),
+        "truth": true,
+        "ours": {
+            "c_star": result.slo_concurrency,
+            "c_star_low": result.slo_concurrency_low,
+            "c_star_high": result.slo_concurrency_high,
+            "gpus": result.gpus,
+            "gpus_low": result.gpus_low,
+            "gpus_high": result.gpus_high,
+            "reachable": result.reachable,
+            "reason": result.reason,
+            "bracket": result.bracket,
+        },
+        "nat": None
+        if nat is None
+        else {
+            "c_star": nat.slo_concurrency,
+            "gpus": nat.gpus,
+            "gpus_rounded_up": None if nat.gpus is None else math.ceil(nat.gpus - 1e-9),
+            "r_squared": nat.r_squared,
+            "outliers_removed": nat.outliers_removed,
+            "error": nat.error,
+        },
+        "measured_p95_s": {
+            str(lv["concurrency"]): None if lv["workflow_p95_s"] is None else lv["workflow_p95_s"] / scale
+            for lv in result.levels
+        },
+    }
+
+
+def run(*, quick: bool, work_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Sweep every case against one NIM simulator process and size each sweep both ways."""
+    from agent_flywheel.sizing import SweepData
+    from bench.servers import simulator
+
+    scale = 0.25 if quick else 0.5
+    passes = 1 if quick else 2
+    per_level = 30 if quick else 64
+    cases = (CASES[0], CASES[3]) if quick else CASES
+    section = {
+        "preloaded": [c.model for c in cases],
+        "latency": {"time_scale": scale, "models": {c.model: c.latency for c in cases}},
+    }
+    results: dict[str, Any] = {
+        "users": USERS,
+        "time_scale": scale,
+        "passes": passes,
+        "requests_per_level": f"max({per_level}, 3 × concurrency) measured requests after a warm-up of one request per client",
+        "loads": [load_average()],
+        "cases": [],
+    }
+    with simulator("nim", work_dir / "nim", section) as url:
+        for case in cases:
+            started = time.perf_counter()
+            sweep, tokens = asyncio.run(_sweep(url, case, scale, passes, per_level, log))
+            if len(tokens) != 1:
+                raise RuntimeError(f"case {case.name}: requests were not identical in tokens: {tokens}")
+            entry = evaluate(case, SweepData.from_sweep(sweep), [tokens[0]], scale)
+            entry["seconds"] = time.perf_counter() - started
+            results["cases"].append(entry)
+            results["loads"].append(load_average())
+            true, ours, nat = entry["truth"], entry["ours"], entry["nat"] or {}
+            log(
+                f"sizing: case {case.name}: truth C*={true['c_star']} GPUs={true['gpus']}; ours C*={ours['c_star']} "
+                f"GPUs={ours['gpus']} [{ours['gpus_low']}, {ours['gpus_high']}]; NAT GPUs={nat.get('gpus')}"
+            )
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return results

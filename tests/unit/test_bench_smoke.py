@@ -1,0 +1,164 @@
+"""The benchmark harness on tiny inputs, so it cannot rot between full runs (``make bench`` is not a test).
+
+Each benchmark's figures are assembled by the same functions the full run uses, from measurements made
+here in-process on a few hundred records (or from the exact latency model for sizing), and the report
+writer must turn them into a document with every section and the targets' verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from bench import data, extraction, flywheel_overhead, loadgen_bench, report, sizing_accuracy
+from bench.__main__ import main
+from bench.measure import Isolated, median, spread
+
+
+def _isolated(result: dict) -> Isolated:
+    return Isolated(True, result, peak_rss_mb=60.0, cpu_s=0.1, wall_s=result.get("seconds", 0.0))
+
+
+def _extraction_results(tmp_path: Path) -> dict:
+    spec = data.Spec(300)
+    counts = data.generate(spec, tmp_path / "records")
+    assert counts.records == 300
+    assert counts.cache_records == counts.good + counts.duplicates
+    assert counts.bad > 0 and counts.duplicates > 0
+    assert data.check_cache_equivalence(spec, sample=40) > 0
+    cache = tmp_path / "records" / "cache.jsonl"
+    segment = tmp_path / "root" / data.WORKLOAD_ID / data.CLIENT_ID / "segment.jsonl"
+    segment.parent.mkdir(parents=True)
+    shutil.copy(cache, segment)
+    bound = extraction.parse_file(str(cache), "orjson")
+    stdlib = extraction.parse_file(str(cache), "json")
+    built = extraction.build(str(tmp_path / "root"), 300, str(tmp_path / "out"))
+    assert bound["records"] == stdlib["records"] == counts.cache_records
+    assert built["counts"]["usable"] == counts.distinct
+    entry = {
+        "records": 300,
+        "data": counts.to_json(),
+        "rounds": 1,
+        "build": extraction.build_entry([_isolated(bound)], [_isolated(stdlib)], [_isolated(built)], counts),
+        "end_to_end": extraction.end_to_end_entry(
+            {"seconds": 0.1, "indexed": 300, "errors": 0},
+            [_isolated(bound)],
+            [_isolated({**built, "extract_seconds": 0.2, "build_seconds": 0.1, "extract_peak_rss_mb": 80.0})],
+            [Isolated(False, error="killed: RSS passed the 6144 MB cap", killed_at_mb=6200.0)],
+        ),
+    }
+    breakdown = extraction.breakdown(str(cache), 60, check_whitespace=False)
+    assert breakdown["proposed_hash_identical"] and breakdown["whitespace_sets_identical"] is None
+    return {"sizes": [entry], "memory_cap_mb": 6144, "breakdown": breakdown}
+
+
+def _loadgen_results() -> dict:
+    def fake(rate: float) -> Isolated:  # passes up to 1,000/s
+        late = 0.0 if rate <= 1000 else 0.2
+        return _isolated(
+            {"tool": "fake", "late_share": late, "throughput_rps": rate, "errors": 0, "cpu_per_request_s": 1e-4}
+        )
+
+    found = loadgen_bench.search_max_rate(fake, 100.0, 20000.0, 2, lambda _: None, "fake")
+    assert 1000 / 1.5 <= found["max_rate"] <= 1000
+    return {
+        "late_threshold_s": 0.02,
+        "late_limit": 0.01,
+        "duration_s": 1.0,
+        "tools": {"ours": found, "locust": found},
+        "noop": {"rate": 5000.0, "cpu_per_request_s": 3e-5, "late_share": 0.0, "throughput_rps": 5000.0},
+        "overhead": {
+            "rate": 200.0,
+            "ours_cpu_per_request_s": 2e-3,
+            "plain_cpu_per_request_s": 1e-3,
+            "difference_s": 1e-3,
+            "rounds": 1,
+        },
+    }
+
+
+def _sizing_results() -> dict:
+    from agent_flywheel.local.nim.latency import LatencyParams, workflow_latency_s
+    from agent_flywheel.sizing import LevelData, SweepData
+
+    case = sizing_accuracy.CASES[0]
+    calls = [(44, 33)]
+    params = LatencyParams(**case.latency)  # type: ignore[arg-type]
+    levels = sizing_accuracy.levels_for(params.max_batch * params.replicas)
+    rng = np.random.default_rng(0)
+    sweep = SweepData(
+        [
+            LevelData(float(c), workflow=[workflow_latency_s(params, c, calls) * rng.uniform(1.0, 1.02, 40)])
+            for c in levels
+        ]
+    )
+    entry = sizing_accuracy.evaluate(case, sweep, calls, scale=1.0)
+    assert entry["truth"]["c_star"] == 25 and entry["truth"]["gpus"] == 8
+    assert entry["ours"]["gpus"] is not None and entry["nat"] is not None
+    return {"users": 200, "time_scale": 1.0, "passes": 1, "requests_per_level": "40", "cases": [entry]}
+
+
+def _flywheel_results() -> dict:
+    spans = [("extract-logs", 1.0, 2.0), ("mlflow-start-run", 0.5, 1.5), ("evaluate", 3.0, 6.0), ("evaluate", 4.0, 5.0)]
+    attribution = flywheel_overhead.attribute(spans, 0.0, 10.0)
+    assert attribution["work_s"] == 4.0 and attribution["mlflow_s"] == 0.5 and attribution["prefect_s"] == 5.5
+    runs = [
+        {
+            "candidates": c,
+            "cold": i == 0,
+            "outcome": "promoted",
+            "wall_s": w,
+            "before_first_task_s": 0.1,
+            "attribution": attribution,
+        }
+        for i, (c, w) in enumerate([(3, 30.0), (1, 5.0), (3, 8.0)])
+    ]
+    return flywheel_overhead.summarise(
+        {"stack_up_s": 3.0, "traffic_s": 2.0, "import_s": 1.0, "traffic_requests": 100, "runs": runs}
+    )
+
+
+def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None:
+    results = {
+        "machine": {"cpu": "test", "cores": 2, "libraries": {"orjson": "x"}, "date": "today"},
+        "mode": "quick",
+        "loads": [(0.1, 0.1, 0.1)],
+        "extraction": _extraction_results(tmp_path),
+        "loadgen": _loadgen_results(),
+        "sizing": _sizing_results(),
+        "flywheel": _flywheel_results(),
+    }
+    assert results["flywheel"]["per_candidate_s"] == 1.5
+    text = report.render(json.loads(json.dumps(results, default=str)), findings="Findings text.")
+    for heading in (
+        "## Summary",
+        "## Findings",
+        "## 1. Extraction",
+        "### Where the build's time goes",
+        "## 2. Load",
+        "## 3. Sizing",
+        "## 4. Flywheel",
+    ):
+        assert heading in text
+    assert "over the 6.00 GB memory cap" in text  # a killed measurement is reported, not dropped
+    assert "**met**" in text or "**missed**" in text
+    assert "Not run in this invocation" not in text
+
+
+def test_report_only_rewrites_the_document_from_saved_results(tmp_path: Path) -> None:
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps({"machine": {"cores": 2}, "mode": "full", "loads": [[9.0, 9.0, 9.0]]}))
+    out = tmp_path / "benchmarks.md"
+    assert main(["--report-only", "--results", str(saved), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "measured under load" in text
+    assert text.count("Not run in this invocation") == 4
+
+
+def test_medians_and_spreads_ignore_missing_values() -> None:
+    assert median([3.0, None, 1.0, 2.0]) == 2.0
+    assert median([None]) is None
+    assert spread([2.0, None, 5.0]) == (2.0, 5.0)

@@ -20,7 +20,6 @@ ICL_END = "### End of in-context examples"
 ICL_PREAMBLE = "Here are examples of how you should respond."
 _EXAMPLE_HEADER = re.compile(r"^Example \d+:$", re.MULTILINE)
 _ICL_BLOCK = re.compile(re.escape(ICL_BEGIN) + r".*?" + re.escape(ICL_END) + r"\n*", re.DOTALL)
-_SPACES = re.compile(r"\s+")
 
 
 def parse_arguments(arguments: Any) -> Any:
@@ -35,7 +34,7 @@ def parse_arguments(arguments: Any) -> Any:
 
 def _normalise_text(content: Any) -> Any:
     if isinstance(content, str):
-        return _SPACES.sub(" ", content).strip()
+        return " ".join(content.split())  # same result as collapsing \s+ and stripping, and faster
     if isinstance(content, list):
         return [_normalise_text(part) for part in content]
     if isinstance(content, Mapping):

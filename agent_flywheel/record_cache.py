@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -53,7 +55,7 @@ class RecordCache:
             with segment.open(encoding="utf-8") as handle:
                 for line in handle:
                     if line.strip():
-                        yield json.loads(line)
+                        yield orjson.loads(line)
 
     def count(self) -> int:
         return sum(1 for segment in self.segments() for line in segment.open(encoding="utf-8") if line.strip())

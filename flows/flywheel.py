@@ -225,11 +225,11 @@ async def flywheel(
         if failed:
             raise FlywheelRunError(_failure_report(workload_id, client_id, failed, 1 + len(outcomes), mlflow_url))
 
-        decision = decide_promotion(
+        decision = decide_promotion(  # every evaluation finished here (a failed one raised above)
             cfg.teacher,
-            teacher.samples if teacher.error is None else None,
+            teacher.samples,
             cfg.nims,
-            {(o.model, o.eval_mode): o.samples for o in outcomes if o.error is None},
+            {(o.model, o.eval_mode): o.samples for o in outcomes},
             gate_cfg,
             seed=cfg.data_split_config.random_seed or 0,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,14 @@ def log_datasets(
     mlflow.log(run_id, metrics=numeric)
 
 
+_NOT_IN_METRIC_NAMES = re.compile(r"[^\w\-. :/]")
+
+
 def _flat_numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested counts as dotted metric names; keys such as model ids (``ns/name@cust-…``) are made legal."""
     out: dict[str, float] = {}
     for key, value in data.items():
-        name = f"{prefix}{key}"
+        name = f"{prefix}{_NOT_IN_METRIC_NAMES.sub('_', str(key))}"
         if isinstance(value, dict):
             out.update(_flat_numbers(value, f"{name}."))
         elif isinstance(value, int | float) and not isinstance(value, bool):

@@ -7,8 +7,6 @@ evaluation jobs for real (blueprint bug 11 only marked them cancelled in its own
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import zipfile
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,6 +15,7 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
+from agent_flywheel.metrics import read_results_archive
 from agent_flywheel.nemo.http import NemoAPIError, ServiceHTTP, filter_params
 from agent_flywheel.nemo.idempotency import IdempotencyKey, create_or_find
 from agent_flywheel.nemo.models import EvaluationJob, EvaluationResult, EvaluationStatus, SampleResult
@@ -26,7 +25,6 @@ from agent_flywheel.nemo.status import DEAD_STATUSES, Phase, normalize_status
 logger = logging.getLogger(__name__)
 
 JOBS = "/v1/evaluation/jobs"
-RESULTS_FILE = "results.json"
 
 
 def _job_path(job_id: str, suffix: str = "") -> str:
@@ -55,16 +53,9 @@ def parse_results_archive(data: bytes) -> dict[str, list[SampleResult]]:
     Rows that do not parse are counted and logged, not fatal; a ZIP without ``results.json`` is a ValueError.
     """
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        loaded = read_results_archive(data)
     except zipfile.BadZipFile as exc:
         raise ValueError(f"download-results is not a ZIP archive ({len(data)} bytes)") from exc
-    with archive:
-        names = sorted((n for n in archive.namelist() if n.rsplit("/", 1)[-1] == RESULTS_FILE), key=len)
-        if not names:
-            raise ValueError(f"no {RESULTS_FILE} in the results archive (it holds {len(archive.namelist())} files)")
-        loaded = json.loads(archive.read(names[0]))
-    if not isinstance(loaded, Mapping):
-        raise ValueError(f"{RESULTS_FILE} is not an object of tasks")
     out: dict[str, list[SampleResult]] = {}
     skipped = 0
     for task, rows in loaded.items():

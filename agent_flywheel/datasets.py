@@ -37,27 +37,30 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, TypeGuard, cast
 
 import numpy as np
-import orjson
 
 from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ExampleSelection, ICLConfig, NIMConfig
-from agent_flywheel.conversation import (
-    ICL_BEGIN,
-    ICL_END,
-    ICL_PREAMBLE,
-    conversation_hash,
-    inject_examples,
-    parse_arguments,
-    render_example,
+from agent_flywheel.conversation import ICL_BEGIN, ICL_END, ICL_PREAMBLE, inject_examples, render_example
+from agent_flywheel.jsonlines import IO_BUFFER_BYTES, dump_line, load_line
+from agent_flywheel.record_cache import RecordCache
+from agent_flywheel.record_keys import (
+    BAD_ARGUMENTS,
+    HAS_CALL,
+    KEY_ROW,
+    MALFORMED_CALL,
+    KeyColumns,
+    SegmentKeys,
+    record_keys,
+    request_messages,
+    request_tools,
+    response_message,
 )
 from agent_flywheel.records import LogRecord, to_document
 
-NO_TOOL = "no_tool"
 MANIFEST_VERSION = 1
 EMBED_BATCH_SIZE = 64
 # Semantic selection embeds at most this many train records (a seeded, stratified sample), so a huge
@@ -114,62 +117,6 @@ def _as_mapping(record: Any) -> Mapping[str, Any]:
     raise TypeError(f"expected a mapping or a pydantic model, got {type(record).__name__}")
 
 
-def response_message(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """``response.choices[0].message``, or None when the record has no answer in that shape."""
-    response = record.get("response")
-    choices = response.get("choices") if isinstance(response, Mapping) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
-        return None
-    message = choices[0].get("message")
-    return message if isinstance(message, Mapping) else None
-
-
-def request_messages(record: Mapping[str, Any]) -> list[Any] | None:
-    """``request.messages`` when it is a non-empty list, else None."""
-    request = record.get("request")
-    messages = request.get("messages") if isinstance(request, Mapping) else None
-    return messages if isinstance(messages, list) and messages else None
-
-
-def request_tools(record: Mapping[str, Any]) -> list[Any]:
-    """The tools offered in the request (an empty list when none)."""
-    request = record.get("request")
-    tools = request.get("tools") if isinstance(request, Mapping) else None
-    return tools if isinstance(tools, list) else []
-
-
-def record_label(record: Mapping[str, Any]) -> str:
-    """The stratification label: the answer's first tool name, or ``no_tool``."""
-    message = response_message(record)
-    calls = message.get("tool_calls") if message else None
-    if isinstance(calls, list) and calls and isinstance(calls[0], Mapping):
-        function = calls[0].get("function")
-        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
-            return str(function["name"])
-    return NO_TOOL
-
-
-def record_timestamp(record: Mapping[str, Any]) -> float:
-    """Epoch seconds from a number, a numeric string, an ISO 8601 string or a datetime; -inf if unknown."""
-    value = record.get("timestamp")
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, bool):
-        return -math.inf
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return -math.inf
-    return -math.inf
-
-
 def last_user_text(messages: Sequence[Any]) -> str:
     """The last user message's text (text parts joined for multimodal content): what semantic ICL embeds."""
     for message in reversed(messages):
@@ -183,46 +130,71 @@ def last_user_text(messages: Sequence[Any]) -> str:
     return ""
 
 
+# json.dumps(arguments, ensure_ascii=False) without building an encoder per call (the build's hot path).
+_ARGUMENTS_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def _arguments_string(arguments: Any) -> str:
     """Arguments as the JSON string NeMo requires (a string stays as it is; absent becomes ``{}``)."""
     if isinstance(arguments, str):
         return arguments
     if arguments is None:
         return "{}"
-    return json.dumps(arguments, ensure_ascii=False)
+    return _ARGUMENTS_ENCODER.encode(arguments)
 
 
-def _with_string_arguments(message: Mapping[str, Any], empty_content: bool) -> dict[str, Any]:
+def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    return type(value) is dict or isinstance(value, Mapping)  # the ABC check only for non-dicts: it is slow
+
+
+def _with_string_arguments(message: Mapping[str, Any], empty_content: bool) -> Mapping[str, Any]:
+    """``message`` with tool-call arguments as JSON strings (and null content as ``""`` if asked).
+
+    A message that needs neither is returned as it is, not copied: most messages of a conversation (system,
+    user, tool results) pass through a build untouched, and copying each of them was most of the cost.
+    """
+    calls = message.get("tool_calls")
+    fix_content = empty_content and message.get("content") is None
+    fix_calls = isinstance(calls, list) and any(_needs_string_arguments(call) for call in calls)
+    if not (fix_content or fix_calls):
+        return message
     copied = dict(message)
-    if empty_content and copied.get("content") is None:
+    if fix_content:
         copied["content"] = ""
-    calls = copied.get("tool_calls")
-    if isinstance(calls, list):
-        new_calls = []
-        for call in calls:
-            if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
-                function = dict(call["function"])
-                function["arguments"] = _arguments_string(function.get("arguments"))
-                call = {**call, "function": function}
-            new_calls.append(call)
-        copied["tool_calls"] = new_calls
+    if fix_calls:
+        copied["tool_calls"] = [_call_with_string_arguments(call) for call in cast(list[Any], calls)]
     return copied
+
+
+def _needs_string_arguments(call: Any) -> bool:
+    function = call.get("function") if _is_mapping(call) else None
+    return _is_mapping(function) and not isinstance(function.get("arguments"), str)
+
+
+def _call_with_string_arguments(call: Any) -> Any:
+    if not _needs_string_arguments(call):
+        return call
+    function = dict(call["function"])
+    function["arguments"] = _arguments_string(function.get("arguments"))
+    return {**call, "function": function}
 
 
 def to_training_example(record: Mapping[str, Any], tool_calling: bool) -> dict[str, Any]:
     """A NeMo Customizer line: request messages plus the answer, ``tools`` for tool-calling workloads.
 
     Assistant ``content`` is ``""`` rather than null and tool-call ``arguments`` are JSON strings, as
-    Customizer requires. Only ``role``, ``content`` and ``tool_calls`` of the answer are kept.
+    Customizer requires. Only ``role``, ``content`` and ``tool_calls`` of the answer are kept. Messages
+    that need no change are shared with ``record``, not copied.
     """
     messages = [
-        _with_string_arguments(m, empty_content=m.get("role") == "assistant") if isinstance(m, Mapping) else m
+        _with_string_arguments(m, empty_content=m.get("role") == "assistant") if _is_mapping(m) else m
         for m in request_messages(record) or []
     ]
     answer = response_message(record) or {}
     out_answer: dict[str, Any] = {"role": "assistant", "content": answer.get("content") or ""}
-    if answer.get("tool_calls"):
-        out_answer["tool_calls"] = _with_string_arguments(answer, empty_content=True)["tool_calls"]
+    calls = answer.get("tool_calls")
+    if calls:
+        out_answer["tool_calls"] = [_call_with_string_arguments(c) for c in calls] if isinstance(calls, list) else calls
     line: dict[str, Any] = {"messages": [*messages, out_answer]}
     if tool_calling:
         line["tools"] = request_tools(record)
@@ -426,55 +398,54 @@ def _example_cost(text: str) -> int:
 # Record sources: fetch records again by position without holding them all
 # --------------------------------------------------------------------------------------------------
 
-# The spool and the dataset files are written with orjson, 5-6x faster than the json module on these
-# records (measured in bench/extraction.py); anything orjson refuses (non-string keys, integers beyond
-# 64 bits, lone surrogates, nesting past 254 levels) falls back to the json module, so every record that
-# was writable before still is. Non-JSON values go through ``_json_default`` as ``default=str`` did.
-_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-
-
-def _json_default(value: Any) -> Any:
-    """What the json module would write for a value orjson does not take natively (``default=str``),
-    except that int and float subclasses (numpy scalars) stay numbers, as the json module keeps them."""
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, int):
-        return int(value)
-    return str(value)
-
-
-def _spool_line(record: Mapping[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(record, default=_json_default, option=_ORJSON_OPTIONS | orjson.OPT_APPEND_NEWLINE)
-    except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return json.dumps(record, separators=(",", ":"), default=str).encode("ascii") + b"\n"
-
-
-def _load_line(line: bytes) -> Any:
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:  # NaN or a big integer from the json fallback
-        return json.loads(line)
-
 
 class _Source:
-    """Where pass 1 put the usable records: the caller's sequence (by index) or a spool file (by offset)."""
+    """Where pass 1 left the usable records, fetched again by position (0, 1, ... in input order)."""
 
-    def __init__(self, sequence: Sequence[Any] | None, spool: Path | None) -> None:
+    def add(self, input_index: int, record: Mapping[str, Any]) -> None:
+        """Pass 1 found the record at ``input_index`` usable: it gets the next position."""
+
+    def seal(self) -> None:
+        """Pass 1 is over."""
+
+    def fetch(self, positions: Iterable[int]) -> Iterator[tuple[int, Mapping[str, Any]]]:
+        """``(position, record)`` for the given positions, in ascending order."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the source holds (a spool file)."""
+
+
+class _SequenceSource(_Source):
+    """The caller's sequence, read again by index."""
+
+    def __init__(self, sequence: Sequence[Any]) -> None:
         self._sequence = sequence
+        self._indexes: array[int] = array("q")
+
+    def add(self, input_index: int, record: Mapping[str, Any]) -> None:
+        self._indexes.append(input_index)
+
+    def fetch(self, positions: Iterable[int]) -> Iterator[tuple[int, Mapping[str, Any]]]:
+        for p in sorted(int(p) for p in positions):
+            yield p, _as_mapping(self._sequence[self._indexes[p]])
+
+
+class _SpoolSource(_Source):
+    """A one-shot iterator's usable records, written to a spool file in pass 1 and read back by offset."""
+
+    def __init__(self, spool: Path) -> None:
         self._spool = spool
-        self._positions: array[int] = array("q")  # position -> sequence index or spool byte offset
-        self._writer: IO[bytes] | None = open(spool, "wb") if spool else None  # noqa: SIM115
+        self._offsets: array[int] = array("q")
+        self._writer: IO[bytes] | None = open(spool, "wb")  # noqa: SIM115 (closed by seal or close)
         self._offset = 0
 
     def add(self, input_index: int, record: Mapping[str, Any]) -> None:
-        if self._writer is not None:
-            line = _spool_line(record)
-            self._writer.write(line)
-            self._positions.append(self._offset)
-            self._offset += len(line)
-        else:
-            self._positions.append(input_index)
+        assert self._writer is not None
+        line = dump_line(record)
+        self._writer.write(line)
+        self._offsets.append(self._offset)
+        self._offset += len(line)
 
     def seal(self) -> None:
         if self._writer is not None:
@@ -482,24 +453,57 @@ class _Source:
             self._writer = None
 
     def fetch(self, positions: Iterable[int]) -> Iterator[tuple[int, Mapping[str, Any]]]:
-        """``(position, record)`` for the given positions, in ascending order."""
-        ordered = sorted(int(p) for p in positions)
-        if self._spool is None:
-            assert self._sequence is not None
-            for p in ordered:
-                yield p, _as_mapping(self._sequence[self._positions[p]])
-            return
         with open(self._spool, "rb") as handle:
-            for p in ordered:
-                handle.seek(self._positions[p])
-                yield p, _load_line(handle.readline())
+            for p in sorted(int(p) for p in positions):
+                handle.seek(self._offsets[p])
+                yield p, load_line(handle.readline())
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._spool is not None:
-            self._spool.unlink(missing_ok=True)
+        self.seal()
+        self._spool.unlink(missing_ok=True)
+
+
+class _CacheSource(_Source):
+    """Record-cache segments, read again by (segment, byte offset) as the key files give them."""
+
+    def __init__(self, segments: Sequence[Path], segment_ids: np.ndarray, offsets: np.ndarray) -> None:
+        self._segments = segments
+        self._segment_ids = segment_ids
+        self._offsets = offsets
+
+    def fetch(self, positions: Iterable[int]) -> Iterator[tuple[int, Mapping[str, Any]]]:
+        ordered = np.unique(np.fromiter((int(p) for p in positions), dtype=np.int64))
+        bounds = np.searchsorted(self._segment_ids[ordered], np.arange(len(self._segments) + 1))
+        for segment_id, path in enumerate(self._segments):
+            wanted = ordered[bounds[segment_id] : bounds[segment_id + 1]]
+            if wanted.size:
+                yield from self._fetch_segment(path, wanted)
+
+    def _fetch_segment(self, path: Path, wanted: np.ndarray) -> Iterator[tuple[int, Mapping[str, Any]]]:
+        offsets = self._offsets[wanted].tolist()
+        with open(path, "rb", buffering=IO_BUFFER_BYTES) as handle:
+            if len(offsets) * _SEEK_SHARE < path.stat().st_size // _TYPICAL_LINE_BYTES:  # a few: seek to each
+                for position, offset in zip(wanted.tolist(), offsets, strict=True):
+                    handle.seek(offset)
+                    yield position, load_line(handle.readline())
+                return
+            # most of the segment: read it in order, which is far cheaper than a seek per line
+            targets = iter(zip(wanted.tolist(), offsets, strict=True))
+            position, target = next(targets)
+            offset = 0
+            for line in handle:
+                if offset == target:
+                    yield position, load_line(line)
+                    following = next(targets, None)
+                    if following is None:
+                        return
+                    position, target = following
+                offset += len(line)
+
+
+# A fetch of fewer than one line in _SEEK_SHARE (estimated from the file size) seeks instead of reading on.
+_SEEK_SHARE = 16
+_TYPICAL_LINE_BYTES = 4096
 
 
 # --------------------------------------------------------------------------------------------------
@@ -513,19 +517,12 @@ class _HashingWriter:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._handle = open(path, "wb")  # noqa: SIM115
+        self._handle = open(path, "wb", buffering=IO_BUFFER_BYTES)  # noqa: SIM115
         self._sha = hashlib.sha256()
         self.lines = 0
 
     def write(self, obj: Any) -> None:
-        try:
-            data = orjson.dumps(obj, default=_json_default, option=_ORJSON_OPTIONS | orjson.OPT_APPEND_NEWLINE)
-        except TypeError:  # see _spool_line: the json module writes what orjson refuses
-            text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
-            try:
-                data = text.encode("utf-8") + b"\n"
-            except UnicodeEncodeError:  # a lone surrogate: escaped JSON is still valid and lossless
-                data = json.dumps(obj, separators=(",", ":"), default=str).encode("ascii") + b"\n"
+        data = dump_line(obj)
         self._handle.write(data)
         self._sha.update(data)
         self.lines += 1
@@ -626,78 +623,70 @@ class DatasetBuild:
         return dirs
 
 
-_HAS_CALL = 1
-_MALFORMED_CALL = 2
-_BAD_ARGUMENTS = 4
-
-
-def _call_flags(message: Mapping[str, Any], check_arguments: bool) -> int:
-    calls = message.get("tool_calls")
-    if not isinstance(calls, list) or not calls:
-        return 0
-    flags = _HAS_CALL
-    for call in calls:
-        function = call.get("function") if isinstance(call, Mapping) else None
-        if (
-            not isinstance(function, Mapping)
-            or not isinstance(function.get("name"), str)
-            or call.get("type", "function") != "function"
-        ):
-            flags |= _MALFORMED_CALL
-            continue
-        arguments = function.get("arguments")
-        if check_arguments and isinstance(arguments, str) and arguments.strip():
-            parsed = parse_arguments(arguments)
-            if isinstance(parsed, str) and parsed is arguments:
-                flags |= _BAD_ARGUMENTS
-    return flags
-
-
 @dataclass
 class _Pass1:
-    """Compact per-record columns from the single read of the input (typed arrays, not Python objects)."""
+    """The keys of the usable records (position ``i`` is row ``i``), as numpy columns, plus counts."""
 
-    digests: bytearray = field(default_factory=bytearray)
-    timestamps: array[float] = field(default_factory=lambda: array("d"))
-    flags: bytearray = field(default_factory=bytearray)
-    labels: array[int] = field(default_factory=lambda: array("i"))
-    example_chars: array[int] = field(default_factory=lambda: array("q"))
-    label_names: dict[str, int] = field(default_factory=dict)
-    read: int = 0
-    invalid: int = 0
+    digests: np.ndarray  # (n, 32) uint8
+    timestamps: np.ndarray
+    flags: np.ndarray
+    labels: np.ndarray  # ids into label_names
+    example_chars: np.ndarray
+    label_names: list[str]  # sorted, so the split does not depend on which label the input showed first
+    read: int
+    invalid: int
 
 
-def _scan(records: Iterable[Any], source: _Source, check_arguments: bool) -> _Pass1:
-    """Pass 1: validate the shape, hash, label and measure every record; keep compact columns only."""
-    scan = _Pass1()
-    label_ids = scan.label_names
+def _usable_columns(parts: Sequence[SegmentKeys]) -> tuple[_Pass1, np.ndarray]:
+    """The usable rows of some key tables as one :class:`_Pass1`, and the part each row came from."""
+    names = sorted({name for part in parts for name in part.label_names})
+    name_ids = {name: i for i, name in enumerate(names)}
+    tables, labels, part_ids = [], [], []
+    for part_id, part in enumerate(parts):
+        usable = part.rows[part.rows["usable"] == 1]
+        remap = np.array([name_ids[name] for name in part.label_names] or [0], dtype=np.int32)
+        tables.append(usable)
+        labels.append(remap[usable["label"]])
+        part_ids.append(np.full(usable.shape[0], part_id, dtype=np.int32))
+    table = np.concatenate(tables) if tables else np.zeros(0, dtype=KEY_ROW)
+    read = sum(int(part.rows.shape[0]) for part in parts)
+    columns = _Pass1(
+        digests=np.ascontiguousarray(table["digest"]).reshape(-1, 32),
+        timestamps=np.ascontiguousarray(table["timestamp"]),
+        flags=np.ascontiguousarray(table["flags"]),
+        labels=np.concatenate(labels) if labels else np.zeros(0, dtype=np.int32),
+        example_chars=np.ascontiguousarray(table["example_chars"]),
+        label_names=names,
+        read=read,
+        invalid=read - int(table.shape[0]),
+    )
+    return columns, np.concatenate(part_ids) if part_ids else np.zeros(0, dtype=np.int32)
+
+
+def _scan(records: Iterable[Any], source: _Source) -> _Pass1:
+    """Pass 1 over records in hand: compute every record's keys; hand the usable ones to ``source``."""
+    columns = KeyColumns()
     for input_index, raw in enumerate(records):
-        scan.read += 1
         try:
             record = _as_mapping(raw)
         except TypeError:
-            scan.invalid += 1
+            columns.add(None)
             continue
-        messages = request_messages(record)
-        answer = response_message(record)
-        if messages is None or answer is None:
-            scan.invalid += 1
-            continue
-        try:
-            digest = bytes.fromhex(conversation_hash(messages, request_tools(record)))
-            example = render_example(1, [m for m in messages if isinstance(m, Mapping)], answer)
-        except (TypeError, ValueError, AttributeError):
-            scan.invalid += 1
-            continue
-        label = record_label(record)
-        scan.digests += digest
-        scan.timestamps.append(record_timestamp(record))
-        scan.flags.append(_call_flags(answer, check_arguments))
-        scan.labels.append(label_ids.setdefault(label, len(label_ids)))
-        scan.example_chars.append(len(example))
-        source.add(input_index, record)
+        keys = record_keys(record)
+        columns.add(keys)
+        if keys is not None:
+            source.add(input_index, record)
     source.seal()
-    return scan
+    return _usable_columns([columns.finish()])[0]
+
+
+def _scan_cache(cache: RecordCache) -> tuple[_Pass1, _Source]:
+    """Pass 1 over the record cache: read each segment's key file (computing only what is missing)."""
+    segments = cache.segments()
+    parts = [cache.keys(segment) for segment in segments]
+    columns, segment_ids = _usable_columns(parts)
+    offsets = [part.rows["offset"][part.rows["usable"] == 1] for part in parts]
+    return columns, _CacheSource(segments, segment_ids, np.concatenate(offsets) if offsets else np.zeros(0, np.int64))
 
 
 def _dedupe(digests: np.ndarray, timestamps: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -718,7 +707,7 @@ def _per_tool(labels: np.ndarray, names: Sequence[str]) -> dict[str, int]:
 
 
 def build_datasets(
-    records: Iterable[Any],
+    records: Iterable[Any] | RecordCache,
     split_cfg: DataSplitConfig,
     icl_cfg: ICLConfig,
     eval_cfg: EvaluationConfig,
@@ -728,28 +717,41 @@ def build_datasets(
 ) -> DatasetBuild:
     """Turn validated log records into the eval, train/val and per-model ICL files plus a manifest.
 
-    ``records`` may be a sequence (records are re-read from it by index) or a one-shot iterator (records
-    are spooled to a temporary file in ``out_dir``). ``embed`` is required for ``semantic_similarity``.
-    Raises :class:`InsufficientRecordsError` when fewer than ``min_total_records`` remain after filtering
-    and dedupe. Deterministic for a given ``random_seed``; with ``random_seed: null`` a seed is drawn and
-    recorded in the manifest, so the run can still be reproduced.
+    ``records`` may be a :class:`~agent_flywheel.record_cache.RecordCache` (what the flow passes: the
+    keys come from its key files and only the records written out are parsed), a sequence (records are
+    re-read from it by index) or a one-shot iterator (records are spooled to a temporary file in
+    ``out_dir``). All three give the same files for the same records. ``embed`` is required for
+    ``semantic_similarity``. Raises :class:`InsufficientRecordsError` when fewer than
+    ``min_total_records`` remain after filtering and dedupe. Deterministic for a given ``random_seed``;
+    with ``random_seed: null`` a seed is drawn and recorded in the manifest, so the run can still be
+    reproduced.
     """
     if icl_cfg.example_selection == ExampleSelection.SEMANTIC and icl_cfg.max_examples > 0 and embed is None:
         raise ValueError("example_selection semantic_similarity needs an embed callable")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = split_cfg.random_seed if split_cfg.random_seed is not None else secrets.randbits(32)
-    is_sequence = isinstance(records, Sequence) and not isinstance(records, str | bytes)
-    sequence = cast(Sequence[Any], records) if is_sequence else None
-    source = _Source(sequence, None if is_sequence else out_dir / f".spool-{os.getpid()}.jsonl")
+    source: _Source
+    if isinstance(records, RecordCache):
+        scan, source = _scan_cache(records)
+    else:
+        if isinstance(records, Sequence) and not isinstance(records, str | bytes):
+            source = _SequenceSource(records)
+        else:
+            source = _SpoolSource(out_dir / f".spool-{os.getpid()}.jsonl")
+        try:
+            scan = _scan(records, source)
+        except BaseException:
+            source.close()
+            raise
     try:
-        return _build(records, source, split_cfg, icl_cfg, eval_cfg, models, out_dir, embed, seed)
+        return _build(scan, source, split_cfg, icl_cfg, eval_cfg, models, out_dir, embed, seed)
     finally:
         source.close()
 
 
 def _build(
-    records: Iterable[Any],
+    scan: _Pass1,
     source: _Source,
     split_cfg: DataSplitConfig,
     icl_cfg: ICLConfig,
@@ -759,30 +761,22 @@ def _build(
     embed: Embedder | None,
     seed: int,
 ) -> DatasetBuild:
-    scan = _scan(records, source, split_cfg.parse_function_arguments)
-    # Label ids in name order, so the split does not depend on which label the input showed first.
-    names = sorted(scan.label_names)
-    remap = np.zeros(len(names), dtype=np.int32)
-    for new_id, name in enumerate(names):
-        remap[scan.label_names[name]] = new_id
-    digests = np.frombuffer(scan.digests, dtype=np.uint8).copy().reshape(-1, 32)
-    timestamps = np.frombuffer(scan.timestamps, dtype=np.float64).copy()
-    flags = np.frombuffer(scan.flags, dtype=np.uint8).copy()
-    labels = remap[np.frombuffer(scan.labels, dtype=np.int32)] if names else np.zeros(0, dtype=np.int32)
-    example_chars = np.frombuffer(scan.example_chars, dtype=np.int64).copy()
-    scan.digests, scan.flags = bytearray(), bytearray()
-    scan.timestamps, scan.labels, scan.example_chars = array("d"), array("i"), array("q")
+    names = scan.label_names
+    digests, timestamps, flags, labels = scan.digests, scan.timestamps, scan.flags, scan.labels
+    example_chars = scan.example_chars
+    if not split_cfg.parse_function_arguments:  # arguments are checked only when the config parses them
+        flags = flags & ~np.uint8(BAD_ARGUMENTS)
 
     removed: Counter[str] = Counter()
     if scan.invalid:
         removed[RemovalReason.INVALID_FORMAT] = scan.invalid
-    workload = WorkloadType.TOOL_CALLING if bool(np.any(flags & _HAS_CALL)) else WorkloadType.GENERIC
+    workload = WorkloadType.TOOL_CALLING if bool(np.any(flags & HAS_CALL)) else WorkloadType.GENERIC
     keep = np.ones(flags.shape[0], dtype=bool)
     if workload == WorkloadType.TOOL_CALLING:
         for mask, reason in (
-            ((flags & _MALFORMED_CALL) != 0, RemovalReason.MALFORMED_TOOL_CALL),
-            ((flags & _BAD_ARGUMENTS) != 0, RemovalReason.UNPARSEABLE_ARGUMENTS),
-            ((flags & _HAS_CALL) == 0 if not eval_cfg.include_no_call_records else None, RemovalReason.NO_TOOL_CALL),
+            ((flags & MALFORMED_CALL) != 0, RemovalReason.MALFORMED_TOOL_CALL),
+            ((flags & BAD_ARGUMENTS) != 0, RemovalReason.UNPARSEABLE_ARGUMENTS),
+            ((flags & HAS_CALL) == 0 if not eval_cfg.include_no_call_records else None, RemovalReason.NO_TOOL_CALL),
         ):
             if mask is None:
                 continue

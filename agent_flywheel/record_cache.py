@@ -4,21 +4,57 @@ Extraction is incremental (each run reads only what is new since the last waterm
 should be built from everything collected so far. So each run appends its new records as one segment
 under ``.flywheel/records/<workload>/<client>/`` and the dataset build reads all segments back; a full
 rebuild clears them and reads the log store from the start.
+
+Beside each segment lies its key file (:mod:`agent_flywheel.record_keys`): the hash, label and the other
+columns the build needs, computed once as the records are written, so a build does not recompute them
+for every record ever collected.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-import orjson
+from agent_flywheel.jsonlines import IO_BUFFER_BYTES, dump_line, load_line
+from agent_flywheel.record_keys import (
+    KeyColumns,
+    SegmentKeys,
+    iter_lines,
+    key_file,
+    read_key_file,
+    record_keys,
+    scan_lines,
+    write_key_file,
+)
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class SegmentWriter:
+    """Writes the documents of one segment and collects their keys (see :meth:`RecordCache.writer`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self.columns = KeyColumns()
+        self._handle: IO[bytes] = open(path, "wb", buffering=IO_BUFFER_BYTES)  # noqa: SIM115 (closed by RecordCache.writer)
+        self._offset = 0
+
+    def write(self, document: dict[str, Any]) -> None:
+        """Append one document (a JSON-able record, as :func:`~agent_flywheel.records.to_document` gives)."""
+        line = dump_line(document)
+        self._handle.write(line)
+        self.columns.add(record_keys(document), self._offset)
+        self._offset += len(line)
+        self.count += 1
+
+    def close(self) -> None:
+        self._handle.close()
 
 
 class RecordCache:
@@ -31,20 +67,39 @@ class RecordCache:
         """Forget every segment (a full rebuild)."""
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def append(self, documents: Iterable[dict[str, Any]], label: str) -> tuple[Path | None, int]:
-        """Write one segment; returns its path (None when there was nothing to write) and the count."""
+    @contextmanager
+    def writer(self, label: str) -> Iterator[SegmentWriter]:
+        """A new segment to write documents into, one at a time (memory stays flat however many).
+
+        On leaving, the segment's key file is written; an empty segment is removed. If the block raises,
+        the partial segment is removed too, so a failed run leaves the cache as it found it.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        path = self.dir / f"{stamp}-{_SAFE.sub('_', label)}.jsonl"
-        count = 0
-        with path.open("w", encoding="utf-8") as handle:
+        writer = SegmentWriter(self.dir / f"{stamp}-{_SAFE.sub('_', label)}.jsonl")
+        try:
+            yield writer
+        except BaseException:
+            writer.close()
+            writer.path.unlink(missing_ok=True)
+            raise
+        writer.close()
+        if writer.count == 0:
+            writer.path.unlink()
+        else:
+            write_key_file(writer.path, writer.columns.finish())
+
+    def append(self, documents: Iterable[dict[str, Any]], label: str) -> tuple[Path | None, int]:
+        """Write one segment; returns its path (None when there was nothing to write) and the count."""
+        with self.writer(label) as writer:
             for document in documents:
-                handle.write(json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n")
-                count += 1
-        if count == 0:
-            path.unlink()
-            return None, 0
-        return path, count
+                writer.write(document)
+        return (writer.path if writer.count else None), writer.count
+
+    def remove(self, segment: Path) -> None:
+        """Remove one segment and its key file."""
+        segment.unlink(missing_ok=True)
+        key_file(segment).unlink(missing_ok=True)
 
     def segments(self) -> list[Path]:
         return sorted(self.dir.glob("*.jsonl")) if self.dir.exists() else []
@@ -52,10 +107,24 @@ class RecordCache:
     def iter_documents(self) -> Iterator[dict[str, Any]]:
         """Every cached record, oldest segment first, one at a time (bounded memory)."""
         for segment in self.segments():
-            with segment.open(encoding="utf-8") as handle:
+            with segment.open("rb", buffering=IO_BUFFER_BYTES) as handle:
                 for line in handle:
                     if line.strip():
-                        yield orjson.loads(line)
+                        yield load_line(line)
+
+    def keys(self, segment: Path) -> SegmentKeys:
+        """The keys of a segment's records: from its key file, or computed from its lines when the file is
+        missing or stale (written by an older version, or the segment changed); those are then saved."""
+        saved = read_key_file(segment)
+        if saved is not None:
+            return saved
+        with segment.open("rb", buffering=IO_BUFFER_BYTES) as handle:
+            scanned = scan_lines(iter_lines(handle))
+        try:
+            write_key_file(segment, scanned)
+        except OSError:
+            pass  # a read-only cache still builds; it is scanned again next time
+        return scanned
 
     def count(self) -> int:
         return sum(1 for segment in self.segments() for line in segment.open(encoding="utf-8") if line.strip())

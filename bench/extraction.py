@@ -4,8 +4,8 @@ Three things are measured on the same generated records (:mod:`bench.data`), eac
 (:func:`bench.measure.run_isolated`) so its peak memory is its own:
 
 - **dataset build** (the issue's target): ``build_datasets`` reading the record cache exactly as the
-  flow's ``build-datasets`` task does (``RecordCache.iter_documents()``), through dedupe, split, ICL and
-  the dataset files. ``data_split_config.limit`` is the number of records, so every usable record ends
+  flow's ``build-datasets`` task does (the cache and its key files), through dedupe, split, ICL and
+  the dataset files; and *cold*, with the key files deleted, so the build computes every key itself. ``data_split_config.limit`` is the number of records, so every usable record ends
   up in a file (the heaviest case; the flow's default limit of 1,000 would write a few thousand lines).
 - **end to end** from the log store (the log server simulator in its own process, SQLite, loaded by
   ``_bulk``): ours = ``extract`` (PIT + search_after, validation, dedupe) → the record cache →
@@ -90,15 +90,24 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def build(cache_root: str, records: int, out_dir: str) -> dict[str, Any]:
-    """``build_datasets`` over the record cache, the way the flow's ``build-datasets`` task calls it."""
+def build(cache_root: str, records: int, out_dir: str, cold: bool = False) -> dict[str, Any]:
+    """``build_datasets`` over the record cache, the way the flow's ``build-datasets`` task calls it.
+
+    ``cold``: the segments' key files are deleted first (not timed), so the build computes every record's
+    keys itself, as the first build after an upgrade of the key format does (it saves them again).
+    """
     from agent_flywheel.datasets import build_datasets
+    from agent_flywheel.record_keys import key_file
 
     split, icl, evaluation, models = _configs(records)
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
+    cache = _cache(cache_root)
+    if cold:
+        for segment in cache.segments():
+            key_file(segment).unlink(missing_ok=True)
     started = time.perf_counter()
-    built = build_datasets(_cache(cache_root).iter_documents(), split, icl, evaluation, models, out)
+    built = build_datasets(cache, split, icl, evaluation, models, out)
     seconds = time.perf_counter() - started
     result = {"seconds": seconds, "counts": built.counts, "removed": built.removed, "output_bytes": _dir_bytes(out)}
     shutil.rmtree(out, ignore_errors=True)
@@ -136,7 +145,7 @@ def ours_end_to_end(url: str, records: int, work_dir: str) -> dict[str, Any]:
     del result
     cached = time.perf_counter()
     extract_peak_mb = peak_rss_mb()
-    built = build_datasets(cache.iter_documents(), split, icl, evaluation, models, work / "datasets")
+    built = build_datasets(cache, split, icl, evaluation, models, work / "datasets")
     finished = time.perf_counter()
     es.close()
     out = {
@@ -156,48 +165,32 @@ def ours_end_to_end(url: str, records: int, work_dir: str) -> dict[str, Any]:
     return out
 
 
-def _normalise_split(content: Any) -> Any:
-    """``conversation._normalise_text`` with ``" ".join(s.split())`` instead of ``re.sub(r"\\s+", " ", s).strip()``.
-
-    Identical output: ``re``'s ``\\s`` on str patterns and ``str.split()``/``str.strip()`` use the same
-    Unicode whitespace test (checked over every code point in :func:`breakdown`).
-    """
-    if isinstance(content, str):
-        return " ".join(content.split())
-    if isinstance(content, list):
-        return [_normalise_split(part) for part in content]
-    if isinstance(content, dict):
-        return {k: _normalise_split(v) for k, v in content.items()}
-    return content
-
-
-def breakdown(path: str, records: int, check_whitespace: bool = True) -> dict[str, Any]:
+def breakdown(path: str, records: int) -> dict[str, Any]:
     """Where the dataset build's time goes, per step, on the first ``records`` lines of the cache.
 
     Each step runs over all the records on its own and throws its results away, as the streaming build
     does; inputs prepared beforehand are moved out of the garbage collector's view (``gc.freeze``) so
     that keeping them does not slow the step down. The bound is the same orjson parse of the same lines.
-    Proposed replacements are timed the same way and checked to give identical results.
+    The keys are computed when the record cache is written, not by the build; they are timed here too.
     """
     import gc
     import hashlib
-    import re
-    import sys
 
     import orjson
 
-    from agent_flywheel import conversation, datasets
+    from agent_flywheel import conversation, datasets, record_keys
+    from agent_flywheel.jsonlines import IO_BUFFER_BYTES, dump_line
 
     with open(path, "rb") as handle:
         lines = [line for _, line in zip(range(records), handle, strict=False)]
     parsed = [orjson.loads(line) for line in lines]
     n = len(parsed)
-    messages = [datasets.request_messages(r) or [] for r in parsed]
-    tools = [datasets.request_tools(r) for r in parsed]
-    answers = [datasets.response_message(r) or {} for r in parsed]
-    spooled = [datasets._spool_line(r) for r in parsed]
+    messages = [record_keys.request_messages(r) or [] for r in parsed]
+    tools = [record_keys.request_tools(r) for r in parsed]
+    answers = [record_keys.response_message(r) or {} for r in parsed]
     examples = [datasets.to_training_example(r, True) for r in parsed]
-    out = [orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in examples]
+    out = [dump_line(e) for e in examples]
+    scratch = Path(path).with_name("breakdown-writes.jsonl")
     gc.collect()
     gc.freeze()
     steps: dict[str, float] = {}
@@ -214,57 +207,34 @@ def breakdown(path: str, records: int, check_whitespace: bool = True) -> dict[st
 
         return loop
 
+    def write_all(buffering: int) -> Callable[[], None]:
+        def loop() -> None:
+            with open(scratch, "wb", buffering=buffering) as handle:
+                for line in out:
+                    handle.write(line)
+
+        return loop
+
     try:
         timed("parse: orjson (the bound)", each(orjson.loads, lines))
-        timed("parse: json (as RecordCache.iter_documents)", each(json.loads, lines))
-        timed("conversation_hash", each(conversation.conversation_hash, messages, tools))
+        timed("parse: json", each(json.loads, lines))
+        timed("record keys (when the cache is written; the build reads them)", each(record_keys.record_keys, parsed))
+        timed("  of which conversation_hash", each(conversation.conversation_hash, messages, tools))
         timed(
-            "  of which whitespace normalisation (re.sub)",
-            each(lambda ms: [conversation._normalise_text(m.get("content") or "") for m in ms], messages),
-        )
-        timed(
-            "  proposed: normalisation with str.split",
-            each(lambda ms: [_normalise_split(m.get("content") or "") for m in ms], messages),
-        )
-        original = conversation._normalise_text
-        conversation._normalise_text = _normalise_split
-        try:
-            timed("  proposed: conversation_hash with str.split", each(conversation.conversation_hash, messages, tools))
-            proposed = [conversation.conversation_hash(m, t) for m, t in zip(messages, tools, strict=True)]
-        finally:
-            conversation._normalise_text = original
-        timed(
-            "render_example (ICL example length)",
+            "  of which render_example (ICL example length)",
             each(lambda m, a: conversation.render_example(1, m, a), messages, answers),
         )
-        timed("spool write (orjson)", each(datasets._spool_line, parsed))
-        timed(
-            "  before: spool write (json)",
-            each(lambda r: json.dumps(r, separators=(",", ":"), default=str).encode("ascii"), parsed),
-        )
-        timed("spool read (orjson)", each(datasets._load_line, spooled))
-        timed("  before: spool read (json)", each(json.loads, spooled))
-        timed("to_training_example", each(lambda r: datasets.to_training_example(r, True), parsed))
-        timed("output line (orjson)", each(lambda e: orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE), examples))
-        timed(
-            "  before: output line (json)",
-            each(lambda e: json.dumps(e, ensure_ascii=False, separators=(",", ":"), default=str).encode(), examples),
-        )
-        timed("sha256 of the output", each(lambda b: hashlib.sha256(b).digest(), out))
+        timed("build: parse the line again (orjson)", each(orjson.loads, lines))
+        timed("build: to_training_example", each(lambda r: datasets.to_training_example(r, True), parsed))
+        timed("build: output line (orjson)", each(dump_line, examples))
+        timed("build: sha256 of the output", each(lambda b: hashlib.sha256(b).digest(), out))
+        timed("build: write, 1 MiB buffer", write_all(IO_BUFFER_BYTES))
+        timed("  before: write, default 8 KiB buffer", write_all(-1))
     finally:
         gc.unfreeze()
-    digests = [conversation.conversation_hash(m, t) for m, t in zip(messages, tools, strict=True)]
-    characters = range(sys.maxunicode + 1) if check_whitespace else range(0)
-    whitespace_re = {c for c in characters if re.fullmatch(r"\s", chr(c))}
-    whitespace_split = {c for c in characters if chr(c).isspace()}
+        scratch.unlink(missing_ok=True)
     bound = steps["parse: orjson (the bound)"]
-    return {
-        "records": n,
-        "steps_us": steps,
-        "steps_x_bound": {k: v / bound for k, v in steps.items()},
-        "proposed_hash_identical": digests == proposed,
-        "whitespace_sets_identical": whitespace_re == whitespace_split if check_whitespace else None,
-    }
+    return {"records": n, "steps_us": steps, "steps_x_bound": {k: v / bound for k, v in steps.items()}}
 
 
 # The blueprint's naive pipeline ----------------------------------------------------------------------
@@ -543,14 +513,20 @@ def _ratio_median(numerators: list[Isolated], denominators: list[Isolated]) -> f
 
 
 def build_entry(
-    bound: list[Isolated], stdlib: list[Isolated], builds: list[Isolated], counts: data.Counts
+    bound: list[Isolated],
+    stdlib: list[Isolated],
+    builds: list[Isolated],
+    counts: data.Counts,
+    cold: list[Isolated] | None = None,
 ) -> dict[str, Any]:
     """The dataset-build figures of one size: medians per measurement and per-round ratios."""
     return {
         "orjson_parse": _summary(bound),
         "json_parse": _summary(stdlib),
         "build_datasets": _summary(builds),
+        "build_cold": _summary(cold) if cold else None,
         "ratio_build_to_orjson": _ratio_median(builds, bound),
+        "ratio_cold_to_orjson": _ratio_median(cold, bound) if cold else None,
         "ratio_json_to_orjson": _ratio_median(stdlib, bound),
         "cache_records": counts.cache_records,
         "cache_bytes": counts.cache_bytes,
@@ -619,6 +595,7 @@ def run(
             bound: list[Isolated] = []
             stdlib: list[Isolated] = []
             builds: list[Isolated] = []
+            colds: list[Isolated] = []
             for r in range(n_rounds):
                 results["loads"].append(load_average())
                 bound.append(
@@ -637,19 +614,25 @@ def run(
                         timeout_s=3600.0,
                     )
                 )
-                builds.append(
-                    run_isolated(
-                        "bench.extraction:build",
-                        {"cache_root": str(cache_root), "records": size, "out_dir": str(directory / "out")},
-                        memory_cap_mb=memory_cap_mb,
-                        timeout_s=3600.0,
+                for cold, runs in ((True, colds), (False, builds)):  # the cold build saves the key file
+                    runs.append(
+                        run_isolated(
+                            "bench.extraction:build",
+                            {
+                                "cache_root": str(cache_root),
+                                "records": size,
+                                "out_dir": str(directory / "out"),
+                                "cold": cold,
+                            },
+                            memory_cap_mb=memory_cap_mb,
+                            timeout_s=3600.0,
+                        )
                     )
-                )
                 log(
                     f"extraction: {size} round {r + 1}/{n_rounds}: orjson {_s(bound[-1])}, json {_s(stdlib[-1])}, "
-                    f"build {_s(builds[-1])} ({_mb(builds[-1])})"
+                    f"build {_s(builds[-1])} ({_mb(builds[-1])}), cold build {_s(colds[-1])} ({_mb(colds[-1])})"
                 )
-            entry["build"] = build_entry(bound, stdlib, builds, counts)
+            entry["build"] = build_entry(bound, stdlib, builds, counts, colds)
         if size in extract_sizes:
             with simulator("logserver", directory / "logserver") as url:
                 loaded = load_store(url, directory / "raw.jsonl")

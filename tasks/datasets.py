@@ -71,7 +71,7 @@ def build_datasets_task(
         assert emb is not None  # the config validator guarantees it
         embed = nim_embedder(emb.url or nemo_settings(nemo_block).nim_url, emb.model_name)
     build: DatasetBuild = build_datasets(
-        record_cache(workload_id, client_id).iter_documents(),
+        record_cache(workload_id, client_id),
         cfg.data_split_config,
         cfg.icl_config,
         cfg.evaluation_config,

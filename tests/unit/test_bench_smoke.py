@@ -35,14 +35,17 @@ def _extraction_results(tmp_path: Path) -> dict:
     shutil.copy(cache, segment)
     bound = extraction.parse_file(str(cache), "orjson")
     stdlib = extraction.parse_file(str(cache), "json")
+    cold = extraction.build(str(tmp_path / "root"), 300, str(tmp_path / "out"), cold=True)
     built = extraction.build(str(tmp_path / "root"), 300, str(tmp_path / "out"))
     assert bound["records"] == stdlib["records"] == counts.cache_records
-    assert built["counts"]["usable"] == counts.distinct
+    assert built["counts"]["usable"] == cold["counts"]["usable"] == counts.distinct
     entry = {
         "records": 300,
         "data": counts.to_json(),
         "rounds": 1,
-        "build": extraction.build_entry([_isolated(bound)], [_isolated(stdlib)], [_isolated(built)], counts),
+        "build": extraction.build_entry(
+            [_isolated(bound)], [_isolated(stdlib)], [_isolated(built)], counts, [_isolated(cold)]
+        ),
         "end_to_end": extraction.end_to_end_entry(
             {"seconds": 0.1, "indexed": 300, "errors": 0},
             [_isolated(bound)],
@@ -50,8 +53,8 @@ def _extraction_results(tmp_path: Path) -> dict:
             [Isolated(False, error="killed: RSS passed the 6144 MB cap", killed_at_mb=6200.0)],
         ),
     }
-    breakdown = extraction.breakdown(str(cache), 60, check_whitespace=False)
-    assert breakdown["proposed_hash_identical"] and breakdown["whitespace_sets_identical"] is None
+    breakdown = extraction.breakdown(str(cache), 60)
+    assert breakdown["steps_x_bound"]["parse: orjson (the bound)"] == 1.0
     return {"sizes": [entry], "memory_cap_mb": 6144, "breakdown": breakdown}
 
 

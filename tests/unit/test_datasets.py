@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ICLConfig, NIMConfig, RemoteModelConfig
 from agent_flywheel.conversation import conversation_hash, strip_examples
 from agent_flywheel.datasets import (
-    NO_TOOL,
     DatasetBuild,
     InsufficientRecordsError,
     WorkloadType,
@@ -33,6 +32,7 @@ from agent_flywheel.datasets import (
     to_training_example,
     uniform_bins,
 )
+from agent_flywheel.record_keys import NO_TOOL
 from agent_flywheel.records import LogRecord, validate_record
 
 TOOLS = ["get_order", "return_item", "search_products", "track_shipment"]

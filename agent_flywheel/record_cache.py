@@ -26,6 +26,7 @@ from agent_flywheel.record_keys import (
     SegmentKeys,
     iter_lines,
     key_file,
+    key_file_rows,
     read_key_file,
     record_keys,
     scan_lines,
@@ -127,4 +128,12 @@ class RecordCache:
         return scanned
 
     def count(self) -> int:
-        return sum(1 for segment in self.segments() for line in segment.open(encoding="utf-8") if line.strip())
+        """How many records the cache holds (from the key files' headers; a segment without one is counted)."""
+        total = 0
+        for segment in self.segments():
+            rows = key_file_rows(segment)
+            if rows is None:
+                with segment.open("rb", buffering=IO_BUFFER_BYTES) as handle:
+                    rows = sum(1 for _ in iter_lines(handle))
+            total += rows
+        return total

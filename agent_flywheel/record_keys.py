@@ -253,23 +253,47 @@ def write_key_file(segment: Path, keys: SegmentKeys) -> None:
     partial.replace(target)
 
 
-def read_key_file(segment: Path) -> SegmentKeys | None:
-    """The saved keys of a segment, or None when there are none or they do not describe the segment as it
-    is now (another version, another size, a short file): the caller scans the segment instead."""
+def _valid_header(segment: Path) -> tuple[dict[str, Any], int] | None:
+    """The header of a segment's key file and where its rows start, if the file describes the segment as
+    it is now (this version, the segment's current size, as many rows as the header says)."""
     path = key_file(segment)
     try:
         with open(path, "rb") as handle:
-            header = orjson.loads(handle.readline())
-            body = handle.read()
-        size = segment.stat().st_size
+            first = handle.readline()
+        header = orjson.loads(first)
+        size, key_size = segment.stat().st_size, path.stat().st_size
     except (OSError, orjson.JSONDecodeError):
         return None
     if not isinstance(header, dict) or header.get("version") != KEYS_VERSION or header.get("segment_bytes") != size:
         return None
     rows, labels = header.get("rows"), header.get("labels")
-    if not isinstance(rows, int) or not isinstance(labels, list) or len(body) != rows * KEY_ROW.itemsize:
+    if not isinstance(rows, int) or not isinstance(labels, list) or key_size != len(first) + rows * KEY_ROW.itemsize:
         return None
-    return SegmentKeys(np.frombuffer(body, dtype=KEY_ROW), [str(label) for label in labels])
+    return header, len(first)
+
+
+def read_key_file(segment: Path) -> SegmentKeys | None:
+    """The saved keys of a segment, or None when there are none or they do not describe the segment as it
+    is now (another version, another size, a short file): the caller scans the segment instead."""
+    valid = _valid_header(segment)
+    if valid is None:
+        return None
+    header, start = valid
+    try:
+        with open(key_file(segment), "rb") as handle:
+            handle.seek(start)
+            body = handle.read()
+    except OSError:
+        return None
+    if len(body) != header["rows"] * KEY_ROW.itemsize:  # changed since the header was read
+        return None
+    return SegmentKeys(np.frombuffer(body, dtype=KEY_ROW), [str(label) for label in header["labels"]])
+
+
+def key_file_rows(segment: Path) -> int | None:
+    """How many records a segment holds, from its key file's header alone (None if the file is not valid)."""
+    valid = _valid_header(segment)
+    return None if valid is None else int(valid[0]["rows"])
 
 
 def scan_lines(lines: Iterable[tuple[int, bytes]]) -> SegmentKeys:

@@ -55,6 +55,7 @@ def test_a_build_from_the_cache_equals_a_build_from_the_records(tmp_path: Path) 
     fill(cache, docs)
     assert len(cache.segments()) == 3
     assert all(read_key_file(segment) is not None for segment in cache.segments())
+    assert cache.count() == len(docs)
 
     from_cache = build(cache, tmp_path / "cache")
     from_list = build(docs, tmp_path / "list")
@@ -92,7 +93,9 @@ def test_a_missing_or_stale_key_file_is_rebuilt_from_the_segment(tmp_path: Path,
     else:
         keys.write_bytes(b"\x00\x01 not a key file")
 
-    reference = build(list(cache.iter_documents()), tmp_path / "reference")
+    in_cache = list(cache.iter_documents())
+    assert cache.count() == len(in_cache)
+    reference = build(in_cache, tmp_path / "reference")
     result = build(cache, tmp_path / "out")
     assert files(result) == files(reference)
     assert read_key_file(segment) is not None  # saved again for the next build

@@ -43,7 +43,7 @@ from agent_flywheel.records import (
     format_timestamp,
     parse_jsonl_line,
     parse_timestamp,
-    record_hash,
+    record_digest,
     to_document,
     validate_record,
 )
@@ -412,7 +412,9 @@ class ExtractionResult:
     """What :func:`extract` read.
 
     ``records`` are the valid, distinct (by :func:`~agent_flywheel.records.record_hash`) records, newest
-    first. ``watermark`` is where the next incremental read starts; save it once this run succeeded.
+    first, when :func:`extract` was called without a ``sink``; with a sink, they went to the sink as they
+    were read and ``records`` is empty (``valid - duplicates`` of them). ``watermark`` is where the next
+    incremental read starts; save it once this run succeeded.
     """
 
     records: list[LogRecord]
@@ -455,6 +457,7 @@ def extract(
     parse_function_arguments: bool = True,
     keep_alive: str = "2m",
     on_page: ProgressCallback | None = None,
+    sink: Callable[[LogRecord], None] | None = None,
 ) -> ExtractionResult:
     """Read, validate and dedupe one workload's records in a time window: the flywheel's first step.
 
@@ -463,12 +466,22 @@ def extract(
     another workload or client as ``wrong_workload``), and of records with the same conversation only the
     newest is kept, as the blueprint's dedupe does.
 
-    ``limit`` bounds memory and work: reading stops once ``limit`` distinct valid records are collected,
-    so the result is the *newest* ``limit`` distinct conversations in the window (the blueprint keeps the
-    newest ``2 * limit`` raw records and dedupes afterwards; pass ``2 * data_split_config.limit`` to keep
-    its headroom for the dataset step's quality filters and random sample). The unread older records are
+    ``sink`` receives each valid, distinct record as soon as it is validated, newest first, and
+    ``records`` of the result stays empty: memory then holds one page and the 32-byte digests that
+    dedupe, however many records the window has (write them to a
+    :meth:`~agent_flywheel.record_cache.RecordCache.writer`). An exception from the sink stops the read
+    and propagates. Without a sink the records are collected in ``records``.
+
+    ``limit`` bounds the work: reading stops once ``limit`` distinct valid records are read, so the
+    result is the *newest* ``limit`` distinct conversations in the window (the blueprint keeps the newest
+    ``2 * limit`` raw records and dedupes afterwards; pass ``2 * data_split_config.limit`` to keep its
+    headroom for the dataset step's quality filters and random sample). The unread older records are
     counted in ``skipped_older`` and are not read by the next incremental run either. ``limit=None``
-    reads the whole window (memory grows with it).
+    reads the whole window (without a sink, memory grows with it).
+
+    The hits' sources are taken to be what the client's JSON parser returned (trees of plain values),
+    which lets validation check them faster (``validate_record(parsed=True)``); anything a JSON parser
+    can return is still quarantined as before.
     """
     if limit is not None and limit < 1:
         raise ValueError("limit must be >= 1 or None")
@@ -476,7 +489,7 @@ def extract(
     start = since.timestamp if isinstance(since, Watermark) else since
     seen_ids = previous.ids if previous else frozenset()
     records: list[LogRecord] = []
-    hashes: set[str] = set()
+    digests: set[bytes] = set()
     counts: Counter[str] = Counter()
     scanned = valid = duplicates = already_read = 0
     max_timestamp: datetime | None = None
@@ -515,6 +528,7 @@ def extract(
                 parse_function_arguments=parse_function_arguments,
                 expected_workload_id=workload_id,
                 expected_client_id=client_id,
+                parsed=True,
             )
             timestamp = result.timestamp if isinstance(result, LogRecord) else _raw_timestamp(source)
             if timestamp is not None:
@@ -529,13 +543,16 @@ def extract(
                 counts[str(result.reason)] += 1
                 continue
             valid += 1
-            key = record_hash(result)
-            if key in hashes:
+            digest = record_digest(result)
+            if digest in digests:
                 duplicates += 1
                 continue
-            hashes.add(key)
-            records.append(result)
-            if limit is not None and len(records) >= limit:
+            digests.add(digest)
+            if sink is None:
+                records.append(result)
+            else:
+                sink(result)
+            if limit is not None and len(digests) >= limit:
                 stopped = True
                 break
 

@@ -28,17 +28,18 @@ import math
 import re
 import reprlib
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from agent_flywheel.conversation import conversation_hash
+from agent_flywheel.conversation import conversation_digest
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -51,6 +52,7 @@ __all__ = [
     "FunctionCall",
     "LogRecord",
     "Message",
+    "ModelFilter",
     "QuarantineWriter",
     "Quarantined",
     "Reason",
@@ -63,6 +65,7 @@ __all__ = [
     "is_tool_calling",
     "parse_jsonl_line",
     "parse_timestamp",
+    "record_digest",
     "record_hash",
     "to_document",
     "validate_record",
@@ -196,7 +199,7 @@ def _parse_arguments_string(text: str) -> dict[str, Any] | str:
         parsed = json.loads(stripped, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         return text
-    if not isinstance(parsed, dict) or _json_problem(parsed, MAX_RECORD_DEPTH, MAX_RECORD_BYTES) is not None:
+    if not isinstance(parsed, dict) or not _is_json(parsed, MAX_RECORD_DEPTH, MAX_RECORD_BYTES, parsed=True):
         return text
     return parsed
 
@@ -541,7 +544,59 @@ def _unlink(link: Any) -> str | None:
     return _path_text(tuple(reversed(parts))) if parts else None
 
 
+# Refuse every subclass and non-JSON type (datetimes and dataclasses included) rather than convert it;
+# indent by two spaces, so that a node at depth d starts a line with 2d spaces.
+_PLAIN_JSON_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_INDENT_2
+)
+# _json_problem counts at most this many bytes per byte of orjson's text (8 for an integer written as 1 digit).
+_SIZE_PER_TEXT_BYTE = 8
+
+
+def _plainly_json(value: Any, max_depth: int, max_bytes: int, skip_top: frozenset[str] = frozenset()) -> bool:
+    """True only when :func:`_json_problem` would find nothing; the same check done in C, for trees.
+
+    orjson writes the value (it refuses non-string keys, lone surrogates, integers beyond 64 bits,
+    subclasses and every type JSON does not have) indented, so a line indented deeper than
+    ``2 * max_depth`` spaces is a node nested too deep; reading the text back gives a value equal to the
+    original only if nothing was converted on the way (NaN and infinities become null, tuples lists,
+    enums and UUIDs their values). ``_json_problem`` counts at most 8 bytes per byte of that text, so an
+    eighth of ``max_bytes`` is within the limit. False means "not sure": run ``_json_problem``, which
+    also names the problem. Only for trees (what a JSON parser returns): orjson writes a shared object
+    once per reference, so a small structure that shares objects at every level could expand without
+    bound, where ``_json_problem`` stops at ``max_bytes``.
+    """
+    slack = 0
+    skipped = [key for key in skip_top if key in value] if type(value) is dict else []
+    if skipped:  # _json_problem counts a skipped key but not its value
+        slack = sum(len(key.encode("utf-8")) + 4 for key in skipped)
+        value = {key: child for key, child in value.items() if key not in skip_top}
+    try:
+        text = orjson.dumps(value, option=_PLAIN_JSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError: not plain JSON, or nested past orjson's own limit
+        return False
+    if _SIZE_PER_TEXT_BYTE * len(text) + slack > max_bytes:
+        return False
+    if b"\n" + b" " * (2 * max_depth + 2) in text:
+        return False
+    try:
+        return bool(orjson.loads(text) == value)
+    except (orjson.JSONDecodeError, RecursionError):  # pragma: no cover - orjson reads what it writes
+        return False
+
+
+def _is_json(value: Any, max_depth: int, max_bytes: int, *, parsed: bool) -> bool:
+    """Whether ``value`` is strict, encodable JSON within the limits (see :func:`_json_problem`)."""
+    if parsed and _plainly_json(value, max_depth, max_bytes):
+        return True
+    return _json_problem(value, max_depth, max_bytes) is None
+
+
 _TOP_FIELDS = ("timestamp", "workload_id", "client_id", "request", "response")
+_UNCHECKED_TOP = frozenset({"timestamp"})
 
 
 def _classify(error: ErrorDetails) -> tuple[Reason, str]:
@@ -608,6 +663,7 @@ def validate_record(
     expected_client_id: str | None = None,
     max_bytes: int = MAX_RECORD_BYTES,
     max_depth: int = MAX_RECORD_DEPTH,
+    parsed: bool = False,
 ) -> LogRecord | Quarantined:
     """A :class:`LogRecord`, or a :class:`Quarantined` saying why not; never raises.
 
@@ -615,10 +671,21 @@ def validate_record(
     quarantine records of another workload or client as ``wrong_workload`` (the reader asked for one
     workload; a record of another must not leak into its datasets). Only the first problem is named,
     with a count of the others, so a message stays one line.
+
+    ``parsed=True`` says that ``raw`` is what a JSON parser returned: a tree, no object reached twice.
+    The check for values JSON cannot hold then runs in C first (several times faster); the outcome is
+    the same. Leave it False for structures built in Python, which may share objects.
     """
     try:
         return _validate(
-            raw, source, parse_function_arguments, expected_workload_id, expected_client_id, max_bytes, max_depth
+            raw,
+            source,
+            parse_function_arguments,
+            expected_workload_id,
+            expected_client_id,
+            max_bytes,
+            max_depth,
+            parsed,
         )
     except Exception as exc:  # a bug in validation must not stop a run: report it, keep the record
         return _quarantine(Reason.VALIDATION_ERROR, source, None, f"unexpected {type(exc).__name__} in validation", raw)
@@ -632,13 +699,16 @@ def _validate(
     expected_client_id: str | None,
     max_bytes: int,
     max_depth: int,
+    parsed: bool,
 ) -> LogRecord | Quarantined:
     if not isinstance(raw, dict):
         return _quarantine(Reason.NOT_AN_OBJECT, source, None, f"expected a JSON object, got {_json_type(raw)}", raw)
-    problem = _json_problem(raw, max_depth, max_bytes, skip_top=frozenset({"timestamp"}))
-    if problem is not None:
-        reason, field, text = problem
-        return _quarantine(reason, source, field, text, raw)
+    # The timestamp is left to its own validator, which also takes a datetime.
+    if not (parsed and _plainly_json(raw, max_depth, max_bytes, _UNCHECKED_TOP)):
+        problem = _json_problem(raw, max_depth, max_bytes, skip_top=_UNCHECKED_TOP)
+        if problem is not None:
+            reason, field, text = problem
+            return _quarantine(reason, source, field, text, raw)
     for key, expected in (("workload_id", expected_workload_id), ("client_id", expected_client_id)):
         actual = raw.get(key)
         if expected is not None and isinstance(actual, str) and actual != expected:
@@ -711,7 +781,9 @@ def parse_jsonl_line(
             raw["workload_id"] = workload_id
         if client_id is not None:
             raw["client_id"] = client_id
-    result = validate_record(raw, source=source, parse_function_arguments=parse_function_arguments, max_bytes=max_bytes)
+    result = validate_record(
+        raw, source=source, parse_function_arguments=parse_function_arguments, max_bytes=max_bytes, parsed=True
+    )
     if isinstance(result, Quarantined):
         return dataclasses.replace(result, raw_text=text)
     return result
@@ -737,10 +809,27 @@ def first_tool_name(record: LogRecord) -> str:
     return calls[0].function.name if calls else "no_tool"
 
 
-def _dumped(models: list[Any] | None) -> list[dict[str, Any]] | None:
-    if models is None:
-        return None
-    return [model.model_dump(exclude_unset=True) for model in models]
+def _hashed_message(message: Message) -> dict[str, Any]:
+    """The parts of a message the conversation hash reads (role, content, tool calls' names and arguments),
+    as the dumped message has them: dumping the whole model costs more than the hash itself."""
+    calls = message.tool_calls
+    return {
+        "role": message.role,
+        "content": message.content,
+        "tool_calls": None
+        if calls is None
+        else [{"function": {"name": call.function.name, "arguments": call.function.arguments}} for call in calls],
+    }
+
+
+def record_digest(record: LogRecord) -> bytes:
+    """The dedupe key as 32 bytes: the SHA-256 digest of
+    :func:`~agent_flywheel.conversation.conversation_hash` of the request (:func:`record_hash` is its hex)."""
+    tools = record.request.tools
+    return conversation_digest(
+        [_hashed_message(message) for message in record.request.messages],
+        None if tools is None else [{"function": {"name": tool.function.name}} for tool in tools],
+    )
 
 
 def record_hash(record: LogRecord) -> str:
@@ -749,8 +838,7 @@ def record_hash(record: LogRecord) -> str:
     Same conversation and same tools offered means the same hash, whatever the timestamp, answer,
     whitespace or argument encoding; the dataset build dedupes on it across train and eval.
     """
-    messages = _dumped(record.request.messages) or []
-    return conversation_hash(messages, _dumped(record.request.tools))
+    return record_digest(record).hex()
 
 
 def to_document(record: LogRecord) -> dict[str, Any]:
@@ -770,18 +858,22 @@ def document_id(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
 
-def keep_models(records: Iterable[LogRecord], models: Collection[str]) -> tuple[list[LogRecord], Counter[str]]:
-    """Keep the records answered by one of ``models`` (or naming no model); count the others by model.
+class ModelFilter:
+    """Keeps the records answered by one of ``models`` (or naming no model), one record at a time, and
+    counts the others by model in :attr:`skipped`.
 
     The flywheel learns from the production model's answers only: canary, load-test and student traffic
     share the log index, and training on a student's own answers would teach it nothing true.
     """
-    kept: list[LogRecord] = []
-    skipped: Counter[str] = Counter()
-    for record in records:
+
+    def __init__(self, models: Collection[str]) -> None:
+        self.models = frozenset(models)
+        self.skipped: Counter[str] = Counter()
+
+    def __call__(self, record: LogRecord) -> bool:
+        """Whether to keep ``record``; a record that is not kept is counted under its model."""
         model = record.request.model
-        if model is None or model in models:
-            kept.append(record)
-        else:
-            skipped[str(model)] += 1
-    return kept, skipped
+        if model is None or model in self.models:
+            return True
+        self.skipped[str(model)] += 1
+        return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,10 +15,10 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from agent_flywheel.config import FlywheelConfig
-from agent_flywheel.logstore import LogStoreError, Watermark, extract, extraction_window
+from agent_flywheel.logstore import ExtractionResult, LogStoreError, Watermark, extract, extraction_window
 from agent_flywheel.paths import state_dir
 from agent_flywheel.record_cache import RecordCache
-from agent_flywheel.records import QuarantineWriter, keep_models, to_document
+from agent_flywheel.records import LogRecord, ModelFilter, QuarantineWriter, to_document
 from blocks.log_store import LogStore
 from blocks.resolve import load_block
 from tasks.watermarks import watermark_store
@@ -48,6 +49,33 @@ def _window_label(since: datetime | Watermark | None, until: datetime | None) ->
     start = since.to_json() if isinstance(since, Watermark) else (since.isoformat() if since else None)
     text = f"{start}|{until.isoformat() if until else None}"
     return "window-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def extract_to_cache(
+    cache: RecordCache,
+    label: str,
+    read: Callable[[Callable[[LogRecord], None]], ExtractionResult],
+    keep: Callable[[LogRecord], bool] | None = None,
+) -> tuple[ExtractionResult, int]:
+    """Write what ``read(sink)`` (an :func:`~agent_flywheel.logstore.extract` call) passes to its sink into a
+    new cache segment labelled ``label``, record by record; returns the read's result and how many were written.
+
+    Memory stays flat however many records there are. ``keep`` decides which records are written (all when
+    None). A segment of the same label that an earlier run left (one that died before committing its
+    watermark read the same window) is replaced, not added to, and only once the new one is complete: if
+    the read fails, the partial segment is deleted and the earlier one stays.
+    """
+    earlier = [segment for segment in cache.segments() if segment.stem.endswith(f"-{label}")]
+    with cache.writer(label) as writer:
+
+        def sink(record: LogRecord) -> None:
+            if keep is None or keep(record):
+                writer.write(to_document(record))
+
+        result = read(sink)
+    for segment in earlier:
+        cache.remove(segment)
+    return result, writer.count
 
 
 def _log_store_failure(store: LogStore, exc: Exception) -> RuntimeError:
@@ -84,44 +112,43 @@ def extract_logs(
         cache.clear()
     since, until = extraction_window(cfg.extraction, watermark_store(), workload_id, client_id)
     quarantine_path = run_dir / "quarantine.jsonl"
+    teacher = ModelFilter({cfg.teacher.model_name}) if cfg.extraction.teacher_only else None
     es = store.client()
     try:
         with QuarantineWriter(quarantine_path) as quarantine:
-            result = extract(
-                es,
-                store.index,
-                workload_id=workload_id,
-                client_id=client_id,
-                since=since,
-                until=until,
-                page_size=cfg.extraction.page_size,
-                limit=2 * cfg.data_split_config.limit,
-                quarantine=quarantine,
-                parse_function_arguments=cfg.data_split_config.parse_function_arguments,
-                keep_alive=cfg.extraction.pit_keep_alive,
-                on_page=lambda pages, docs: logger.info("extract-logs: page %d, %d records read", pages, docs),
+            result, written = extract_to_cache(
+                cache,
+                _window_label(since, until),
+                lambda sink: extract(
+                    es,
+                    store.index,
+                    workload_id=workload_id,
+                    client_id=client_id,
+                    since=since,
+                    until=until,
+                    page_size=cfg.extraction.page_size,
+                    limit=2 * cfg.data_split_config.limit,
+                    quarantine=quarantine,
+                    parse_function_arguments=cfg.data_split_config.parse_function_arguments,
+                    keep_alive=cfg.extraction.pit_keep_alive,
+                    on_page=lambda pages, docs: logger.info("extract-logs: page %d, %d records read", pages, docs),
+                    sink=sink,
+                ),
+                keep=teacher,
             )
     except (ApiError, TransportError, LogStoreError) as exc:
         raise _log_store_failure(store, exc) from exc
     finally:
         es.close()
-    # A run that died before committing its watermark read the same window: replace its segment, not add to it.
-    label = _window_label(since, until)
-    for segment in cache.segments():
-        if segment.stem.endswith(f"-{label}"):
-            segment.unlink()
-    records, other_models = result.records, Counter[str]()
-    if cfg.extraction.teacher_only:
-        records, other_models = keep_models(records, {cfg.teacher.model_name})
-        if other_models:
-            logger.warning(
-                "extract-logs: skipped %d records answered by other models than the teacher %s (%s); "
-                "set teacher.model_name, or extraction.teacher_only: false to learn from them",
-                other_models.total(),
-                cfg.teacher.model_name,
-                ", ".join(f"{model}: {count}" for model, count in other_models.most_common()),
-            )
-    _, written = cache.append((to_document(r) for r in records), label=label)
+    other_models = teacher.skipped if teacher is not None else Counter[str]()
+    if other_models:
+        logger.warning(
+            "extract-logs: skipped %d records answered by other models than the teacher %s (%s); "
+            "set teacher.model_name, or extraction.teacher_only: false to learn from them",
+            other_models.total(),
+            cfg.teacher.model_name,
+            ", ".join(f"{model}: {count}" for model, count in other_models.most_common()),
+        )
     quarantined = sum(result.quarantined.values())
     logger.info(
         "extract-logs: %d new valid records for %s/%s (%d scanned, %d duplicates, %d quarantined%s)",

@@ -11,11 +11,13 @@ is quarantined once with the reason the validator gives it, and every count adds
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +35,7 @@ from agent_flywheel.records import (
     validate_record,
 )
 from tasks.datasets import jsonl_safe
+from tests.unit.test_records import AIVA
 from tests.unit.test_records_properties import hostile_json, mutated_records, valid_records
 
 WORKLOAD, CLIENT, INDEX = "wl", "cl", "flywheel"
@@ -246,3 +249,71 @@ def test_line_breaking_characters_inside_records_never_split_an_uploaded_row(
     for row in rows:
         assert breaker in row["request"]["messages"][-1]["content"]  # the character survives, escaped
     assert len(_uploaded_rows(build.train_path)) == build.counts["train"]
+
+
+def _pages_of_kept(documents: list[tuple[str, Any]], page_size: int) -> list[int]:
+    """For each record extraction keeps (in order), the number of the page its document is on (from 1)."""
+    pages, seen = [], set()
+    for position, (doc_id, source) in enumerate(documents):
+        result = validate_record(
+            copy.deepcopy(source),
+            source=f"es:{INDEX}/{doc_id}",
+            expected_workload_id=WORKLOAD,
+            expected_client_id=CLIENT,
+        )
+        if isinstance(result, LogRecord) and record_hash(result) not in seen:
+            seen.add(record_hash(result))
+            pages.append(position // page_size + 1)
+    return pages
+
+
+@SETTINGS
+@given(documents=stores(), page_size=st.integers(1, 7), limit=st.one_of(st.none(), st.integers(1, 30)))
+def test_a_sink_gets_every_distinct_valid_record_as_its_page_arrives_and_the_result_keeps_none(
+    tmp_path_factory: Any, documents: list[tuple[str, Any]], page_size: int, limit: int | None
+) -> None:
+    folder: Path = tmp_path_factory.mktemp("sink")
+    options: dict[str, Any] = {"workload_id": WORKLOAD, "client_id": CLIENT, "page_size": page_size, "limit": limit}
+    with QuarantineWriter(folder / "collected.jsonl") as quarantine:
+        collected = extract(FakeElasticsearch(documents), INDEX, quarantine=quarantine, **options)  # type: ignore[arg-type]
+    store = FakeElasticsearch(documents)
+    sunk: list[LogRecord] = []
+    pages_when_sunk: list[int] = []
+
+    def sink(record: LogRecord) -> None:
+        sunk.append(record)
+        pages_when_sunk.append(store.searches)
+
+    with QuarantineWriter(folder / "sunk.jsonl") as quarantine:
+        streamed = extract(store, INDEX, quarantine=quarantine, sink=sink, **options)  # type: ignore[arg-type]
+    assert streamed.records == []
+    assert [to_document(r) for r in sunk] == [to_document(r) for r in collected.records]
+    assert len(sunk) == streamed.valid - streamed.duplicates
+    assert dataclasses.replace(streamed, records=collected.records) == collected  # every count the same
+    # each record went to the sink while its own page was the last one read, not after the read
+    assert pages_when_sunk == _pages_of_kept(documents, page_size)[: len(sunk)]
+    assert store.open_pits == 0
+
+
+def test_an_exception_in_the_sink_stops_the_read_and_closes_the_point_in_time(tmp_path: Path) -> None:
+    documents = []
+    for n in range(6):
+        raw = _ours(copy.deepcopy(AIVA))
+        raw["request"]["messages"][1]["content"] = f"question {n}"
+        documents.append((f"doc-{n}", raw))
+    store = FakeElasticsearch(documents)
+
+    def sink(record: LogRecord) -> None:
+        raise OSError("disk full")
+
+    with QuarantineWriter(tmp_path / "q.jsonl") as quarantine, pytest.raises(OSError, match="disk full"):
+        extract(
+            store,  # type: ignore[arg-type]
+            INDEX,
+            workload_id=WORKLOAD,
+            client_id=CLIENT,
+            page_size=2,
+            quarantine=quarantine,
+            sink=sink,
+        )
+    assert store.searches == 1 and store.open_pits == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from agent_flywheel.records import LogRecord, keep_models, validate_record
+from agent_flywheel.records import LogRecord, ModelFilter, validate_record
 from tests.unit.test_records import AIVA
 
 
@@ -21,6 +21,7 @@ def _record(model: str | None) -> LogRecord:
 
 def test_keeps_the_teacher_and_records_without_a_model() -> None:
     records = [_record("teacher"), _record("student"), _record(None), _record("student"), _record("canary")]
-    kept, skipped = keep_models(records, {"teacher"})
+    keep = ModelFilter({"teacher"})
+    kept = [record for record in records if keep(record)]
     assert [r.request.model for r in kept] == ["teacher", None]
-    assert skipped == {"student": 2, "canary": 1}
+    assert keep.skipped == {"student": 2, "canary": 1}

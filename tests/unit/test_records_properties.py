@@ -9,18 +9,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent_flywheel.conversation import conversation_hash
 from agent_flywheel.records import (
     MAX_RECORD_BYTES,
+    MAX_RECORD_DEPTH,
     LogRecord,
     Quarantined,
     QuarantineWriter,
     Reason,
+    _json_problem,
+    _plainly_json,
     format_timestamp,
     parse_jsonl_line,
     parse_timestamp,
+    record_digest,
     record_hash,
     to_document,
     validate_record,
@@ -72,6 +78,13 @@ hostile_json = st.recursive(
     max_leaves=10,
 )
 
+_RECORD: dict[str, Any] = {
+    "timestamp": 1746138417,
+    "workload_id": "w",
+    "client_id": "c",
+    "request": {"messages": [{"role": "user", "content": "hi"}]},
+    "response": {"choices": [{"message": {"role": "assistant", "content": "hello"}}]},
+}
 non_empty_name = st.text(min_size=1, max_size=20).filter(lambda s: s.strip() != "")
 T_MIN = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -358,3 +371,79 @@ def test_jsonl_counts_are_exact(tmp_path_factory: Any, lines: list[bytes]) -> No
     for entry in map(json.loads, written):
         assert entry["reason"] in {reason.value for reason in Reason}
         assert "raw_text" in entry
+
+
+# ------------------------------------------------------------------------------------------------
+# The fast JSON check (validate_record(parsed=True)) against the exact walk
+# ------------------------------------------------------------------------------------------------
+
+
+def _old_record_hash(record: LogRecord) -> str:
+    """record_hash as it was first written: the conversation hash of the dumped request models."""
+    tools = record.request.tools
+    return conversation_hash(
+        [message.model_dump(exclude_unset=True) for message in record.request.messages],
+        None if tools is None else [tool.model_dump(exclude_unset=True) for tool in tools],
+    )
+
+
+@SETTINGS
+@given(st.one_of(valid_records(), mutated_records(), hostile_json))
+def test_a_parsed_record_gets_the_outcome_of_the_exact_check(raw: Any) -> None:
+    exact = validate_record(raw, source="p:1")
+    fast = validate_record(raw, source="p:1", parsed=True)
+    assert type(fast) is type(exact)
+    if isinstance(exact, Quarantined):
+        assert isinstance(fast, Quarantined)
+        assert (fast.reason, fast.field, fast.message) == (exact.reason, exact.field, exact.message)
+    else:
+        assert isinstance(fast, LogRecord)
+        assert to_document(fast) == to_document(exact)
+        assert record_hash(fast) == _old_record_hash(fast)
+        assert record_digest(fast).hex() == record_hash(fast)
+
+
+@SETTINGS
+@given(hostile_json, st.integers(0, 6), st.one_of(st.integers(0, 600), st.just(MAX_RECORD_BYTES)), hostile_json)
+def test_the_fast_check_passes_only_what_the_exact_walk_passes(
+    value: Any, max_depth: int, max_bytes: int, timestamp: Any
+) -> None:
+    if _plainly_json(value, max_depth, max_bytes):
+        assert _json_problem(value, max_depth, max_bytes) is None
+    skip = frozenset({"timestamp"})
+    record = {"timestamp": timestamp, "value": value}
+    if _plainly_json(record, max_depth, max_bytes, skip):
+        assert _json_problem(record, max_depth, max_bytes, skip) is None
+
+
+@SETTINGS
+@given(valid_records())
+def test_the_fast_check_passes_ordinary_records(raw: dict[str, Any]) -> None:
+    """Otherwise ``parsed=True`` would be correct but no faster."""
+    assert _plainly_json(raw, MAX_RECORD_DEPTH, MAX_RECORD_BYTES, frozenset({"timestamp"}))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[1] * 12, [True, None, False], {"a": 1, "b": [0, 0]}, [[]] * 5, {"": ""}, [1.5, -2.0], "ab", 7],
+)
+def test_the_fast_check_never_passes_a_value_over_the_size_limit(value: Any) -> None:
+    """Small integers count 8 bytes but are written as 1: the fast check must not trust the text's length."""
+    for max_bytes in range(0, 200):
+        if _plainly_json(value, MAX_RECORD_DEPTH, max_bytes):
+            assert _json_problem(value, MAX_RECORD_DEPTH, max_bytes) is None, max_bytes
+
+
+@pytest.mark.parametrize("parsed", [False, True])
+def test_nesting_limit_is_exact_whichever_check_runs(parsed: bool) -> None:
+    raw = copy.deepcopy(_RECORD)
+    nested: Any = "bottom"
+    for _ in range(MAX_RECORD_DEPTH - 1):  # raw["deep"] is at depth 1, so "bottom" ends at MAX_RECORD_DEPTH
+        nested = [nested]
+    raw["deep"] = nested
+    assert isinstance(validate_record(raw, source="d:1", parsed=parsed), LogRecord)
+    assert _plainly_json(raw, MAX_RECORD_DEPTH, MAX_RECORD_BYTES, frozenset({"timestamp"}))  # decided in C
+    raw["deep"] = [nested]
+    result = validate_record(raw, source="d:1", parsed=parsed)
+    assert isinstance(result, Quarantined) and result.reason == Reason.TOO_LARGE
+    assert result.field == "deep" + ".0" * MAX_RECORD_DEPTH

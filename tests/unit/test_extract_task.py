@@ -1,0 +1,188 @@
+"""The extract-logs task: records stream from the log store into one record-cache segment per read window.
+
+The log store is the paging fake of the extraction property tests; the task's Prefect plumbing (block,
+run logger) is replaced, so ``extract_logs.fn`` runs as the flow would call it, minus retries.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from elastic_transport import ConnectionError as TransportConnectionError
+
+import tasks.extract
+from agent_flywheel.config import ExtractionConfig, FlywheelConfig, NIMConfig
+from agent_flywheel.logstore import extract
+from agent_flywheel.record_cache import RecordCache, SegmentWriter
+from agent_flywheel.record_keys import key_file
+from agent_flywheel.records import LogRecord, QuarantineWriter, to_document, validate_record
+from blocks.log_store import LogStore
+from tasks.extract import ExtractedLogs, extract_logs, extract_to_cache, record_cache
+from tests.unit.test_extraction_properties import CLIENT, INDEX, WORKLOAD, FakeElasticsearch
+from tests.unit.test_records import AIVA
+
+TEACHER = "meta/llama-3.3-70b-instruct"
+
+
+class Store(FakeElasticsearch):
+    """The paging fake, closable, and failing from search number ``fail_at`` on (a dropped connection)."""
+
+    def __init__(self, documents: list[tuple[str, Any]], fail_at: int | None = None) -> None:
+        super().__init__(documents)
+        self.fail_at = fail_at
+        self.before_failing: list[Any] = []  # what the test saw just before the failure
+        self.look: Any = None
+        self.closed = False
+
+    def search(self, **kwargs: Any) -> dict[str, Any]:
+        if self.fail_at is not None and self.searches + 1 >= self.fail_at:
+            self.searches += 1
+            if self.look is not None:
+                self.before_failing.append(self.look())
+            raise TransportConnectionError("connection reset by peer")
+        return super().search(**kwargs)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _record(n: int, model: str | None = TEACHER) -> dict[str, Any]:
+    raw = copy.deepcopy(AIVA)
+    raw["workload_id"], raw["client_id"] = WORKLOAD, CLIENT
+    raw["timestamp"] = 1746138417 - n
+    raw["request"]["messages"][1]["content"] = f"question {n}"
+    if model is None:
+        del raw["request"]["model"]
+    else:
+        raw["request"]["model"] = model
+    return raw
+
+
+def _documents() -> list[tuple[str, Any]]:
+    """Ten hits, newest first: 6 the teacher's or naming no model, a duplicate, 2 a student's, 1 invalid."""
+    sources = [_record(n) for n in range(4)]
+    sources += [copy.deepcopy(sources[0]), _record(4, "student"), _record(5, None), _record(6, "student")]
+    broken = _record(7)
+    del broken["response"]
+    sources += [broken, _record(8)]
+    return [(f"doc-{n}", source) for n, source in enumerate(sources)]
+
+
+def _expected_documents(documents: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The teacher's (or model-less) distinct valid records, as the cache must hold them, in reading order."""
+    kept, seen = [], set()
+    for _, source in documents:
+        result = validate_record(copy.deepcopy(source), source="t")
+        if isinstance(result, LogRecord) and result.request.model in (TEACHER, None):
+            document = to_document(result)
+            key = orjson.dumps(document["request"]["messages"])
+            if key not in seen:
+                seen.add(key)
+                kept.append(document)
+    return kept
+
+
+def _segment_documents(segment: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in segment.read_bytes().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """Calls ``extract_logs`` against a given fake store, as the flow does (no Prefect run needed)."""
+    block = LogStore(url="http://elastic:secret@logs.example:9200", index=INDEX)
+    current: dict[str, Store] = {}
+    monkeypatch.setattr(tasks.extract, "load_block", lambda cls, name: block)
+    monkeypatch.setattr(LogStore, "client", lambda self: current["store"])
+    monkeypatch.setattr(tasks.extract, "get_run_logger", lambda: logging.getLogger("test-extract-task"))
+    cfg = FlywheelConfig(nims=[NIMConfig(model_name="small")], extraction=ExtractionConfig(page_size=3))
+
+    def call(store: Store) -> ExtractedLogs:
+        current["store"] = store
+        return extract_logs.fn(WORKLOAD, CLIENT, cfg, "log-store", tmp_path / "run")
+
+    return call
+
+
+def test_extract_logs_writes_the_teachers_records_into_one_segment_and_a_rerun_replaces_it(run: Any) -> None:
+    documents = _documents()
+    store = Store(documents)
+    first = run(store)
+    assert store.closed and store.open_pits == 0
+    assert first.new_records == first.cached_records == 6
+    assert (first.scanned, first.duplicates, first.already_read) == (10, 1, 0)
+    assert first.other_models == {"student": 2}
+    assert first.quarantined == {"missing_field": 1} and first.quarantine_file is not None
+    assert first.watermark is not None and not first.incremental
+    cache = record_cache(WORKLOAD, CLIENT)
+    (segment,) = cache.segments()
+    assert key_file(segment).exists()
+    assert _segment_documents(segment) == _expected_documents(documents)
+
+    # the watermark was not committed (the run "died" later): the same window is read and replaces its segment
+    second = run(Store(documents))
+    (again,) = cache.segments()
+    assert again != segment and not key_file(segment).exists()
+    assert second.new_records == second.cached_records == 6
+    assert _segment_documents(again) == _expected_documents(documents)
+
+
+def test_a_log_store_failing_mid_way_leaves_no_partial_segment_and_keeps_the_earlier_one(run: Any) -> None:
+    documents = _documents()
+    run(Store(documents))
+    cache = record_cache(WORKLOAD, CLIENT)
+    (earlier,) = cache.segments()
+    earlier_bytes, earlier_keys = earlier.read_bytes(), key_file(earlier).read_bytes()
+
+    written: list[int] = []
+    original_write = SegmentWriter.write
+
+    def counting_write(self: SegmentWriter, document: dict[str, Any]) -> None:
+        written.append(1)
+        original_write(self, document)
+
+    failing = Store(documents, fail_at=3)  # pages 1 and 2 arrive, then the connection drops
+    failing.look = lambda: (len(written), sorted(p.name for p in cache.dir.glob("*.jsonl")))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SegmentWriter, "write", counting_write)
+        with pytest.raises(RuntimeError, match="nothing was lost") as failure:
+            run(failing)
+    assert "secret" not in str(failure.value)
+    # while the store was being read, the records of the pages already read were in a second segment
+    ((records_written, segments_then),) = failing.before_failing
+    assert records_written == 4  # pages 1-2 (doc-0..5): doc-0..3 written; doc-4 a duplicate, doc-5 a student's
+    assert len(segments_then) == 2 and earlier.name in segments_then
+    # after the failure: the partial segment is gone, the earlier one is there and unchanged
+    assert cache.segments() == [earlier]
+    assert earlier.read_bytes() == earlier_bytes and key_file(earlier).read_bytes() == earlier_keys
+    assert sorted(p.name for p in cache.dir.iterdir()) == sorted([earlier.name, key_file(earlier).name])
+    assert failing.closed and failing.open_pits == 0
+
+
+def test_extract_to_cache_keeps_segments_of_other_windows_and_writes_nothing_empty(tmp_path: Path) -> None:
+    cache = RecordCache(tmp_path / "records", WORKLOAD, CLIENT)
+    cache.append([to_document(validate_record(_record(99), source="t"))], label="window-other")  # type: ignore[arg-type]
+    (other,) = cache.segments()
+    documents = _documents()
+
+    def read(sink: Any) -> Any:
+        with QuarantineWriter(tmp_path / "q.jsonl") as quarantine:
+            return extract(
+                Store(documents),  # type: ignore[arg-type]
+                INDEX,
+                workload_id=WORKLOAD,
+                client_id=CLIENT,
+                page_size=4,
+                quarantine=quarantine,
+                sink=sink,
+            )
+
+    result, written = extract_to_cache(cache, "window-a", read)
+    assert result.records == [] and written == result.valid - result.duplicates == 8
+    assert len(cache.segments()) == 2 and other in cache.segments()
+    result, written = extract_to_cache(cache, "window-a", read, keep=lambda record: False)
+    assert written == 0 and cache.segments() == [other]  # replaced by nothing: an empty segment is not kept

@@ -407,6 +407,10 @@ class Watermark:
         return cls(parse_timestamp(data.get("timestamp")), frozenset(str(i) for i in data.get("ids", [])))
 
 
+RecordSink = Callable[[LogRecord, bytes], None]
+"""Where :func:`extract` hands each valid, distinct record and its 32-byte dedupe digest."""
+
+
 @dataclasses.dataclass
 class ExtractionResult:
     """What :func:`extract` read.
@@ -457,7 +461,7 @@ def extract(
     parse_function_arguments: bool = True,
     keep_alive: str = "2m",
     on_page: ProgressCallback | None = None,
-    sink: Callable[[LogRecord], None] | None = None,
+    sink: RecordSink | None = None,
 ) -> ExtractionResult:
     """Read, validate and dedupe one workload's records in a time window: the flywheel's first step.
 
@@ -466,7 +470,8 @@ def extract(
     another workload or client as ``wrong_workload``), and of records with the same conversation only the
     newest is kept, as the blueprint's dedupe does.
 
-    ``sink`` receives each valid, distinct record as soon as it is validated, newest first, and
+    ``sink`` receives each valid, distinct record as soon as it is validated, newest first, with its
+    dedupe digest (:func:`~agent_flywheel.records.record_digest`, so a writer need not hash it again), and
     ``records`` of the result stays empty: memory then holds one page and the 32-byte digests that
     dedupe, however many records the window has (write them to a
     :meth:`~agent_flywheel.record_cache.RecordCache.writer`). An exception from the sink stops the read
@@ -551,7 +556,7 @@ def extract(
             if sink is None:
                 records.append(result)
             else:
-                sink(result)
+                sink(result, digest)
             if limit is not None and len(digests) >= limit:
                 stopped = True
                 break

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from agent_flywheel.jsonlines import IO_BUFFER_BYTES, dump_line, load_line
 from agent_flywheel.record_keys import (
@@ -32,8 +32,10 @@ from agent_flywheel.record_keys import (
     scan_lines,
     write_key_file,
 )
+from agent_flywheel.records import LogRecord, to_document
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+T = TypeVar("T")
 
 
 class SegmentWriter:
@@ -46,11 +48,14 @@ class SegmentWriter:
         self._handle: IO[bytes] = open(path, "wb", buffering=IO_BUFFER_BYTES)  # noqa: SIM115 (closed by RecordCache.writer)
         self._offset = 0
 
-    def write(self, document: dict[str, Any]) -> None:
-        """Append one document (a JSON-able record, as :func:`~agent_flywheel.records.to_document` gives)."""
+    def write(self, document: dict[str, Any], digest: bytes | None = None) -> None:
+        """Append one document (a JSON-able record, as :func:`~agent_flywheel.records.to_document` gives).
+
+        ``digest``: its conversation hash when the caller has it already (extraction dedupes on it).
+        """
         line = dump_line(document)
         self._handle.write(line)
-        self.columns.add(record_keys(document), self._offset)
+        self.columns.add(record_keys(document, digest), self._offset)
         self._offset += len(line)
         self.count += 1
 
@@ -96,6 +101,32 @@ class RecordCache:
             for document in documents:
                 writer.write(document)
         return (writer.path if writer.count else None), writer.count
+
+    def replace_window(
+        self,
+        label: str,
+        read: Callable[[Callable[[LogRecord, bytes], None]], T],
+        keep: Callable[[LogRecord], bool] | None = None,
+    ) -> tuple[T, int]:
+        """Write what ``read(sink)`` (an :func:`~agent_flywheel.logstore.extract` call) passes to its sink into a
+        new segment labelled ``label``, record by record; returns what ``read`` returned and how many were written.
+
+        Memory stays flat however many records there are. ``keep`` decides which records are written (all
+        when None). A segment of the same label that an earlier run left (one that died before committing
+        its watermark read the same window) is replaced, not added to, and only once the new one is
+        complete: if the read fails, the partial segment is deleted and the earlier one stays.
+        """
+        earlier = [segment for segment in self.segments() if segment.stem.endswith(f"-{_SAFE.sub('_', label)}")]
+        with self.writer(label) as writer:
+
+            def sink(record: LogRecord, digest: bytes) -> None:
+                if keep is None or keep(record):
+                    writer.write(to_document(record), digest)
+
+            result = read(sink)
+        for segment in earlier:
+            self.remove(segment)
+        return result, writer.count
 
     def remove(self, segment: Path) -> None:
         """Remove one segment and its key file."""

@@ -26,7 +26,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from agent_flywheel.conversation import conversation_hash, parse_arguments, render_example
+from agent_flywheel.conversation import conversation_digest, parse_arguments, render_example
 from agent_flywheel.jsonlines import load_line
 
 NO_TOOL = "no_tool"
@@ -153,9 +153,13 @@ class RecordKeys:
     example_chars: int
 
 
-def record_keys(record: Any) -> RecordKeys | None:
+def record_keys(record: Any, digest: bytes | None = None) -> RecordKeys | None:
     """The keys of a record, or None when its shape is unusable (no request messages, no answer, or
-    content the canonical form cannot take): the build counts those as ``invalid_format``."""
+    content the canonical form cannot take): the build counts those as ``invalid_format``.
+
+    ``digest``: the record's conversation hash (as bytes) when the caller computed it already, as
+    extraction does for its dedupe (:func:`~agent_flywheel.records.record_digest` of the validated record
+    equals that of its document); it is then not computed again."""
     if not isinstance(record, Mapping):
         return None
     messages = request_messages(record)
@@ -163,7 +167,8 @@ def record_keys(record: Any) -> RecordKeys | None:
     if messages is None or answer is None:
         return None
     try:
-        digest = bytes.fromhex(conversation_hash(messages, request_tools(record)))
+        if digest is None:
+            digest = conversation_digest(messages, request_tools(record))
         example = render_example(1, [m for m in messages if isinstance(m, Mapping)], answer)
     except (TypeError, ValueError, AttributeError):
         return None

@@ -8,6 +8,8 @@ from elasticsearch import Elasticsearch
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from agent_flywheel.es_serializer import LogStoreSerializer
+
 
 class LogStore(Block):
     """Where the agent's OpenAI-format request/response records are logged."""
@@ -26,8 +28,10 @@ class LogStore(Block):
     simulated: bool = Field(default=False, description="True when the URL points at the local log server")
 
     def client(self) -> Elasticsearch:
-        """An official Elasticsearch client; secrets are read here and nowhere else."""
+        """An official Elasticsearch client (decoding with orjson where that is exact); secrets are read here
+        and nowhere else."""
         kwargs: dict[str, object] = {
+            "serializer": LogStoreSerializer(),
             "request_timeout": self.request_timeout_s,
             "retry_on_timeout": True,
             "max_retries": 3,

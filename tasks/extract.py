@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,10 +14,10 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from agent_flywheel.config import FlywheelConfig
-from agent_flywheel.logstore import ExtractionResult, LogStoreError, Watermark, extract, extraction_window
+from agent_flywheel.logstore import LogStoreError, Watermark, extract, extraction_window
 from agent_flywheel.paths import state_dir
 from agent_flywheel.record_cache import RecordCache
-from agent_flywheel.records import LogRecord, ModelFilter, QuarantineWriter, to_document
+from agent_flywheel.records import ModelFilter, QuarantineWriter
 from blocks.log_store import LogStore
 from blocks.resolve import load_block
 from tasks.watermarks import watermark_store
@@ -49,33 +48,6 @@ def _window_label(since: datetime | Watermark | None, until: datetime | None) ->
     start = since.to_json() if isinstance(since, Watermark) else (since.isoformat() if since else None)
     text = f"{start}|{until.isoformat() if until else None}"
     return "window-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-def extract_to_cache(
-    cache: RecordCache,
-    label: str,
-    read: Callable[[Callable[[LogRecord], None]], ExtractionResult],
-    keep: Callable[[LogRecord], bool] | None = None,
-) -> tuple[ExtractionResult, int]:
-    """Write what ``read(sink)`` (an :func:`~agent_flywheel.logstore.extract` call) passes to its sink into a
-    new cache segment labelled ``label``, record by record; returns the read's result and how many were written.
-
-    Memory stays flat however many records there are. ``keep`` decides which records are written (all when
-    None). A segment of the same label that an earlier run left (one that died before committing its
-    watermark read the same window) is replaced, not added to, and only once the new one is complete: if
-    the read fails, the partial segment is deleted and the earlier one stays.
-    """
-    earlier = [segment for segment in cache.segments() if segment.stem.endswith(f"-{label}")]
-    with cache.writer(label) as writer:
-
-        def sink(record: LogRecord) -> None:
-            if keep is None or keep(record):
-                writer.write(to_document(record))
-
-        result = read(sink)
-    for segment in earlier:
-        cache.remove(segment)
-    return result, writer.count
 
 
 def _log_store_failure(store: LogStore, exc: Exception) -> RuntimeError:
@@ -116,8 +88,7 @@ def extract_logs(
     es = store.client()
     try:
         with QuarantineWriter(quarantine_path) as quarantine:
-            result, written = extract_to_cache(
-                cache,
+            result, written = cache.replace_window(
                 _window_label(since, until),
                 lambda sink: extract(
                     es,

@@ -22,7 +22,7 @@ from agent_flywheel.record_cache import RecordCache, SegmentWriter
 from agent_flywheel.record_keys import key_file
 from agent_flywheel.records import LogRecord, QuarantineWriter, to_document, validate_record
 from blocks.log_store import LogStore
-from tasks.extract import ExtractedLogs, extract_logs, extract_to_cache, record_cache
+from tasks.extract import ExtractedLogs, extract_logs, record_cache
 from tests.unit.test_extraction_properties import CLIENT, INDEX, WORKLOAD, FakeElasticsearch
 from tests.unit.test_records import AIVA
 
@@ -141,9 +141,9 @@ def test_a_log_store_failing_mid_way_leaves_no_partial_segment_and_keeps_the_ear
     written: list[int] = []
     original_write = SegmentWriter.write
 
-    def counting_write(self: SegmentWriter, document: dict[str, Any]) -> None:
+    def counting_write(self: SegmentWriter, document: dict[str, Any], digest: bytes | None = None) -> None:
         written.append(1)
-        original_write(self, document)
+        original_write(self, document, digest)
 
     failing = Store(documents, fail_at=3)  # pages 1 and 2 arrive, then the connection drops
     failing.look = lambda: (len(written), sorted(p.name for p in cache.dir.glob("*.jsonl")))
@@ -163,7 +163,7 @@ def test_a_log_store_failing_mid_way_leaves_no_partial_segment_and_keeps_the_ear
     assert failing.closed and failing.open_pits == 0
 
 
-def test_extract_to_cache_keeps_segments_of_other_windows_and_writes_nothing_empty(tmp_path: Path) -> None:
+def test_replace_window_keeps_segments_of_other_windows_and_writes_nothing_empty(tmp_path: Path) -> None:
     cache = RecordCache(tmp_path / "records", WORKLOAD, CLIENT)
     cache.append([to_document(validate_record(_record(99), source="t"))], label="window-other")  # type: ignore[arg-type]
     (other,) = cache.segments()
@@ -181,8 +181,8 @@ def test_extract_to_cache_keeps_segments_of_other_windows_and_writes_nothing_emp
                 sink=sink,
             )
 
-    result, written = extract_to_cache(cache, "window-a", read)
+    result, written = cache.replace_window("window-a", read)
     assert result.records == [] and written == result.valid - result.duplicates == 8
     assert len(cache.segments()) == 2 and other in cache.segments()
-    result, written = extract_to_cache(cache, "window-a", read, keep=lambda record: False)
+    result, written = cache.replace_window("window-a", read, keep=lambda record: False)
     assert written == 0 and cache.segments() == [other]  # replaced by nothing: an empty segment is not kept

@@ -30,6 +30,7 @@ from agent_flywheel.records import (
     Quarantined,
     QuarantineWriter,
     Reason,
+    record_digest,
     record_hash,
     to_document,
     validate_record,
@@ -280,7 +281,8 @@ def test_a_sink_gets_every_distinct_valid_record_as_its_page_arrives_and_the_res
     sunk: list[LogRecord] = []
     pages_when_sunk: list[int] = []
 
-    def sink(record: LogRecord) -> None:
+    def sink(record: LogRecord, digest: bytes) -> None:
+        assert digest == record_digest(record)
         sunk.append(record)
         pages_when_sunk.append(store.searches)
 
@@ -303,7 +305,7 @@ def test_an_exception_in_the_sink_stops_the_read_and_closes_the_point_in_time(tm
         documents.append((f"doc-{n}", raw))
     store = FakeElasticsearch(documents)
 
-    def sink(record: LogRecord) -> None:
+    def sink(record: LogRecord, digest: bytes) -> None:
         raise OSError("disk full")
 
     with QuarantineWriter(tmp_path / "q.jsonl") as quarantine, pytest.raises(OSError, match="disk full"):

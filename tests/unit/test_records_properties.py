@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent_flywheel.conversation import conversation_hash
+from agent_flywheel.record_keys import record_keys
 from agent_flywheel.records import (
     MAX_RECORD_BYTES,
     MAX_RECORD_DEPTH,
@@ -401,6 +402,18 @@ def test_a_parsed_record_gets_the_outcome_of_the_exact_check(raw: Any) -> None:
         assert to_document(fast) == to_document(exact)
         assert record_hash(fast) == _old_record_hash(fast)
         assert record_digest(fast).hex() == record_hash(fast)
+
+
+@SETTINGS
+@given(valid_records(), st.booleans())
+def test_the_extraction_digest_is_the_digest_the_record_cache_computes_from_the_document(
+    raw: dict[str, Any], parse_arguments: bool
+) -> None:
+    """Extraction hands its dedupe digest to the cache writer instead of hashing the document again."""
+    record = validate_record(raw, source="p:1", parse_function_arguments=parse_arguments)
+    assert isinstance(record, LogRecord)
+    keys = record_keys(to_document(record))
+    assert keys is not None and keys.digest == record_digest(record)
 
 
 @SETTINGS

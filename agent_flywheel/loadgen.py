@@ -26,17 +26,21 @@ too (for the bootstrap in :mod:`agent_flywheel.sizing`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import json
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
+import aiohttp
 import numpy as np
 import pandas as pd
+from aiohttp.http_exceptions import HttpProcessingError
 
 from agent_flywheel.config import LoadSweepConfig
 
@@ -231,18 +235,35 @@ class RequestResult:
     status_code: int | None = None
 
 
-SendFn = Callable[[httpx.AsyncClient, int], Awaitable[RequestResult]]
+SendFn = Callable[[aiohttp.ClientSession, int], Awaitable[RequestResult]]
+
+
+def _answered_status(exc: BaseException) -> int | None:
+    """The HTTP status behind an aiohttp error, if the server sent one (a malformed answer also raises
+    ``ClientResponseError``, with a made-up 400, from an ``HttpProcessingError``)."""
+    if isinstance(exc, aiohttp.ClientResponseError) and not isinstance(exc.__cause__, HttpProcessingError):
+        return exc.status
+    return None
 
 
 def error_kind_of(exc: BaseException) -> str:
-    """A short, stable name for a failure, used to count error kinds per level."""
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+    """A short, stable name for a failure, used to count error kinds per level.
+
+    Why: error counts are compared across levels, passes and runs, so the names must not depend on
+    exception messages: ``timeout``, ``http_<status>`` (``raise_for_status``), ``connect_error`` (no
+    connection could be made), ``transport_error`` (the connection broke or the answer was not valid HTTP),
+    ``bad_response`` (a JSON body of the wrong content type), else the exception's class name.
+    """
+    if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError and ConnectionTimeoutError included
         return "timeout"
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"http_{exc.response.status_code}"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ContentTypeError):
+        return "bad_response"
+    status = _answered_status(exc)
+    if status is not None:
+        return f"http_{status}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return "connect_error"
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, aiohttp.ClientError):
         return "transport_error"
     return type(exc).__name__
 
@@ -272,43 +293,55 @@ def chat_sender(
     """
     if body is None and not messages:
         raise ValueError("messages must not be empty")
+    extra_headers = dict(headers) if headers else None
+    relative = path.lstrip("/")  # joined onto the client's base URL, so a base URL's path prefix is kept
 
     def make_body(i: int) -> dict[str, Any]:
         if body is not None:
             return body(i)
         return {"message": messages[i % len(messages)], "user_id": f"load-user-{i}", "session_id": f"load-{i}"}
 
-    async def send(client: httpx.AsyncClient, i: int) -> RequestResult:
-        response = await client.post(path, json=make_body(i), headers=dict(headers or {}))
-        if response.status_code >= 400:
-            return RequestResult(ok=False, error_kind=f"http_{response.status_code}", status_code=response.status_code)
+    async def send(client: aiohttp.ClientSession, i: int) -> RequestResult:
+        async with client.post(relative, json=make_body(i), headers=extra_headers, allow_redirects=False) as response:
+            status = response.status
+            raw = await response.read()
+        if status >= 400:
+            return RequestResult(ok=False, error_kind=f"http_{status}", status_code=status)
         try:
-            data = response.json()
+            data = json.loads(raw)
             calls = data.get("llm_calls") or []
             latencies = [float(c["latency_s"]) for c in calls if c.get("latency_s") is not None]
             tokens_in = sum(int(c.get("input_tokens") or 0) for c in calls)
             tokens_out = sum(int(c.get("output_tokens") or 0) for c in calls)
         except (ValueError, TypeError, KeyError, AttributeError):
-            return RequestResult(ok=False, error_kind="bad_response", status_code=response.status_code)
+            return RequestResult(ok=False, error_kind="bad_response", status_code=status)
         return RequestResult(
             ok=True,
             llm_latencies=latencies,
             input_tokens=tokens_in if calls else None,
             output_tokens=tokens_out if calls else None,
-            status_code=response.status_code,
+            status_code=status,
         )
 
     return send
 
 
-def make_client(base_url: str, max_connections: int = 256, timeout_s: float = 60.0) -> httpx.AsyncClient:
-    """An httpx client whose connection pool is large enough for the sweep.
+def make_client(base_url: str, max_connections: int = 256, timeout_s: float = 60.0) -> aiohttp.ClientSession:
+    """An aiohttp session for the generator, its pool large enough for the sweep; use it as ``async with``.
 
-    Why: httpx allows 100 connections by default; a closed loop at concurrency 128 would then queue inside the
-    client, and that queueing would be measured as server latency.
+    Why aiohttp: the client's CPU per request is the ceiling of one generator process (``bench/``
+    measured ~1 ms per request and a collapse past ~500/s with httpx, a tenth of that with aiohttp).
+    Why the pool size: a closed loop at concurrency 128 on a smaller pool (aiohttp allows 100 by default)
+    would queue inside the client, and that queueing would be measured as server latency. ``timeout_s`` is
+    each request's total timeout. Relative paths (``v1/chat``) are joined onto ``base_url`` keeping its
+    path; a path with a leading ``/`` replaces it. Proxy settings from the environment are not used.
     """
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout_s)
+    connector = aiohttp.TCPConnector(limit=max_connections)
+    return aiohttp.ClientSession(
+        base_url=base_url.rstrip("/") + "/",
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,6 +389,28 @@ class LevelRun:
         return max(r.sent_s + r.latency_s for r in self.records) - min(r.sent_s for r in self.records)
 
 
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Keep the objects that exist before a level out of the garbage collector's passes during it.
+
+    Why: the first full collection in a fresh process walks every object the imports made (numpy, pandas,
+    pydantic, aiohttp) and stops the event loop for 30-50 ms, which shows up as late sends and as latency
+    (``bench/loadgen_bench.py``: 2-18 % late at 2,400-3,200/s from that one pause, none without it).
+    Garbage is collected first; objects made during the level are still collected; the frozen ones go
+    back to the oldest generation afterwards. Left alone when the collector is off or something else
+    has frozen objects.
+    """
+    if not gc.isenabled() or gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 async def _loop_lag_ticker(lags: list[float], stop: asyncio.Event, interval_s: float) -> None:
     """Sleep ``interval_s`` in a loop and record how late each wake-up was: the event loop's lag."""
     loop = asyncio.get_running_loop()
@@ -365,18 +420,19 @@ async def _loop_lag_ticker(lags: list[float], stop: asyncio.Event, interval_s: f
         lags.append(max(0.0, loop.time() - before - interval_s))
 
 
-async def _call(send: SendFn, client: httpx.AsyncClient, i: int, timeout_s: float) -> tuple[RequestResult, float]:
+async def _call(send: SendFn, client: aiohttp.ClientSession, i: int, timeout_s: float) -> tuple[RequestResult, float]:
     """Run one request with a timeout; every failure becomes a result, never an exception."""
     started = time.perf_counter()
     try:
-        result = await asyncio.wait_for(send(client, i), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for on 3.11
+            result = await send(client, i)
     except TimeoutError:
         elapsed = time.perf_counter() - started
         return RequestResult(ok=False, latency_s=elapsed, error_kind="timeout"), elapsed
     except Exception as exc:  # a failed request is data, not a reason to stop the sweep
         elapsed = time.perf_counter() - started
-        status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
-        return RequestResult(ok=False, latency_s=elapsed, error_kind=error_kind_of(exc), status_code=status), elapsed
+        kind, status = error_kind_of(exc), _answered_status(exc)
+        return RequestResult(ok=False, latency_s=elapsed, error_kind=kind, status_code=status), elapsed
     elapsed = time.perf_counter() - started
     if result.ok is False and not result.error_kind:
         result.error_kind = "error"
@@ -385,7 +441,7 @@ async def _call(send: SendFn, client: httpx.AsyncClient, i: int, timeout_s: floa
 
 async def run_closed_level(
     send: SendFn,
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     concurrency: int,
     num_requests: int,
     *,
@@ -435,16 +491,17 @@ async def run_closed_level(
 
     lags: list[float] = []
     stop = asyncio.Event()
-    ticker = asyncio.create_task(_loop_lag_ticker(lags, stop, lag_interval_s))
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    users = [asyncio.create_task(user()) for _ in range(concurrency)]
-    await done.wait()
-    for task in users:
-        task.cancel()
-    await asyncio.gather(*users, return_exceptions=True)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    stop.set()
-    await ticker
+    with _frozen_heap():
+        ticker = asyncio.create_task(_loop_lag_ticker(lags, stop, lag_interval_s))
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        users = [asyncio.create_task(user()) for _ in range(concurrency)]
+        await done.wait()
+        for task in users:
+            task.cancel()
+        await asyncio.gather(*users, return_exceptions=True)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        stop.set()
+        await ticker
     records.sort(key=lambda r: r.index)
     return LevelRun(
         "closed", level, pass_index, concurrency, None, records, wall, cpu, lags, late_threshold_s, excluded
@@ -464,7 +521,7 @@ def poisson_schedule(rate_rps: float, count: int, seed: int | None = None) -> np
 
 async def run_open_level(
     send: SendFn,
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     rate_rps: float,
     num_requests: int,
     *,
@@ -511,30 +568,33 @@ async def run_open_level(
 
     lags: list[float] = []
     stop = asyncio.Event()
-    ticker = asyncio.create_task(_loop_lag_ticker(lags, stop, lag_interval_s))
-    cpu0 = time.process_time()
-    origin = time.perf_counter()
     tasks: list[asyncio.Task[None]] = []
-    for i, intended in enumerate(schedule.tolist()):
-        if done.is_set():
-            break
-        delay = origin + intended - time.perf_counter()
-        if delay > 0:
-            try:
-                await asyncio.wait_for(done.wait(), timeout=delay)
-                break  # every measured request has returned
-            except TimeoutError:
-                pass
-        if cap is not None:
-            await cap.acquire()
-        tasks.append(asyncio.create_task(one(i, intended, origin)))
-    await done.wait()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    wall, cpu = time.perf_counter() - origin, time.process_time() - cpu0
-    stop.set()
-    await ticker
+
+    async def issue(origin: float) -> None:
+        # One plain sleep per arrival; this task is cancelled once every measured request has returned.
+        for i, intended in enumerate(schedule.tolist()):
+            delay = origin + intended - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if cap is not None:
+                await cap.acquire()
+            tasks.append(asyncio.create_task(one(i, intended, origin)))
+
+    with _frozen_heap():
+        ticker = asyncio.create_task(_loop_lag_ticker(lags, stop, lag_interval_s))
+        cpu0 = time.process_time()
+        origin = time.perf_counter()
+        issuer = asyncio.create_task(issue(origin))
+        try:
+            await done.wait()
+        finally:
+            issuer.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(issuer, *tasks, return_exceptions=True)
+        wall, cpu = time.perf_counter() - origin, time.process_time() - cpu0
+        stop.set()
+        await ticker
     records.sort(key=lambda r: r.index)
     return LevelRun("open", level, pass_index, None, rate_rps, records, wall, cpu, lags, late_threshold_s, excluded)
 
@@ -776,7 +836,7 @@ class SweepResult:
 
 async def run_sweep(
     send: SendFn,
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     config: LoadSweepConfig,
     *,
     late_threshold_s: float = DEFAULT_LATE_THRESHOLD_S,

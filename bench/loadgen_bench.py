@@ -10,7 +10,7 @@ winner three times: when most re-runs fail, the rate steps down by 1.25x and is 
 
 Tools, all in one process each:
 
-- **ours**: ``agent_flywheel.loadgen.run_open_level`` with its default httpx client;
+- **ours**: ``agent_flywheel.loadgen.run_open_level`` with its default client (aiohttp, ``make_client``);
 - **plain httpx loop / plain aiohttp loop**: the same schedule sent by a bare asyncio loop (sleep until
   the planned time, one task per request, no bookkeeping) — what a hand-written async load script does,
   and the floor for each HTTP client;
@@ -18,7 +18,7 @@ Tools, all in one process each:
 
 **Timing overhead per request** is the generator's own CPU per request: with a no-op request function
 (no HTTP at all: the scheduling, timing and bookkeeping alone), and as the difference between ours and
-the plain httpx loop at the same moderate rate in the same round.
+the plain loop with the same client (aiohttp) at the same moderate rate in the same round.
 """
 
 from __future__ import annotations
@@ -56,15 +56,16 @@ def ours_level(
     url: str, rate: float, count: int, warmup: int, late_threshold_s: float, noop: bool = False
 ) -> dict[str, Any]:
     """``run_open_level`` against the endpoint (or, with ``noop``, a request function that does nothing)."""
-    import httpx
+    import aiohttp
 
     from agent_flywheel.loadgen import RequestResult, make_client, run_open_level
 
-    async def send_http(client: httpx.AsyncClient, i: int) -> RequestResult:
-        response = await client.get("/")
-        return RequestResult(ok=response.status_code < 400, status_code=response.status_code)
+    async def send_http(client: aiohttp.ClientSession, i: int) -> RequestResult:
+        async with client.get("/") as response:
+            await response.read()
+            return RequestResult(ok=response.status < 400, status_code=response.status)
 
-    async def send_noop(client: httpx.AsyncClient, i: int) -> RequestResult:
+    async def send_noop(client: aiohttp.ClientSession, i: int) -> RequestResult:
         return RequestResult(ok=True)
 
     async def main() -> Any:
@@ -84,7 +85,7 @@ def ours_level(
     ok = [r for r in run.records if r.result.ok]
     latencies = sorted(r.latency_s for r in ok)
     return {
-        "tool": "ours (agent_flywheel.loadgen, httpx)" if not noop else "ours, no-op request",
+        "tool": "ours (agent_flywheel.loadgen, aiohttp)" if not noop else "ours, no-op request",
         "rate": rate,
         "requests": len(run.records),
         **_lateness_stats([r.lateness_s for r in run.records], late_threshold_s),
@@ -134,9 +135,10 @@ def plain_level(url: str, rate: float, count: int, warmup: int, late_threshold_s
         marks["cpu_end"], marks["wall_end"] = time.process_time(), time.perf_counter()
 
     async def with_httpx() -> None:
-        from agent_flywheel.loadgen import make_client
+        import httpx
 
-        async with make_client(url) as http:
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as http:
 
             async def get() -> int:
                 return (await http.get("/")).status_code
@@ -340,20 +342,21 @@ def run(*, quick: bool, locust_python: str | None = None, log: Callable[[str], N
             "bench.loadgen_bench:ours_level", {"url": url, "noop": True, **sized(5000.0)}, timeout_s=300
         )
         results["noop"] = noop.result if noop.ok else {"error": noop.error}
-        # Overhead over a plain loop with the same client: same moderate rate, interleaved rounds.
+        # Overhead over a plain loop with the same client (aiohttp): same moderate rate, interleaved rounds.
         overhead_rate = 200.0
         pairs = []
         for _ in range(1 if quick else 3):
             ours = run_isolated("bench.loadgen_bench:ours_level", {"url": url, **sized(overhead_rate)}, timeout_s=300)
             plain = run_isolated(
                 "bench.loadgen_bench:plain_level",
-                {"url": url, "client": "httpx", **sized(overhead_rate)},
+                {"url": url, "client": "aiohttp", **sized(overhead_rate)},
                 timeout_s=300,
             )
             if ours.ok and plain.ok:
                 pairs.append((ours.result, plain.result))
         results["overhead"] = {
             "rate": overhead_rate,
+            "plain_client": "aiohttp",
             "ours_cpu_per_request_s": median(o["cpu_per_request_s"] for o, _ in pairs),
             "plain_cpu_per_request_s": median(p["cpu_per_request_s"] for _, p in pairs),
             "difference_s": median(o["cpu_per_request_s"] - p["cpu_per_request_s"] for o, p in pairs),
@@ -361,5 +364,5 @@ def run(*, quick: bool, locust_python: str | None = None, log: Callable[[str], N
             "plain_latency_p50_s": median(p["latency_p50_s"] for _, p in pairs),
             "rounds": len(pairs),
         }
-        log(f"loadgen: overhead over a plain httpx loop at {overhead_rate:.0f}/s: {results['overhead']}")
+        log(f"loadgen: overhead over a plain aiohttp loop at {overhead_rate:.0f}/s: {results['overhead']}")
     return results

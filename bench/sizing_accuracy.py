@@ -151,19 +151,18 @@ async def _with_level(function: Callable[[Any, int, int], Any], c: int, client: 
 async def _sweep(
     url: str, case: Case, scale: float, passes: int, per_level: int, log: Callable[[str], None]
 ) -> tuple[Any, list[tuple[int, int]]]:
-    import httpx
+    import aiohttp
 
     from agent_flywheel.loadgen import RequestResult, SweepResult, make_client, run_closed_level
 
     tokens: set[tuple[int, int]] = set()
 
-    async def send(client: httpx.AsyncClient, i: int) -> RequestResult:
-        response = await client.post(
-            "/v1/chat/completions", json={"model": case.model, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
-        )
-        if response.status_code >= 400:
-            return RequestResult(ok=False, error_kind=f"http_{response.status_code}", status_code=response.status_code)
-        usage = response.json()["usage"]
+    async def send(client: aiohttp.ClientSession, i: int) -> RequestResult:
+        body = {"model": case.model, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+        async with client.post("/v1/chat/completions", json=body) as response:
+            if response.status >= 400:
+                return RequestResult(ok=False, error_kind=f"http_{response.status}", status_code=response.status)
+            usage = (await response.json())["usage"]
         tokens.add((int(usage["prompt_tokens"]), int(usage["completion_tokens"])))
         return RequestResult(ok=True, status_code=200)
 
@@ -180,7 +179,7 @@ async def _sweep(
         # ramp of max_batch / 2 single-request latencies (about one full-batch cycle) per slot-full.
         ramp = single * int(case.latency["max_batch"]) / 2
 
-        async def ramped(client: httpx.AsyncClient, i: int, c: int) -> RequestResult:
+        async def ramped(client: aiohttp.ClientSession, i: int, c: int) -> RequestResult:
             if i < c:
                 await asyncio.sleep(ramp * max(1.0, c / slots) * i / c)
             return await send(client, i)

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pandas as pd
 import pytest
@@ -342,11 +343,11 @@ def test_sizing_finds_the_simulators_true_capacity(tmp_path: Path) -> None:
     body = {"model": TEACHER, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
     usages: set[tuple[int, int]] = set()
 
-    async def send(client: httpx.AsyncClient, i: int) -> RequestResult:
-        answer = await client.post("/v1/chat/completions", json=body)
-        if answer.status_code != 200:
-            return RequestResult(ok=False, error_kind=f"http_{answer.status_code}")
-        usage = answer.json()["usage"]
+    async def send(client: aiohttp.ClientSession, i: int) -> RequestResult:
+        async with client.post("/v1/chat/completions", json=body) as answer:
+            if answer.status != 200:
+                return RequestResult(ok=False, error_kind=f"http_{answer.status}")
+            usage = (await answer.json())["usage"]
         usages.add((usage["prompt_tokens"], usage["completion_tokens"]))
         return RequestResult(ok=True, input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"])
 

@@ -1,16 +1,24 @@
-"""Load generation: HDR histogram maths, closed and open loop against an in-process fake agent, self-checks."""
+"""Load generation: HDR histogram maths, closed and open loop against a fake agent on loopback, error kinds, self-checks."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import math
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from agent_flywheel.config import LoadSweepConfig
 from agent_flywheel.loadgen import (
@@ -18,12 +26,15 @@ from agent_flywheel.loadgen import (
     LevelRun,
     RequestResult,
     chat_sender,
+    error_kind_of,
+    make_client,
     poisson_schedule,
     run_closed_level,
     run_open_level,
     run_sweep,
     summarize_level,
 )
+from agent_flywheel.local.threaded import free_port
 from agent_flywheel.sizing import SweepData, read_sweep_csv
 
 # --------------------------------------------------------------------------------------------------
@@ -89,7 +100,8 @@ def test_poisson_schedule_has_the_right_rate() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# A fake agent: `servers` parallel slots, `service_s` per request, errors and hangs on chosen requests
+# A fake agent: `servers` parallel slots, `service_s` per request, errors and hangs on chosen requests,
+# served by aiohttp on a free loopback port
 # --------------------------------------------------------------------------------------------------
 
 
@@ -100,32 +112,46 @@ class FakeAgent:
         self.fail_every = fail_every
         self.hang = hang or set()
         self.seen = 0
+        self.headers: list[str | None] = []
 
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
+    async def __call__(self, request: web.Request) -> web.Response:
+        body = await request.json()
         i = int(body["session_id"].split("-")[1])
         self.seen += 1
+        self.headers.append(request.headers.get("Authorization"))
         if i in self.hang:
             await asyncio.sleep(5)
         if self.fail_every and i % self.fail_every == 0:
-            return httpx.Response(500, json={"detail": "boom"})
+            return web.json_response({"detail": "boom"}, status=500)
         async with self.slots:
             await asyncio.sleep(self.service_s)
         calls = [
             {"model": "m", "latency_s": self.service_s * 0.4, "input_tokens": 10, "output_tokens": 5},
             {"model": "m", "latency_s": self.service_s * 0.5, "input_tokens": 12, "output_tokens": 3},
         ]
-        return httpx.Response(200, json={"reply": "ok", "llm_calls": calls})
+        return web.json_response({"reply": "ok", "llm_calls": calls})
 
 
-def _client(agent: FakeAgent) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(agent), base_url="http://agent.test")
+@contextlib.asynccontextmanager
+async def _serve(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], prefix: str = "", **client: Any
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """The handler at ``<prefix>/v1/chat`` on loopback, and a generator client whose base URL ends in the prefix."""
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_post(f"{prefix}/v1/chat", route)
+    async with TestServer(app) as server, make_client(str(server.make_url(prefix)), **client) as session:
+        yield session
 
 
+@pytest.mark.integration
 async def test_closed_loop_queues_beyond_capacity() -> None:
     agent = FakeAgent(servers=2, service_s=0.01)
     send = chat_sender()
-    async with _client(agent) as client:
+    async with _serve(agent) as client:
         one = await run_closed_level(send, client, 1, 20, warmup_requests=2)
         eight = await run_closed_level(send, client, 8, 40, warmup_requests=4)
     s1, s8 = summarize_level([one]), summarize_level([eight])
@@ -138,11 +164,13 @@ async def test_closed_loop_queues_beyond_capacity() -> None:
     assert s8.llm.percentile(50) == pytest.approx(0.004, rel=0.01)
     assert s8.llm.percentile(95) == pytest.approx(0.005, rel=0.01)
     assert s8.throughput_rps > 1.5 * s1.throughput_rps
+    assert all(r.result.status_code == 200 and r.result.input_tokens == 22 for r in eight.records)
 
 
+@pytest.mark.integration
 async def test_errors_and_timeouts_are_counted_and_never_stop_the_run() -> None:
     agent = FakeAgent(servers=4, service_s=0.005, fail_every=5, hang={7, 13})
-    async with _client(agent) as client:
+    async with _serve(agent) as client:
         run = await run_closed_level(chat_sender(), client, 4, 30, warmup_requests=0, timeout_s=0.2)
     s = summarize_level([run])
     assert s.requests == 30
@@ -150,26 +178,114 @@ async def test_errors_and_timeouts_are_counted_and_never_stop_the_run() -> None:
     assert s.error_rate == pytest.approx(8 / 30)
     timeouts = [r for r in run.records if r.result.error_kind == "timeout"]
     assert all(0.19 < r.latency_s < 1.0 for r in timeouts)
+    assert {r.result.status_code for r in run.records if r.result.error_kind == "http_500"} == {500}
+
+
+@pytest.mark.integration
+async def test_the_client_keeps_the_base_path_sends_headers_and_does_not_queue_below_its_pool_size() -> None:
+    # 150 users (more than aiohttp's default pool of 100) must all be in flight at once: the handler holds
+    # every request until 150 are in, so a client that queues internally would fail them all with http_500.
+    wanted = 150
+    in_flight = 0
+    everyone = asyncio.Event()
+    agent = FakeAgent(servers=wanted, service_s=0.0)
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal in_flight
+        in_flight += 1
+        if in_flight >= wanted:
+            everyone.set()
+        try:
+            await asyncio.wait_for(everyone.wait(), timeout=10)
+        except TimeoutError:
+            return web.json_response({"in_flight": in_flight}, status=500)
+        return await agent(request)
+
+    send = chat_sender(headers={"Authorization": "Bearer load"})
+    async with _serve(handler, prefix="/agents/support", max_connections=2 * wanted) as client:
+        run = await run_closed_level(send, client, wanted, wanted, timeout_s=20)
+    s = summarize_level([run])
+    assert s.requests == wanted and s.error_kinds == {}, s.error_kinds
+    assert agent.headers == ["Bearer load"] * wanted
+
+
+def test_error_kind_of_gives_aiohttp_failures_stable_names() -> None:
+    info = aiohttp.RequestInfo(URL("http://agent.test/v1/chat"), "POST", CIMultiDictProxy(CIMultiDict()))
+    assert error_kind_of(TimeoutError()) == "timeout"
+    assert error_kind_of(aiohttp.ServerTimeoutError("read")) == "timeout"
+    assert error_kind_of(aiohttp.ConnectionTimeoutError("connect")) == "timeout"
+    assert error_kind_of(aiohttp.ClientResponseError(info, (), status=503)) == "http_503"
+    assert error_kind_of(aiohttp.ContentTypeError(info, (), status=200)) == "bad_response"
+    assert error_kind_of(aiohttp.ServerDisconnectedError()) == "transport_error"
+    assert error_kind_of(aiohttp.ClientPayloadError("truncated")) == "transport_error"
+    assert error_kind_of(aiohttp.ClientOSError(104, "reset")) == "transport_error"
+    assert error_kind_of(RuntimeError("bug in the adapter")) == "RuntimeError"
+
+
+async def _raw_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A bare HTTP/1.1 server on loopback that misbehaves on purpose, by path."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    path = head.split(b" ", 2)[1]
+    if path == b"/slow":
+        await reader.read()  # until the client gives up and closes the connection
+    elif path == b"/status/503":
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    elif path == b"/garbage":
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+    elif path == b"/ok":
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    # /hangup: close without an answer
+    await writer.drain()
+    writer.close()
+
+
+@pytest.mark.integration
+async def test_failures_over_real_connections_get_stable_error_kinds() -> None:
+    paths = ["/ok", "/hangup", "/slow", "/status/503", "/garbage"]
+
+    async def send(client: aiohttp.ClientSession, i: int) -> RequestResult:
+        async with client.get(paths[i % len(paths)]) as response:
+            response.raise_for_status()
+            await response.read()
+            return RequestResult(ok=True, status_code=response.status)
+
+    server = await asyncio.start_server(_raw_server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        # the client's own per-request timeout (0.2 s) fires well before the level's (5 s)
+        async with make_client(f"http://127.0.0.1:{port}", timeout_s=0.2) as client:
+            run = await run_closed_level(send, client, 2, 10, timeout_s=5)
+    finally:
+        server.close()
+        await server.wait_closed()
+    s = summarize_level([run])
+    assert s.ok == 2 and s.error_kinds == {"transport_error": 4, "timeout": 2, "http_503": 2}  # hang-up, garbage
+    assert {r.index % 5: r.result.status_code for r in run.records} == {0: 200, 1: None, 2: None, 3: 503, 4: None}
+    assert all(r.latency_s < 1.0 for r in run.records if r.result.error_kind == "timeout")
+    async with make_client(f"http://127.0.0.1:{free_port()}") as nobody:  # nothing listens there
+        refused = await run_closed_level(chat_sender(), nobody, 1, 3)
+    assert summarize_level([refused]).error_kinds == {"connect_error": 3}
 
 
 async def test_send_function_exceptions_become_error_kinds() -> None:
-    async def send(client: httpx.AsyncClient, i: int) -> RequestResult:
+    async def send(client: aiohttp.ClientSession, i: int) -> RequestResult:
         if i % 2:
-            raise httpx.ConnectError("refused")
+            raise aiohttp.ServerDisconnectedError()
         if i % 3 == 0:
             raise RuntimeError("bug in the adapter")
         return RequestResult(ok=True, latency_s=0.001, llm_latencies=[0.0005])
 
-    async with httpx.AsyncClient() as client:
+    async with make_client("http://agent.test") as client:
         run = await run_closed_level(send, client, 2, 12)
     s = summarize_level([run])
-    assert s.error_kinds == {"connect_error": 6, "RuntimeError": 2}
+    assert s.error_kinds == {"transport_error": 6, "RuntimeError": 2}
     assert s.workflow.count == 4 and s.workflow.percentile(50) == pytest.approx(0.001, rel=0.01)
 
 
+@pytest.mark.integration
 async def test_open_loop_follows_the_schedule_and_reports_lateness() -> None:
     agent = FakeAgent(servers=8, service_s=0.005)
-    async with _client(agent) as client:
+    async with _serve(agent) as client:
         run = await run_open_level(chat_sender(), client, 100.0, 40, warmup_requests=5, seed=3)
     assert len(run.records) == 40 and min(r.index for r in run.records) == 5
     intended = poisson_schedule(100.0, 90, seed=3)
@@ -178,25 +294,46 @@ async def test_open_loop_follows_the_schedule_and_reports_lateness() -> None:
     assert s.error_rate == 0 and s.late_share < 0.5
 
 
+async def test_objects_from_before_a_level_are_frozen_out_of_the_garbage_collector_during_it() -> None:
+    frozen: list[int] = []
+
+    async def send(client: aiohttp.ClientSession, i: int) -> RequestResult:
+        frozen.append(gc.get_freeze_count())
+        return RequestResult(ok=True)
+
+    assert gc.get_freeze_count() == 0
+    async with make_client("http://agent.test") as client:
+        await run_closed_level(send, client, 2, 4)
+        await run_open_level(send, client, 500.0, 4, seed=1)
+        assert gc.get_freeze_count() == 0  # unfrozen after each level
+        gc.disable()
+        try:
+            await run_closed_level(send, client, 1, 2)  # a collector someone turned off is left alone
+        finally:
+            gc.enable()
+    assert len(frozen) >= 10 and min(frozen[:8]) > 0 and frozen[-2:] == [0, 0]
+
+
 async def test_a_blocked_event_loop_is_reported_as_a_generator_bottleneck() -> None:
-    async def blocking_send(client: httpx.AsyncClient, i: int) -> RequestResult:
+    async def blocking_send(client: aiohttp.ClientSession, i: int) -> RequestResult:
         time.sleep(0.02)  # synchronous work in the client: it starves the event loop
         return RequestResult(ok=True)
 
-    async with httpx.AsyncClient() as client:
+    async with make_client("http://agent.test") as client:
         run = await run_open_level(blocking_send, client, 200.0, 12, seed=1, late_threshold_s=0.01)
     s = summarize_level([run])
     assert s.late_share > 0.5
     assert any("could not keep up" in w for w in s.warnings)
 
 
+@pytest.mark.integration
 async def test_sweep_table_summary_and_csv_round_trip(tmp_path: Path) -> None:
     agent = FakeAgent(servers=2, service_s=0.004)
     cfg = LoadSweepConfig(
         concurrencies=[1, 4], arrival_rates=[150.0], num_passes=2, requests_per_level=10, warmup_requests=2
     )
     seen: list[LevelRun] = []
-    async with _client(agent) as client:
+    async with _serve(agent) as client:
         sweep = await run_sweep(chat_sender(), client, cfg, on_run=seen.append)
     assert len(seen) == 6 and [r.pass_index for r in seen] == [0, 0, 0, 1, 1, 1]  # passes interleaved
     df = sweep.requests_frame()

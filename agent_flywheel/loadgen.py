@@ -3,8 +3,10 @@
 - **Closed loop** (``concurrency = c``): c virtual users, each sending its next request as soon as the previous
   one returns (no think time) — what the NeMo Agent Toolkit's sizing sweep does. The load stays at exactly
   c in flight until the last *measured* request returns: requests issued after the measured ones are
-  cool-down traffic, excluded and cancelled at the end, so the last measured requests do not enjoy a
-  draining system.
+  cool-down traffic, excluded, so the last measured requests do not enjoy a draining system. Then nothing
+  more is sent and the cool-down requests in flight are awaited (up to the request timeout), so the next
+  level starts on an idle server: a request the client abandons keeps its slot on the server until it
+  completes, and would slow the next level's first measured requests.
 - **Open loop** (``rate = λ``): arrivals of a Poisson process with rate λ; all intended send times are
   precomputed from a seeded generator (no drift from accumulated sleeps); a request sent more than
   ``late_threshold_s`` after its intended time counts as *late*.
@@ -439,6 +441,13 @@ async def _call(send: SendFn, client: aiohttp.ClientSession, i: int, timeout_s: 
     return result, (result.latency_s if result.latency_s is not None else elapsed)
 
 
+async def _drain(tasks: Sequence[asyncio.Task[None]], timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for the cool-down requests still in flight (see the module docstring)."""
+    pending = [task for task in tasks if not task.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s)
+
+
 async def run_closed_level(
     send: SendFn,
     client: aiohttp.ClientSession,
@@ -455,7 +464,7 @@ async def run_closed_level(
     """Closed loop: ``concurrency`` users, each sending the next request when the previous one returns.
 
     Requests ``0..warmup-1`` are warm-up, the next ``num_requests`` are measured, later ones keep the load at
-    ``concurrency`` until the last measured request returns and are then cancelled. A request's intended send
+    ``concurrency`` until the last measured request returns; those are then awaited, not sent again. A request's intended send
     time is its user's previous completion (no think time), so lateness here is pure client delay: the time
     the event loop took to come back to this user.
     """
@@ -495,11 +504,14 @@ async def run_closed_level(
         ticker = asyncio.create_task(_loop_lag_ticker(lags, stop, lag_interval_s))
         cpu0, wall0 = time.process_time(), time.perf_counter()
         users = [asyncio.create_task(user()) for _ in range(concurrency)]
-        await done.wait()
-        for task in users:
-            task.cancel()
-        await asyncio.gather(*users, return_exceptions=True)
-        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        try:
+            await done.wait()
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            await _drain(users, timeout_s)  # each user ends after its request in flight
+        finally:
+            for task in users:
+                task.cancel()
+            await asyncio.gather(*users, return_exceptions=True)
         stop.set()
         await ticker
     records.sort(key=lambda r: r.index)
@@ -537,7 +549,7 @@ async def run_open_level(
     """Open loop: Poisson arrivals at ``rate_rps`` on a precomputed schedule, whatever the responses do.
 
     The arrival process continues past the measured requests until the last of them returns (those trailing
-    requests are excluded and cancelled), so the measured tail sees the same offered load. ``max_in_flight``
+    requests are excluded, then awaited up to ``timeout_s``), so the measured tail sees the same offered load. ``max_in_flight``
     optionally caps outstanding requests; requests held back by the cap are sent late and counted so.
     """
     if num_requests < 1:
@@ -587,12 +599,14 @@ async def run_open_level(
         issuer = asyncio.create_task(issue(origin))
         try:
             await done.wait()
+            issuer.cancel()
+            wall, cpu = time.perf_counter() - origin, time.process_time() - cpu0
+            await _drain(tasks, timeout_s)
         finally:
             issuer.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(issuer, *tasks, return_exceptions=True)
-        wall, cpu = time.perf_counter() - origin, time.process_time() - cpu0
         stop.set()
         await ticker
     records.sort(key=lambda r: r.index)

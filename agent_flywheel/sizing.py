@@ -17,7 +17,9 @@ The method, and why it differs from the NeMo Agent Toolkit's ``nat sizing calc``
 3. **Unreachable is an answer.** If the lowest level already misses the target: ``reachable=False`` with the
    reason. If every level meets it, C* is *at least* the highest level (used for the GPU count, so the GPU
    count is an upper bound); the capacity model's extrapolation is reported separately and flagged.
-4. **GPUs in whole replicas.** ``replicas = ceil(target_users / C*)``, ``GPUs = replicas × test_gpus``.
+4. **GPUs in whole replicas.** ``replicas = ceil(target_users / floor(C*))``, ``GPUs = replicas × test_gpus``:
+   a replica serves a whole number of concurrent users, so an interpolated C* of 10.6 means that 10 fit
+   (11 miss the target); dividing by 10.6 would place 11 users on some replicas.
 5. **Bootstrap interval.** Resample passes within each level, then requests within each chosen pass; recompute
    every level's p95, the fit, C* and the GPU count; report the percentile interval at the configured
    confidence. With per-level input (no per-request samples) no interval exists and low = high = point.
@@ -672,7 +674,8 @@ class SizingResult:
 def _gpus_for(c: float, users: int, test_gpus: int) -> tuple[int, int] | None:
     if c <= 0:
         return None
-    replicas = max(1, math.ceil(users / c - 1e-9))
+    per_replica = math.floor(c + 1e-9) if c >= 1 else c  # whole users per replica (see the module docstring)
+    replicas = max(1, math.ceil(users / per_replica - 1e-9))
     return replicas, replicas * test_gpus
 
 

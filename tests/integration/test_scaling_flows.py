@@ -190,7 +190,8 @@ def test_sizing_answer_has_a_consistent_interval(scaling_run: dict[str, Any], ml
     assert answer["reachable"] is True
     assert answer["gpus_low"] <= answer["gpus"] <= answer["gpus_high"]
     assert answer["slo_concurrency_low"] <= answer["slo_concurrency"] <= answer["slo_concurrency_high"]
-    assert answer["gpus"] == math.ceil(200 / answer["slo_concurrency"] - 1e-9)
+    whole_users = math.floor(answer["slo_concurrency"] + 1e-9)  # a replica serves whole users
+    assert answer["gpus"] == math.ceil(200 / whole_users - 1e-9)
     assert [lv["concurrency"] for lv in answer["levels"]] == LEVELS
     metrics = mlflow.client.get_run(scaling_run["mlflow_run_id"]).data.metrics
     assert metrics["gpus"] == answer["gpus"]

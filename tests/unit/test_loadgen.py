@@ -294,6 +294,35 @@ async def test_open_loop_follows_the_schedule_and_reports_lateness() -> None:
     assert s.error_rate == 0 and s.late_share < 0.5
 
 
+class InFlight(FakeAgent):
+    """The fake agent, counting the requests it is still working on (a client going away does not stop one)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.in_flight = 0
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        try:
+            return await super().__call__(request)
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("loop", ["closed", "open"])
+async def test_a_level_ends_with_nothing_of_it_left_on_the_server(loop: str) -> None:
+    """Cool-down requests still running would slow the next level's first measured requests."""
+    agent = InFlight(servers=2, service_s=0.1)  # 4 users on 2 slots: two requests wait while two are served
+    async with _serve(agent) as client:
+        if loop == "closed":
+            run = await run_closed_level(chat_sender(), client, 4, 6)
+        else:
+            run = await run_open_level(chat_sender(), client, 40.0, 6, seed=1)
+        assert agent.in_flight == 0
+    assert len(run.records) == 6 and run.excluded_requests > 0  # there were cool-down requests, and they finished
+
+
 async def test_objects_from_before_a_level_are_frozen_out_of_the_garbage_collector_during_it() -> None:
     frozen: list[int] = []
 

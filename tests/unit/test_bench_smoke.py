@@ -49,13 +49,32 @@ def _extraction_results(tmp_path: Path) -> dict:
         "end_to_end": extraction.end_to_end_entry(
             {"seconds": 0.1, "indexed": 300, "errors": 0},
             [_isolated(bound)],
-            [_isolated({**built, "extract_seconds": 0.2, "build_seconds": 0.1, "extract_peak_rss_mb": 80.0})],
+            [
+                _isolated(
+                    {
+                        **built,
+                        "extract_seconds": 0.2,
+                        "build_seconds": 0.1,
+                        "extract_peak_rss_mb": 80.0,
+                        "quarantined": counts.bad,
+                    }
+                )
+            ],
             [Isolated(False, error="killed: RSS passed the 6144 MB cap", killed_at_mb=6200.0)],
         ),
     }
+    # a smaller size where the naive pipeline finished, so the larger one's memory cap is put in proportion
+    smaller = {
+        **entry,
+        "records": 100,
+        "end_to_end": {
+            **entry["end_to_end"],
+            "naive": extraction._summary([_isolated({"seconds": 0.3, "deduplicated": counts.distinct})]),
+        },
+    }
     breakdown = extraction.breakdown(str(cache), 60)
     assert breakdown["steps_x_bound"]["parse: orjson (the bound)"] == 1.0
-    return {"sizes": [entry], "memory_cap_mb": 6144, "breakdown": breakdown}
+    return {"sizes": [smaller, entry], "memory_cap_mb": 6144, "breakdown": breakdown}
 
 
 def _loadgen_results() -> dict:
@@ -147,6 +166,8 @@ def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None
     ):
         assert heading in text
     assert "over the 6.00 GB memory cap" in text  # a killed measurement is reported, not dropped
+    assert "the naive pipeline was stopped when its memory passed the benchmark's 6.00 GB cap (at 6.05 GB)" in text
+    assert "Peak memory per record read: ours ≈ 0 bytes (100–300)" in text
     assert "**met**" in text or "**missed**" in text
     assert "Not run in this invocation" not in text
 

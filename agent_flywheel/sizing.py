@@ -644,6 +644,7 @@ class SizingResult:
             lines.append(
                 f"**C\\* = {bound}{f(self.slo_concurrency)}** concurrent workflows per {self.targets['test_gpus']} "
                 f"GPU(s) (interval {f(self.slo_concurrency_low)}–{f(self.slo_concurrency_high)}); "
+                f"{_whole(self.slo_concurrency)} users per replica: "
                 f"**{self.gpus} GPUs** for {self.targets['target_users']} users "
                 f"(interval {self.gpus_low}–{self.gpus_high if self.gpus_high is not None else '∞'}, "
                 f"{self.confidence:.0%})."
@@ -671,11 +672,21 @@ class SizingResult:
         return "\n".join(lines) + "\n"
 
 
+def users_per_replica(c_star: float) -> float:
+    """How many users one replica serves under the SLO: C* rounded down to whole users (a C* of 10.6 means
+    that 11 users miss the target); below one user, C* itself."""
+    return math.floor(c_star + 1e-9) if c_star >= 1 else c_star
+
+
+def _whole(c_star: float | None) -> str:
+    """:func:`users_per_replica` as text ("22", or "0.5" below one user)."""
+    return "—" if c_star is None else f"{users_per_replica(c_star):g}"
+
+
 def _gpus_for(c: float, users: int, test_gpus: int) -> tuple[int, int] | None:
     if c <= 0:
         return None
-    per_replica = math.floor(c + 1e-9) if c >= 1 else c  # whole users per replica (see the module docstring)
-    replicas = max(1, math.ceil(users / per_replica - 1e-9))
+    replicas = max(1, math.ceil(users / users_per_replica(c) - 1e-9))
     return replicas, replicas * test_gpus
 
 

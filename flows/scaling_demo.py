@@ -20,6 +20,7 @@ from agent_flywheel.config import ScalingConfig, load_config
 from agent_flywheel.local.settings import load_local_config
 from agent_flywheel.local.stack import LocalStack
 from agent_flywheel.paths import configure_local_environment
+from agent_flywheel.sizing import users_per_replica
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "scaling-demo.yaml"
 DEFAULT_CANARY = "meta/llama-3.2-1b-instruct"
@@ -70,8 +71,9 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     if sizing["reachable"]:
         bound = "≥ " if sizing["slo_concurrency_is_lower_bound"] else ""
         lines.append(
-            f"  sizing: C* = {bound}{sizing['slo_concurrency']:.1f} concurrent users per GPU under a "
-            f"{targets['target_workflow_p95_s']:g} s workflow p95 -> {sizing['gpus']} GPUs for "
+            f"  sizing: C* = {bound}{sizing['slo_concurrency']:.2f} concurrent users per GPU under a "
+            f"{targets['target_workflow_p95_s']:g} s workflow p95 ({users_per_replica(sizing['slo_concurrency']):g} whole "
+            f"users per replica) -> {sizing['gpus']} GPUs for "
             f"{targets['target_users']} users (interval {sizing['gpus_low']}–{sizing['gpus_high']})"
         )
     else:

@@ -28,6 +28,7 @@ from agent_flywheel.sizing import (
     read_sweep_csv,
     size,
     sizing_png,
+    users_per_replica,
 )
 
 
@@ -238,3 +239,16 @@ def test_plots_are_written(tmp_path: Path) -> None:
     for p in (p1, p2, p3):
         assert p.read_bytes()[:4] == b"\x89PNG"
     assert "C\\*" in result.to_markdown()
+
+
+@pytest.mark.parametrize(("c_star", "users"), [(10.6, 10), (8.0, 8), (8.0 - 1e-12, 8), (1.0, 1), (0.5, 0.5)])
+def test_a_replica_serves_whole_users(c_star: float, users: float) -> None:
+    assert users_per_replica(c_star) == users
+
+
+def test_the_answer_says_how_many_users_a_replica_serves() -> None:
+    result = size(synthetic_sweep(0), targets(), seed=0)
+    assert result.slo_concurrency is not None and result.gpus is not None
+    whole = math.floor(result.slo_concurrency)
+    assert f"{whole} users per replica: **{result.gpus} GPUs**" in result.to_markdown()
+    assert result.gpus == math.ceil(200 / whole) * 2

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.measure import ROOT, load_average, machine
+from bench.measure import ROOT, load_average, machine, settle
 
 NAMES = ("extraction", "loadgen", "sizing", "flywheel")
 FINDINGS = Path(__file__).with_name("findings.md")
@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - started:7.1f} s] {message}", flush=True)
 
     work.mkdir(parents=True, exist_ok=True)
-    for name in selected:
+    for index, name in enumerate(selected):
+        if index:
+            settle()
         log(f"{name}: starting")
         if name == "extraction":
             from bench import extraction

@@ -70,8 +70,10 @@ def run_isolated(
     The child's stdout carries one ``BENCH-RESULT {json}`` line; anything else it prints is kept for the
     error message. Killed when its RSS passes ``memory_cap_mb`` (checked every 0.2 s) or after ``timeout_s``.
     ``python`` runs it under another interpreter (one with locust installed, say); ``bench.measure`` itself
-    needs only the standard library.
+    needs only the standard library. The disk is synced first, so that the writes of an earlier
+    measurement (gigabytes of dataset files, or their deletion) are not flushed during this one.
     """
+    os.sync()
     started = time.perf_counter()
     process = subprocess.Popen(
         [python or sys.executable, "-m", "bench.measure", target, json.dumps(args)],
@@ -181,6 +183,17 @@ def _memory_gb() -> float | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+SETTLE_S = 10.0
+
+
+def settle(seconds: float = SETTLE_S) -> None:
+    """Sync the disk and pause between benchmarks: the previous one's deleted data (tens of GB after the
+    extraction benchmark) kept the disk and kernel busy for seconds, which made the next one's first
+    measurements late (seen: the load generator failing at 100 requests/s right after the extraction)."""
+    os.sync()
+    time.sleep(seconds)
 
 
 def load_average() -> tuple[float, float, float] | None:

@@ -132,6 +132,17 @@ def last_user_text(messages: Sequence[Any]) -> str:
 
 # json.dumps(arguments, ensure_ascii=False) without building an encoder per call (the build's hot path).
 _ARGUMENTS_ENCODER = json.JSONEncoder(ensure_ascii=False)
+# Its C encoder, made once: JSONEncoder.encode makes a new one on every call, which cost as much as the
+# encoding of a small arguments object. Without the circular-reference check, which parsed JSON never needs;
+# the json module's own encode is used where the C encoder is not available.
+_MAKE_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)  # CPython's _json.make_encoder
+_C_ARGUMENTS_ENCODER: Any = (
+    None
+    if _MAKE_C_ENCODER is None
+    else _MAKE_C_ENCODER(
+        None, _ARGUMENTS_ENCODER.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
+    )
+)
 
 
 def _arguments_string(arguments: Any) -> str:
@@ -140,7 +151,9 @@ def _arguments_string(arguments: Any) -> str:
         return arguments
     if arguments is None:
         return "{}"
-    return _ARGUMENTS_ENCODER.encode(arguments)
+    if _C_ARGUMENTS_ENCODER is None or type(arguments) is not dict:
+        return _ARGUMENTS_ENCODER.encode(arguments)
+    return "".join(_C_ARGUMENTS_ENCODER(arguments, 0))
 
 
 def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
@@ -155,6 +168,8 @@ def _with_string_arguments(message: Mapping[str, Any], empty_content: bool) -> M
     """
     calls = message.get("tool_calls")
     fix_content = empty_content and message.get("content") is None
+    if not (calls or fix_content):  # most messages (system, user, tool results): nothing to look at
+        return message
     fix_calls = isinstance(calls, list) and any(_needs_string_arguments(call) for call in calls)
     if not (fix_content or fix_calls):
         return message

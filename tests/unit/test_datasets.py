@@ -20,6 +20,7 @@ from agent_flywheel.datasets import (
     DatasetBuild,
     InsufficientRecordsError,
     WorkloadType,
+    _arguments_string,
     allocate_stratified,
     build_datasets,
     estimate_tokens,
@@ -515,3 +516,17 @@ def test_estimate_tokens() -> None:
     assert estimate_tokens("") == 0
     assert estimate_tokens("abcd") == 2  # ceil(4 / 4 * 1.2)
     assert estimate_tokens(400) == 120
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), _json_values, max_size=5))
+def test_arguments_are_written_as_json_dumps_writes_them(arguments: dict[str, Any]) -> None:
+    """The reused C encoder must give NeMo the very string json.dumps gives (floats, escapes, NaN included)."""
+    assert _arguments_string(arguments) == json.dumps(arguments, ensure_ascii=False)

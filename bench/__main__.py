@@ -136,9 +136,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _merge_sizes(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    """Keep the sizes an earlier run measured and this one did not (``--only extraction --sizes 1000000``)."""
+    """Keep what an earlier run measured and this one did not: other sizes, and the other part of a size
+    (``--only extraction --sizes 1000000 --extract-sizes ''`` re-measures the build of 1M records and keeps
+    its end-to-end figures)."""
     if not old or not args_merge_ok(old):
         return new
+    earlier = {entry["records"]: entry for entry in old["sizes"]}
+    for entry in new["sizes"]:
+        for part in ("build", "end_to_end"):
+            if part not in entry and part in earlier.get(entry["records"], {}):
+                entry[part] = earlier[entry["records"]][part]
     measured = {entry["records"] for entry in new["sizes"]}
     kept = [entry for entry in old["sizes"] if entry["records"] not in measured]
     new["sizes"] = sorted(kept + new["sizes"], key=lambda entry: entry["records"])

@@ -497,6 +497,7 @@ def _summary(runs: list[Isolated], key: str = "seconds") -> dict[str, Any]:
         "ok_runs": len(ok),
         "seconds": median(r.result.get(key) for r in ok),
         "seconds_spread": spread(r.result.get(key) for r in ok),
+        "cpu_seconds": median(r.cpu_s for r in ok),
         "peak_rss_mb": median(r.peak_rss_mb for r in ok),
         "peak_rss_mb_max": max((r.peak_rss_mb or 0.0 for r in ok), default=None),
         "errors": [r.error for r in runs if not r.ok],

@@ -170,6 +170,19 @@ def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None
     assert "Peak memory per record read: ours ≈ 0 bytes (100–300)" in text
     assert "**met**" in text or "**missed**" in text
     assert "Not run in this invocation" not in text
+    assert "(in CPU time 1.0×" in text  # every fake measurement took 0.1 s of CPU
+
+
+def test_a_partial_rerun_keeps_the_other_sizes_and_the_other_part_of_its_size() -> None:
+    from bench.__main__ import _merge_sizes
+
+    old = {
+        "sizes": [{"records": 10, "build": "b10"}, {"records": 20, "build": "old", "end_to_end": "e20"}],
+        "loads": [],
+    }
+    new = {"sizes": [{"records": 20, "build": "new"}], "loads": []}
+    merged = _merge_sizes(old, new)
+    assert merged["sizes"] == [{"records": 10, "build": "b10"}, {"records": 20, "build": "new", "end_to_end": "e20"}]
 
 
 def test_report_only_rewrites_the_document_from_saved_results(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Seq
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, TypeGuard, cast
+from typing import IO, Any
 
 import numpy as np
 
@@ -60,6 +60,7 @@ from agent_flywheel.record_keys import (
     response_message,
 )
 from agent_flywheel.records import LogRecord, to_document
+from agent_flywheel.tool_arguments import call_with_string_arguments, is_mapping, with_string_arguments
 
 MANIFEST_VERSION = 1
 EMBED_BATCH_SIZE = 64
@@ -130,70 +131,6 @@ def last_user_text(messages: Sequence[Any]) -> str:
     return ""
 
 
-# json.dumps(arguments, ensure_ascii=False) without building an encoder per call (the build's hot path).
-_ARGUMENTS_ENCODER = json.JSONEncoder(ensure_ascii=False)
-# Its C encoder, made once: JSONEncoder.encode makes a new one on every call, which cost as much as the
-# encoding of a small arguments object. Without the circular-reference check, which parsed JSON never needs;
-# the json module's own encode is used where the C encoder is not available.
-_MAKE_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)  # CPython's _json.make_encoder
-_C_ARGUMENTS_ENCODER: Any = (
-    None
-    if _MAKE_C_ENCODER is None
-    else _MAKE_C_ENCODER(
-        None, _ARGUMENTS_ENCODER.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
-    )
-)
-
-
-def _arguments_string(arguments: Any) -> str:
-    """Arguments as the JSON string NeMo requires (a string stays as it is; absent becomes ``{}``)."""
-    if isinstance(arguments, str):
-        return arguments
-    if arguments is None:
-        return "{}"
-    if _C_ARGUMENTS_ENCODER is None or type(arguments) is not dict:
-        return _ARGUMENTS_ENCODER.encode(arguments)
-    return "".join(_C_ARGUMENTS_ENCODER(arguments, 0))
-
-
-def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
-    return type(value) is dict or isinstance(value, Mapping)  # the ABC check only for non-dicts: it is slow
-
-
-def _with_string_arguments(message: Mapping[str, Any], empty_content: bool) -> Mapping[str, Any]:
-    """``message`` with tool-call arguments as JSON strings (and null content as ``""`` if asked).
-
-    A message that needs neither is returned as it is, not copied: most messages of a conversation (system,
-    user, tool results) pass through a build untouched, and copying each of them was most of the cost.
-    """
-    calls = message.get("tool_calls")
-    fix_content = empty_content and message.get("content") is None
-    if not (calls or fix_content):  # most messages (system, user, tool results): nothing to look at
-        return message
-    fix_calls = isinstance(calls, list) and any(_needs_string_arguments(call) for call in calls)
-    if not (fix_content or fix_calls):
-        return message
-    copied = dict(message)
-    if fix_content:
-        copied["content"] = ""
-    if fix_calls:
-        copied["tool_calls"] = [_call_with_string_arguments(call) for call in cast(list[Any], calls)]
-    return copied
-
-
-def _needs_string_arguments(call: Any) -> bool:
-    function = call.get("function") if _is_mapping(call) else None
-    return _is_mapping(function) and not isinstance(function.get("arguments"), str)
-
-
-def _call_with_string_arguments(call: Any) -> Any:
-    if not _needs_string_arguments(call):
-        return call
-    function = dict(call["function"])
-    function["arguments"] = _arguments_string(function.get("arguments"))
-    return {**call, "function": function}
-
-
 def to_training_example(record: Mapping[str, Any], tool_calling: bool) -> dict[str, Any]:
     """A NeMo Customizer line: request messages plus the answer, ``tools`` for tool-calling workloads.
 
@@ -202,14 +139,14 @@ def to_training_example(record: Mapping[str, Any], tool_calling: bool) -> dict[s
     that need no change are shared with ``record``, not copied.
     """
     messages = [
-        _with_string_arguments(m, empty_content=m.get("role") == "assistant") if _is_mapping(m) else m
+        with_string_arguments(m, empty_content=m.get("role") == "assistant") if is_mapping(m) else m
         for m in request_messages(record) or []
     ]
     answer = response_message(record) or {}
     out_answer: dict[str, Any] = {"role": "assistant", "content": answer.get("content") or ""}
     calls = answer.get("tool_calls")
     if calls:
-        out_answer["tool_calls"] = [_call_with_string_arguments(c) for c in calls] if isinstance(calls, list) else calls
+        out_answer["tool_calls"] = [call_with_string_arguments(c) for c in calls] if isinstance(calls, list) else calls
     line: dict[str, Any] = {"messages": [*messages, out_answer]}
     if tool_calling:
         line["tools"] = request_tools(record)
@@ -224,9 +161,7 @@ def to_eval_record(record: Mapping[str, Any], messages: Sequence[Any] | None = N
     out = dict(record)
     request = dict(record.get("request") or {})
     source = messages if messages is not None else request.get("messages") or []
-    request["messages"] = [
-        _with_string_arguments(m, empty_content=False) if isinstance(m, Mapping) else m for m in source
-    ]
+    request["messages"] = [with_string_arguments(m, empty_content=False) if is_mapping(m) else m for m in source]
     out["request"] = request
     return out
 

@@ -5,9 +5,11 @@ should be built from everything collected so far. So each run appends its new re
 under ``.flywheel/records/<workload>/<client>/`` and the dataset build reads all segments back; a full
 rebuild clears them and reads the log store from the start.
 
-Beside each segment lies its key file (:mod:`agent_flywheel.record_keys`): the hash, label and the other
-columns the build needs, computed once as the records are written, so a build does not recompute them
-for every record ever collected.
+A segment holds one record per line as :func:`cache_line` writes it: the document of the validated
+record with the request's tool-call arguments as JSON strings, the form every dataset line needs, so no
+build re-encodes them. Beside each segment lies its key file (:mod:`agent_flywheel.record_keys`): the
+hash, label and the other columns the build needs, computed once as the records are written, so a build
+does not recompute them for every record ever collected.
 """
 
 from __future__ import annotations
@@ -33,9 +35,16 @@ from agent_flywheel.record_keys import (
     write_key_file,
 )
 from agent_flywheel.records import LogRecord, to_document
+from agent_flywheel.tool_arguments import request_with_string_arguments
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 T = TypeVar("T")
+
+
+def cache_line(document: dict[str, Any]) -> bytes:
+    """The line a segment holds for a document: compact JSON, the request's tool-call arguments as the
+    strings every dataset line needs (:func:`~agent_flywheel.tool_arguments.request_with_string_arguments`)."""
+    return dump_line(request_with_string_arguments(document))
 
 
 class SegmentWriter:
@@ -52,8 +61,9 @@ class SegmentWriter:
         """Append one document (a JSON-able record, as :func:`~agent_flywheel.records.to_document` gives).
 
         ``digest``: its conversation hash when the caller has it already (extraction dedupes on it).
+        The line is :func:`cache_line`.
         """
-        line = dump_line(document)
+        line = cache_line(document)
         self._handle.write(line)
         self.columns.add(record_keys(document, digest), self._offset)
         self._offset += len(line)

@@ -12,8 +12,10 @@ Two files per size:
   This is what the log store is loaded with.
 - ``cache.jsonl``: what extraction hands to the dataset build. The good records (duplicates included,
   as the record cache accumulates them across incremental runs) in canonical form: ISO ``...Z``
-  timestamps, ``arguments`` as objects. ``check_cache_equivalence`` verifies on a sample that this is
-  exactly what :func:`agent_flywheel.records.to_document` makes of the raw record.
+  timestamps, ``arguments`` as objects, then written as the record cache writes them
+  (:func:`agent_flywheel.record_cache.cache_line`: the request's arguments as JSON strings).
+  ``check_cache_equivalence`` verifies on a sample that the canonical form is exactly what
+  :func:`agent_flywheel.records.to_document` makes of the raw record.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from agent_flywheel.record_cache import cache_line
 
 WORKLOAD_ID = "customer-support"
 CLIENT_ID = "bench"
@@ -319,7 +323,7 @@ def generate(spec: Spec, directory: Path) -> Counts:
             else:
                 counts.good += 1
             sources.add(_kind(spec.seed, index, spec)[1])  # the conversation this record carries
-            cline = orjson.dumps(canonical) + b"\n"
+            cline = cache_line(canonical)
             cache_file.write(cline)
             counts.cache_bytes += len(cline)
             counts.cache_records += 1

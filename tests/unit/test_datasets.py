@@ -20,7 +20,6 @@ from agent_flywheel.datasets import (
     DatasetBuild,
     InsufficientRecordsError,
     WorkloadType,
-    _arguments_string,
     allocate_stratified,
     build_datasets,
     estimate_tokens,
@@ -35,6 +34,7 @@ from agent_flywheel.datasets import (
 )
 from agent_flywheel.record_keys import NO_TOOL
 from agent_flywheel.records import LogRecord, validate_record
+from agent_flywheel.tool_arguments import arguments_string
 
 TOOLS = ["get_order", "return_item", "search_products", "track_shipment"]
 SMALL = NIMConfig(model_name="meta/llama-3.2-1b-instruct", context_length=8192)
@@ -529,4 +529,4 @@ _json_values = st.recursive(
 @given(st.dictionaries(st.text(max_size=6), _json_values, max_size=5))
 def test_arguments_are_written_as_json_dumps_writes_them(arguments: dict[str, Any]) -> None:
     """The reused C encoder must give NeMo the very string json.dumps gives (floats, escapes, NaN included)."""
-    assert _arguments_string(arguments) == json.dumps(arguments, ensure_ascii=False)
+    assert arguments_string(arguments) == json.dumps(arguments, ensure_ascii=False)

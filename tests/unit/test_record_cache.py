@@ -31,6 +31,14 @@ def documents() -> list[dict[str, Any]]:
     bad = record(999, "get_order")
     bad["response"]["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = "{not json"
     docs.append(bad)
+    for i, arguments in enumerate([{"order_id": "é-7", "qty": 1.5e-05}, '{"order_id": "8"}', None]):
+        follow_up = record(2000 + i, "get_order")  # a second turn: the first call and its result in the history
+        call = {"id": f"h-{i}", "type": "function", "function": {"name": "get_order", "arguments": arguments}}
+        follow_up["request"]["messages"] += [
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"h-{i}", "content": "shipped"},
+        ]
+        docs.append(follow_up)
     return docs
 
 
@@ -56,6 +64,11 @@ def test_a_build_from_the_cache_equals_a_build_from_the_records(tmp_path: Path) 
     assert len(cache.segments()) == 3
     assert all(read_key_file(segment) is not None for segment in cache.segments())
     assert cache.count() == len(docs)
+
+    # the request's tool-call arguments are kept as the JSON strings every dataset line needs
+    history = [load_line(line)["request"]["messages"] for s in cache.segments() for line in s.read_bytes().splitlines()]
+    stored = [c["function"]["arguments"] for ms in history for m in ms for c in m.get("tool_calls") or []]
+    assert stored == ['{"order_id": "é-7", "qty": 1.5e-05}', '{"order_id": "8"}', None]  # absent stays absent
 
     from_cache = build(cache, tmp_path / "cache")
     from_list = build(docs, tmp_path / "list")

@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent_flywheel.conversation import conversation_hash
+from agent_flywheel.datasets import to_eval_record, to_training_example
+from agent_flywheel.jsonlines import dump_line, load_line
 from agent_flywheel.record_keys import record_keys
 from agent_flywheel.records import (
     MAX_RECORD_BYTES,
@@ -32,6 +34,7 @@ from agent_flywheel.records import (
     to_document,
     validate_record,
 )
+from agent_flywheel.tool_arguments import request_with_string_arguments
 
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
@@ -414,6 +417,24 @@ def test_the_extraction_digest_is_the_digest_the_record_cache_computes_from_the_
     assert isinstance(record, LogRecord)
     keys = record_keys(to_document(record))
     assert keys is not None and keys.digest == record_digest(record)
+
+
+@SETTINGS
+@given(valid_records(), st.booleans())
+def test_the_record_cache_form_gives_the_same_keys_and_dataset_lines(
+    raw: dict[str, Any], parse_arguments: bool
+) -> None:
+    """The cache stores request arguments as strings; what the build makes of a record must not change."""
+    record = validate_record(raw, source="p:1", parse_function_arguments=parse_arguments)
+    assert isinstance(record, LogRecord)
+    document = to_document(record)
+    stored = load_line(dump_line(request_with_string_arguments(document)))
+    assert record_keys(stored) == record_keys(document)
+    for tool_calling in (True, False):
+        assert dump_line(to_training_example(stored, tool_calling)) == dump_line(
+            to_training_example(document, tool_calling)
+        )
+    assert dump_line(to_eval_record(stored)) == dump_line(to_eval_record(document))
 
 
 @SETTINGS

@@ -473,9 +473,9 @@ def extract(
     ``sink`` receives each valid, distinct record as soon as it is validated, newest first, with its
     dedupe digest (:func:`~agent_flywheel.records.record_digest`, so a writer need not hash it again), and
     ``records`` of the result stays empty: memory then holds one page and the 32-byte digests that
-    dedupe, however many records the window has (write them to a
-    :meth:`~agent_flywheel.record_cache.RecordCache.writer`). An exception from the sink stops the read
-    and propagates. Without a sink the records are collected in ``records``.
+    dedupe, however many records the window has (the flow writes them into the record cache with
+    :meth:`~agent_flywheel.record_cache.RecordCache.replace_window`). An exception from the sink stops the
+    read and propagates. Without a sink the records are collected in ``records``.
 
     ``limit`` bounds the work: reading stops once ``limit`` distinct valid records are read, so the
     result is the *newest* ``limit`` distinct conversations in the window (the blueprint keeps the newest

@@ -45,35 +45,42 @@ def is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
     return type(value) is dict or isinstance(value, Mapping)
 
 
-def with_string_arguments(message: Mapping[str, Any], empty_content: bool) -> Mapping[str, Any]:
+def with_string_arguments(
+    message: Mapping[str, Any], empty_content: bool, keep_absent: bool = False
+) -> Mapping[str, Any]:
     """``message`` with tool-call arguments as JSON strings (and null content as ``""`` if asked).
 
-    A message that needs neither is returned as it is, not copied: most messages of a conversation (system,
-    user, tool results) pass through a build untouched, and copying each of them was most of the cost.
+    ``keep_absent`` leaves absent arguments absent instead of writing ``{}``. A message that needs no
+    change is returned as it is, not copied: most messages of a conversation (system, user, tool results)
+    pass through a build untouched, and copying each of them was most of the cost.
     """
     calls = message.get("tool_calls")
     fix_content = empty_content and message.get("content") is None
     if not (calls or fix_content):  # most messages (system, user, tool results): nothing to look at
         return message
-    fix_calls = isinstance(calls, list) and any(_needs_string_arguments(call) for call in calls)
+    fix_calls = isinstance(calls, list) and any(_needs_string_arguments(call, keep_absent) for call in calls)
     if not (fix_content or fix_calls):
         return message
     copied = dict(message)
     if fix_content:
         copied["content"] = ""
     if fix_calls:
-        copied["tool_calls"] = [call_with_string_arguments(call) for call in cast(list[Any], calls)]
+        copied["tool_calls"] = [call_with_string_arguments(call, keep_absent) for call in cast(list[Any], calls)]
     return copied
 
 
-def _needs_string_arguments(call: Any) -> bool:
+def _needs_string_arguments(call: Any, keep_absent: bool) -> bool:
     function = call.get("function") if is_mapping(call) else None
-    return is_mapping(function) and not isinstance(function.get("arguments"), str)
+    if not is_mapping(function):
+        return False
+    arguments = function.get("arguments")
+    return not isinstance(arguments, str) and not (keep_absent and arguments is None)
 
 
-def call_with_string_arguments(call: Any) -> Any:
-    """One tool call with its arguments as a JSON string (the call itself when they are one already)."""
-    if not _needs_string_arguments(call):
+def call_with_string_arguments(call: Any, keep_absent: bool = False) -> Any:
+    """One tool call with its arguments as a JSON string (the call itself when they are one already, or
+    when they are absent and ``keep_absent`` says to leave them so)."""
+    if not _needs_string_arguments(call, keep_absent):
         return call
     function = dict(call["function"])
     function["arguments"] = arguments_string(function.get("arguments"))
@@ -92,22 +99,9 @@ def request_with_string_arguments(document: dict[str, Any]) -> dict[str, Any]:
     messages = request.get("messages") if is_mapping(request) else None
     if not isinstance(messages, list):
         return document
-    converted, changed = [], False
-    for message in messages:
-        calls = message.get("tool_calls") if is_mapping(message) else None
-        if isinstance(calls, list) and any(_arguments_object(call) for call in calls):
-            message = {
-                **message,
-                "tool_calls": [call_with_string_arguments(c) if _arguments_object(c) else c for c in calls],
-            }
-            changed = True
-        converted.append(message)
-    if not changed:
+    converted = [
+        with_string_arguments(m, empty_content=False, keep_absent=True) if is_mapping(m) else m for m in messages
+    ]
+    if all(new is old for new, old in zip(converted, messages, strict=True)):
         return document
     return {**document, "request": {**cast(Mapping[str, Any], request), "messages": converted}}
-
-
-def _arguments_object(call: Any) -> bool:
-    """Whether a call's arguments are there and not yet a string."""
-    function = call.get("function") if is_mapping(call) else None
-    return is_mapping(function) and not isinstance(function.get("arguments"), str | None)

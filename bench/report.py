@@ -301,6 +301,14 @@ def _breakdown(data: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def _pipeline_cell(run: dict[str, Any], n: int, cap: float | None, with_time: bool = False) -> str:
+    """One end-to-end pipeline over ``n`` records: (time,) rate and peak memory, or why there are none."""
+    if not (run["ok_runs"] and run["seconds"]):
+        return f"over the {mb(cap)} memory cap" if run.get("killed_at_mb") else "failed"
+    speed, peak = rate(n / run["seconds"]), mb(run["peak_rss_mb_max"])
+    return f"{seconds(run['seconds'])} ({speed}), {peak}" if with_time else f"{speed}, {peak}"
+
+
 def _end_to_end(sizes: list[dict[str, Any]], cap: float | None) -> list[str]:
     rows = []
     for entry in sizes:
@@ -310,21 +318,14 @@ def _end_to_end(sizes: list[dict[str, Any]], cap: float | None) -> list[str]:
         n = entry["records"]
         ours, naive, bound = e2e["ours"], e2e["naive"], e2e["orjson_parse_raw"]
 
-        def cell(run: dict[str, Any], n: int = n) -> str:
-            if run["ok_runs"]:
-                return f"{seconds(run['seconds'])} ({rate(n / run['seconds'])}), {mb(run['peak_rss_mb_max'])}"
-            if run.get("killed_at_mb"):
-                return f"over the {mb(cap)} memory cap"
-            return "failed"
-
         rows.append(
             [
                 count(n),
                 seconds(bound["seconds"]),
-                cell(ours),
+                _pipeline_cell(ours, n, cap, with_time=True),
                 f"{seconds(e2e['ours_extract_seconds'])} / {seconds(e2e['ours_build_seconds'])}",
                 mb(e2e["ours_extract_peak_rss_mb"]),
-                cell(naive),
+                _pipeline_cell(naive, n, cap, with_time=True),
                 _num(e2e["ratio_ours_to_orjson"], ".0f", "×"),
                 _num(e2e["ratio_naive_to_orjson"], ".0f", "×"),
                 seconds(e2e["load"]["seconds"]),
@@ -728,16 +729,11 @@ def _summary(results: dict[str, Any]) -> list[str]:
     for entry in [e for e in ext.get("sizes", []) if e.get("end_to_end")]:
         n = entry["records"]
 
-        def figure(run: dict[str, Any], n: int = n) -> str:
-            if run["ok_runs"] and run["seconds"]:
-                return f"{rate(n / run['seconds'])}, {mb(run['peak_rss_mb_max'])}"
-            return f"over the {mb(cap)} memory cap" if run.get("killed_at_mb") else "failed"
-
         rows.append(
             [
                 "1",
                 f"log store → dataset files, {count(n)} records: ours vs naive (rate, peak RSS)",
-                f"{figure(entry['end_to_end']['ours'])} vs {figure(entry['end_to_end']['naive'])}",
+                f"{_pipeline_cell(entry['end_to_end']['ours'], n, cap)} vs {_pipeline_cell(entry['end_to_end']['naive'], n, cap)}",
                 "",
             ]
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from agent_flywheel.local.agent.logship import LogShipper, _retryable
@@ -33,6 +35,33 @@ async def test_an_outage_keeps_the_records_and_counts_the_failure() -> None:
     assert [doc_id for doc_id, _ in shipper._pending] == [f"id-{i}" for i in range(5)]  # order kept
     closed = await shipper.close(timeout_s=2.0)
     assert closed.pending == 5 and shipper.stats()["write_failures"] == 2
+
+
+async def _silent_server() -> tuple[asyncio.base_events.Server, int]:
+    """A log server that accepts connections and never answers (every write is in progress until cut off)."""
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(60)
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_records_in_a_write_in_progress_count_as_pending_and_a_cancelled_write_keeps_them() -> None:
+    server, port = await _silent_server()
+    async with server:
+        shipper = LogShipper(f"http://127.0.0.1:{port}", "flywheel", batch_size=2, timeout_s=30.0)
+        for i in range(3):
+            shipper.add(f"id-{i}", record(i))
+        flushing = asyncio.create_task(shipper.flush())
+        await asyncio.sleep(0.2)  # the first batch of 2 is on its way and stuck
+        assert shipper.stats()["pending"] == 3 and len(shipper._pending) == 1
+        flushing.cancel()  # what a shutdown does when its final flush times out
+        with contextlib.suppress(asyncio.CancelledError):
+            await flushing
+        assert shipper.pending == 3
+        assert [doc_id for doc_id, _ in shipper._pending] == ["id-0", "id-1", "id-2"]  # back, in order
+        await shipper.client.close()
 
 
 async def test_a_disabled_shipper_queues_nothing() -> None:

@@ -85,6 +85,7 @@ class LogShipper:
         self.timeout_s = timeout_s
         self.enabled = enabled
         self._pending: deque[tuple[str, dict[str, Any]]] = deque()
+        self._writing = 0  # records taken from _pending for the write in progress
         self._es: AsyncElasticsearch | None = None
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -138,8 +139,8 @@ class LogShipper:
 
     @property
     def pending(self) -> int:
-        """Records waiting to be written."""
-        return len(self._pending)
+        """Records not yet written: waiting, or in the write in progress."""
+        return len(self._pending) + self._writing
 
     async def _run(self) -> None:
         while True:
@@ -187,6 +188,7 @@ class LogShipper:
         async with self._flush_lock:
             while self._pending:
                 batch = [self._pending.popleft() for _ in range(min(self.batch_size, len(self._pending)))]
+                self._writing = len(batch)
                 try:
                     await self._ensure_index()
                     done, errors = await async_bulk(
@@ -197,9 +199,15 @@ class LogShipper:
                         raise_on_exception=False,
                     )
                 except Exception as exc:  # connection refused, timeout, anything: keep the records, count it
+                    self._writing = 0
                     self._failed(batch, f"{type(exc).__name__}: {exc}")
                     result.ok, result.error = False, self.last_error
                     break
+                except BaseException:  # cancelled (a shutdown's flush timed out): keep the records, unwritten
+                    self._writing = 0
+                    self._pending.extendleft(reversed(batch))
+                    raise
+                self._writing = 0
                 result.indexed += done
                 self.records_indexed += done
                 retry, reason = self._sort_errors(errors, result)
@@ -211,7 +219,7 @@ class LogShipper:
                 self._consecutive_failures = 0
             if refresh and result.ok:
                 result.refreshed = await self._refresh(result)
-        result.pending = len(self._pending)
+        result.pending = self.pending
         return result
 
     def _sort_errors(self, errors: Any, result: FlushResult) -> tuple[list[str], str]:
@@ -251,7 +259,7 @@ class LogShipper:
             try:
                 result = await asyncio.wait_for(self.flush(), timeout=timeout_s)
             except TimeoutError:
-                result = FlushResult(ok=False, pending=len(self._pending), error="final flush timed out")
+                result = FlushResult(ok=False, pending=self.pending, error="final flush timed out")
             if result.pending:
                 logger.warning("shutting down with %d log record(s) not written", result.pending)
         if self._es is not None:
@@ -265,7 +273,7 @@ class LogShipper:
             "enabled": self.enabled,
             "url": self.url,
             "index": self.index,
-            "pending": len(self._pending),
+            "pending": self.pending,
             "records_queued": self.records_queued,
             "records_indexed": self.records_indexed,
             "records_rejected": self.records_rejected,

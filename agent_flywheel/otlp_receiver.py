@@ -31,8 +31,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from agent_flywheel.local.threaded import ThreadedServer
 from agent_flywheel.profiling import Span, spans_from_otlp
+from simulators.threaded import ThreadedServer
 
 TRACES_PATH = "/v1/traces"
 DEFAULT_MAX_DOCUMENTS = 100_000

@@ -166,9 +166,9 @@ def demo_runs(home: str, traffic: int, clock_speed: float, plan: list[int], poll
     )
     (home_path / "prefect").mkdir(exist_ok=True)
     from agent_flywheel.config import FlywheelConfig, load_config
-    from agent_flywheel.local.settings import PARTS, LocalStackConfig, Ports, load_local_config
-    from agent_flywheel.local.stack import LocalStack
-    from agent_flywheel.local.threaded import free_port
+    from simulators.settings import PARTS, LocalStackConfig, Ports, load_local_config
+    from simulators.stack import LocalStack
+    from simulators.threaded import free_port
 
     shipped = load_local_config(ROOT / "configs" / "local.yaml")
     cfg = LocalStackConfig(
@@ -189,7 +189,7 @@ def demo_runs(home: str, traffic: int, clock_speed: float, plan: list[int], poll
     try:
         import httpx
 
-        from agent_flywheel.local.agent.traffic import run_traffic
+        from simulators.agent.traffic import run_traffic
 
         t = time.perf_counter()
         report = run_traffic(cfg.url("agent"), requests=traffic, concurrency=8, seed=7)

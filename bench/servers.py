@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import yaml
 
-from agent_flywheel.local.threaded import free_port
+from simulators.threaded import free_port
 
 HEALTH = {"logserver": "/", "nim": "/v1/health/ready", "datastore": "/health", "nemo": "/health", "agent": "/health"}
 
@@ -41,7 +41,7 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes] | None, timeout_s: f
 
 @contextlib.contextmanager
 def simulator(part: str, state_dir: Path, section: dict[str, Any] | None = None, **config: Any) -> Iterator[str]:
-    """Run ``python -m agent_flywheel.local.<part>`` on a free port; yields its base URL; stops it after."""
+    """Run ``python -m simulators.<part>`` on a free port; yields its base URL; stops it after."""
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     settings: dict[str, Any] = {"state_dir": str(state_dir), "ports": {part: port}, **config}
@@ -51,7 +51,7 @@ def simulator(part: str, state_dir: Path, section: dict[str, Any] | None = None,
     config_file.write_text(yaml.safe_dump(settings))
     env = {**os.environ, "FLYWHEEL_HOME": str(state_dir), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", f"agent_flywheel.local.{part}", "--config", str(config_file), "--port", str(port)],
+        [sys.executable, "-m", f"simulators.{part}", "--config", str(config_file), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,

@@ -1,7 +1,7 @@
 """Benchmark 3: how many GPUs each sizing method asks for, against the true answer.
 
 The NIM simulator's latency model is a continuous-batching server whose steady state is known exactly
-(:mod:`agent_flywheel.local.nim.latency`), so for each parameter set the *true* largest concurrency under
+(:mod:`simulators.nim.latency`), so for each parameter set the *true* largest concurrency under
 the p95 target (``max_concurrency_under``) and the true replica count for the target users
 (``replicas_needed``) are computed, not estimated. Each set is then measured the way a user would:
 a closed-loop sweep over HTTP against the simulator running in its own process (``time_scale`` shrinks
@@ -121,7 +121,7 @@ def levels_for(slots: int) -> list[int]:
 
 def truth(case: Case, calls: list[tuple[int, int]]) -> dict[str, Any]:
     """The exact answer from the latency model: C* of the system under test, replicas and GPUs for USERS."""
-    from agent_flywheel.local.nim.latency import (
+    from simulators.nim.latency import (
         LatencyParams,
         max_concurrency_under,
         replicas_needed,

@@ -11,11 +11,11 @@ from typing import TypeVar
 
 from prefect.blocks.core import Block
 
-from agent_flywheel.local.settings import LocalStackConfig, load_local_config
 from blocks.agent_target import AgentTarget
 from blocks.log_store import LogStore
 from blocks.mlflow_tracking import MlflowTracking
 from blocks.nemo_platform import NemoPlatform
+from simulators.settings import LocalStackConfig, load_local_config
 
 LOCAL = "local"
 BlockT = TypeVar("BlockT", bound=Block)

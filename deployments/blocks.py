@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent_flywheel.local.settings import LocalStackConfig
 from blocks.resolve import LOCAL, local_defaults
+from simulators.settings import LocalStackConfig
 
 
 def register_blocks(cfg: LocalStackConfig | None = None, name: str = LOCAL) -> list[str]:

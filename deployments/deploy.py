@@ -21,7 +21,6 @@ from uuid import UUID
 import httpx
 import yaml
 
-from agent_flywheel.local.settings import LocalStackConfig
 from agent_flywheel.paths import configure_local_environment, state_dir
 from deployments.server import (
     PROJECT_ROOT,
@@ -33,6 +32,7 @@ from deployments.server import (
     log_tail,
     prefect_env,
 )
+from simulators.settings import LocalStackConfig
 
 if TYPE_CHECKING:  # Prefect is imported only once PREFECT_HOME is set (configure_local_environment)
     from prefect.client.orchestration import SyncPrefectClient

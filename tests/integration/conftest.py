@@ -11,8 +11,8 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
-from agent_flywheel.local.settings import PARTS, LocalStackConfig, Ports
-from agent_flywheel.local.threaded import ThreadedServer, free_port
+from simulators.settings import PARTS, LocalStackConfig, Ports
+from simulators.threaded import ThreadedServer, free_port
 
 
 def fast_stack_config(state_dir: Path) -> LocalStackConfig:
@@ -38,7 +38,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
     servers = []
     try:
         for part in PARTS:
-            module = importlib.import_module(f"agent_flywheel.local.{part}.server")
+            module = importlib.import_module(f"simulators.{part}.server")
             servers.append(ThreadedServer(module.create_app(cfg), cfg.host, getattr(cfg.ports, part)).start())
         yield cfg
     finally:
@@ -78,7 +78,7 @@ def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFacto
         config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
         monkeypatch.setenv("FLYWHEEL_LOCAL_CONFIG", str(config_file))
         for part in PARTS:
-            module = importlib.import_module(f"agent_flywheel.local.{part}.server")
+            module = importlib.import_module(f"simulators.{part}.server")
             app = module.create_app(cfg)
             if prepare is not None:
                 prepare(part, app)

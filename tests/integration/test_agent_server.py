@@ -23,15 +23,15 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from agent_flywheel.local.agent.server import create_app
-from agent_flywheel.local.agent.traffic import run_traffic
-from agent_flywheel.local.settings import LocalStackConfig, Ports
-from agent_flywheel.local.threaded import ThreadedServer, free_port
+from simulators.agent.server import create_app
+from simulators.agent.traffic import run_traffic
+from simulators.settings import LocalStackConfig, Ports
+from simulators.threaded import ThreadedServer, free_port
 
 pytestmark = pytest.mark.integration
 
 TEACHER = "meta/llama-3.3-70b-instruct"
-REAL_LOGSERVER = importlib.util.find_spec("agent_flywheel.local.logserver.server") is not None
+REAL_LOGSERVER = importlib.util.find_spec("simulators.logserver.server") is not None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def logstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LogStore]:
     if REAL_LOGSERVER:
         from elasticsearch import Elasticsearch
 
-        from agent_flywheel.local.logserver.server import create_app as create_logserver
+        from simulators.logserver.server import create_app as create_logserver
 
         cfg = LocalStackConfig(state_dir=str(tmp_path_factory.mktemp("logserver")))
         with ThreadedServer(create_logserver(cfg)) as server, Elasticsearch(server.url) as client:
@@ -382,7 +382,7 @@ def test_module_entry_point_serves_health(tmp_path: Path) -> None:
     config = tmp_path / "local.yaml"
     config.write_text(f"state_dir: {tmp_path}\nagent:\n  log_enabled: false\n")
     process = subprocess.Popen(
-        [sys.executable, "-m", "agent_flywheel.local.agent", "--config", str(config), "--port", str(port)],
+        [sys.executable, "-m", "simulators.agent", "--config", str(config), "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -12,14 +12,14 @@ import yaml
 from elasticsearch import Elasticsearch
 from typer.testing import CliRunner
 
-from agent_flywheel.cli import app
 from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ICLConfig, NIMConfig
 from agent_flywheel.datasets import build_datasets
-from agent_flywheel.local.logserver.server import create_app
-from agent_flywheel.local.settings import LocalStackConfig, Ports
-from agent_flywheel.local.threaded import ThreadedServer, free_port
 from agent_flywheel.logstore import extract
 from agent_flywheel.records import QuarantineWriter, to_document
+from cli.main import app
+from simulators.logserver.server import create_app
+from simulators.settings import LocalStackConfig, Ports
+from simulators.threaded import ThreadedServer, free_port
 from tests.unit.test_records import AIVA  # the blueprint quickstart's tool-calling record, verbatim
 
 pytestmark = pytest.mark.integration

@@ -21,9 +21,9 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from agent_flywheel.local.datastore.server import create_app
-from agent_flywheel.local.settings import LocalStackConfig
-from agent_flywheel.local.threaded import ThreadedServer
+from simulators.datastore.server import create_app
+from simulators.settings import LocalStackConfig
+from simulators.threaded import ThreadedServer
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from agent_flywheel.config import FlywheelConfig, parse_config
-from agent_flywheel.local.agent.traffic import run_traffic
-from agent_flywheel.local.settings import LocalStackConfig
 from agent_flywheel.tracking import CHAMPION_ALIAS
+from simulators.agent.traffic import run_traffic
+from simulators.settings import LocalStackConfig
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ from elasticsearch import (
 )
 from elasticsearch.helpers import async_bulk, async_scan
 
-from agent_flywheel.local.common import SIMULATED_HEADER
-from agent_flywheel.local.logserver import create_app
-from agent_flywheel.local.settings import LocalStackConfig
-from agent_flywheel.local.threaded import ThreadedServer
+from simulators.common import SIMULATED_HEADER
+from simulators.logserver import create_app
+from simulators.settings import LocalStackConfig
+from simulators.threaded import ThreadedServer
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
-from agent_flywheel.local.settings import LocalStackConfig
-from agent_flywheel.local.threaded import ThreadedServer
 from agent_flywheel.logstore import (
     LOG_INDEX_MAPPING,
     MemoryWatermarkStore,
@@ -27,6 +25,8 @@ from agent_flywheel.logstore import (
     scan_records,
 )
 from agent_flywheel.records import LogRecord, QuarantineWriter, record_hash, to_document, validate_record
+from simulators.settings import LocalStackConfig
+from simulators.threaded import ThreadedServer
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def record(i: int, seconds: float, **kwargs: Any) -> LogRecord:
 
 @pytest.fixture(scope="module")
 def es(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elasticsearch]:
-    from agent_flywheel.local.logserver.server import create_app
+    from simulators.logserver.server import create_app
 
     cfg = LocalStackConfig(state_dir=str(tmp_path_factory.mktemp("logserver")))
     with ThreadedServer(create_app(cfg)) as server:

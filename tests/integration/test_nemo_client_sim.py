@@ -17,8 +17,6 @@ import httpx
 import pytest
 
 from agent_flywheel.config import CustomizerConfig, EvaluationConfig, FlywheelConfig, NIMConfig
-from agent_flywheel.local.settings import LocalStackConfig, Ports
-from agent_flywheel.local.threaded import ThreadedServer, free_port
 from agent_flywheel.nemo import (
     IdempotencyKey,
     NemoAPIError,
@@ -31,6 +29,8 @@ from agent_flywheel.nemo import (
     wait_for,
 )
 from agent_flywheel.nemo import payloads as p
+from simulators.settings import LocalStackConfig, Ports
+from simulators.threaded import ThreadedServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -81,9 +81,9 @@ TRAIN_RECORDS = [_record(i) for i in range(100, 160)]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackConfig]:
-    from agent_flywheel.local.datastore.server import create_app as datastore_app
-    from agent_flywheel.local.nemo.server import create_app as nemo_app
-    from agent_flywheel.local.nim.server import create_app as nim_app
+    from simulators.datastore.server import create_app as datastore_app
+    from simulators.nemo.server import create_app as nemo_app
+    from simulators.nim.server import create_app as nim_app
 
     ports = Ports(nemo=free_port(), datastore=free_port(), nim=free_port(), logserver=free_port(), agent=free_port())
     cfg = LocalStackConfig(state_dir=str(tmp_path_factory.mktemp("stack")), clock_speed=1000, ports=ports)

@@ -26,9 +26,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from agent_flywheel.local.nemo.server import create_app
-from agent_flywheel.local.settings import LocalStackConfig, Ports
-from agent_flywheel.local.threaded import ThreadedServer, free_port
+from simulators.nemo.server import create_app
+from simulators.settings import LocalStackConfig, Ports
+from simulators.threaded import ThreadedServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -810,7 +810,7 @@ def test_a_restart_keeps_jobs(tmp_path: Path) -> None:
 
 def test_contract_with_the_real_nim_simulator(tmp_path: Path) -> None:
     """The NIM simulator of this project accepts our registrations and serves what we evaluate."""
-    from agent_flywheel.local.nim.server import create_app as nim_app
+    from simulators.nim.server import create_app as nim_app
 
     datastore = DataStoreStandIn()
     ds_server = ThreadedServer(datastore.app())

@@ -13,9 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from agent_flywheel.conversation import inject_examples, render_example
-from agent_flywheel.local.nim.server import create_app
-from agent_flywheel.local.settings import LocalStackConfig, Ports
-from agent_flywheel.local.threaded import ThreadedServer, free_port
+from simulators.nim.server import create_app
+from simulators.settings import LocalStackConfig, Ports
+from simulators.threaded import ThreadedServer, free_port
 
 pytestmark = pytest.mark.integration
 

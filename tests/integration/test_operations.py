@@ -37,9 +37,9 @@ import httpx
 import pytest
 import yaml
 
-from agent_flywheel.local.agent.traffic import run_traffic
-from agent_flywheel.local.settings import PARTS, LocalStackConfig, Ports
-from agent_flywheel.local.threaded import ThreadedServer, free_port
+from simulators.agent.traffic import run_traffic
+from simulators.settings import PARTS, LocalStackConfig, Ports
+from simulators.threaded import ThreadedServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ def _stack_config(state_dir: Path) -> LocalStackConfig:
 def _start_stack(cfg: LocalStackConfig, stack: ExitStack) -> None:
     """Every part of the local stack as a real HTTP server in a thread of this process."""
     for part in PARTS:
-        module = importlib.import_module(f"agent_flywheel.local.{part}.server")
+        module = importlib.import_module(f"simulators.{part}.server")
         stack.enter_context(ThreadedServer(module.create_app(cfg), cfg.host, getattr(cfg.ports, part)))
 
 
@@ -180,7 +180,7 @@ def ops(tmp_path: Path) -> Iterator[Ops]:
 
 def _cli_start(ops: Ops, *args: str) -> subprocess.Popen[str]:
     """The operations CLI as a user runs it (``flywheel server|deploy|worker``), in the background."""
-    argv = [sys.executable, "-m", "deployments.cli", *args]
+    argv = [sys.executable, "-m", "cli.operations", *args]
     if args[0] in ("server", "worker"):
         argv += ["--server-config", str(ops.server_config)]
     return subprocess.Popen(argv, cwd=ROOT, env=ops.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -34,9 +34,9 @@ from typer.testing import CliRunner
 
 from agent_flywheel.config import FlywheelConfig, parse_config
 from agent_flywheel.ledger import Ledger, Resource
-from agent_flywheel.local.agent.traffic import run_traffic
-from agent_flywheel.local.settings import LocalStackConfig
 from agent_flywheel.nemo.payloads import dms_deployment_body_for
+from simulators.agent.traffic import run_traffic
+from simulators.settings import LocalStackConfig
 
 pytestmark = pytest.mark.integration
 
@@ -670,7 +670,7 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
         "PREFECT_LOGGING_LEVEL": "INFO",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
-    command = [sys.executable, "-m", "agent_flywheel.cli", "run", "--workload-id", WORKLOAD, "--client-id", CLIENT]
+    command = [sys.executable, "-m", "cli.main", "run", "--workload-id", WORKLOAD, "--client-id", CLIENT]
     command += ["--config", str(config_file)]
 
     def start() -> subprocess.Popen[str]:
@@ -775,7 +775,7 @@ BAD_CONFIGS = {
 
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))
 def test_a_bad_config_is_one_line_not_a_traceback(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent_flywheel.cli import app
+    from cli.main import app
 
     for key in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "PREFECT_SERVER_ANALYTICS_ENABLED"):  # the CLI sets defaults
         monkeypatch.setenv(key, os.environ.get(key, str(tmp_path / key.lower())))
@@ -798,7 +798,7 @@ def test_a_bad_config_is_one_line_not_a_traceback(case: str, tmp_path: Path, mon
     ids=["missing option", "out of range", "unknown option"],
 )
 def test_bad_command_line_arguments_are_explained_without_a_traceback(args: list[str]) -> None:
-    from agent_flywheel.cli import app
+    from cli.main import app
 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2

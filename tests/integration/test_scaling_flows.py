@@ -9,7 +9,7 @@
   a healthy canary is not rolled back; no canary and no champion is a skip; the event payload.
 - **Sizing accuracy**: the NIM simulator alone, driven by the load generator with one fixed request, so
   every request has the same token counts. Its true capacity follows from the latency model's parameters:
-  ``agent_flywheel.local.nim.latency.max_concurrency_under`` (the exact closed-loop steady state: below
+  ``simulators.nim.latency.max_concurrency_under`` (the exact closed-loop steady state: below
   ``max_batch`` every request on the one replica takes ``S(N) = o + a·I + O·(d0 + d1·N)``), at a target
   halfway between ``S(8)`` and ``S(9)``, is 8. Sizing from the measured sweep must find C* within 15 %.
 """
@@ -32,11 +32,11 @@ import yaml
 
 from agent_flywheel.config import LoadSweepConfig, ScalingConfig, SizingTargets
 from agent_flywheel.loadgen import RequestResult, run_sweep_blocking
-from agent_flywheel.local.nim.latency import LatencyParams, max_concurrency_under, replicas_needed, service_time_s
-from agent_flywheel.local.settings import LocalStackConfig, Ports
-from agent_flywheel.local.threaded import ThreadedServer, free_port
 from agent_flywheel.sizing import size
 from agent_flywheel.tracking import Tracker, rollout_experiment, sizing_experiment
+from simulators.nim.latency import LatencyParams, max_concurrency_under, replicas_needed, service_time_s
+from simulators.settings import LocalStackConfig, Ports
+from simulators.threaded import ThreadedServer, free_port
 from tasks.scaling import sweep_data
 
 pytestmark = pytest.mark.integration
@@ -73,9 +73,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def stack(home: Path) -> Iterator[LocalStackConfig]:
     """Log server, NIM simulator (latency at 1/10 of real time) and demo agent; the ``local`` blocks point here."""
-    from agent_flywheel.local.agent.server import create_app as agent_app
-    from agent_flywheel.local.logserver.server import create_app as logserver_app
-    from agent_flywheel.local.nim.server import create_app as nim_app
+    from simulators.agent.server import create_app as agent_app
+    from simulators.logserver.server import create_app as logserver_app
+    from simulators.nim.server import create_app as nim_app
 
     cfg = LocalStackConfig(
         ports=Ports(logserver=free_port(), datastore=free_port(), nim=free_port(), nemo=free_port(), agent=free_port()),
@@ -329,7 +329,7 @@ ACCURACY_SWEEP = LoadSweepConfig(
 
 
 def test_sizing_finds_the_simulators_true_capacity(tmp_path: Path) -> None:
-    from agent_flywheel.local.nim.server import create_app as nim_app
+    from simulators.nim.server import create_app as nim_app
 
     cfg = LocalStackConfig(
         ports=Ports(logserver=free_port(), nim=free_port()),

@@ -28,8 +28,8 @@ from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent_flywheel.config import FlywheelConfig, parse_config
-from agent_flywheel.local.agent.traffic import run_traffic
-from agent_flywheel.local.settings import LocalStackConfig
+from simulators.agent.traffic import run_traffic
+from simulators.settings import LocalStackConfig
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import pytest
 
 from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ICLConfig, NIMConfig, RemoteModelConfig
 from agent_flywheel.datasets import build_datasets
-from agent_flywheel.local.nim.server import create_app
-from agent_flywheel.local.settings import LocalStackConfig
-from agent_flywheel.local.threaded import ThreadedServer
+from simulators.nim.server import create_app
+from simulators.settings import LocalStackConfig
+from simulators.threaded import ThreadedServer
 from tasks.datasets import nim_embedder
 
 pytestmark = pytest.mark.integration

@@ -12,14 +12,14 @@ import httpx
 import pytest
 import yaml
 
-from agent_flywheel.local.threaded import free_port
+from simulators.threaded import free_port
 
 pytestmark = pytest.mark.integration
 
 
 def _flywheel(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent_flywheel.cli", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, env=env, timeout=120
     )
 
 

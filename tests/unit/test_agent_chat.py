@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from agent_flywheel.local.agent.chat import ChatAgent, ChatFailed, SessionStore
-from agent_flywheel.local.agent.logship import LogShipper
-from agent_flywheel.local.agent.otel import STATUS_ERROR, SpanExporter
-from agent_flywheel.local.agent.routing import Router
-from agent_flywheel.local.agent.settings import AgentSettings
+from simulators.agent.chat import ChatAgent, ChatFailed, SessionStore
+from simulators.agent.logship import LogShipper
+from simulators.agent.otel import STATUS_ERROR, SpanExporter
+from simulators.agent.routing import Router
+from simulators.agent.settings import AgentSettings
 
 
 class RecordingShipper(LogShipper):

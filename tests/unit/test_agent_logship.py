@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-from agent_flywheel.local.agent.logship import LogShipper, _retryable
-from agent_flywheel.local.threaded import free_port
+from simulators.agent.logship import LogShipper, _retryable
+from simulators.threaded import free_port
 
 
 def record(i: int) -> dict[str, Any]:

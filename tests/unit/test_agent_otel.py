@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent_flywheel.local.agent.otel import (
+from simulators.agent.otel import (
     SPAN_KIND_CLIENT,
     SPAN_KIND_SERVER,
     STATUS_ERROR,

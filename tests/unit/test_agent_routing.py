@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_flywheel.local.agent.routing import BASELINE, CANARY, Router, user_bucket
+from simulators.agent.routing import BASELINE, CANARY, Router, user_bucket
 
 USERS = [f"user-{i:05d}" for i in range(4000)]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agent_flywheel.local.agent.tools import (
+from simulators.agent.tools import (
     CATALOG,
     RETURN_REASONS,
     TODAY,

@@ -10,8 +10,8 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from agent_flywheel.local.agent.tools import normalise_order_id
-from agent_flywheel.local.agent.traffic import percentile, send_traffic, synthetic_messages
+from simulators.agent.tools import normalise_order_id
+from simulators.agent.traffic import percentile, send_traffic, synthetic_messages
 
 
 def test_same_seed_same_messages_other_seed_other_messages() -> None:

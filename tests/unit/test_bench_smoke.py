@@ -103,8 +103,8 @@ def _loadgen_results() -> dict:
 
 
 def _sizing_results() -> dict:
-    from agent_flywheel.local.nim.latency import LatencyParams, workflow_latency_s
     from agent_flywheel.sizing import LevelData, SweepData
+    from simulators.nim.latency import LatencyParams, workflow_latency_s
 
     case = sizing_accuracy.CASES[0]
     calls = [(44, 33)]

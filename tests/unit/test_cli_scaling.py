@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner, Result
 
-from agent_flywheel.cli_scaling import profile_app, sizing_app
+from cli.scaling import profile_app, sizing_app
 from tests.unit.test_profiling import nat_traces, otlp_document
 
 

@@ -17,7 +17,7 @@ from agent_flywheel.config import (
     parse_config,
     parse_model_size_b,
 )
-from agent_flywheel.local.settings import LocalStackConfig
+from simulators.settings import LocalStackConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ICLConfig, NIMConfig
 from agent_flywheel.datasets import InsufficientRecordsError, build_datasets
-from agent_flywheel.local.nemo.upstream import parse_rows
 from agent_flywheel.logstore import extract
 from agent_flywheel.records import (
     LogRecord,
@@ -35,6 +34,7 @@ from agent_flywheel.records import (
     to_document,
     validate_record,
 )
+from simulators.nemo.upstream import parse_rows
 from tasks.datasets import jsonl_safe
 from tests.unit.test_records import AIVA
 from tests.unit.test_records_properties import hostile_json, mutated_records, valid_records

@@ -34,8 +34,8 @@ from agent_flywheel.loadgen import (
     run_sweep,
     summarize_level,
 )
-from agent_flywheel.local.threaded import free_port
 from agent_flywheel.sizing import SweepData, read_sweep_csv
+from simulators.threaded import free_port
 
 # --------------------------------------------------------------------------------------------------
 # Histogram

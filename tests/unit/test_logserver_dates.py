@@ -6,7 +6,7 @@ from datetime import timedelta, timezone
 
 import pytest
 
-from agent_flywheel.local.logserver.dates import (
+from simulators.logserver.dates import (
     format_millis,
     parse_date,
     parse_date_math,

@@ -9,12 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from agent_flywheel.local.logserver.errors import EsError
-from agent_flywheel.local.logserver.mapping import Mapping
-from agent_flywheel.local.logserver.query import Bool, Evaluator, Range, Term, parse_query
-from agent_flywheel.local.logserver.search import SearchEngine, parse_search
-from agent_flywheel.local.logserver.sqlquery import SqlCompiler
-from agent_flywheel.local.logserver.storage import Storage, WriteOp
+from simulators.logserver.errors import EsError
+from simulators.logserver.mapping import Mapping
+from simulators.logserver.query import Bool, Evaluator, Range, Term, parse_query
+from simulators.logserver.search import SearchEngine, parse_search
+from simulators.logserver.sqlquery import SqlCompiler
+from simulators.logserver.storage import Storage, WriteOp
 
 MAPPINGS = {
     "dynamic": True,

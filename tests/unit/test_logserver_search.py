@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from agent_flywheel.local.logserver.errors import EsError
-from agent_flywheel.local.logserver.search import (
+from simulators.logserver.errors import EsError
+from simulators.logserver.search import (
     LONG_MAX,
     SearchEngine,
     filter_source,
     parse_search,
     parse_source_filter,
 )
-from agent_flywheel.local.logserver.server import apply_filter_path, negotiate
-from agent_flywheel.local.logserver.storage import Storage, WriteOp
+from simulators.logserver.server import apply_filter_path, negotiate
+from simulators.logserver.storage import Storage, WriteOp
 
 MAPPINGS = {
     "properties": {

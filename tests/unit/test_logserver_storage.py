@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
-from agent_flywheel.local.logserver.errors import EsError
-from agent_flywheel.local.logserver.query import parse_query
-from agent_flywheel.local.logserver.search import SearchEngine, parse_search
-from agent_flywheel.local.logserver.storage import Storage, WriteOp
+from simulators.logserver.errors import EsError
+from simulators.logserver.query import parse_query
+from simulators.logserver.search import SearchEngine, parse_search
+from simulators.logserver.storage import Storage, WriteOp
 
 LOG_MAPPINGS = {
     "dynamic": True,

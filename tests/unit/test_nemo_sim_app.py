@@ -16,9 +16,9 @@ import pytest
 from fastapi import FastAPI
 
 from agent_flywheel.config import ConfigError
-from agent_flywheel.local.nemo.server import create_app
-from agent_flywheel.local.nemo.upstream import HfLocation, UpstreamError
-from agent_flywheel.local.settings import LocalStackConfig
+from simulators.nemo.server import create_app
+from simulators.nemo.upstream import HfLocation, UpstreamError
+from simulators.settings import LocalStackConfig
 
 NS = "dfwbp"
 A100 = "meta/llama-3.2-1b-instruct@v1.0.0+A100"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi import HTTPException
 
-from agent_flywheel.local.nemo.pagination import (
+from simulators.nemo.pagination import (
     envelope,
     list_page,
     matches,

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from agent_flywheel.local.nemo.scoring import aggregate, judge_scores, output_text, tool_calling_scores
-from agent_flywheel.local.nemo.templates import TemplateRenderError, render_text, render_value
-from agent_flywheel.local.nemo.upstream import UpstreamError, parse_files_url, parse_rows
+from simulators.nemo.scoring import aggregate, judge_scores, output_text, tool_calling_scores
+from simulators.nemo.templates import TemplateRenderError, render_text, render_value
+from simulators.nemo.upstream import UpstreamError, parse_files_url, parse_rows
 
 ITEM: dict[str, Any] = {
     "request": {"messages": [{"role": "user", "content": "Is 3 < 4 & 5 > 2?"}], "tools": [{"type": "function"}]},

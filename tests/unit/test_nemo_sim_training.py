@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from agent_flywheel.local.nemo.ids import parse_iso
-from agent_flywheel.local.nemo.training import TrainingPlan, running_seconds, training_view
+from simulators.nemo.ids import parse_iso
+from simulators.nemo.training import TrainingPlan, running_seconds, training_view
 
 CREATED = "2025-06-20T04:20:21.387984"
 

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from agent_flywheel.local.nim.embeddings import cosine, embed, encode
-from agent_flywheel.local.nim.judge import judge_answer, judge_kind, similarity_score, tool_call_rating
+from simulators.nim.embeddings import cosine, embed, encode
+from simulators.nim.judge import judge_answer, judge_kind, similarity_score, tool_call_rating
 
 TOOL_JUDGE_SYSTEM = (
     "You are an expert judge of tool calls. Compare the prediction with the ground truth.\n"

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from agent_flywheel.local.nim.latency import (
+from simulators.nim.latency import (
     BatchScheduler,
     LatencyParams,
     closed_loop,
@@ -23,7 +23,7 @@ from agent_flywheel.local.nim.latency import (
     throughput_per_s,
     workflow_latency_s,
 )
-from agent_flywheel.local.nim.settings import LatencySettings
+from simulators.nim.settings import LatencySettings
 
 P = LatencyParams(
     overhead_s=0.01,

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agent_flywheel.local.nim.quality import (
+from simulators.nim.quality import (
     LoraInfo,
     answer_probability,
     base_probability,
@@ -18,8 +18,8 @@ from agent_flywheel.local.nim.quality import (
     mistake,
     parse_size_b,
 )
-from agent_flywheel.local.nim.settings import QualityParams
-from agent_flywheel.local.nim.teacher import Answer, ToolCall
+from simulators.nim.settings import QualityParams
+from simulators.nim.teacher import Answer, ToolCall
 
 Q = QualityParams()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_flywheel.local.nim.teacher import (
+from simulators.nim.teacher import (
     Answer,
     ToolCall,
     fill_arguments,

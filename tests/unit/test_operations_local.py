@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from agent_flywheel.config import ConfigError
-from agent_flywheel.local.threaded import free_port
 from deployments.deploy import deployment_names, render_prefect_file
 from deployments.server import (
     DEFAULT_SERVER_CONFIG,
@@ -22,6 +21,7 @@ from deployments.server import (
     pid_alive,
     write_env_file,
 )
+from simulators.threaded import free_port
 
 PREFECT_YAML = Path(__file__).resolve().parents[2] / "prefect.yaml"
 

@@ -1,9 +1,0 @@
-"""The demo customer-support agent of the local stack (simulated) and its synthetic traffic.
-
-``server.create_app`` is the service (``python -m agent_flywheel.local.agent``); the traffic generator is
-importable without the web stack: ``from agent_flywheel.local.agent import run_traffic, synthetic_messages``.
-"""
-
-from agent_flywheel.local.agent.traffic import TrafficReport, run_traffic, send_traffic, synthetic_messages
-
-__all__ = ["TrafficReport", "run_traffic", "send_traffic", "synthetic_messages"]

@@ -1,0 +1,276 @@
+"""``flywheel``: the command line for the local stack, the demo, offline analysis and one-off runs.
+
+Every command turns a known failure (bad config, a port in use, a missing file) into one line on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import httpx
+import typer
+
+from agent_flywheel.config import ConfigError
+from agent_flywheel.paths import configure_local_environment
+from agent_flywheel.processes import ServiceError
+from cli.operations import mount as mount_operations
+from cli.scale_demo import scale_demo_command
+from cli.scaling import profile_app, sizing_app
+from simulators.settings import LocalStackConfig, load_local_config
+from simulators.stack import LocalStack
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    name="flywheel",
+    help="agent-flywheel: the data flywheel and the scaling lifecycle on Prefect, MLflow and NeMo.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+stack_app = typer.Typer(help="The local stack of simulators (NeMo, Data Store, NIM, Elasticsearch, demo agent).")
+blocks_app = typer.Typer(help="Prefect blocks: where the services live, with their secrets.")
+logs_app = typer.Typer(help="The log store of agent traffic.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(blocks_app, name="blocks")
+app.add_typer(logs_app, name="logs")
+app.add_typer(sizing_app, name="sizing")
+app.add_typer(profile_app, name="profile")
+mount_operations(app)
+app.command("scale-demo")(scale_demo_command)
+
+LocalConfigOption = Annotated[
+    Path | None, typer.Option("--local-config", help="Local stack YAML (default: configs/local.yaml)")
+]
+
+
+class CliError(Exception):
+    """A failure the user can fix; printed as one line."""
+
+
+def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn the errors a user can fix into ``error: ...`` on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (CliError, ConfigError, ServiceError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _local(config: Path | None) -> LocalStackConfig:
+    configure_local_environment()
+    if config is not None:  # so the `local` blocks, resolved later, point at the same stack
+        os.environ["FLYWHEEL_LOCAL_CONFIG"] = str(config.resolve())
+    return load_local_config(config)
+
+
+@stack_app.command("up")
+@one_line_errors
+def stack_up(local_config: LocalConfigOption = None) -> None:
+    """Start every simulator in the background and wait until each is healthy."""
+    for part in LocalStack(_local(local_config)).up():
+        typer.echo(f"{part.name:<10} {part.url:<26} {part.detail}")
+
+
+@stack_app.command("down")
+@one_line_errors
+def stack_down(local_config: LocalConfigOption = None) -> None:
+    """Stop the simulators started by `flywheel stack up`."""
+    stopped = LocalStack(_local(local_config)).down()
+    typer.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+@stack_app.command("status")
+@one_line_errors
+def stack_status(local_config: LocalConfigOption = None) -> None:
+    """Show each simulator's URL, process and health; exit code 1 when any part is unhealthy."""
+    statuses = LocalStack(_local(local_config)).status()
+    for part in statuses:
+        pid = str(part.pid) if part.pid else "-"
+        typer.echo(f"{part.name:<10} {part.url:<26} pid {pid:<8} {part.detail}")
+    if not all(part.healthy for part in statuses):
+        raise typer.Exit(1)
+
+
+@blocks_app.command("register")
+@one_line_errors
+def blocks_register(local_config: LocalConfigOption = None) -> None:
+    """Register the block types and save `local` documents pointing at the local stack."""
+    cfg = _local(local_config)
+    from deployments.blocks import register_blocks
+
+    for saved in register_blocks(cfg):
+        typer.echo(f"saved block {saved}")
+
+
+@logs_app.command("import")
+@one_line_errors
+def logs_import(
+    file: Annotated[Path, typer.Argument(help="JSONL file of log records (the blueprint's format)")],
+    workload_id: Annotated[str | None, typer.Option(help="Override every record's workload_id")] = None,
+    client_id: Annotated[str | None, typer.Option(help="Override every record's client_id")] = None,
+    block: Annotated[str, typer.Option(help="LogStore block name")] = "local",
+) -> None:
+    """Bulk-load log records into the log store; bad lines are counted and quarantined, never dropped."""
+    configure_local_environment()
+    if not file.is_file():
+        raise CliError(f"{file}: no such file")
+    from agent_flywheel.logstore import ensure_index, import_jsonl
+    from agent_flywheel.paths import state_dir
+    from agent_flywheel.records import QuarantineWriter
+    from blocks.log_store import LogStore
+    from blocks.resolve import load_block
+
+    store = load_block(LogStore, block)
+    quarantine_path = state_dir("quarantine") / f"import-{file.stem}.jsonl"
+    es = store.client()
+    try:
+        ensure_index(es, store.index)
+        with QuarantineWriter(quarantine_path) as quarantine:
+            report = import_jsonl(
+                es, store.index, file, workload_id=workload_id, client_id=client_id, quarantine=quarantine
+            )
+    finally:
+        es.close()
+    typer.echo(f"indexed {report.indexed} records into {store.index} from {report.lines} lines")
+    quarantined = sum(report.quarantined.values())
+    typer.echo(f"quarantined {quarantined}" + (f" (written to {quarantine_path})" if quarantined else ""))
+    for reason, count in sorted(report.quarantined.items()):
+        typer.echo(f"  {reason}: {count}")
+
+
+@app.command("traffic")
+@one_line_errors
+def traffic(
+    requests: Annotated[int, typer.Option(min=1, help="How many user turns to send")] = 200,
+    concurrency: Annotated[int, typer.Option(min=1, help="Users at once")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic users")] = 7,
+    local_config: LocalConfigOption = None,
+) -> None:
+    """Drive the demo agent with varied synthetic users; every LLM call is logged to the log store."""
+    cfg = _local(local_config)
+    from simulators.agent.traffic import run_traffic
+
+    report = run_traffic(cfg.url("agent"), requests=requests, concurrency=concurrency, seed=seed)
+    typer.echo(json.dumps(report.to_dict(), default=str))
+
+
+DEFAULT_FLYWHEEL_CONFIG = Path("configs/flywheel.yaml")
+
+
+def _run_flywheel(
+    workload_id: str,
+    client_id: str,
+    config: Path,
+    nemo_block: str = "local",
+    log_store_block: str = "local",
+    mlflow_block: str = "local",
+    full_rebuild: bool = False,
+) -> dict[str, object]:
+    from agent_flywheel.config import FlywheelConfig, load_config
+
+    cfg = load_config(config, FlywheelConfig)  # a bad config fails here, in one line, before Prefect starts
+    from flows.flywheel import FlywheelRunError, flywheel
+
+    try:
+        result: dict[str, object] = asyncio.run(
+            flywheel(
+                workload_id=workload_id,
+                client_id=client_id,
+                config_path=str(config),
+                config=cfg,
+                nemo_block=nemo_block,
+                log_store_block=log_store_block,
+                mlflow_block=mlflow_block,
+                full_rebuild=full_rebuild,
+            )
+        )
+    except FlywheelRunError as exc:  # its message names the failed steps, services, job ids and what to do
+        raise CliError(str(exc)) from None
+    return result
+
+
+def _print_decision(result: dict[str, object]) -> None:
+    typer.echo(str(result["markdown"]))
+    typer.echo(f"MLflow run: {result['mlflow_url']}")
+    typer.echo(f"decision: {result['outcome']}: {result['reason']}")
+
+
+@app.command("run")
+@one_line_errors
+def run(
+    workload_id: Annotated[str, typer.Option(help="The workload whose traffic to learn from")],
+    client_id: Annotated[str, typer.Option(help="The client that logged it")],
+    config: Annotated[Path, typer.Option(help="Flywheel config YAML")] = DEFAULT_FLYWHEEL_CONFIG,
+    nemo_block: Annotated[str, typer.Option(help="NemoPlatform block name")] = "local",
+    log_store_block: Annotated[str, typer.Option(help="LogStore block name")] = "local",
+    mlflow_block: Annotated[str, typer.Option(help="MlflowTracking block name")] = "local",
+    full_rebuild: Annotated[bool, typer.Option(help="Ignore the watermark and read every record")] = False,
+) -> None:
+    """Run the flywheel once, in process, against the configured blocks, and print the decision."""
+    configure_local_environment()
+    _print_decision(
+        _run_flywheel(workload_id, client_id, config, nemo_block, log_store_block, mlflow_block, full_rebuild)
+    )
+
+
+@app.command("demo")
+@one_line_errors
+def demo(
+    requests: Annotated[int, typer.Option(min=1, help="Demo user turns to send before the flywheel runs")] = 1000,
+    config: Annotated[Path, typer.Option(help="Flywheel config YAML")] = DEFAULT_FLYWHEEL_CONFIG,
+    scaling: Annotated[bool, typer.Option(help="Also profile, sweep, size and rollout-check the agent")] = True,
+    local_config: LocalConfigOption = None,
+) -> None:
+    """Start the local stack, send demo traffic, run the flywheel and the scaling lifecycle, stop the stack."""
+    cfg = _local(local_config)
+    stack = LocalStack(cfg)
+    started = not all(part.healthy for part in stack.status())
+    if started:
+        typer.echo("starting the local stack (simulators)...")
+        stack.up()
+    try:
+        from simulators.agent.traffic import run_traffic
+
+        typer.echo(f"sending {requests} demo user turns to the agent at {cfg.url('agent')}...")
+        report = run_traffic(cfg.url("agent"), requests=requests, concurrency=8, seed=7)
+        typer.echo(f"traffic: {report.ok} ok, {report.failed} failed, {report.llm_calls} LLM calls logged")
+        flushed = httpx.post(f"{cfg.url('agent')}/admin/flush", timeout=60)
+        if flushed.status_code != 200:
+            raise CliError(f"the agent could not flush its logs to the log server: {flushed.text[:200]}")
+        workload = str(cfg.agent.get("workload_id", "customer-support"))
+        client = str(cfg.agent.get("client_id", "demo"))
+        typer.echo(f"running the flywheel for {workload}/{client}...")
+        _print_decision(_run_flywheel(workload, client, config, full_rebuild=True))
+        if scaling:
+            from cli.scaling_demo import scaling_demo
+
+            typer.echo("running the scaling lifecycle: profile, load sweep, sizing, rollout check...")
+            for line in scaling_demo(str(local_config) if local_config else None, echo=typer.echo)["summary"]:
+                typer.echo(line)
+    finally:
+        if started:
+            stack.down()
+            typer.echo("local stack stopped")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

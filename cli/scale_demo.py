@@ -1,0 +1,38 @@
+"""``flywheel scale-demo``: the scaling lifecycle on the local stack, in demo-sized time.
+
+Mounted on the main app with ``app.command("scale-demo")(scale_demo_command)``. The flows are imported
+only when the command runs, so the functional core keeps no import of Prefect.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agent_flywheel.config import ConfigError
+from agent_flywheel.processes import ServiceError
+
+
+def scale_demo_command(
+    local_config: Annotated[
+        Path | None, typer.Option("--local-config", help="Local stack YAML (default: configs/local.yaml)")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Scaling config YAML (default: configs/scaling-demo.yaml)")
+    ] = None,
+) -> None:
+    """Profile the demo agent, sweep it, size it for 200 users under a 2 s p95, check a canary rollout."""
+    try:
+        from cli.scaling_demo import scaling_demo
+
+        result = scaling_demo(
+            str(local_config) if local_config else None, str(config) if config else None, echo=typer.echo
+        )
+    except (ConfigError, ServiceError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(str(result["scaling"]["markdown"]))
+    for line in result["summary"]:
+        typer.echo(line)

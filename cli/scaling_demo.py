@@ -1,0 +1,149 @@
+"""The scaling lifecycle on the local stack, in demo-sized time: profile, sweep, size for 200 users, rollout check.
+
+``flywheel demo`` calls :func:`scaling_demo` after the flywheel (and ``flywheel scale-demo`` runs it alone).
+It uses ``configs/scaling-demo.yaml``: fewer requests per level, levels 1–24, 2 passes, short rollout stages.
+The canary of the rollout check is the model the flywheel promoted (the registry's ``champion``), else
+``meta/llama-3.2-1b-instruct``. Everything runs against the simulators, so every number is simulated.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agent_flywheel.config import ScalingConfig, load_config
+from agent_flywheel.paths import configure_local_environment
+from agent_flywheel.sizing import users_per_replica
+from simulators.settings import load_local_config
+from simulators.stack import LocalStack
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "scaling-demo.yaml"
+DEFAULT_CANARY = "meta/llama-3.2-1b-instruct"
+SCALING_PARTS = ("logserver", "nim", "agent")
+DEMO_MIN_CANARY_REQUESTS = 20  # a stage of a few seconds cannot reach the production default of 50
+DEMO_WORKLOAD = "customer-support"
+
+
+def _serve_canary(nim_url: str, canary: str, root: str | None) -> str:
+    """Make the canary servable on the NIM simulator, standing in for a deployment; says what it did.
+
+    Why: the flywheel tears its deployments down when it finishes, so the promoted model may no longer be
+    served; a rollout check of a model nobody serves would only demonstrate a rollback.
+    """
+    from urllib.parse import quote
+
+    found = httpx.get(f"{nim_url}/v1/models/{quote(canary, safe='')}", timeout=10.0)
+    if found.status_code == 200:
+        return f"{canary} is served by the NIM"
+    body: dict[str, Any] = {"id": canary}
+    if root and root != canary:
+        body.update(root=root, parent=root)
+    httpx.post(f"{nim_url}/admin/models", json=body, timeout=10.0).raise_for_status()
+    return f"{canary} deployed on the NIM simulator for the rollout check"
+
+
+def _champion(workload_id: str) -> tuple[str | None, str | None]:
+    """(served model, base model) of the registry's champion for the workload, when there is one."""
+    from mlflow.exceptions import MlflowException
+
+    from agent_flywheel.tracking import CHAMPION_ALIAS
+    from tasks.clients import tracker
+
+    mlflow, _ = tracker("local")
+    try:
+        version = mlflow.client.get_model_version_by_alias(f"flywheel-{workload_id}", CHAMPION_ALIAS)
+    except MlflowException:
+        return None, None
+    tags = version.tags or {}
+    return tags.get("served_model") or tags.get("candidate"), tags.get("candidate")
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """What the demo prints: the answer, the profile's bottleneck, the rollout decision, where to look."""
+    sizing = result["scaling"]["sizing"]
+    targets = sizing["targets"]
+    lines = [f"scaling demo ({result['seconds']:.0f} s, simulated):"]
+    if sizing["reachable"]:
+        bound = "≥ " if sizing["slo_concurrency_is_lower_bound"] else ""
+        lines.append(
+            f"  sizing: C* = {bound}{sizing['slo_concurrency']:.2f} concurrent users per GPU under a "
+            f"{targets['target_workflow_p95_s']:g} s workflow p95 ({users_per_replica(sizing['slo_concurrency']):g} whole "
+            f"users per replica) -> {sizing['gpus']} GPUs for "
+            f"{targets['target_users']} users (interval {sizing['gpus_low']}–{sizing['gpus_high']})"
+        )
+    else:
+        lines.append(f"  sizing: {sizing['reason']}")
+    bottleneck = (result["scaling"]["profile"].get("summary") or {}).get("bottleneck")
+    if bottleneck:
+        lines.append(f"  profile: {bottleneck}")
+    rollout = result["rollout"]
+    if rollout.get("decision"):
+        stages = ", ".join(f"{s['stage']} {s['decision']}" for s in rollout["stages"])
+        lines.append(f"  rollout check of {rollout['canary_model']}: {rollout['decision']} ({stages})")
+    else:
+        lines.append(f"  rollout check: {rollout.get('skipped')}")
+    lines.append(f"  MLflow: {result['scaling']['mlflow_url']} (sizing/{result['scaling']['app']})")
+    if rollout.get("mlflow_url"):
+        lines.append(f"          {rollout['mlflow_url']} (rollout/{result['scaling']['app']})")
+    return lines
+
+
+def scaling_demo(
+    local_config_path: str | None = None,
+    config_path: str | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Run the scaling lifecycle on the local stack in about two minutes and return what it found.
+
+    Starts the parts it needs (log server, NIM, agent) when they are not running and stops only those it
+    started; ``echo`` (default ``print``, None for silence) gets a line per step. Returns
+    ``{"scaling": ..., "rollout": ..., "seconds": ..., "summary": [lines]}``.
+    """
+    say = echo or (lambda _: None)
+    configure_local_environment()
+    if local_config_path:
+        os.environ["FLYWHEEL_LOCAL_CONFIG"] = str(Path(local_config_path).resolve())
+    local = load_local_config(local_config_path)
+    cfg = load_config(config_path or DEMO_CONFIG, ScalingConfig)
+    started = time.monotonic()
+    stack = LocalStack(local, SCALING_PARTS)
+    down = [s.name for s in stack.status() if not s.healthy]
+    if down:
+        say(f"starting {', '.join(down)} of the local stack (simulators)...")
+        stack.up()
+    try:
+        from flows.rollout_check import rollout_check
+        from flows.scaling import scaling
+
+        levels = ", ".join(str(c) for c in cfg.load_sweep.concurrencies)
+        say(
+            f"scaling lifecycle of {cfg.app}: profile ({cfg.profile.num_requests} requests), load sweep (concurrency "
+            f"{levels}, {cfg.load_sweep.num_passes} passes), sizing for {cfg.sizing.target_users} users under a "
+            f"{cfg.sizing.target_workflow_p95_s:g} s p95..."
+        )
+        scaled = scaling(config=cfg, agent_block="local", mlflow_block="local")
+        champion, root = _champion(DEMO_WORKLOAD)
+        canary = champion or DEFAULT_CANARY
+        served = _serve_canary(local.url("nim"), canary, root)
+        stages = ", ".join(f"{s.weight:.0%} for {s.duration_s:g} s" for s in cfg.rollout.stages)
+        say(f"rollout check of {canary} ({served}): {stages}...")
+        checked = rollout_check(
+            config=cfg,
+            agent_block="local",
+            mlflow_block="local",
+            canary_model=canary,
+            workload_id=DEMO_WORKLOAD,
+            min_canary_requests=DEMO_MIN_CANARY_REQUESTS,
+        )
+        checked["canary_note"] = served + (" (the flywheel's champion)" if champion else " (no champion yet)")
+    finally:
+        if down:
+            LocalStack(local, down).down()
+    result: dict[str, Any] = {"scaling": scaled, "rollout": checked, "seconds": time.monotonic() - started}
+    result["summary"] = summary_lines(result)
+    return result

@@ -1,0 +1,27 @@
+"""The ``datastore`` section of ``configs/local.yaml``: a strictness switch; files go under the stack's state dir."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent_flywheel.config import parse_config
+from simulators.settings import LocalStackConfig
+
+
+class DatastoreSettings(BaseModel):
+    """Unknown keys are an error, so a typo in the YAML is reported instead of silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    require_namespace: bool = Field(
+        default=False,
+        description="Refuse to create a repo in a namespace not created with POST /v1/datastore/namespaces",
+    )
+
+
+def datastore_settings(cfg: LocalStackConfig) -> DatastoreSettings:
+    """Validate ``cfg.datastore``; a bad key raises ``ConfigError`` naming it."""
+    data: Any = cfg.datastore
+    return parse_config(data, DatastoreSettings, source="configs/local.yaml: datastore")

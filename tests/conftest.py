@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# The local stack as fixtures (``running_stack``, ``start_stack``): the simulators' own pytest plugin.
+pytest_plugins = ["simulators.pytest_plugin"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Prefect reads its settings once per process, so its home is set before anything imports it."""

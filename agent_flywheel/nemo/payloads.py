@@ -1,6 +1,6 @@
 """Request bodies for NeMo v1, built from our config: pure functions, no I/O.
 
-Every body here is checked against the official SDK's request types in ``tests/unit/test_nemo_contract.py``.
+Every body here is checked against the official SDK's request types in ``tests/core/test_nemo_contract.py``.
 Where we differ from the blueprint, on purpose:
 
 - LoRA ``alpha`` is sent (the blueprint documents it and drops it);

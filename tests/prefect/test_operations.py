@@ -44,7 +44,7 @@ from simulators.threaded import ThreadedServer, free_port
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-STUBS = "tests/integration/ops_stub_flows.py"
+STUBS = "tests/prefect/ops_stub_flows.py"
 WORKLOAD, CLIENT = "customer-support", "demo"  # what the demo agent logs (and flywheel/nightly's defaults)
 NAMESPACE = "ops-test"
 SMALL = "meta/llama-3.2-1b-instruct"

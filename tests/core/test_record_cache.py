@@ -14,7 +14,7 @@ from agent_flywheel.datasets import DatasetBuild, build_datasets, to_training_ex
 from agent_flywheel.jsonlines import load_line
 from agent_flywheel.record_cache import RecordCache
 from agent_flywheel.record_keys import KEYS_VERSION, key_file, read_key_file, record_keys
-from tests.unit.test_datasets import mixed, record
+from tests.support.dataset_records import mixed, record
 
 MODELS = [
     NIMConfig(model_name="meta/llama-3.2-1b-instruct", context_length=8192),

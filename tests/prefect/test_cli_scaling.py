@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from cli.scaling import profile_app, sizing_app
-from tests.unit.test_profiling import nat_traces, otlp_document
+from tests.support.traces import nat_traces, otlp_document
 
 
 @pytest.fixture()

@@ -1,6 +1,6 @@
 """Property tests, end to end: hostile log records through extraction and the dataset build.
 
-``tests/unit/test_records_properties.py`` checks the record validator alone. Here the same generators
+``tests/core/test_records_properties.py`` checks the record validator alone. Here the same generators
 (valid, mutated, hostile, oversized, deeply nested records, arguments that are not JSON, records of
 another workload) go through the flywheel's first two steps: :func:`agent_flywheel.logstore.extract`
 (paging a store that serves them as they are) and :func:`agent_flywheel.datasets.build_datasets`. The
@@ -36,45 +36,14 @@ from agent_flywheel.records import (
 )
 from simulators.nemo.upstream import parse_rows
 from tasks.datasets import jsonl_safe
-from tests.unit.test_records import AIVA
-from tests.unit.test_records_properties import hostile_json, mutated_records, valid_records
+from tests.support.blueprint_records import AIVA
+from tests.support.fake_es import CLIENT, INDEX, WORKLOAD, FakeElasticsearch
+from tests.support.strategies import hostile_json, mutated_records, valid_records
 
-WORKLOAD, CLIENT, INDEX = "wl", "cl", "flywheel"
 SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 HUGE = "x" * (9 * 1024 * 1024)  # over MAX_RECORD_BYTES (8 MiB); built once, shared by examples
-
-
-class FakeElasticsearch:
-    """Serves documents the way ``extract`` reads a store (point in time + ``search_after``), content unjudged.
-
-    A real cluster only stores JSON objects; this one hands back anything, so ``extract`` is tested against
-    sources no store would return too.
-    """
-
-    def __init__(self, documents: list[tuple[str, Any]]) -> None:
-        self.documents = documents
-        self.open_pits = 0
-        self.searches = 0
-
-    def open_point_in_time(self, *, index: str, keep_alive: str) -> dict[str, str]:
-        self.open_pits += 1
-        return {"id": "pit-1"}
-
-    def close_point_in_time(self, *, id: str) -> dict[str, bool]:
-        self.open_pits -= 1
-        return {"succeeded": True}
-
-    def search(self, *, size: int, search_after: list[int] | None = None, **_: Any) -> dict[str, Any]:
-        self.searches += 1
-        start = 0 if search_after is None else search_after[0] + 1
-        page = self.documents[start : start + size]
-        hits = [{"_id": doc_id, "_source": source, "sort": [start + n]} for n, (doc_id, source) in enumerate(page)]
-        return {"pit_id": "pit-1", "hits": {"hits": hits}}
-
-    def count(self, *, index: str, query: Any) -> dict[str, int]:
-        return {"count": len(self.documents)}
 
 
 def _ours(raw: dict[str, Any]) -> dict[str, Any]:

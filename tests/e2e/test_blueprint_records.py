@@ -20,7 +20,7 @@ from cli.main import app
 from simulators.logserver.server import create_app
 from simulators.settings import LocalStackConfig, Ports
 from simulators.threaded import ThreadedServer, free_port
-from tests.unit.test_records import AIVA  # the blueprint quickstart's tool-calling record, verbatim
+from tests.support.blueprint_records import AIVA  # the blueprint quickstart's tool-calling record, verbatim
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from agent_flywheel.records import LogRecord, ModelFilter, validate_record
-from tests.unit.test_records import AIVA
+from tests.support.blueprint_records import AIVA
 
 
 def _record(model: str | None) -> LogRecord:

@@ -23,8 +23,8 @@ from agent_flywheel.record_keys import key_file
 from agent_flywheel.records import LogRecord, QuarantineWriter, to_document, validate_record
 from blocks.log_store import LogStore
 from tasks.extract import ExtractedLogs, extract_logs, record_cache
-from tests.unit.test_extraction_properties import CLIENT, INDEX, WORKLOAD, FakeElasticsearch
-from tests.unit.test_records import AIVA
+from tests.support.blueprint_records import AIVA
+from tests.support.fake_es import CLIENT, INDEX, WORKLOAD, FakeElasticsearch
 
 TEACHER = "meta/llama-3.3-70b-instruct"
 

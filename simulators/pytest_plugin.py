@@ -1,4 +1,4 @@
-"""A whole local stack in-process (every part a real HTTP server on a free loopback port), fast clocks."""
+"""The local stack as pytest fixtures: every part a real HTTP server on a free loopback port, fast clocks."""
 
 from __future__ import annotations
 

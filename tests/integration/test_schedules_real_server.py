@@ -3,7 +3,9 @@
 The other operations tests start their server with the scheduler off, so nothing showed that the server's
 scheduler service works with the locked packages (with SQLAlchemy 2.1 it failed on every loop, and no
 scheduled deployment ever got a run). Here a process worker must complete a run that the scheduler made
-for an interval schedule.
+for an interval schedule. The same server checks that the traffic watch's query for flywheel runs in
+flight reads past the 200 runs a server serves per request (it asked for 500 at once, which a real
+server refuses with 422).
 
 Every process started here (the server, the worker and the flow runs the worker starts in sessions of
 their own) carries this server's ``PREFECT_HOME`` in its environment; teardown kills their process
@@ -18,8 +20,10 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -249,3 +253,66 @@ def test_interval_schedule_runs_complete_on_a_process_worker(real_server: RealSe
     assert run["work_queue_name"] == "default"
     assert "Can't evaluate bulk DML statement" not in real_server.log("server", lines=100_000)
     _send(api, "PATCH", f"/deployments/{deployment_id}", {"paused": True})  # no more runs for the next test
+
+
+# --------------------------------------------------------------------------------------------------
+# The traffic watch's query of flywheel runs in flight, past one page of the real API
+# --------------------------------------------------------------------------------------------------
+
+
+def test_traffic_watch_reads_more_flywheel_runs_in_flight_than_one_page(real_server: RealServer) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    from agent_flywheel.traffic_watch import utc_now
+    from flows.traffic_watch import (
+        DUE_MARGIN,
+        FLYWHEEL_FLOW_NAME,
+        PAGE_SIZE,
+        flywheel_runs_in_flight,
+        read_flywheel_runs_in_flight,
+    )
+
+    api = real_server.api
+    flywheel_id = _post(api, "/flows/", {"name": FLYWHEEL_FLOW_NAME})["id"]
+    other_id = _post(api, "/flows/", {"name": "not-the-flywheel"})["id"]
+    now = datetime.now(UTC)
+    soon, later = (now + timedelta(seconds=60)).isoformat(), (now + timedelta(hours=3)).isoformat()
+    in_flight: set[str] = set()
+    expected_keys: set[tuple[str, str]] = set()
+    with httpx.Client(base_url=api, timeout=30) as http:
+
+        def create(flow_id: str, workload: str, state: dict[str, Any]) -> str:
+            body = {
+                "flow_id": flow_id,
+                "name": f"run-{uuid.uuid4().hex[:12]}",
+                "parameters": {"workload_id": workload, "client_id": "c"},
+                "state": state,
+            }
+            response = _busy_retried(lambda: http.post("/flow_runs/", json=body))
+            assert response.status_code in (200, 201), response.text
+            return str(response.json()["id"])
+
+        for i in range(PAGE_SIZE + 30):  # more than one page of running and pending runs
+            in_flight.add(create(flywheel_id, f"w{i}", {"type": "RUNNING" if i % 2 else "PENDING"}))
+            expected_keys.add((f"w{i}", "c"))
+        for i in range(3):  # scheduled and due within the margin: in flight
+            in_flight.add(
+                create(flywheel_id, f"due{i}", {"type": "SCHEDULED", "state_details": {"scheduled_time": soon}})
+            )
+            expected_keys.add((f"due{i}", "c"))
+        # not in flight: scheduled for later, finished, or another flow
+        create(flywheel_id, "later", {"type": "SCHEDULED", "state_details": {"scheduled_time": later}})
+        create(flywheel_id, "done", {"type": "COMPLETED"})
+        create(other_id, "other", {"type": "RUNNING"})
+
+    with _api_settings(api), get_client(sync_client=True) as client:
+        flows = FlowFilter(name=FlowFilterName(any_=[FLYWHEEL_FLOW_NAME]))
+        with pytest.raises(httpx.HTTPStatusError) as refused:  # what the watch used to ask for
+            client.read_flow_runs(flow_filter=flows, limit=500)
+        assert refused.value.response.status_code == 422
+
+        runs = read_flywheel_runs_in_flight(client, due=utc_now() + DUE_MARGIN)
+        assert len(runs) == len(in_flight) > PAGE_SIZE
+        assert {str(run.id) for run in runs} == in_flight
+        assert flywheel_runs_in_flight.fn() == expected_keys

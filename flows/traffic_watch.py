@@ -8,13 +8,13 @@ the log store block, the query for flywheel runs already in flight, the events a
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
@@ -24,6 +24,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import emit_event
 from prefect.settings import PREFECT_API_URL
 
@@ -49,6 +50,9 @@ FLYWHEEL_FLOW_NAME = "flywheel"
 # A scheduled run counts as in flight once it is due within this margin (a run the trigger has just
 # created, or one waiting for a concurrency slot); runs scheduled further ahead (tonight's nightly) do not.
 DUE_MARGIN = timedelta(minutes=2)
+# The most flow runs a Prefect server returns for one request (its PREFECT_SERVER_API_DEFAULT_LIMIT,
+# 200 by default); it answers a larger ``limit`` with 422, so longer lists are read page by page.
+PAGE_SIZE = 200
 
 
 def emit_log_path() -> Path:
@@ -67,14 +71,12 @@ def survey_traffic(log_store_block: str, workload_ids: list[str] | None) -> list
         es.close()
 
 
-@task(name="flywheel-runs-in-flight", retries=1, retry_delay_seconds=5)
-def flywheel_runs_in_flight() -> set[Key]:
-    """The (workload, client) pairs with a ``flywheel`` run pending, running, or scheduled and due now.
+def read_flywheel_runs_in_flight(client: SyncPrefectClient, due: datetime) -> list[FlowRun]:
+    """Every ``flywheel`` run pending, running or cancelling, or scheduled to start before ``due``.
 
-    An event for such a pair would only start a run that waits for (or is cancelled by) the one in
-    flight, so the watch holds it back until that run has finished and moved the watermark.
+    Read page by page (``PAGE_SIZE`` runs a request, ordered by id), so any number of runs is found
+    without asking the server for more than it serves at once.
     """
-    due = utc_now() + DUE_MARGIN
     flows = FlowFilter(name=FlowFilterName(any_=[FLYWHEEL_FLOW_NAME]))
     started = FlowRunFilter(
         state=FlowRunFilterState(
@@ -86,9 +88,32 @@ def flywheel_runs_in_flight() -> set[Key]:
         expected_start_time=FlowRunFilterExpectedStartTime(before_=due),
     )
     runs: list[FlowRun] = []
+    for run_filter in (started, scheduled):
+        offset = 0
+        while True:
+            page = client.read_flow_runs(
+                flow_filter=flows,
+                flow_run_filter=run_filter,
+                sort=FlowRunSort.ID_DESC,
+                limit=PAGE_SIZE,
+                offset=offset,
+            )
+            runs.extend(page)
+            if len(page) < PAGE_SIZE:
+                break
+            offset += PAGE_SIZE
+    return runs
+
+
+@task(name="flywheel-runs-in-flight", retries=1, retry_delay_seconds=5)
+def flywheel_runs_in_flight() -> set[Key]:
+    """The (workload, client) pairs with a ``flywheel`` run pending, running, or scheduled and due now.
+
+    An event for such a pair would only start a run that waits for (or is cancelled by) the one in
+    flight, so the watch holds it back until that run has finished and moved the watermark.
+    """
     with get_client(sync_client=True) as client:
-        for run_filter in (started, scheduled):
-            runs.extend(client.read_flow_runs(flow_filter=flows, flow_run_filter=run_filter, limit=500))
+        runs = read_flywheel_runs_in_flight(client, due=utc_now() + DUE_MARGIN)
     return {_run_key(run.parameters) for run in runs if _run_key(run.parameters) != ("", "")}
 
 

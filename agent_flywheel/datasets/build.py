@@ -43,11 +43,7 @@ from agent_flywheel.datasets.semantic import Embedder
 from agent_flywheel.datasets.sources import RecordSource, SequenceSource, SpoolSource
 from agent_flywheel.datasets.split import split_sizes, stage_rng, stage_seed, stratified_split
 from agent_flywheel.records.cache import RecordCache
-from agent_flywheel.records.keys import (
-    BAD_ARGUMENTS,
-    HAS_CALL,
-    MALFORMED_CALL,
-)
+from agent_flywheel.records.keys import BAD_ARGUMENTS, HAS_CALL, MALFORMED_CALL
 
 MANIFEST_VERSION = 1
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent_flywheel.records.keys import (
-    request_messages,
-    request_tools,
-    response_message,
-)
+from agent_flywheel.records.keys import request_messages, request_tools, response_message
 from agent_flywheel.records.tool_arguments import call_with_string_arguments, is_mapping, with_string_arguments
 
 

@@ -27,11 +27,7 @@ from agent_flywheel.datasets.semantic import MAX_SEMANTIC_POOL, Embedder, last_u
 from agent_flywheel.datasets.sources import RecordSource
 from agent_flywheel.datasets.split import stage_seed, stratified_split
 from agent_flywheel.records.conversation import inject_examples, render_example
-from agent_flywheel.records.keys import (
-    request_messages,
-    request_tools,
-    response_message,
-)
+from agent_flywheel.records.keys import request_messages, request_tools, response_message
 
 
 @dataclass(frozen=True)

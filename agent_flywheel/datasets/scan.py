@@ -14,12 +14,7 @@ import numpy as np
 
 from agent_flywheel.datasets.sources import CacheSource, RecordSource, as_mapping
 from agent_flywheel.records.cache import RecordCache
-from agent_flywheel.records.keys import (
-    KEY_ROW,
-    KeyColumns,
-    SegmentKeys,
-    record_keys,
-)
+from agent_flywheel.records.keys import KEY_ROW, KeyColumns, SegmentKeys, record_keys
 
 
 @dataclass

@@ -9,9 +9,7 @@ import numpy as np
 
 from agent_flywheel.config import ICLConfig
 from agent_flywheel.datasets.icl_selection import relevance_coverage_order
-from agent_flywheel.records.keys import (
-    request_messages,
-)
+from agent_flywheel.records.keys import request_messages
 
 EMBED_BATCH_SIZE = 64
 # Semantic selection embeds at most this many train records (a seeded, stratified sample), so a huge

@@ -1,4 +1,9 @@
-"""The judge's replies: the patterns we ask the Evaluator to read them with, parsing a score, scaling similarity."""
+"""The judge's replies: the patterns we ask the Evaluator to read them with, parsing a score, scaling similarity.
+
+Differences from the blueprint, on purpose:
+- judge patterns capture whole numbers, so a similarity reply of ``10`` is 10, not 1 (blueprint bug 1);
+- similarity (1–10) is scaled to 0–1 so every metric lives on the same scale.
+"""
 
 from __future__ import annotations
 

@@ -3,11 +3,9 @@
 Per-sample values are 1.0 or 0.0; aggregates are means, and every comparison between models goes through
 a bootstrap interval (:mod:`agent_flywheel.evaluation.bootstrap`), never a bare mean.
 
-Differences from the blueprint, on purpose:
-- a reference with no tool call matched by a prediction with none is a *match* (we evaluate "no call"
-  decisions; the blueprint drops those records and forces ``tool_choice: required``);
-- judge patterns capture whole numbers, so a similarity reply of ``10`` is 10, not 1 (blueprint bug 1);
-- similarity (1–10) is scaled to 0–1 so every metric lives on the same scale.
+Difference from the blueprint, on purpose: a reference with no tool call matched by a prediction with
+none is a *match* (we evaluate "no call" decisions; the blueprint drops those records and forces
+``tool_choice: required``). The judge's differences are in :mod:`agent_flywheel.evaluation.judge`.
 """
 
 from __future__ import annotations

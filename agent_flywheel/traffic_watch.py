@@ -35,8 +35,9 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from agent_flywheel.logstore import WatermarkStore, count_since, list_workloads
-from agent_flywheel.records import format_timestamp, parse_timestamp
+from agent_flywheel.logstore.traffic import count_since, list_workloads
+from agent_flywheel.logstore.watermarks import WatermarkStore
+from agent_flywheel.records.timestamps import format_timestamp, parse_timestamp
 
 __all__ = [
     "EVENT_NAME",

@@ -13,9 +13,9 @@ Two files per size:
 - ``cache.jsonl``: what extraction hands to the dataset build. The good records (duplicates included,
   as the record cache accumulates them across incremental runs) in canonical form: ISO ``...Z``
   timestamps, ``arguments`` as objects, then written as the record cache writes them
-  (:func:`agent_flywheel.record_cache.cache_line`: the request's arguments as JSON strings).
+  (:func:`agent_flywheel.records.cache.cache_line`: the request's arguments as JSON strings).
   ``check_cache_equivalence`` verifies on a sample that the canonical form is exactly what
-  :func:`agent_flywheel.records.to_document` makes of the raw record.
+  :func:`agent_flywheel.records.documents.to_document` makes of the raw record.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from agent_flywheel.record_cache import cache_line
+from agent_flywheel.records.cache import cache_line
 
 WORKLOAD_ID = "customer-support"
 CLIENT_ID = "bench"
@@ -340,7 +340,9 @@ def check_cache_equivalence(spec: Spec, sample: int = 200) -> int:
     Returns how many were compared; raises ``AssertionError`` on the first difference, so the dataset
     build benchmark is known to read exactly what extraction would have written.
     """
-    from agent_flywheel.records import LogRecord, to_document, validate_record
+    from agent_flywheel.records.documents import to_document
+    from agent_flywheel.records.schema import LogRecord
+    from agent_flywheel.records.validation import validate_record
 
     compared = 0
     rng = random.Random(spec.seed)

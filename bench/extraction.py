@@ -81,7 +81,7 @@ def _configs(records: int) -> tuple[Any, Any, Any, list[Any]]:
 
 
 def _cache(root: str) -> Any:
-    from agent_flywheel.record_cache import RecordCache
+    from agent_flywheel.records.cache import RecordCache
 
     return RecordCache(Path(root), data.WORKLOAD_ID, data.CLIENT_ID)
 
@@ -96,8 +96,8 @@ def build(cache_root: str, records: int, out_dir: str, cold: bool = False) -> di
     ``cold``: the segments' key files are deleted first (not timed), so the build computes every record's
     keys itself, as the first build after an upgrade of the key format does (it saves them again).
     """
-    from agent_flywheel.datasets import build_datasets
-    from agent_flywheel.record_keys import key_file
+    from agent_flywheel.datasets.build import build_datasets
+    from agent_flywheel.records.keys import key_file
 
     split, icl, evaluation, models = _configs(records)
     out = Path(out_dir)
@@ -119,10 +119,10 @@ def ours_end_to_end(url: str, records: int, work_dir: str) -> dict[str, Any]:
     timed by stage (extraction includes writing the cache and its key files, as the ``extract-logs`` task does)."""
     from elasticsearch import Elasticsearch
 
-    from agent_flywheel.datasets import build_datasets
-    from agent_flywheel.es_serializer import LogStoreSerializer
-    from agent_flywheel.logstore import extract
-    from agent_flywheel.records import QuarantineWriter
+    from agent_flywheel.datasets.build import build_datasets
+    from agent_flywheel.logstore.reader import extract
+    from agent_flywheel.logstore.serializer import LogStoreSerializer
+    from agent_flywheel.records.quarantine import QuarantineWriter
 
     work = Path(work_dir)
     shutil.rmtree(work, ignore_errors=True)
@@ -180,17 +180,18 @@ def breakdown(path: str, records: int) -> dict[str, Any]:
 
     import orjson
 
-    from agent_flywheel import conversation, datasets, record_keys
+    from agent_flywheel.datasets import formats
     from agent_flywheel.jsonlines import IO_BUFFER_BYTES, dump_line
+    from agent_flywheel.records import conversation, keys
 
     with open(path, "rb") as handle:
         lines = [line for _, line in zip(range(records), handle, strict=False)]
     parsed = [orjson.loads(line) for line in lines]
     n = len(parsed)
-    messages = [record_keys.request_messages(r) or [] for r in parsed]
-    tools = [record_keys.request_tools(r) for r in parsed]
-    answers = [record_keys.response_message(r) or {} for r in parsed]
-    examples = [datasets.to_training_example(r, True) for r in parsed]
+    messages = [keys.request_messages(r) or [] for r in parsed]
+    tools = [keys.request_tools(r) for r in parsed]
+    answers = [keys.response_message(r) or {} for r in parsed]
+    examples = [formats.to_training_example(r, True) for r in parsed]
     out = [dump_line(e) for e in examples]
     scratch = Path(path).with_name("breakdown-writes.jsonl")
     gc.collect()
@@ -220,14 +221,14 @@ def breakdown(path: str, records: int) -> dict[str, Any]:
     try:
         timed("parse: orjson (the bound)", each(orjson.loads, lines))
         timed("parse: json", each(json.loads, lines))
-        timed("record keys (when the cache is written; the build reads them)", each(record_keys.record_keys, parsed))
+        timed("record keys (when the cache is written; the build reads them)", each(keys.record_keys, parsed))
         timed("  of which conversation_hash", each(conversation.conversation_hash, messages, tools))
         timed(
             "  of which render_example (ICL example length)",
             each(lambda m, a: conversation.render_example(1, m, a), messages, answers),
         )
         timed("build: parse the line again (orjson)", each(orjson.loads, lines))
-        timed("build: to_training_example", each(lambda r: datasets.to_training_example(r, True), parsed))
+        timed("build: to_training_example", each(lambda r: formats.to_training_example(r, True), parsed))
         timed("build: output line (orjson)", each(dump_line, examples))
         timed("build: sha256 of the output", each(lambda b: hashlib.sha256(b).digest(), out))
         timed("build: write, 1 MiB buffer", write_all(IO_BUFFER_BYTES))
@@ -456,7 +457,7 @@ def load_store(url: str, raw_path: Path) -> dict[str, Any]:
     """Index every raw line into the log server with ``_bulk`` (setup, timed for information only)."""
     from elasticsearch import Elasticsearch
 
-    from agent_flywheel.logstore import ensure_index
+    from agent_flywheel.logstore.index import ensure_index
 
     es = Elasticsearch(url, request_timeout=600)
     ensure_index(es, INDEX)

@@ -198,7 +198,7 @@ def _extraction(results: dict[str, Any] | None) -> list[str]:
         "ICL for one 8k-context model, and the NeMo dataset files plus manifest. `limit` is the number of records, "
         "so every usable record lands in a file. The cache keeps, beside each segment, a key file with what the "
         "build needs of every record (conversation hash, timestamp, label, answer flags, example length), computed "
-        "once when extraction writes the record (`agent_flywheel/record_keys.py`); the build reads those columns, "
+        "once when extraction writes the record (`agent_flywheel/records/keys.py`); the build reads those columns, "
         "then parses and writes out each selected record. **Cold build**: the same with the key files deleted "
         "first, so the build computes every key itself (the first build after the key format changes; it saves "
         "them again). **Bound**: every line of the same file parsed with orjson (the fastest JSON parser "

@@ -8,7 +8,7 @@ from elasticsearch import Elasticsearch
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from agent_flywheel.es_serializer import LogStoreSerializer
+from agent_flywheel.logstore.serializer import LogStoreSerializer
 
 
 class LogStore(Block):

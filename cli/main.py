@@ -128,9 +128,10 @@ def logs_import(
     configure_local_environment()
     if not file.is_file():
         raise CliError(f"{file}: no such file")
-    from agent_flywheel.logstore import ensure_index, import_jsonl
+    from agent_flywheel.logstore.index import ensure_index
+    from agent_flywheel.logstore.writer import import_jsonl
     from agent_flywheel.paths import state_dir
-    from agent_flywheel.records import QuarantineWriter
+    from agent_flywheel.records.quarantine import QuarantineWriter
     from blocks.log_store import LogStore
     from blocks.resolve import load_block
 

@@ -28,8 +28,8 @@ from prefect.flows import Flow
 from prefect.runtime import flow_run as current_run
 
 from agent_flywheel.config import FlywheelConfig, NIMConfig, load_config
-from agent_flywheel.gate import GateDecision, decide_promotion
-from agent_flywheel.metrics import ALL_METRICS
+from agent_flywheel.evaluation.gate import GateDecision, decide_promotion
+from agent_flywheel.evaluation.metrics import ALL_METRICS
 from agent_flywheel.paths import state_dir
 from tasks.clients import is_simulated
 from tasks.datasets import UploadedDatasets, build_datasets_task, upload_datasets

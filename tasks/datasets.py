@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from agent_flywheel.config import ExampleSelection, FlywheelConfig
-from agent_flywheel.datasets import DatasetBuild, build_datasets
+from agent_flywheel.datasets.build import DatasetBuild, build_datasets
 from agent_flywheel.nemo.payloads import safe_name
 from tasks.clients import nemo_client, nemo_settings
 from tasks.extract import record_cache

@@ -14,10 +14,13 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from agent_flywheel.config import FlywheelConfig
-from agent_flywheel.logstore import LogStoreError, Watermark, extract, extraction_window
+from agent_flywheel.logstore.errors import LogStoreError
+from agent_flywheel.logstore.reader import extract
+from agent_flywheel.logstore.watermarks import Watermark, extraction_window
 from agent_flywheel.paths import state_dir
-from agent_flywheel.record_cache import RecordCache
-from agent_flywheel.records import ModelFilter, QuarantineWriter
+from agent_flywheel.records.cache import RecordCache
+from agent_flywheel.records.model_filter import ModelFilter
+from agent_flywheel.records.quarantine import QuarantineWriter
 from blocks.log_store import LogStore
 from blocks.resolve import load_block
 from tasks.watermarks import watermark_store

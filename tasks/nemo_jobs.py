@@ -39,8 +39,8 @@ from prefect.states import State
 from pydantic import BaseModel
 
 from agent_flywheel.config import FlywheelConfig, NIMConfig
+from agent_flywheel.evaluation.results import parse_aggregate_results, parse_sample_results
 from agent_flywheel.ledger import Ledger, Resource
-from agent_flywheel.metrics import parse_aggregate_results, parse_sample_results
 from agent_flywheel.nemo.customizer import NOT_ENOUGH_RESOURCES
 from agent_flywheel.nemo.http import NemoAPIError
 from agent_flywheel.nemo.idempotency import IdempotencyKey, content_hash

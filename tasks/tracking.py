@@ -9,8 +9,9 @@ from typing import Any
 from prefect import task
 
 from agent_flywheel.config import FlywheelConfig
-from agent_flywheel.gate import GateDecision
-from agent_flywheel.metrics import bootstrap_mean_interval, scores_by_sample
+from agent_flywheel.evaluation.bootstrap import bootstrap_mean_interval
+from agent_flywheel.evaluation.gate import GateDecision
+from agent_flywheel.evaluation.results import scores_by_sample
 from agent_flywheel.tracking import flatten_params, flywheel_experiment
 from tasks.clients import tracker
 from tasks.nemo_jobs import EvalOutcome

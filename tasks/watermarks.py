@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent_flywheel.logstore import FileWatermarkStore
+from agent_flywheel.logstore.watermarks import FileWatermarkStore
 from agent_flywheel.paths import flywheel_home
 
 

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from agent_flywheel.metrics import read_results_archive
+from agent_flywheel.evaluation.results import read_results_archive
 from agent_flywheel.nemo.http import NemoAPIError, ServiceHTTP, filter_params
 from agent_flywheel.nemo.idempotency import IdempotencyKey, create_or_find
 from agent_flywheel.nemo.models import EvaluationJob, EvaluationResult, EvaluationStatus, SampleResult

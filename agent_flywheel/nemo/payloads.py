@@ -33,7 +33,7 @@ from agent_flywheel.config import (
     RemoteModelConfig,
     TrainingConfig,
 )
-from agent_flywheel.metrics import JUDGE_RATING_PATTERN, JUDGE_SIMILARITY_PATTERN
+from agent_flywheel.evaluation.judge import JUDGE_RATING_PATTERN, JUDGE_SIMILARITY_PATTERN
 from agent_flywheel.nemo.idempotency import IdempotencyKey, content_hash
 
 # Names the Evaluator reports results under (and the blueprint reads them by).

@@ -7,7 +7,7 @@ When the log server is down, the records stay in the buffer and are retried with
 the buffer is full are the oldest dropped, and every failure and drop is counted for ``GET /admin/stats``.
 Each record has a deterministic ``_id``, so a retry after a half-written batch does not duplicate it.
 Before its first write the shipper creates the index with the project's log mapping when it is missing
-(:data:`agent_flywheel.logstore.LOG_INDEX_MAPPING`), because an index created by a first write would guess
+(:data:`agent_flywheel.logstore.index.LOG_INDEX_MAPPING`), because an index created by a first write would guess
 the mapping and read epoch-second timestamps wrongly.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 from elasticsearch.helpers import async_bulk
 
-from agent_flywheel.logstore import LOG_INDEX_MAPPING, LOG_INDEX_SETTINGS
+from agent_flywheel.logstore.index import LOG_INDEX_MAPPING, LOG_INDEX_SETTINGS
 
 logger = logging.getLogger("simulators.agent")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from agent_flywheel.conversation import parse_arguments
+from agent_flywheel.records.conversation import parse_arguments
 
 TODAY = date(2025, 6, 1)  # the fake backend's "today", so return windows never drift
 FIRST_ORDER, LAST_ORDER = 10000, 10999  # ORD-10000 .. ORD-10999 exist

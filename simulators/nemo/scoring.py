@@ -1,6 +1,6 @@
 """Scores of one evaluation sample and their aggregate, in NeMo Evaluator's result shapes.
 
-The metric semantics are the project's own (:mod:`agent_flywheel.metrics`), shared with the code
+The metric semantics are the project's own (:mod:`agent_flywheel.evaluation.metrics`), shared with the code
 that reads real Evaluator results, so a simulated score and a real one mean the same thing.
 A value that could not be computed (judge reply without a score, unrenderable ground truth) is
 ``None`` here: counted in ``nan_count``, left out of the mean, never a crash.
@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from agent_flywheel.metrics import function_name_and_args_match, function_name_match, parse_judge_score
+from agent_flywheel.evaluation.judge import parse_judge_score
+from agent_flywheel.evaluation.metrics import function_name_and_args_match, function_name_match
 
 FUNCTION_NAME = "function_name_accuracy"
 FUNCTION_NAME_AND_ARGS = "function_name_and_args_accuracy"

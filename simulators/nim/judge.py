@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent_flywheel.conversation import canonical_tool_calls, parse_arguments
+from agent_flywheel.records.conversation import canonical_tool_calls, parse_arguments
 from simulators.nim.text import content_text, normalise, word_f1
 
 _GROUND_TRUTH = re.compile(

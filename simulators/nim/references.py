@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from agent_flywheel.conversation import conversation_hash
+from agent_flywheel.records.conversation import conversation_hash
 
 logger = logging.getLogger("simulators.nim")
 

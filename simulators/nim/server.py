@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent_flywheel.conversation import conversation_hash, strip_examples
+from agent_flywheel.records.conversation import conversation_hash, strip_examples
 from simulators.common import create_simulator_app
 from simulators.nim import teacher, wire
 from simulators.nim.embeddings import embed, encode

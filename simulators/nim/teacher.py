@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_flywheel.conversation import canonical_tool_calls
+from agent_flywheel.records.conversation import canonical_tool_calls
 from simulators.nim.text import STOPWORDS, content_text, content_words, squash, stem, words
 
 CALL_THRESHOLD = 2.0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from agent_flywheel.config import FlywheelConfig, parse_config
 from agent_flywheel.nemo.payloads import eval_config_for_run
-from agent_flywheel.records import Quarantined, validate_record
+from agent_flywheel.records.quarantine import Quarantined
+from agent_flywheel.records.validation import validate_record
 
 RECORD = {
     "timestamp": 1746138417,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from agent_flywheel.conversation import _normalise_text, conversation_hash
+from agent_flywheel.records.conversation import _normalise_text, conversation_hash
 
 
 def test_whitespace_normalisation_equals_collapsing_regex_whitespace_on_every_code_point() -> None:

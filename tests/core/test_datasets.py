@@ -15,26 +15,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ICLConfig, NIMConfig, RemoteModelConfig
-from agent_flywheel.conversation import conversation_hash, strip_examples
-from agent_flywheel.datasets import (
-    DatasetBuild,
-    InsufficientRecordsError,
-    WorkloadType,
-    allocate_stratified,
-    build_datasets,
+from agent_flywheel.datasets.build import DatasetBuild, InsufficientRecordsError, WorkloadType, build_datasets
+from agent_flywheel.datasets.formats import to_eval_record, to_training_example
+from agent_flywheel.datasets.icl_selection import (
     estimate_tokens,
     fit_examples,
     relevance_coverage_order,
     round_robin,
-    split_sizes,
-    stratified_split,
-    to_eval_record,
-    to_training_example,
     uniform_bins,
 )
-from agent_flywheel.record_keys import NO_TOOL
-from agent_flywheel.records import LogRecord, validate_record
-from agent_flywheel.tool_arguments import arguments_string
+from agent_flywheel.datasets.split import allocate_stratified, split_sizes, stratified_split
+from agent_flywheel.records.conversation import conversation_hash, strip_examples
+from agent_flywheel.records.keys import NO_TOOL
+from agent_flywheel.records.schema import LogRecord
+from agent_flywheel.records.tool_arguments import arguments_string
+from agent_flywheel.records.validation import validate_record
 from tests.support.dataset_records import TOOLS, mixed, record
 
 SMALL = NIMConfig(model_name="meta/llama-3.2-1b-instruct", context_length=8192)

@@ -13,7 +13,7 @@ from elasticsearch.serializer import JsonSerializer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_flywheel.es_serializer import LogStoreSerializer
+from agent_flywheel.logstore.serializer import LogStoreSerializer
 from blocks.log_store import LogStore
 
 SERIALIZER = LogStoreSerializer()

@@ -2,8 +2,8 @@
 
 ``tests/core/test_records_properties.py`` checks the record validator alone. Here the same generators
 (valid, mutated, hostile, oversized, deeply nested records, arguments that are not JSON, records of
-another workload) go through the flywheel's first two steps: :func:`agent_flywheel.logstore.extract`
-(paging a store that serves them as they are) and :func:`agent_flywheel.datasets.build_datasets`. The
+another workload) go through the flywheel's first two steps: :func:`agent_flywheel.logstore.reader.extract`
+(paging a store that serves them as they are) and :func:`agent_flywheel.datasets.build.build_datasets`. The
 properties: nothing raises (short of the documented :class:`InsufficientRecordsError`), every bad record
 is quarantined once with the reason the validator gives it, and every count adds up exactly.
 """
@@ -22,18 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ICLConfig, NIMConfig
-from agent_flywheel.datasets import InsufficientRecordsError, build_datasets
-from agent_flywheel.logstore import extract
-from agent_flywheel.records import (
-    LogRecord,
-    Quarantined,
-    QuarantineWriter,
-    Reason,
-    record_digest,
-    record_hash,
-    to_document,
-    validate_record,
-)
+from agent_flywheel.datasets.build import InsufficientRecordsError, build_datasets
+from agent_flywheel.logstore.reader import extract
+from agent_flywheel.records.documents import record_digest, record_hash, to_document
+from agent_flywheel.records.problems import Reason
+from agent_flywheel.records.quarantine import Quarantined, QuarantineWriter
+from agent_flywheel.records.schema import LogRecord
+from agent_flywheel.records.validation import validate_record
 from simulators.nemo.upstream import parse_rows
 from tasks.datasets import jsonl_safe
 from tests.support.blueprint_records import AIVA

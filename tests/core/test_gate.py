@@ -1,4 +1,4 @@
-"""Tests for agent_flywheel.gate: non-inferiority on paired samples, then the cheapest candidate."""
+"""Tests for agent_flywheel.evaluation.gate: non-inferiority on paired samples, then the cheapest candidate."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from agent_flywheel.config import CustomizerConfig, NIMConfig, PromotionGateConfig
-from agent_flywheel.gate import Candidate, decide_promotion
-from agent_flywheel.metrics import FUNCTION_NAME_AND_ARGS_ACCURACY
+from agent_flywheel.evaluation.gate import Candidate, decide_promotion
+from agent_flywheel.evaluation.metrics import FUNCTION_NAME_AND_ARGS_ACCURACY
 
 N = 300
 TEACHER = NIMConfig(model_name="meta/llama-3.3-70b-instruct", context_length=32768, cost_per_1k_tokens=0.9)

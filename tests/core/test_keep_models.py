@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 
-from agent_flywheel.records import LogRecord, ModelFilter, validate_record
+from agent_flywheel.records.model_filter import ModelFilter
+from agent_flywheel.records.schema import LogRecord
+from agent_flywheel.records.validation import validate_record
 from tests.support.blueprint_records import AIVA
 
 

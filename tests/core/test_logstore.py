@@ -12,19 +12,15 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
-from agent_flywheel.logstore import (
-    LOG_INDEX_MAPPING,
-    MemoryWatermarkStore,
-    Watermark,
-    bulk_index,
-    count_since,
-    ensure_index,
-    extract,
-    import_jsonl,
-    list_workloads,
-    scan_records,
-)
-from agent_flywheel.records import LogRecord, QuarantineWriter, record_hash, to_document, validate_record
+from agent_flywheel.logstore.index import LOG_INDEX_MAPPING, ensure_index
+from agent_flywheel.logstore.reader import extract, scan_records
+from agent_flywheel.logstore.traffic import count_since, list_workloads
+from agent_flywheel.logstore.watermarks import MemoryWatermarkStore, Watermark
+from agent_flywheel.logstore.writer import bulk_index, import_jsonl
+from agent_flywheel.records.documents import record_hash, to_document
+from agent_flywheel.records.quarantine import QuarantineWriter
+from agent_flywheel.records.schema import LogRecord
+from agent_flywheel.records.validation import validate_record
 from simulators.settings import LocalStackConfig
 from simulators.threaded import ThreadedServer
 

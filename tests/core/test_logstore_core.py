@@ -10,17 +10,12 @@ from typing import Any
 
 import pytest
 
-from agent_flywheel import logstore
 from agent_flywheel.config import ExtractionConfig
-from agent_flywheel.logstore import (
-    LOG_INDEX_MAPPING,
-    FileWatermarkStore,
-    LogStoreError,
-    MemoryWatermarkStore,
-    Watermark,
-    extraction_window,
-    scan_records,
-)
+from agent_flywheel.logstore import index, reader
+from agent_flywheel.logstore.errors import LogStoreError
+from agent_flywheel.logstore.index import LOG_INDEX_MAPPING
+from agent_flywheel.logstore.reader import scan_records
+from agent_flywheel.logstore.watermarks import FileWatermarkStore, MemoryWatermarkStore, Watermark, extraction_window
 
 T0 = datetime(2025, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -35,7 +30,7 @@ def test_mapping_keeps_extra_fields_and_reads_epoch_seconds() -> None:
 
 
 def test_query_uses_term_filters_and_a_half_open_millisecond_range() -> None:
-    query = logstore._query("w", "c", T0 + timedelta(microseconds=1999), T0 + timedelta(seconds=1))
+    query = index.window_query("w", "c", T0 + timedelta(microseconds=1999), T0 + timedelta(seconds=1))
     filters = query["bool"]["filter"]
     assert filters[0] == {"term": {"workload_id": "w"}}
     assert filters[1] == {"term": {"client_id": "c"}}
@@ -48,8 +43,8 @@ def test_query_uses_term_filters_and_a_half_open_millisecond_range() -> None:
             }
         }
     }
-    assert logstore._query("w", "c", None, None)["bool"]["filter"][2:] == []
-    naive = logstore._es_time(datetime(2025, 5, 1, 14, 0))  # naive means UTC
+    assert index.window_query("w", "c", None, None)["bool"]["filter"][2:] == []
+    naive = index.es_time(datetime(2025, 5, 1, 14, 0))  # naive means UTC
     assert naive == "2025-05-01T14:00:00.000Z"
 
 
@@ -161,7 +156,7 @@ MS = timedelta(milliseconds=1)
 def test_next_watermark(
     previous: Watermark | None, newest: datetime | None, ids: set[str], skipped: bool, expected: Watermark | None
 ) -> None:
-    assert logstore._next_watermark(previous, newest, ids, skipped) == expected
+    assert reader._next_watermark(previous, newest, ids, skipped) == expected
 
 
 def test_file_watermark_store(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests for agent_flywheel.metrics: per-sample tool-calling metrics, judge parsing, bootstrap, result parsing."""
+"""Tests for agent_flywheel.evaluation (metrics, judge, bootstrap, results): per-sample tool-calling metrics, judge parsing, bootstrap, result parsing."""
 
 from __future__ import annotations
 
@@ -12,25 +12,28 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent_flywheel.conversation import conversation_hash, inject_examples
-from agent_flywheel.metrics import (
-    FUNCTION_NAME_ACCURACY,
-    FUNCTION_NAME_AND_ARGS_ACCURACY,
+from agent_flywheel.evaluation.bootstrap import bootstrap_mean_interval, paired_bootstrap_difference
+from agent_flywheel.evaluation.judge import (
     JUDGE_RATING_PATTERN,
     JUDGE_SIMILARITY_PATTERN,
+    parse_judge_score,
+    scale_similarity,
+)
+from agent_flywheel.evaluation.metrics import (
+    FUNCTION_NAME_ACCURACY,
+    FUNCTION_NAME_AND_ARGS_ACCURACY,
     SIMILARITY,
     TOOL_CALLING_CORRECTNESS,
-    bootstrap_mean_interval,
     function_name_and_args_match,
     function_name_match,
-    paired_bootstrap_difference,
+)
+from agent_flywheel.evaluation.results import (
     parse_aggregate_results,
-    parse_judge_score,
     parse_sample_results,
     read_results_archive,
-    scale_similarity,
     scores_by_sample,
 )
+from agent_flywheel.records.conversation import conversation_hash, inject_examples
 
 
 def call(name: str, arguments: Any = None, call_id: str = "c1") -> dict[str, Any]:

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ICLConfig, NIMConfig
-from agent_flywheel.datasets import DatasetBuild, build_datasets, to_training_example
+from agent_flywheel.datasets.build import DatasetBuild, build_datasets
+from agent_flywheel.datasets.formats import to_training_example
 from agent_flywheel.jsonlines import load_line
-from agent_flywheel.record_cache import RecordCache
-from agent_flywheel.record_keys import KEYS_VERSION, key_file, read_key_file, record_keys
+from agent_flywheel.records.cache import RecordCache
+from agent_flywheel.records.keys import KEYS_VERSION, key_file, read_key_file, record_keys
 from tests.support.dataset_records import mixed, record
 
 MODELS = [

@@ -11,21 +11,13 @@ from typing import Any
 
 import pytest
 
-from agent_flywheel import records
-from agent_flywheel.records import (
-    LogRecord,
-    Quarantined,
-    QuarantineWriter,
-    Reason,
-    document_id,
-    first_tool_name,
-    is_tool_calling,
-    parse_jsonl_line,
-    parse_timestamp,
-    record_hash,
-    to_document,
-    validate_record,
-)
+from agent_flywheel.records import validation
+from agent_flywheel.records.documents import document_id, record_hash, to_document
+from agent_flywheel.records.problems import Reason
+from agent_flywheel.records.quarantine import Quarantined, QuarantineWriter
+from agent_flywheel.records.schema import LogRecord, first_tool_name, is_tool_calling
+from agent_flywheel.records.timestamps import format_timestamp, parse_timestamp
+from agent_flywheel.records.validation import parse_jsonl_line, validate_record
 from tests.support.blueprint_records import AIVA, GENERIC
 
 
@@ -179,7 +171,7 @@ def test_timestamps_are_normalised_to_utc(value: Any, expected: datetime) -> Non
     result = valid(record(timestamp=value))
     assert result.timestamp == expected
     assert result.timestamp.tzinfo == UTC
-    assert to_document(result)["timestamp"] == records.format_timestamp(expected)
+    assert to_document(result)["timestamp"] == format_timestamp(expected)
     assert to_document(result)["timestamp"].endswith("Z")
 
 
@@ -396,7 +388,7 @@ def test_a_bug_in_validation_is_reported_not_raised(monkeypatch: pytest.MonkeyPa
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("bug")
 
-    monkeypatch.setattr(records, "_validate", boom)
+    monkeypatch.setattr(validation, "_validate", boom)
     item = quarantined(record())
     assert item.reason == Reason.VALIDATION_ERROR
     assert "KeyError" in item.message

@@ -11,28 +11,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent_flywheel.conversation import conversation_hash
-from agent_flywheel.datasets import to_eval_record, to_training_example
+from agent_flywheel.datasets.formats import to_eval_record, to_training_example
 from agent_flywheel.jsonlines import dump_line, load_line
-from agent_flywheel.record_keys import record_keys
-from agent_flywheel.records import (
-    MAX_RECORD_BYTES,
-    MAX_RECORD_DEPTH,
-    LogRecord,
-    Quarantined,
-    QuarantineWriter,
-    Reason,
-    _json_problem,
-    _plainly_json,
-    format_timestamp,
-    parse_jsonl_line,
-    parse_timestamp,
-    record_digest,
-    record_hash,
-    to_document,
-    validate_record,
-)
-from agent_flywheel.tool_arguments import request_with_string_arguments
+from agent_flywheel.records.conversation import conversation_hash
+from agent_flywheel.records.documents import record_digest, record_hash, to_document
+from agent_flywheel.records.keys import record_keys
+from agent_flywheel.records.problems import Reason
+from agent_flywheel.records.quarantine import Quarantined, QuarantineWriter
+from agent_flywheel.records.schema import LogRecord
+from agent_flywheel.records.strict_json import MAX_RECORD_BYTES, MAX_RECORD_DEPTH, json_problem, plainly_json
+from agent_flywheel.records.timestamps import format_timestamp, parse_timestamp
+from agent_flywheel.records.tool_arguments import request_with_string_arguments
+from agent_flywheel.records.validation import parse_jsonl_line, validate_record
 from tests.support.strategies import BASE_RECORD, hostile_json, mutated_records, valid_records
 
 SETTINGS = settings(
@@ -278,19 +268,19 @@ def test_the_record_cache_form_gives_the_same_keys_and_dataset_lines(
 def test_the_fast_check_passes_only_what_the_exact_walk_passes(
     value: Any, max_depth: int, max_bytes: int, timestamp: Any
 ) -> None:
-    if _plainly_json(value, max_depth, max_bytes):
-        assert _json_problem(value, max_depth, max_bytes) is None
+    if plainly_json(value, max_depth, max_bytes):
+        assert json_problem(value, max_depth, max_bytes) is None
     skip = frozenset({"timestamp"})
     record = {"timestamp": timestamp, "value": value}
-    if _plainly_json(record, max_depth, max_bytes, skip):
-        assert _json_problem(record, max_depth, max_bytes, skip) is None
+    if plainly_json(record, max_depth, max_bytes, skip):
+        assert json_problem(record, max_depth, max_bytes, skip) is None
 
 
 @SETTINGS
 @given(valid_records())
 def test_the_fast_check_passes_ordinary_records(raw: dict[str, Any]) -> None:
     """Otherwise ``parsed=True`` would be correct but no faster."""
-    assert _plainly_json(raw, MAX_RECORD_DEPTH, MAX_RECORD_BYTES, frozenset({"timestamp"}))
+    assert plainly_json(raw, MAX_RECORD_DEPTH, MAX_RECORD_BYTES, frozenset({"timestamp"}))
 
 
 @pytest.mark.parametrize(
@@ -300,8 +290,8 @@ def test_the_fast_check_passes_ordinary_records(raw: dict[str, Any]) -> None:
 def test_the_fast_check_never_passes_a_value_over_the_size_limit(value: Any) -> None:
     """Small integers count 8 bytes but are written as 1: the fast check must not trust the text's length."""
     for max_bytes in range(0, 200):
-        if _plainly_json(value, MAX_RECORD_DEPTH, max_bytes):
-            assert _json_problem(value, MAX_RECORD_DEPTH, max_bytes) is None, max_bytes
+        if plainly_json(value, MAX_RECORD_DEPTH, max_bytes):
+            assert json_problem(value, MAX_RECORD_DEPTH, max_bytes) is None, max_bytes
 
 
 @pytest.mark.parametrize("parsed", [False, True])
@@ -312,7 +302,7 @@ def test_nesting_limit_is_exact_whichever_check_runs(parsed: bool) -> None:
         nested = [nested]
     raw["deep"] = nested
     assert isinstance(validate_record(raw, source="d:1", parsed=parsed), LogRecord)
-    assert _plainly_json(raw, MAX_RECORD_DEPTH, MAX_RECORD_BYTES, frozenset({"timestamp"}))  # decided in C
+    assert plainly_json(raw, MAX_RECORD_DEPTH, MAX_RECORD_BYTES, frozenset({"timestamp"}))  # decided in C
     raw["deep"] = [nested]
     result = validate_record(raw, source="d:1", parsed=parsed)
     assert isinstance(result, Quarantined) and result.reason == Reason.TOO_LARGE

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 import agent_flywheel.traffic_watch as tw
-from agent_flywheel.logstore import MemoryWatermarkStore, Watermark, WorkloadStats
+from agent_flywheel.logstore.traffic import WorkloadStats
+from agent_flywheel.logstore.watermarks import MemoryWatermarkStore, Watermark
 from agent_flywheel.traffic_watch import (
     EVENT_NAME,
     Action,

@@ -13,9 +13,10 @@ from elasticsearch import Elasticsearch
 from typer.testing import CliRunner
 
 from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ICLConfig, NIMConfig
-from agent_flywheel.datasets import build_datasets
-from agent_flywheel.logstore import extract
-from agent_flywheel.records import QuarantineWriter, to_document
+from agent_flywheel.datasets.build import build_datasets
+from agent_flywheel.logstore.reader import extract
+from agent_flywheel.records.documents import to_document
+from agent_flywheel.records.quarantine import QuarantineWriter
 from cli.main import app
 from simulators.logserver.server import create_app
 from simulators.settings import LocalStackConfig, Ports

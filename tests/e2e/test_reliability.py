@@ -462,8 +462,8 @@ def test_dropped_connections_slow_services_late_adapters_and_a_flaky_log_store_a
 
 def test_log_store_errors_are_retried_by_the_client(stack: LocalStackConfig, home: Path, env: dict[str, str]) -> None:
     """Extraction alone under a log store that answers 429 to 30% of requests: the same records come back."""
-    from agent_flywheel.logstore import extract
-    from agent_flywheel.records import QuarantineWriter
+    from agent_flywheel.logstore.reader import extract
+    from agent_flywheel.records.quarantine import QuarantineWriter
     from blocks.log_store import LogStore
 
     store = LogStore(url=stack.url("logserver"), index="flywheel")
@@ -808,7 +808,8 @@ def test_bad_command_line_arguments_are_explained_without_a_traceback(args: list
 
 def test_hostile_records_strategy_is_exercised() -> None:
     """The hostile records above really are what the flywheel must quarantine (guards the fixture itself)."""
-    from agent_flywheel.records import Quarantined, validate_record
+    from agent_flywheel.records.quarantine import Quarantined
+    from agent_flywheel.records.validation import validate_record
 
     for reason, record in HOSTILE:
         result = validate_record(copy.deepcopy(record), source="fixture", expected_workload_id=WORKLOAD)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ICLConfig, NIMConfig, RemoteModelConfig
-from agent_flywheel.datasets import build_datasets
+from agent_flywheel.datasets.build import build_datasets
 from simulators.nim.server import create_app
 from simulators.settings import LocalStackConfig
 from simulators.threaded import ThreadedServer

@@ -17,10 +17,13 @@ from elastic_transport import ConnectionError as TransportConnectionError
 
 import tasks.extract
 from agent_flywheel.config import ExtractionConfig, FlywheelConfig, NIMConfig
-from agent_flywheel.logstore import extract
-from agent_flywheel.record_cache import RecordCache, SegmentWriter
-from agent_flywheel.record_keys import key_file
-from agent_flywheel.records import LogRecord, QuarantineWriter, to_document, validate_record
+from agent_flywheel.logstore.reader import extract
+from agent_flywheel.records.cache import RecordCache, SegmentWriter
+from agent_flywheel.records.documents import to_document
+from agent_flywheel.records.keys import key_file
+from agent_flywheel.records.quarantine import QuarantineWriter
+from agent_flywheel.records.schema import LogRecord
+from agent_flywheel.records.validation import validate_record
 from blocks.log_store import LogStore
 from tasks.extract import ExtractedLogs, extract_logs, record_cache
 from tests.support.blueprint_records import AIVA

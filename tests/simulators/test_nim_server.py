@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from agent_flywheel.conversation import inject_examples, render_example
+from agent_flywheel.records.conversation import inject_examples, render_example
 from simulators.nim.server import create_app
 from simulators.settings import LocalStackConfig, Ports
 from simulators.threaded import ThreadedServer, free_port

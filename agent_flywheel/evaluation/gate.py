@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from agent_flywheel.config import EVAL_MODES, EvalMode, NIMConfig, PromotionGateConfig
-from agent_flywheel.metrics import Interval, paired_bootstrap_difference, scores_by_sample
+from agent_flywheel.evaluation.bootstrap import Interval, paired_bootstrap_difference
+from agent_flywheel.evaluation.results import scores_by_sample
 
 Scores = Mapping[str, float] | Sequence[Mapping[str, Any]]
 """Per-sample scores: ``{sample_key: value}`` for the gate's metric, or per-sample rows from
-:func:`agent_flywheel.metrics.parse_sample_results` (the metric is read from them)."""
+:func:`agent_flywheel.evaluation.results.parse_sample_results` (the metric is read from them)."""
 
 Verdict = Literal["non-inferior", "inferior", "not evaluated"]
 _MODE_PREFERENCE: dict[str, int] = {"base-eval": 0, "customized-eval": 1, "icl-eval": 2}

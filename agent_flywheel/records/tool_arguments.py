@@ -88,7 +88,7 @@ def call_with_string_arguments(call: Any, keep_absent: bool = False) -> Any:
 
 
 def request_with_string_arguments(document: dict[str, Any]) -> dict[str, Any]:
-    """A log record (as :func:`~agent_flywheel.records.to_document` makes it) whose request messages carry
+    """A log record (as :func:`~agent_flywheel.records.documents.to_document` makes it) whose request messages carry
     their tool-call arguments as strings: the form the record cache keeps (see the module docstring).
 
     The conversation hash stays the same (it parses arguments back), so absent arguments stay absent

@@ -7,7 +7,7 @@ rebuild clears them and reads the log store from the start.
 
 A segment holds one record per line as :func:`cache_line` writes it: the document of the validated
 record with the request's tool-call arguments as JSON strings, the form every dataset line needs, so no
-build re-encodes them. Beside each segment lies its key file (:mod:`agent_flywheel.record_keys`): the
+build re-encodes them. Beside each segment lies its key file (:mod:`agent_flywheel.records.keys`): the
 hash, label and the other columns the build needs, computed once as the records are written, so a build
 does not recompute them for every record ever collected.
 """
@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from agent_flywheel.jsonlines import IO_BUFFER_BYTES, dump_line, load_line
-from agent_flywheel.record_keys import (
+from agent_flywheel.records.documents import to_document
+from agent_flywheel.records.keys import (
     KeyColumns,
     SegmentKeys,
     iter_lines,
@@ -34,8 +35,8 @@ from agent_flywheel.record_keys import (
     scan_lines,
     write_key_file,
 )
-from agent_flywheel.records import LogRecord, to_document
-from agent_flywheel.tool_arguments import request_with_string_arguments
+from agent_flywheel.records.schema import LogRecord
+from agent_flywheel.records.tool_arguments import request_with_string_arguments
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 T = TypeVar("T")
@@ -43,7 +44,7 @@ T = TypeVar("T")
 
 def cache_line(document: dict[str, Any]) -> bytes:
     """The line a segment holds for a document: compact JSON, the request's tool-call arguments as the
-    strings every dataset line needs (:func:`~agent_flywheel.tool_arguments.request_with_string_arguments`)."""
+    strings every dataset line needs (:func:`~agent_flywheel.records.tool_arguments.request_with_string_arguments`)."""
     return dump_line(request_with_string_arguments(document))
 
 
@@ -58,7 +59,7 @@ class SegmentWriter:
         self._offset = 0
 
     def write(self, document: dict[str, Any], digest: bytes | None = None) -> None:
-        """Append one document (a JSON-able record, as :func:`~agent_flywheel.records.to_document` gives).
+        """Append one document (a JSON-able record, as :func:`~agent_flywheel.records.documents.to_document` gives).
 
         ``digest``: its conversation hash when the caller has it already (extraction dedupes on it).
         The line is :func:`cache_line`.
@@ -118,7 +119,7 @@ class RecordCache:
         read: Callable[[Callable[[LogRecord, bytes], None]], T],
         keep: Callable[[LogRecord], bool] | None = None,
     ) -> tuple[T, int]:
-        """Write what ``read(sink)`` (an :func:`~agent_flywheel.logstore.extract` call) passes to its sink into a
+        """Write what ``read(sink)`` (an :func:`~agent_flywheel.logstore.reader.extract` call) passes to its sink into a
         new segment labelled ``label``, record by record; returns what ``read`` returned and how many were written.
 
         Memory stays flat however many records there are. ``keep`` decides which records are written (all

@@ -26,8 +26,8 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from agent_flywheel.conversation import conversation_digest, parse_arguments, render_example
 from agent_flywheel.jsonlines import load_line
+from agent_flywheel.records.conversation import conversation_digest, parse_arguments, render_example
 
 NO_TOOL = "no_tool"
 # Bumped whenever a key's definition changes (the hash, the flags, the example format): key files of an
@@ -158,7 +158,7 @@ def record_keys(record: Any, digest: bytes | None = None) -> RecordKeys | None:
     content the canonical form cannot take): the build counts those as ``invalid_format``.
 
     ``digest``: the record's conversation hash (as bytes) when the caller computed it already, as
-    extraction does for its dedupe (:func:`~agent_flywheel.records.record_digest` of the validated record
+    extraction does for its dedupe (:func:`~agent_flywheel.records.documents.record_digest` of the validated record
     equals that of its document); it is then not computed again."""
     if not isinstance(record, Mapping):
         return None

@@ -1,0 +1,161 @@
+"""How far each workload's logs have been read, and where that is kept between flywheel runs.
+
+A :class:`Watermark` is the millisecond of the newest record already read plus the ids of the records in
+that millisecond. The next run asks for ``timestamp >= watermark`` and skips those ids, so a record that
+shares the watermark's exact timestamp but arrived later is read once and none is read twice. (A record
+logged with a timestamp *older* than the watermark after the watermark was saved is not seen by
+incremental runs; ``full_rebuild`` reads everything again.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent_flywheel.config import ExtractionConfig
+from agent_flywheel.logstore.errors import LogStoreError
+from agent_flywheel.records.timestamps import format_timestamp, parse_timestamp
+
+try:  # POSIX only; without it concurrent writers of one watermark file are not serialised
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+@dataclasses.dataclass(frozen=True)
+class Watermark:
+    """How far a workload's logs have been read: ``timestamp`` (floored to the millisecond) and the ids of
+    the records already read in that millisecond.
+
+    The next read asks for ``timestamp >= self.timestamp`` and skips ``ids``.
+    """
+
+    timestamp: datetime
+    ids: frozenset[str] = frozenset()
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able form for a watermark store."""
+        return {"timestamp": format_timestamp(self.timestamp), "ids": sorted(self.ids)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Watermark:
+        """Read :meth:`to_json` back; raises ``ValueError`` on anything else."""
+        if not isinstance(data, dict) or not isinstance(data.get("ids", []), list):
+            raise ValueError(f"not a watermark: {data!r:.200}")
+        return cls(parse_timestamp(data.get("timestamp")), frozenset(str(i) for i in data.get("ids", [])))
+
+
+class WatermarkStore(Protocol):
+    """Where the last read position of each (workload, client) is kept between flywheel runs."""
+
+    def get(self, workload_id: str, client_id: str) -> Watermark | None:
+        """The saved watermark, or None before the first successful run."""
+        ...
+
+    def set(self, workload_id: str, client_id: str, watermark: Watermark) -> None:
+        """Save the watermark (after the run that read up to it has succeeded)."""
+        ...
+
+
+class MemoryWatermarkStore:
+    """A watermark store in a dict: for tests and one-off runs."""
+
+    def __init__(self) -> None:
+        self._marks: dict[tuple[str, str], Watermark] = {}
+
+    def get(self, workload_id: str, client_id: str) -> Watermark | None:
+        """The saved watermark, or None."""
+        return self._marks.get((workload_id, client_id))
+
+    def set(self, workload_id: str, client_id: str, watermark: Watermark) -> None:
+        """Save the watermark."""
+        self._marks[(workload_id, client_id)] = watermark
+
+
+class FileWatermarkStore:
+    """Watermarks in one JSON file, ``{"version": 1, "watermarks": {workload: {client: {...}}}}``.
+
+    Writes are atomic (temporary file + ``os.replace``), so a crash leaves the old or the new file,
+    never half of one; a lock file serialises concurrent flows updating different workloads. An
+    unreadable file raises rather than reading as "no watermark", which would silently re-read everything.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {"version": 1, "watermarks": {}}
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise LogStoreError(f"{self.path}: not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("watermarks"), dict):
+            raise LogStoreError(f"{self.path}: not a watermark file (no 'watermarks' object)")
+        return data
+
+    def get(self, workload_id: str, client_id: str) -> Watermark | None:
+        """The saved watermark, or None when this workload and client have none yet."""
+        entry = self._load()["watermarks"].get(workload_id, {}).get(client_id)
+        if entry is None:
+            return None
+        try:
+            return Watermark.from_json(entry)
+        except ValueError as exc:
+            raise LogStoreError(f"{self.path}: watermark of {workload_id}/{client_id}: {exc}") from None
+
+    def set(self, workload_id: str, client_id: str, watermark: Watermark) -> None:
+        """Save the watermark, keeping every other workload's."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            data = self._load()
+            entry = {**watermark.to_json(), "updated_at": format_timestamp(datetime.now(UTC))}
+            data["watermarks"].setdefault(workload_id, {})[client_id] = entry
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    json.dump(data, handle, indent=1, sort_keys=True)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def extraction_window(
+    config: ExtractionConfig, store: WatermarkStore | None, workload_id: str, client_id: str
+) -> tuple[datetime | Watermark | None, datetime | None]:
+    """``(since, until)`` for :func:`extract` from the config and the saved watermark.
+
+    An explicit ``config.since`` wins; otherwise ``full_rebuild`` reads from the start; otherwise the
+    saved watermark (None on the first run) continues where the last successful run stopped.
+    """
+    until = parse_timestamp(config.until) if config.until else None
+    if config.since:
+        return parse_timestamp(config.since), until
+    if config.full_rebuild or store is None:
+        return None, until
+    return store.get(workload_id, client_id), until

@@ -2,7 +2,7 @@
 
 Against the zero-latency endpoint (:mod:`bench.endpoint`, its own process), each tool offers an open-loop
 Poisson schedule at a given rate; a request counts as *late* when it goes out more than 20 ms after its
-planned time (``agent_flywheel.loadgen.DEFAULT_LATE_THRESHOLD_S``). The **highest sustained rate** is the
+planned time (``agent_flywheel.scaling.loadgen.runs.DEFAULT_LATE_THRESHOLD_S``). The **highest sustained rate** is the
 highest rate with under 1 % of requests late, no errors and at least 90 % of the offered rate achieved,
 found by stepping the rate up by 1.5x from 100/s until a level fails (a failing level is measured
 once more before it counts), then bisecting twice, then re-running the
@@ -10,7 +10,7 @@ winner three times: when most re-runs fail, the rate steps down by 1.25x and is 
 
 Tools, all in one process each:
 
-- **ours**: ``agent_flywheel.loadgen.run_open_level`` with its default client (aiohttp, ``make_client``);
+- **ours**: ``agent_flywheel.scaling.loadgen.runs.run_open_level`` with its default client (aiohttp, ``make_client``);
 - **plain httpx loop / plain aiohttp loop**: the same schedule sent by a bare asyncio loop (sleep until
   the planned time, one task per request, no bookkeeping) — what a hand-written async load script does,
   and the floor for each HTTP client;
@@ -58,7 +58,8 @@ def ours_level(
     """``run_open_level`` against the endpoint (or, with ``noop``, a request function that does nothing)."""
     import aiohttp
 
-    from agent_flywheel.loadgen import RequestResult, make_client, run_open_level
+    from agent_flywheel.scaling.loadgen.requests import RequestResult, make_client
+    from agent_flywheel.scaling.loadgen.runs import run_open_level
 
     async def send_http(client: aiohttp.ClientSession, i: int) -> RequestResult:
         async with client.get("/") as response:
@@ -85,7 +86,7 @@ def ours_level(
     ok = [r for r in run.records if r.result.ok]
     latencies = sorted(r.latency_s for r in ok)
     return {
-        "tool": "ours (agent_flywheel.loadgen, aiohttp)" if not noop else "ours, no-op request",
+        "tool": "ours (agent_flywheel.scaling.loadgen, aiohttp)" if not noop else "ours, no-op request",
         "rate": rate,
         "requests": len(run.records),
         **_lateness_stats([r.lateness_s for r in run.records], late_threshold_s),
@@ -284,7 +285,7 @@ def search_max_rate(
 
 def run(*, quick: bool, locust_python: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Max sustained rate per tool, overhead per request, all against one endpoint process."""
-    from agent_flywheel.loadgen import DEFAULT_LATE_THRESHOLD_S
+    from agent_flywheel.scaling.loadgen.runs import DEFAULT_LATE_THRESHOLD_S
     from bench.servers import endpoint
 
     duration = 1.0 if quick else 2.0

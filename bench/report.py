@@ -518,10 +518,10 @@ def _sizing(results: dict[str, Any] | None) -> list[str]:
         "The NIM simulator's latency model is a continuous-batching server with a known steady state, so for each "
         "parameter set the true answer is computed exactly (`max_concurrency_under`: the largest concurrency whose "
         f"p95 meets the target; `replicas_needed`: replicas for {results.get('users')} users). Each set is then measured "
-        f"as a user would: a closed-loop sweep over HTTP with `agent_flywheel.loadgen` against the simulator in its own "
+        f"as a user would: a closed-loop sweep over HTTP with `agent_flywheel.scaling.loadgen` against the simulator in its own "
         f"process (`time_scale` {results.get('time_scale')}, the target scaled alike; passes per level: {results.get('passes')}; "
         f"{results.get('requests_per_level')}; levels from replicas × max batch only: 1, 2, 4 and ½, 1, 1½, 2 "
-        "and 3 times it). The same sweep is sized by `agent_flywheel.sizing.size` (ours: measured bracketing, whole "
+        "and 3 times it). The same sweep is sized by `agent_flywheel.scaling.sizing.solve.size` (ours: measured bracketing, whole "
         "replicas, 90 % bootstrap interval) and by the NeMo Agent Toolkit's straight line "
         "(`nat_linear_estimate`: IQR outlier removal, OLS, `GPUs = users / C* × test GPUs`, fractional as it reports "
         "it). One GPU per replica. Fewer GPUs than the truth means the SLO is missed in production.",

@@ -6,9 +6,9 @@ the p95 target (``max_concurrency_under``) and the true replica count for the ta
 (``replicas_needed``) are computed, not estimated. Each set is then measured the way a user would:
 a closed-loop sweep over HTTP against the simulator running in its own process (``time_scale`` shrinks
 simulated seconds; the target is scaled the same way), with the project's load generator. The same
-sweep is sized twice: by :func:`agent_flywheel.sizing.size` (measured bracketing, whole replicas,
+sweep is sized twice: by :func:`agent_flywheel.scaling.sizing.solve.size` (measured bracketing, whole replicas,
 bootstrap interval) and by the NeMo Agent Toolkit's straight line
-(:func:`agent_flywheel.sizing.nat_linear_estimate`, ``GPUs = users / C* × test GPUs``, fractional).
+(:func:`agent_flywheel.scaling.sizing.nat_linear.nat_linear_estimate`, ``GPUs = users / C* × test GPUs``, fractional).
 
 The sweep levels depend only on what an operator knows before measuring (replicas × max batch), never
 on the true answer: 1, 2, 4 and ½, 1, 1½, 2, 3 times the slot count.
@@ -153,7 +153,9 @@ async def _sweep(
 ) -> tuple[Any, list[tuple[int, int]]]:
     import aiohttp
 
-    from agent_flywheel.loadgen import RequestResult, SweepResult, make_client, run_closed_level
+    from agent_flywheel.scaling.loadgen.requests import RequestResult, make_client
+    from agent_flywheel.scaling.loadgen.runs import run_closed_level
+    from agent_flywheel.scaling.loadgen.sweep import SweepResult
 
     tokens: set[tuple[int, int]] = set()
 
@@ -203,10 +205,10 @@ async def _sweep(
 
 
 def evaluate(case: Case, data: Any, calls: list[tuple[int, int]], scale: float) -> dict[str, Any]:
-    """Size one measured sweep (a :class:`~agent_flywheel.sizing.SweepData` in real seconds) both ways,
+    """Size one measured sweep (a :class:`~agent_flywheel.scaling.sizing.sweeps.SweepData` in real seconds) both ways,
     next to the truth for the same requests."""
     from agent_flywheel.config import SizingTargets
-    from agent_flywheel.sizing import size
+    from agent_flywheel.scaling.sizing.solve import size
 
     true = truth(case, calls)
     targets = SizingTargets(
@@ -254,7 +256,7 @@ def evaluate(case: Case, data: Any, calls: list[tuple[int, int]], scale: float) 
 
 def run(*, quick: bool, work_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Sweep every case against one NIM simulator process and size each sweep both ways."""
-    from agent_flywheel.sizing import SweepData
+    from agent_flywheel.scaling.sizing.sweeps import SweepData
     from bench.servers import simulator
 
     scale = 0.25 if quick else 0.5

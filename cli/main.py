@@ -260,7 +260,7 @@ def demo(
             from cli.scaling_demo import scaling_demo
 
             typer.echo("running the scaling lifecycle: profile, load sweep, sizing, rollout check...")
-            for line in scaling_demo(str(local_config) if local_config else None, echo=typer.echo)["summary"]:
+            for line in scaling_demo(str(local_config) if local_config else None, echo=typer.echo).summary:
                 typer.echo(line)
     finally:
         if started:

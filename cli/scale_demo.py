@@ -33,6 +33,6 @@ def scale_demo_command(
     except (ConfigError, ServiceError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(str(result["scaling"]["markdown"]))
-    for line in result["summary"]:
+    typer.echo(result.scaling.markdown)
+    for line in result.summary:
         typer.echo(line)

@@ -9,16 +9,20 @@ A bad file or argument prints one line, ``error: ...``, on stderr and exits with
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
 from agent_flywheel.config import SizingTargets
-from agent_flywheel.profiling import TraceFormatError, analyze, gantt_png, load_traces, representative_trace
-from agent_flywheel.sizing import SweepFormatError, plot_all, read_sweep_csv, size
+from agent_flywheel.scaling.jsonable import json_safe
+from agent_flywheel.scaling.profiling.files import TraceFormatError, load_traces
+from agent_flywheel.scaling.profiling.gantt import gantt_png
+from agent_flywheel.scaling.profiling.report import analyze, representative_trace
+from agent_flywheel.scaling.sizing.plots import plot_all
+from agent_flywheel.scaling.sizing.solve import size
+from agent_flywheel.scaling.sizing.sweeps import SweepFormatError, read_sweep_csv
 
 sizing_app = typer.Typer(
     help="Size the GPUs for an agent from a load sweep.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -43,17 +47,6 @@ def _profile_group() -> None:
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(2)
-
-
-def _json_safe(value: Any) -> Any:
-    """Replace non-finite floats (JSON has no inf/NaN) with None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 @sizing_app.command("calc")
@@ -122,7 +115,7 @@ def sizing_calc(
     except OSError as exc:
         raise _fail(f"cannot write plots to {plots}: {exc.strerror or exc}") from None
     if as_json:
-        typer.echo(json.dumps(_json_safe(result.to_dict())))
+        typer.echo(json.dumps(json_safe(result.to_dict())))
     else:
         typer.echo(result.to_markdown())
 
@@ -148,6 +141,6 @@ def profile_analyze(
     except OSError as exc:
         raise _fail(f"cannot write {gantt}: {exc.strerror or exc}") from None
     if as_json:
-        typer.echo(json.dumps(_json_safe(report.to_dict())))
+        typer.echo(json.dumps(json_safe(report.to_dict())))
     else:
         typer.echo(report.to_markdown())

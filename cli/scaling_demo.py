@@ -11,16 +11,21 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from agent_flywheel.config import ScalingConfig, load_config
 from agent_flywheel.paths import configure_local_environment
-from agent_flywheel.sizing import users_per_replica
+from agent_flywheel.scaling.sizing.result import users_per_replica
 from simulators.settings import load_local_config
 from simulators.stack import LocalStack
+
+if TYPE_CHECKING:
+    from flows.rollout_check import RolloutCheckOutcome
+    from flows.scaling import ScalingOutcome
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "scaling-demo.yaml"
 DEFAULT_CANARY = "meta/llama-3.2-1b-instruct"
@@ -49,25 +54,29 @@ def _serve_canary(nim_url: str, canary: str, root: str | None) -> str:
 
 def _champion(workload_id: str) -> tuple[str | None, str | None]:
     """(served model, base model) of the registry's champion for the workload, when there is one."""
-    from mlflow.exceptions import MlflowException
+    from blocks.mlflow_tracking import MlflowTracking
+    from blocks.resolve import load_block
+    from tasks.scaling_tracking import served_champion
 
-    from agent_flywheel.tracking import CHAMPION_ALIAS
-    from tasks.clients import tracker
-
-    mlflow, _ = tracker("local")
-    try:
-        version = mlflow.client.get_model_version_by_alias(f"flywheel-{workload_id}", CHAMPION_ALIAS)
-    except MlflowException:
-        return None, None
-    tags = version.tags or {}
-    return tags.get("served_model") or tags.get("candidate"), tags.get("candidate")
+    return served_champion(load_block(MlflowTracking, "local").get_tracker(), f"flywheel-{workload_id}")
 
 
-def summary_lines(result: dict[str, Any]) -> list[str]:
+@dataclass(frozen=True)
+class ScalingDemoOutcome:
+    """What the scaling demo found: the scaling flow's and the rollout check's results, and what it prints."""
+
+    scaling: ScalingOutcome
+    rollout: RolloutCheckOutcome
+    canary_note: str
+    seconds: float
+    summary: list[str] = field(default_factory=list)
+
+
+def summary_lines(scaling: ScalingOutcome, rollout: RolloutCheckOutcome, seconds: float) -> list[str]:
     """What the demo prints: the answer, the profile's bottleneck, the rollout decision, where to look."""
-    sizing = result["scaling"]["sizing"]
+    sizing = scaling.sizing
     targets = sizing["targets"]
-    lines = [f"scaling demo ({result['seconds']:.0f} s, simulated):"]
+    lines = [f"scaling demo ({seconds:.0f} s, simulated):"]
     if sizing["reachable"]:
         bound = "≥ " if sizing["slo_concurrency_is_lower_bound"] else ""
         lines.append(
@@ -78,18 +87,17 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append(f"  sizing: {sizing['reason']}")
-    bottleneck = (result["scaling"]["profile"].get("summary") or {}).get("bottleneck")
+    bottleneck = scaling.profile.summary.get("bottleneck")
     if bottleneck:
         lines.append(f"  profile: {bottleneck}")
-    rollout = result["rollout"]
-    if rollout.get("decision"):
-        stages = ", ".join(f"{s['stage']} {s['decision']}" for s in rollout["stages"])
-        lines.append(f"  rollout check of {rollout['canary_model']}: {rollout['decision']} ({stages})")
+    if rollout.decision:
+        stages = ", ".join(f"{s.stage} {s.decision}" for s in rollout.stages)
+        lines.append(f"  rollout check of {rollout.canary_model}: {rollout.decision} ({stages})")
     else:
-        lines.append(f"  rollout check: {rollout.get('skipped')}")
-    lines.append(f"  MLflow: {result['scaling']['mlflow_url']} (sizing/{result['scaling']['app']})")
-    if rollout.get("mlflow_url"):
-        lines.append(f"          {rollout['mlflow_url']} (rollout/{result['scaling']['app']})")
+        lines.append(f"  rollout check: {rollout.skipped}")
+    lines.append(f"  MLflow: {scaling.mlflow_url} (sizing/{scaling.app})")
+    if rollout.mlflow_url:
+        lines.append(f"          {rollout.mlflow_url} (rollout/{scaling.app})")
     return lines
 
 
@@ -97,12 +105,11 @@ def scaling_demo(
     local_config_path: str | None = None,
     config_path: str | None = None,
     echo: Callable[[str], None] | None = print,
-) -> dict[str, Any]:
+) -> ScalingDemoOutcome:
     """Run the scaling lifecycle on the local stack in about two minutes and return what it found.
 
     Starts the parts it needs (log server, NIM, agent) when they are not running and stops only those it
-    started; ``echo`` (default ``print``, None for silence) gets a line per step. Returns
-    ``{"scaling": ..., "rollout": ..., "seconds": ..., "summary": [lines]}``.
+    started; ``echo`` (default ``print``, None for silence) gets a line per step.
     """
     say = echo or (lambda _: None)
     configure_local_environment()
@@ -140,10 +147,15 @@ def scaling_demo(
             workload_id=DEMO_WORKLOAD,
             min_canary_requests=DEMO_MIN_CANARY_REQUESTS,
         )
-        checked["canary_note"] = served + (" (the flywheel's champion)" if champion else " (no champion yet)")
+        canary_note = served + (" (the flywheel's champion)" if champion else " (no champion yet)")
     finally:
         if down:
             LocalStack(local, down).down()
-    result: dict[str, Any] = {"scaling": scaled, "rollout": checked, "seconds": time.monotonic() - started}
-    result["summary"] = summary_lines(result)
-    return result
+    seconds = time.monotonic() - started
+    return ScalingDemoOutcome(
+        scaling=scaled,
+        rollout=checked,
+        canary_note=canary_note,
+        seconds=seconds,
+        summary=summary_lines(scaled, checked, seconds),
+    )

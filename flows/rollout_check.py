@@ -14,18 +14,22 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.runtime import flow_run as current_run
+from pydantic import BaseModel
 
 from agent_flywheel.config import ScalingConfig, load_config
 from agent_flywheel.paths import state_dir
+from agent_flywheel.scaling.reports import rollout_markdown, run_link
 from agent_flywheel.tracking import flatten_params, rollout_experiment
-from tasks.scaling import (
-    RolloutOutcome,
-    agent_info,
-    agent_routing_state,
+from blocks.agent_target import AgentTarget
+from blocks.mlflow_tracking import MlflowTracking
+from blocks.resolve import load_block
+from tasks.rollout import run_rollout_stages
+from tasks.routing import agent_routing_state
+from tasks.scaling_tracking import (
     champion_served_model,
     end_tracking_run,
+    flow_run_id,
     log_rollout,
-    run_rollout_stages,
     start_tracking_run,
 )
 
@@ -77,13 +81,31 @@ def rollout_event(
     }
 
 
-def _report_markdown(outcome: RolloutOutcome, canary: str, baseline: str, link: str) -> str:
-    early = f" Stage `{outcome.stopped_early}` was cut short by a rollback alarm." if outcome.stopped_early else ""
-    head = (
-        f"Canary `{canary}` vs baseline `{baseline}`: {outcome.requests} requests, "
-        f"{outcome.canary_requests} on the canary.{early} {link}\n\n"
-    )
-    return head + outcome.markdown
+class StageDecision(BaseModel):
+    """One judged stage of a rollout check: its canary weight, its decision and the reasons."""
+
+    stage: str
+    weight: float
+    decision: str
+    reasons: list[str] = []
+
+
+class RolloutCheckOutcome(BaseModel):
+    """The ``rollout-check`` flow's result: the decision per stage and overall, or why the check was skipped."""
+
+    app: str
+    decision: str | None = None  # None when skipped
+    skipped: str | None = None  # why, when skipped
+    canary_model: str | None = None
+    canary_source: str | None = None
+    baseline_model: str | None = None
+    stopped_early: str | None = None
+    requests: int = 0
+    canary_requests: int = 0
+    stages: list[StageDecision] = []
+    mlflow_run_id: str | None = None
+    mlflow_url: str | None = None
+    markdown: str = ""
 
 
 @flow(name="rollout-check", log_prints=True)
@@ -96,7 +118,7 @@ def rollout_check(
     workload_id: str = DEFAULT_WORKLOAD,
     concurrency: int = 8,
     min_canary_requests: int | None = None,
-) -> dict[str, Any]:
+) -> RolloutCheckOutcome:
     """Check a canary stage by stage against the baseline and decide promote, hold or rollback.
 
     The canary is ``canary_model``, else ``rollout.canary_model`` of the config, else the model the
@@ -106,11 +128,14 @@ def rollout_check(
     """
     logger = get_run_logger()
     cfg = config or load_config(config_path, ScalingConfig)
+    agent = load_block(AgentTarget, agent_block)
+    tracking = load_block(MlflowTracking, mlflow_block)
+    tracker = tracking.get_tracker()
     canary = canary_model or cfg.rollout.canary_model
     source = "parameter" if canary_model else "config"
     if not canary:
         registered = f"flywheel-{workload_id}"
-        canary = champion_served_model(mlflow_block, registered)
+        canary = champion_served_model(tracker, registered)
         source = f"MLflow registry {registered}@champion"
         if not canary:
             reason = (
@@ -121,20 +146,19 @@ def rollout_check(
             create_markdown_artifact(
                 markdown=f"# Rollout check: skipped\n\n{reason}.\n", key="rollout-report", description=reason
             )
-            return {"app": cfg.app, "decision": None, "skipped": reason}
-    baseline = str((agent_routing_state(agent_block) or {}).get("teacher_model") or cfg.rollout.baseline_model)
+            return RolloutCheckOutcome(app=cfg.app, skipped=reason)
+    baseline = str((agent_routing_state(agent) or {}).get("teacher_model") or cfg.rollout.baseline_model)
     if baseline != cfg.rollout.baseline_model:
         logger.warning("the agent's baseline is %s, not %s as configured", baseline, cfg.rollout.baseline_model)
-    info = agent_info(agent_block)
-    flow_run_id = str(current_run.id or "local")
+    run_of_flow = flow_run_id()
     tags = {
         "app": cfg.app,
-        "prefect.flow_run_id": flow_run_id,
-        "simulated": str(info.simulated).lower(),
+        "prefect.flow_run_id": run_of_flow,
+        "simulated": str(agent.simulated).lower(),
         "canary_model": canary,
         "canary_source": source,
         "baseline_model": baseline,
-        "agent_url": info.url,
+        "agent_url": agent.url,
     }
     params = flatten_params({"rollout": cfg.rollout.model_dump(mode="json")}) | {
         "concurrency": concurrency,
@@ -142,7 +166,12 @@ def rollout_check(
         "canary_model": canary,
     }
     run_id, mlflow_url = start_tracking_run(
-        mlflow_block, rollout_experiment(cfg.app), f"rollout {canary} {current_run.name or flow_run_id}", tags, params
+        tracker,
+        tracking.ui_url,
+        rollout_experiment(cfg.app),
+        f"rollout {canary} {current_run.name or run_of_flow}",
+        tags,
+        params,
     )
     logger.info("rollout check of %s (from %s) vs %s: MLflow run %s", canary, source, baseline, mlflow_url)
     status = "FAILED"
@@ -150,39 +179,39 @@ def rollout_check(
         duration = sum(s.duration_s for s in cfg.rollout.stages)
         stages_task = run_rollout_stages.with_options(timeout_seconds=duration + STAGE_SLACK_S)
         outcome = stages_task(
-            agent_block,
+            agent,
             canary,
             cfg.rollout,
             cfg.profile,
-            str(state_dir("rollout", flow_run_id)),
+            str(state_dir("rollout", run_of_flow)),
             concurrency=concurrency,
             min_canary_requests=min_canary_requests,
         )
-        log_rollout(mlflow_block, run_id, outcome)
+        log_rollout(tracker, run_id, outcome)
         create_markdown_artifact(
-            markdown=_report_markdown(outcome, canary, baseline, f"[MLflow run `{run_id[:8]}`]({mlflow_url})"),
+            markdown=rollout_markdown(outcome, canary, baseline, run_link(run_id, mlflow_url)),
             key="rollout-report",
             description=f"Rollout check of {canary} on {cfg.app}: {outcome.decision}",
         )
         emit_event(**rollout_event(cfg.app, canary, baseline, outcome.report, run_id, mlflow_url))
         status = "FINISHED"
     finally:
-        end_tracking_run(mlflow_block, run_id, status)
+        end_tracking_run(tracker, run_id, status)
     logger.info("rollout check of %s: %s", canary, outcome.decision)
-    return {
-        "app": cfg.app,
-        "decision": outcome.decision,
-        "canary_model": canary,
-        "canary_source": source,
-        "baseline_model": baseline,
-        "stopped_early": outcome.stopped_early,
-        "requests": outcome.requests,
-        "canary_requests": outcome.canary_requests,
-        "stages": [
-            {"stage": s["stage"], "weight": s["weight"], "decision": s["decision"], "reasons": s["reasons"]}
+    return RolloutCheckOutcome(
+        app=cfg.app,
+        decision=outcome.decision,
+        canary_model=canary,
+        canary_source=source,
+        baseline_model=baseline,
+        stopped_early=outcome.stopped_early,
+        requests=outcome.requests,
+        canary_requests=outcome.canary_requests,
+        stages=[
+            StageDecision(stage=s["stage"], weight=s["weight"], decision=s["decision"], reasons=s["reasons"])
             for s in outcome.report.get("stages") or []
         ],
-        "mlflow_run_id": run_id,
-        "mlflow_url": mlflow_url,
-        "markdown": outcome.markdown,
-    }
+        mlflow_run_id=run_id,
+        mlflow_url=mlflow_url,
+        markdown=outcome.markdown,
+    )

@@ -103,7 +103,7 @@ def _loadgen_results() -> dict:
 
 
 def _sizing_results() -> dict:
-    from agent_flywheel.sizing import LevelData, SweepData
+    from agent_flywheel.scaling.sizing.sweeps import LevelData, SweepData
     from simulators.nim.latency import LatencyParams, workflow_latency_s
 
     case = sizing_accuracy.CASES[0]

@@ -21,20 +21,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from agent_flywheel.config import LoadSweepConfig
-from agent_flywheel.loadgen import (
-    LatencyHistogram,
-    LevelRun,
-    RequestResult,
-    chat_sender,
-    error_kind_of,
-    make_client,
-    poisson_schedule,
-    run_closed_level,
-    run_open_level,
-    run_sweep,
-    summarize_level,
-)
-from agent_flywheel.sizing import SweepData, read_sweep_csv
+from agent_flywheel.scaling.loadgen.histogram import LatencyHistogram
+from agent_flywheel.scaling.loadgen.requests import RequestResult, chat_sender, error_kind_of, make_client
+from agent_flywheel.scaling.loadgen.runs import LevelRun, poisson_schedule, run_closed_level, run_open_level
+from agent_flywheel.scaling.loadgen.summaries import summarize_level
+from agent_flywheel.scaling.loadgen.sweep import run_sweep
+from agent_flywheel.scaling.sizing.sweeps import SweepData, read_sweep_csv
 from simulators.threaded import free_port
 
 # --------------------------------------------------------------------------------------------------

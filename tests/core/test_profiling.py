@@ -7,19 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from agent_flywheel.profiling import (
-    SYNTHETIC_ROOT_NAME,
-    Span,
-    Trace,
-    TraceFormatError,
-    analyze,
-    analyze_file,
-    critical_chain,
-    critical_path,
-    gantt_png,
-    load_traces,
-    parse_traces,
-)
+from agent_flywheel.scaling.profiling.critical_path import critical_chain, critical_path
+from agent_flywheel.scaling.profiling.files import TraceFormatError, load_traces, parse_traces
+from agent_flywheel.scaling.profiling.gantt import gantt_png
+from agent_flywheel.scaling.profiling.report import analyze, analyze_file
+from agent_flywheel.scaling.profiling.spans import SYNTHETIC_ROOT_NAME, Span, Trace
 from tests.support.traces import CALL_A, CALL_B, PLAN, ROOT, T0, TOOL, TRACE_ID, nat_traces, otlp_document
 
 

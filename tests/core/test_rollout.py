@@ -8,15 +8,11 @@ import numpy as np
 import pytest
 
 from agent_flywheel.config import RolloutConfig, RolloutSLO, RolloutStage
-from agent_flywheel.rollout import (
-    SRE_PAGE_RULES,
-    Observation,
-    analyze_rollout,
-    analyze_stage,
-    fisher_greater,
-    mann_whitney_greater,
-    wilson_bounds,
-)
+from agent_flywheel.scaling.rollout.observations import Observation
+from agent_flywheel.scaling.rollout.policy import SRE_PAGE_RULES
+from agent_flywheel.scaling.rollout.report import analyze_rollout
+from agent_flywheel.scaling.rollout.stages import analyze_stage
+from agent_flywheel.scaling.rollout.statistics import fisher_greater, mann_whitney_greater, wilson_bounds
 
 STAGE = RolloutStage(name="canary-25", weight=0.25, duration_s=3600)
 SLO = RolloutSLO(availability=0.99, p95_latency_s=2.0, min_quality=0.8)

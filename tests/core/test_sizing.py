@@ -17,19 +17,13 @@ import pandas as pd
 import pytest
 
 from agent_flywheel.config import SizingTargets
-from agent_flywheel.sizing import (
-    LevelData,
-    SweepData,
-    SweepFormatError,
-    fit_capacity,
-    latency_vs_concurrency_png,
-    nat_linear_estimate,
-    quantile_with_failures,
-    read_sweep_csv,
-    size,
-    sizing_png,
-    users_per_replica,
-)
+from agent_flywheel.scaling.sizing.capacity import fit_capacity
+from agent_flywheel.scaling.sizing.nat_linear import nat_linear_estimate
+from agent_flywheel.scaling.sizing.plots import latency_vs_concurrency_png, sizing_png
+from agent_flywheel.scaling.sizing.quantiles import quantile_with_failures
+from agent_flywheel.scaling.sizing.result import users_per_replica
+from agent_flywheel.scaling.sizing.solve import size
+from agent_flywheel.scaling.sizing.sweeps import LevelData, SweepData, SweepFormatError, read_sweep_csv
 
 
 def _erlang_cdf(k: int, rate: float, t: float) -> float:

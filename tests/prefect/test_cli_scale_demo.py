@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,9 +24,11 @@ def _app() -> typer.Typer:
 def test_prints_the_report_and_the_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def fake(local: str | None, config: str | None, echo: Any = None) -> dict[str, Any]:
+    def fake(local: str | None, config: str | None, echo: Any = None) -> SimpleNamespace:
         seen.update(local=local, config=config)
-        return {"scaling": {"markdown": "# Sizing\n"}, "summary": ["scaling demo (1 s, simulated):", "  sizing: ok"]}
+        return SimpleNamespace(
+            scaling=SimpleNamespace(markdown="# Sizing\n"), summary=["scaling demo (1 s, simulated):", "  sizing: ok"]
+        )
 
     monkeypatch.setattr(cli.scaling_demo, "scaling_demo", fake)
     result = CliRunner().invoke(_app(), ["scale-demo", "--local-config", "x.yaml"])
@@ -35,7 +38,7 @@ def test_prints_the_report_and_the_summary(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_a_bad_config_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(*_: Any, **__: Any) -> dict[str, Any]:
+    def fail(*_: Any, **__: Any) -> SimpleNamespace:
         raise ConfigError("configs/scaling-demo.yaml: sizing.target_users: must be >= 1")
 
     monkeypatch.setattr(cli.scaling_demo, "scaling_demo", fail)

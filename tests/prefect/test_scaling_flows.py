@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import httpx
@@ -31,13 +31,17 @@ import pytest
 import yaml
 
 from agent_flywheel.config import LoadSweepConfig, ScalingConfig, SizingTargets
-from agent_flywheel.loadgen import RequestResult, run_sweep_blocking
-from agent_flywheel.sizing import size
+from agent_flywheel.scaling.loadgen.requests import RequestResult
+from agent_flywheel.scaling.loadgen.sweep import run_sweep_blocking
+from agent_flywheel.scaling.sizing.solve import size
+from agent_flywheel.scaling.sizing.sweeps import sweep_data
 from agent_flywheel.tracking import Tracker, rollout_experiment, sizing_experiment
 from simulators.nim.latency import LatencyParams, max_concurrency_under, replicas_needed, service_time_s
 from simulators.settings import LocalStackConfig, Ports
 from simulators.threaded import ThreadedServer, free_port
-from tasks.scaling import sweep_data
+
+if TYPE_CHECKING:
+    from flows.scaling import ScalingOutcome
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +129,7 @@ def _config(target_p95_s: float = 0.15, **rollout: Any) -> ScalingConfig:
 
 
 @pytest.fixture(scope="module")
-def scaling_run(stack: LocalStackConfig) -> dict[str, Any]:
+def scaling_run(stack: LocalStackConfig) -> ScalingOutcome:
     from flows.scaling import scaling
 
     return scaling(config=_config(), agent_block="local", mlflow_block="local")
@@ -141,11 +145,11 @@ def mlflow(home: Path) -> Tracker:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_scaling_flow_records_one_sizing_run(scaling_run: dict[str, Any], mlflow: Tracker) -> None:
+def test_scaling_flow_records_one_sizing_run(scaling_run: ScalingOutcome, mlflow: Tracker) -> None:
     experiment = mlflow.client.get_experiment_by_name(sizing_experiment(APP))
     assert experiment is not None
     runs = mlflow.client.search_runs([experiment.experiment_id], "tags.`scaling.stage` = 'scaling'")
-    assert [r.info.run_id for r in runs] == [scaling_run["mlflow_run_id"]]  # the subflows logged into it
+    assert [r.info.run_id for r in runs] == [scaling_run.mlflow_run_id]  # the subflows logged into it
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.tags["app"] == APP
@@ -184,34 +188,34 @@ def test_scaling_flow_records_one_sizing_run(scaling_run: dict[str, Any], mlflow
     assert len(requests) == len(LEVELS) * 2 * 16
 
 
-def test_sizing_answer_has_a_consistent_interval(scaling_run: dict[str, Any], mlflow: Tracker) -> None:
-    answer = json.loads(Path(mlflow.client.download_artifacts(scaling_run["mlflow_run_id"], "sizing.json")).read_text())
-    assert answer == scaling_run["sizing"]
+def test_sizing_answer_has_a_consistent_interval(scaling_run: ScalingOutcome, mlflow: Tracker) -> None:
+    answer = json.loads(Path(mlflow.client.download_artifacts(scaling_run.mlflow_run_id, "sizing.json")).read_text())
+    assert answer == scaling_run.sizing
     assert answer["reachable"] is True
     assert answer["gpus_low"] <= answer["gpus"] <= answer["gpus_high"]
     assert answer["slo_concurrency_low"] <= answer["slo_concurrency"] <= answer["slo_concurrency_high"]
     whole_users = math.floor(answer["slo_concurrency"] + 1e-9)  # a replica serves whole users
     assert answer["gpus"] == math.ceil(200 / whole_users - 1e-9)
     assert [lv["concurrency"] for lv in answer["levels"]] == LEVELS
-    metrics = mlflow.client.get_run(scaling_run["mlflow_run_id"]).data.metrics
+    metrics = mlflow.client.get_run(scaling_run.mlflow_run_id).data.metrics
     assert metrics["gpus"] == answer["gpus"]
     assert metrics["reachable"] == 1.0
 
 
-def test_profile_collects_one_trace_per_request(scaling_run: dict[str, Any], mlflow: Tracker) -> None:
-    profile = scaling_run["profile"]
-    assert (profile["requests"], profile["failed"], profile["traces"]) == (6, 0, 6)
-    assert profile["source"] == "otlp-receiver"
-    assert "bottleneck" in profile["summary"]["bottleneck"]
+def test_profile_collects_one_trace_per_request(scaling_run: ScalingOutcome, mlflow: Tracker) -> None:
+    profile = scaling_run.profile
+    assert (profile.requests, profile.failed, profile.traces) == (6, 0, 6)
+    assert profile.source == "otlp-receiver"
+    assert "bottleneck" in profile.summary["bottleneck"]
     report = json.loads(
-        Path(mlflow.client.download_artifacts(scaling_run["mlflow_run_id"], "profile/profile.json")).read_text()
+        Path(mlflow.client.download_artifacts(scaling_run.mlflow_run_id, "profile/profile.json")).read_text()
     )
     assert report["num_traces"] == 6
     assert report["llm"]["count"] >= 6  # every request makes one or two LLM calls, each with its own span
     assert any(step["kind"] == "llm" for step in report["steps"])
 
 
-def test_prefect_artifacts_link_to_the_mlflow_run(scaling_run: dict[str, Any]) -> None:
+def test_prefect_artifacts_link_to_the_mlflow_run(scaling_run: ScalingOutcome) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -223,7 +227,7 @@ def test_prefect_artifacts_link_to_the_mlflow_run(scaling_run: dict[str, Any]) -
         )
     by_key = {a.key: a for a in artifacts}
     assert set(by_key) == {"sizing-report", "profile-report", "load-sweep"}
-    run_id = scaling_run["mlflow_run_id"]
+    run_id = scaling_run.mlflow_run_id
     assert run_id in str(by_key["sizing-report"].data) and "get-artifact?path=sizing.png" in str(
         by_key["sizing-report"].data
     )
@@ -243,17 +247,17 @@ def _routing(stack: LocalStackConfig) -> dict[str, Any]:
 
 
 def test_rollout_check_rolls_back_a_canary_that_fails(
-    scaling_run: dict[str, Any], stack: LocalStackConfig, mlflow: Tracker
+    scaling_run: ScalingOutcome, stack: LocalStackConfig, mlflow: Tracker
 ) -> None:
     from flows.rollout_check import rollout_check
 
     result = rollout_check(config=_config(), canary_model="acme/not-deployed", min_canary_requests=10)
-    assert result["decision"] == "rollback"
-    assert result["stages"][0]["stage"] == "canary-50"
-    assert result["stages"][0]["decision"] == "rollback"
-    assert result["stopped_early"] == "canary-50"  # the alarm cut the stage short
+    assert result.decision == "rollback"
+    assert result.stages[0].stage == "canary-50"
+    assert result.stages[0].decision == "rollback"
+    assert result.stopped_early == "canary-50"  # the alarm cut the stage short
     assert _routing(stack)["canary_model"] is None  # the agent's routing is restored
-    run = mlflow.client.get_run(result["mlflow_run_id"])
+    run = mlflow.client.get_run(result.mlflow_run_id)
     assert run.data.tags["rollout.decision"] == "rollback"
     assert run.data.tags["stage.canary-50.decision"] == "rollback"
     assert run.data.tags["canary_model"] == "acme/not-deployed"
@@ -264,24 +268,24 @@ def test_rollout_check_rolls_back_a_canary_that_fails(
 
 
 def test_rollout_check_does_not_roll_back_a_healthy_canary(
-    scaling_run: dict[str, Any], stack: LocalStackConfig
+    scaling_run: ScalingOutcome, stack: LocalStackConfig
 ) -> None:
     from flows.rollout_check import rollout_check
 
     httpx.post(f"{stack.url('nim')}/admin/models", json={"id": HEALTHY_CANARY}, timeout=5).raise_for_status()
     result = rollout_check(config=_config(), canary_model=HEALTHY_CANARY, min_canary_requests=10)
-    assert result["decision"] in ("promote", "hold")
-    assert all(s["decision"] != "rollback" for s in result["stages"])
-    assert result["canary_requests"] >= 10
+    assert result.decision in ("promote", "hold")
+    assert all(s.decision != "rollback" for s in result.stages)
+    assert result.canary_requests >= 10
     assert _routing(stack)["canary_model"] is None
 
 
-def test_rollout_check_without_canary_or_champion_is_skipped(scaling_run: dict[str, Any]) -> None:
+def test_rollout_check_without_canary_or_champion_is_skipped(scaling_run: ScalingOutcome) -> None:
     from flows.rollout_check import rollout_check
 
     result = rollout_check(config=_config(), workload_id="no-such-workload")
-    assert result["decision"] is None
-    assert "no `champion`" in result["skipped"]
+    assert result.decision is None
+    assert "no `champion`" in result.skipped
 
 
 def test_rollout_event_payload() -> None:

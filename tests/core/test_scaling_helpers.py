@@ -1,4 +1,4 @@
-"""The pure helpers of the scaling tasks: inputs, request bodies, rollout observations, JSON safety, sweep files."""
+"""The pure helpers of the scaling lifecycle: inputs, request bodies, rollout observations, JSON safety, sweep files."""
 
 from __future__ import annotations
 
@@ -11,16 +11,12 @@ import pandas as pd
 import pytest
 
 from agent_flywheel.config import LoadSweepConfig, ProfileConfig
-from tasks.scaling import (
-    artifact_url,
-    frame_rows,
-    json_safe,
-    load_inputs,
-    observation_of,
-    request_body,
-    sweep_data,
-    sweep_timeout_s,
-)
+from agent_flywheel.scaling.inputs import load_inputs, request_body
+from agent_flywheel.scaling.jsonable import frame_rows, json_safe
+from agent_flywheel.scaling.loadgen.sweep import sweep_timeout_s
+from agent_flywheel.scaling.reports import artifact_url
+from agent_flywheel.scaling.rollout.traffic import observation_of
+from agent_flywheel.scaling.sizing.sweeps import sweep_data
 
 
 def test_default_inputs_are_the_demo_messages() -> None:

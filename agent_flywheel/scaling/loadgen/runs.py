@@ -1,0 +1,286 @@
+"""One pass of one load level: closed loop (virtual users without think time) or open loop (Poisson arrivals).
+
+Each run measures itself beside the server: when every request was meant to go and when it went (lateness),
+the client's CPU time and the event loop's lag, so a summary can tell when the client was the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import aiohttp
+import numpy as np
+
+from agent_flywheel.scaling.loadgen.requests import RequestResult, SendFn, answered_status, error_kind_of
+
+Mode = Literal["closed", "open"]
+
+DEFAULT_LATE_THRESHOLD_S = 0.02
+
+
+@dataclass
+class RequestRecord:
+    """One measured request: when it was meant to go, when it went, and what came back."""
+
+    index: int
+    intended_s: float
+    sent_s: float
+    latency_s: float
+    result: RequestResult
+
+    @property
+    def lateness_s(self) -> float:
+        """How long after its intended time the request actually went out."""
+        return max(0.0, self.sent_s - self.intended_s)
+
+
+@dataclass
+class LevelRun:
+    """One pass of one load level: the measured requests and the generator's self-measurement."""
+
+    mode: Mode
+    level: int
+    pass_index: int
+    concurrency: int | None
+    rate_rps: float | None
+    records: list[RequestRecord]
+    wall_s: float
+    cpu_s: float
+    loop_lags_s: list[float]
+    late_threshold_s: float
+    excluded_requests: int = 0
+
+    @property
+    def window_s(self) -> float:
+        """From the first measured send to the last measured completion: the throughput denominator."""
+        if not self.records:
+            return 0.0
+        return max(r.sent_s + r.latency_s for r in self.records) - min(r.sent_s for r in self.records)
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Keep the objects that exist before a level out of the garbage collector's passes during it.
+
+    Why: the first full collection in a fresh process walks every object the imports made (numpy, pandas,
+    pydantic, aiohttp) and stops the event loop for 30-50 ms, which shows up as late sends and as latency
+    (``bench/loadgen_bench.py``: 2-18 % late at 2,400-3,200/s from that one pause, none without it).
+    Garbage is collected first; objects made during the level are still collected; the frozen ones go
+    back to the oldest generation afterwards. Left alone when the collector is off or something else
+    has frozen objects.
+    """
+    if not gc.isenabled() or gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+async def _loop_lag_ticker(lags: list[float], stop: asyncio.Event, interval_s: float) -> None:
+    """Sleep ``interval_s`` in a loop and record how late each wake-up was: the event loop's lag."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        before = loop.time()
+        await asyncio.sleep(interval_s)
+        lags.append(max(0.0, loop.time() - before - interval_s))
+
+
+async def _call(send: SendFn, client: aiohttp.ClientSession, i: int, timeout_s: float) -> tuple[RequestResult, float]:
+    """Run one request with a timeout; every failure becomes a result, never an exception."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for on 3.11
+            result = await send(client, i)
+    except TimeoutError:
+        elapsed = time.perf_counter() - started
+        return RequestResult(ok=False, latency_s=elapsed, error_kind="timeout"), elapsed
+    except Exception as exc:  # a failed request is data, not a reason to stop the sweep
+        elapsed = time.perf_counter() - started
+        kind, status = error_kind_of(exc), answered_status(exc)
+        return RequestResult(ok=False, latency_s=elapsed, error_kind=kind, status_code=status), elapsed
+    elapsed = time.perf_counter() - started
+    if result.ok is False and not result.error_kind:
+        result.error_kind = "error"
+    return result, (result.latency_s if result.latency_s is not None else elapsed)
+
+
+async def _drain(tasks: Sequence[asyncio.Task[None]], timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for the cool-down requests still in flight (see the module docstring)."""
+    pending = [task for task in tasks if not task.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s)
+
+
+async def run_closed_level(
+    send: SendFn,
+    client: aiohttp.ClientSession,
+    concurrency: int,
+    num_requests: int,
+    *,
+    warmup_requests: int = 0,
+    timeout_s: float = 30.0,
+    level: int = 0,
+    pass_index: int = 0,
+    late_threshold_s: float = DEFAULT_LATE_THRESHOLD_S,
+    lag_interval_s: float = 0.01,
+) -> LevelRun:
+    """Closed loop: ``concurrency`` users, each sending the next request when the previous one returns.
+
+    Requests ``0..warmup-1`` are warm-up, the next ``num_requests`` are measured, later ones keep the load at
+    ``concurrency`` until the last measured request returns; those are then awaited, not sent again. A request's intended send
+    time is its user's previous completion (no think time), so lateness here is pure client delay: the time
+    the event loop took to come back to this user.
+    """
+    if concurrency < 1 or num_requests < 1:
+        raise ValueError("concurrency and num_requests must be >= 1")
+    lo, hi = warmup_requests, warmup_requests + num_requests
+    next_index = 0
+    remaining = num_requests
+    done = asyncio.Event()
+    records: list[RequestRecord] = []
+    excluded = 0
+    origin = time.perf_counter()
+
+    async def user() -> None:
+        nonlocal next_index, remaining, excluded
+        intended = time.perf_counter() - origin
+        while not done.is_set():
+            await asyncio.sleep(0)  # yield once: a busy event loop now shows up as lateness
+            if done.is_set():
+                break
+            i = next_index
+            next_index += 1
+            sent = time.perf_counter() - origin
+            result, latency = await _call(send, client, i, timeout_s)
+            if lo <= i < hi:
+                records.append(RequestRecord(i, intended, sent, latency, result))
+                remaining -= 1
+                if remaining == 0:
+                    done.set()
+            else:
+                excluded += 1
+            intended = time.perf_counter() - origin
+
+    lags: list[float] = []
+    stop = asyncio.Event()
+    with _frozen_heap():
+        ticker = asyncio.create_task(_loop_lag_ticker(lags, stop, lag_interval_s))
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        users = [asyncio.create_task(user()) for _ in range(concurrency)]
+        try:
+            await done.wait()
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            await _drain(users, timeout_s)  # each user ends after its request in flight
+        finally:
+            for task in users:
+                task.cancel()
+            await asyncio.gather(*users, return_exceptions=True)
+        stop.set()
+        await ticker
+    records.sort(key=lambda r: r.index)
+    return LevelRun(
+        "closed", level, pass_index, concurrency, None, records, wall, cpu, lags, late_threshold_s, excluded
+    )
+
+
+def poisson_schedule(rate_rps: float, count: int, seed: int | None = None) -> np.ndarray:
+    """Intended send times (seconds from the start) of ``count`` Poisson arrivals; the first at 0.
+
+    Precomputed so that a slow client cannot stretch the schedule: it can only be late against it.
+    """
+    if rate_rps <= 0:
+        raise ValueError("rate must be > 0")
+    gaps = np.random.default_rng(seed).exponential(1.0 / rate_rps, size=count)
+    return np.concatenate([[0.0], np.cumsum(gaps[:-1])]) if count else np.zeros(0)
+
+
+async def run_open_level(
+    send: SendFn,
+    client: aiohttp.ClientSession,
+    rate_rps: float,
+    num_requests: int,
+    *,
+    warmup_requests: int = 0,
+    timeout_s: float = 30.0,
+    level: int = 0,
+    pass_index: int = 0,
+    late_threshold_s: float = DEFAULT_LATE_THRESHOLD_S,
+    seed: int | None = None,
+    max_in_flight: int | None = None,
+    lag_interval_s: float = 0.01,
+) -> LevelRun:
+    """Open loop: Poisson arrivals at ``rate_rps`` on a precomputed schedule, whatever the responses do.
+
+    The arrival process continues past the measured requests until the last of them returns (those trailing
+    requests are excluded, then awaited up to ``timeout_s``), so the measured tail sees the same offered load. ``max_in_flight``
+    optionally caps outstanding requests; requests held back by the cap are sent late and counted so.
+    """
+    if num_requests < 1:
+        raise ValueError("num_requests must be >= 1")
+    lo, hi = warmup_requests, warmup_requests + num_requests
+    schedule = poisson_schedule(rate_rps, hi + num_requests, seed)
+    remaining = num_requests
+    done = asyncio.Event()
+    records: list[RequestRecord] = []
+    excluded = 0
+    cap = asyncio.Semaphore(max_in_flight) if max_in_flight else None
+
+    async def one(i: int, intended: float, origin: float) -> None:
+        nonlocal remaining, excluded
+        sent = time.perf_counter() - origin
+        try:
+            result, latency = await _call(send, client, i, timeout_s)
+        finally:
+            if cap is not None:
+                cap.release()
+        if lo <= i < hi:
+            records.append(RequestRecord(i, intended, sent, latency, result))
+            remaining -= 1
+            if remaining == 0:
+                done.set()
+        else:
+            excluded += 1
+
+    lags: list[float] = []
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def issue(origin: float) -> None:
+        # One plain sleep per arrival; this task is cancelled once every measured request has returned.
+        for i, intended in enumerate(schedule.tolist()):
+            delay = origin + intended - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if cap is not None:
+                await cap.acquire()
+            tasks.append(asyncio.create_task(one(i, intended, origin)))
+
+    with _frozen_heap():
+        ticker = asyncio.create_task(_loop_lag_ticker(lags, stop, lag_interval_s))
+        cpu0 = time.process_time()
+        origin = time.perf_counter()
+        issuer = asyncio.create_task(issue(origin))
+        try:
+            await done.wait()
+            issuer.cancel()
+            wall, cpu = time.perf_counter() - origin, time.process_time() - cpu0
+            await _drain(tasks, timeout_s)
+        finally:
+            issuer.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(issuer, *tasks, return_exceptions=True)
+        stop.set()
+        await ticker
+    records.sort(key=lambda r: r.index)
+    return LevelRun("open", level, pass_index, None, rate_rps, records, wall, cpu, lags, late_threshold_s, excluded)

@@ -1,0 +1,191 @@
+"""The OTLP/HTTP trace receiver: ``POST /v1/traces`` on a standard-library HTTP server in a background thread.
+
+Why a receiver of our own: the profile step needs the spans of the requests it sends, no more and no less.
+Pointing the agent's OTLP exporter at a receiver that lives as long as the profile is simpler and more exact
+than finding those spans in a collector's files (which may be on another machine, rotated or shared with other
+traffic). Any OpenTelemetry exporter can send to it: ``OTEL_EXPORTER_OTLP_ENDPOINT`` = :attr:`OtlpReceiver.endpoint`.
+
+Routes: ``POST /v1/traces`` (see :mod:`.decoding` for the encodings and answers), ``GET /health`` (counts).
+Other methods on ``/v1/traces`` answer 405, other paths 404.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+from agent_flywheel.scaling.otlp.decoding import (
+    JSON_TYPE,
+    Encoding,
+    ExportError,
+    content_type_of,
+    decode_request,
+    encoding_of,
+    export_response,
+    rejected_spans,
+    status_response,
+)
+from agent_flywheel.scaling.otlp.store import DEFAULT_MAX_DOCUMENTS, TraceStore
+
+TRACES_PATH = "/v1/traces"
+HEALTH_PATH = "/health"
+MAX_BODY_BYTES = 64 * 1024 * 1024
+_log = logging.getLogger(__name__)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], store: TraceStore) -> None:
+        super().__init__(address, _Handler)
+        self.store = store
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"  # exporters keep their connection open between exports
+
+    def do_POST(self) -> None:
+        path = self.path.split("?")[0]
+        encoding = encoding_of(self.headers.get("Content-Type"))
+        if path != TRACES_PATH:
+            self._refuse(404, f"no route {path}; spans go to POST {TRACES_PATH}", encoding, unread_body=True)
+            return
+        length = self.headers.get("Content-Length")
+        try:
+            size = int(length) if length is not None else -1
+        except ValueError:
+            size = -1
+        if size < 0:
+            self._refuse(411, "a Content-Length (a whole number of bytes) is required", encoding, unread_body=True)
+            return
+        if size > MAX_BODY_BYTES:
+            self._refuse(
+                413, f"a body of {size} bytes is over the {MAX_BODY_BYTES} byte limit", encoding, unread_body=True
+            )
+            return
+        body = self.rfile.read(size)
+        store = self.server.store
+        try:
+            document = decode_request(body, self.headers.get("Content-Type"), self.headers.get("Content-Encoding"))
+        except ExportError as exc:
+            store.reject()
+            self._refuse(exc.status, str(exc), encoding)
+            return
+        assert encoding is not None  # decode_request refuses the content types it does not speak
+        rejection = rejected_spans(document)
+        store.add(document)
+        self._answer(200, export_response(encoding, rejection), content_type_of(encoding))
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        if path == HEALTH_PATH:
+            store = self.server.store
+            counts = {"status": "ok", "received": store.received, "dropped": store.dropped, "rejected": store.rejected}
+            self._answer(200, json.dumps(counts).encode(), JSON_TYPE)
+        else:
+            self._wrong_route(path)
+
+    def do_PUT(self) -> None:
+        self._wrong_route(self.path.split("?")[0], unread_body=True)
+
+    def do_DELETE(self) -> None:
+        self._wrong_route(self.path.split("?")[0], unread_body=True)
+
+    def do_PATCH(self) -> None:
+        self._wrong_route(self.path.split("?")[0], unread_body=True)
+
+    def _wrong_route(self, path: str, unread_body: bool = False) -> None:
+        if path == TRACES_PATH:
+            self._refuse(405, f"{TRACES_PATH} takes POST", unread_body=unread_body)
+        else:
+            self._refuse(404, f"no route {path}", unread_body=unread_body)
+
+    def _refuse(self, status: int, message: str, encoding: Encoding | None = None, unread_body: bool = False) -> None:
+        """A ``google.rpc.Status`` in the request's encoding (JSON when it has none this receiver speaks).
+
+        With ``unread_body`` the connection is closed after the answer: the body left on it is not read.
+        """
+        chosen: Encoding = encoding or "json"
+        headers = {"Allow": "POST"} if status == 405 else {}
+        if unread_body:
+            headers["Connection"] = "close"
+            self.close_connection = True
+        self._answer(status, status_response(chosen, status, message), content_type_of(chosen), headers)
+
+    def _answer(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status, HTTPStatus(status).phrase)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        _log.debug("%s " + format, self.address_string(), *args)
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP receiver in a background thread, for the life of a ``with`` block (or between start and stop).
+
+    ``port`` None takes a free port. :attr:`endpoint` is the base URL to give an exporter (the OpenTelemetry
+    SDKs append ``/v1/traces`` to ``OTEL_EXPORTER_OTLP_ENDPOINT``); what arrives is in :attr:`store`.
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int | None = None, max_documents: int = DEFAULT_MAX_DOCUMENTS
+    ) -> None:
+        self.store = TraceStore(max_documents)
+        self._host = host
+        self._port = port or 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL exporters are pointed at."""
+        if self._server is None:
+            raise RuntimeError("the receiver is not running: start it first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def traces_url(self) -> str:
+        """The full URL spans are POSTed to."""
+        return self.endpoint + TRACES_PATH
+
+    def start(self) -> OtlpReceiver:
+        """Start serving (the port accepts connections when this returns)."""
+        if self._server is not None:
+            return self
+        self._server = _Server((self._host, self._port), self.store)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="otlp-receiver", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the port; what was received stays in :attr:`store`."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=10)
+
+    def __enter__(self) -> OtlpReceiver:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,35 @@
+"""Sizing: from a load sweep to the largest concurrency that meets the latency SLO, and GPUs with an interval.
+
+The method, and why it differs from the NeMo Agent Toolkit's ``nat sizing calc``:
+
+1. **Measured bracketing.** Per level, p95 of workflow latency (failed or timed-out requests count as
+   infinitely slow: they did not meet any target) and optionally p95 of LLM-call latency. The answer lies
+   between the highest level that meets the target below the first level that fails and that failing
+   level. Levels above the first failure that pass again are reported as noise and not trusted. The
+   toolkit instead fits one straight line through all levels after IQR outlier removal, which tends to
+   delete the knee — the very points that decide the answer.
+2. **Interpolation inside the bracket with a capacity model.** We fit the asymptotic-bounds model of a
+   closed system, ``R(N) = max(D, N/X - Z)``, written as the hinge ``D + s·max(0, N - K)`` (``X = 1/s``,
+   knee ``K``, ``Z = s·K - D``), by weighted least squares on relative error with a grid search over the
+   knee. Inside the bracket we interpolate in the model's shape but anchored at the two measured points,
+   so the answer always honours the measurements; if the model is flat across the bracket we interpolate
+   ``log p95`` linearly. No point is ever dropped as an outlier.
+3. **Unreachable is an answer.** If the lowest level already misses the target: ``reachable=False`` with the
+   reason. If every level meets it, C* is *at least* the highest level (used for the GPU count, so the GPU
+   count is an upper bound); the capacity model's extrapolation is reported separately and flagged.
+4. **GPUs in whole replicas.** ``replicas = ceil(target_users / floor(C*))``, ``GPUs = replicas × test_gpus``:
+   a replica serves a whole number of concurrent users, so an interpolated C* of 10.6 means that 10 fit
+   (11 miss the target); dividing by 10.6 would place 11 users on some replicas.
+5. **Bootstrap interval.** Resample passes within each level, then requests within each chosen pass; recompute
+   every level's p95, the fit, C* and the GPU count; report the percentile interval at the configured
+   confidence. With per-level input (no per-request samples) no interval exists and low = high = point.
+
+Throughput at the SLO is interpolated between the bracket's measured throughputs (or from Little's law,
+``X = N / mean R``, in a closed loop without think time); cost per 1,000 workflows is
+``price_per_gpu_hour × test_gpus / (X × 3600) × 1000``, the cost when each replica runs at C*.
+
+Modules: :mod:`.quantiles` (quantiles where a failure is infinitely slow), :mod:`.sweeps` (the measured sweep,
+from a load generator's result or a CSV), :mod:`.capacity` (the capacity model and its fit), :mod:`.bracketing`
+(where a p95 curve crosses its target), :mod:`.nat_linear` (the toolkit's straight line, for comparison),
+:mod:`.result` (the answer), :mod:`.solve` (the method: C*, whole replicas, the bootstrap), :mod:`.plots`.
+"""

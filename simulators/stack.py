@@ -17,9 +17,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from agent_flywheel.paths import state_dir
-from agent_flywheel.processes import BackgroundProcess, ServiceError, port_in_use
-from simulators.settings import PARTS, LocalStackConfig
+from simulators.processes import PartProcess, StackError, port_in_use
+from simulators.settings import PARTS, LocalStackConfig, home_dir
 
 HEALTH_PATHS = {
     "logserver": "/",
@@ -47,7 +46,7 @@ class LocalStack:
     def __init__(self, cfg: LocalStackConfig, parts: Iterable[str] = PARTS) -> None:
         self.cfg = cfg
         self.parts = [p for p in PARTS if p in set(parts)]
-        self.run_dir = state_dir("run")
+        self.run_dir = home_dir("run")
 
     def health(self, part: str, timeout_s: float = 1.0) -> tuple[bool, str]:
         """Ask the part's health endpoint; (healthy, detail)."""
@@ -65,7 +64,7 @@ class LocalStack:
         """The state of every part: pid, health and a one-line detail."""
         result = []
         for part in self.parts:
-            pid = BackgroundProcess(part).pid()
+            pid = PartProcess(part).pid()
             healthy, detail = self.health(part)
             if not healthy and pid is None:
                 detail = "stopped"
@@ -85,15 +84,15 @@ class LocalStack:
                 continue
             port = getattr(self.cfg.ports, part)
             if port_in_use(self.cfg.host, port):
-                raise ServiceError(f"{part}: port {port} is in use by another program; change ports.{part}")
-            BackgroundProcess(part).start(
+                raise StackError(f"{part}: port {port} is in use by another program; change ports.{part}")
+            PartProcess(part).start(
                 [sys.executable, "-m", f"simulators.{part}", "--config", str(config_file)],
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                health=functools.partial(self.health, part, 0.5),
+                healthy=functools.partial(self.health, part, 0.5),
                 timeout_s=timeout_s,
             )
         return self.status()
 
     def down(self) -> list[str]:
         """Stop every part this stack started (SIGTERM, then SIGKILL); returns the names stopped."""
-        return [part for part in reversed(self.parts) if BackgroundProcess(part).stop(timeout_s=10.0)]
+        return [part for part in reversed(self.parts) if PartProcess(part).stop(timeout_s=10.0)]

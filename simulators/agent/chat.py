@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -351,12 +352,11 @@ class ChatAgent:
         self.shipper.add(
             f"{trace.trace_id}-{index}",
             {
-                "timestamp": int(start_s),
+                "timestamp": datetime.fromtimestamp(int(start_s), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "workload_id": workload_id,
                 "client_id": self.settings.client_id,
                 "request": copy.deepcopy(request),
                 "response": body,
-                "simulated": True,
             },
         )
         return body

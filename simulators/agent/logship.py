@@ -6,9 +6,11 @@ break it. Records wait in a bounded in-memory buffer and are written with the of
 When the log server is down, the records stay in the buffer and are retried with a growing pause; only when
 the buffer is full are the oldest dropped, and every failure and drop is counted for ``GET /admin/stats``.
 Each record has a deterministic ``_id``, so a retry after a half-written batch does not duplicate it.
-Before its first write the shipper creates the index with the project's log mapping when it is missing
-(:data:`agent_flywheel.logstore.index.LOG_INDEX_MAPPING`), because an index created by a first write would guess
-the mapping and read epoch-second timestamps wrongly.
+Before its first write the shipper creates the index when it is missing, as the NVIDIA Data Flywheel
+Blueprint's services do (:data:`BLUEPRINT_INDEX_MAPPINGS`): ``dynamic: strict`` (a record with any other
+top-level field is refused), ``workload_id``/``client_id`` keywords, ``timestamp`` a ``date`` and
+``request``/``response`` stored without indexing their insides. Records therefore carry exactly those five
+fields, with ``timestamp`` in ISO 8601 (UTC): that ``date`` mapping would read epoch seconds as milliseconds.
 """
 
 from __future__ import annotations
@@ -25,9 +27,23 @@ from typing import Any
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 from elasticsearch.helpers import async_bulk
 
-from agent_flywheel.logstore.index import LOG_INDEX_MAPPING, LOG_INDEX_SETTINGS
-
 logger = logging.getLogger("simulators.agent")
+
+#: The log index as the blueprint creates it (``src/lib/integration/es_client.py``).
+BLUEPRINT_INDEX_MAPPINGS: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "workload_id": {"type": "keyword"},
+        "client_id": {"type": "keyword"},
+        "timestamp": {"type": "date"},
+        "request": {"type": "object", "dynamic": False, "properties": {}},
+        "response": {"type": "object", "dynamic": False, "properties": {}},
+    },
+}
+BLUEPRINT_INDEX_SETTINGS: dict[str, Any] = {
+    "mapping": {"total_fields": {"limit": 1000}},
+    "index": {"mapping": {"ignore_malformed": True}},
+}
 
 _MAX_BACKOFF_S = 5.0
 
@@ -154,13 +170,13 @@ class LogShipper:
                 await self.flush()
 
     async def _ensure_index(self) -> None:
-        """Create the index with the log mapping if missing; connection errors propagate (the write is retried)."""
+        """Create the index as the blueprint does if missing; connection errors propagate (the write is retried)."""
         if self._index_ready:
             return
         try:
             if not await self.client.indices.exists(index=self.index):
                 await self.client.indices.create(
-                    index=self.index, mappings=LOG_INDEX_MAPPING, settings=LOG_INDEX_SETTINGS
+                    index=self.index, mappings=BLUEPRINT_INDEX_MAPPINGS, settings=BLUEPRINT_INDEX_SETTINGS
                 )
         except ApiError as exc:  # created by someone else in between, or a server without index creation
             if "resource_already_exists" not in str(exc):

@@ -10,13 +10,12 @@ can read, never an exception.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
-
-from agent_flywheel.records.conversation import parse_arguments
 
 TODAY = date(2025, 6, 1)  # the fake backend's "today", so return windows never drift
 FIRST_ORDER, LAST_ORDER = 10000, 10999  # ORD-10000 .. ORD-10999 exist
@@ -439,9 +438,21 @@ class ToolResult:
         }
 
 
+def _decoded(arguments: Any) -> Any:
+    """Arguments as the model sent them, decoded: a JSON string becomes its value; anything else stays as it is."""
+    if arguments is None or arguments == "":
+        return {}
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        return json.loads(arguments)
+    except (ValueError, RecursionError):  # not JSON: the tool reports that it is not an object
+        return arguments
+
+
 def run_tool(name: str, arguments: Any) -> ToolResult:
     """Run a tool by name; unknown tools and bad arguments become error results the model can read."""
-    parsed = parse_arguments(arguments) if arguments not in (None, "") else {}
+    parsed = _decoded(arguments)
     spec = TOOL_SPECS.get(name)
     if spec is None:
         error = f"unknown tool '{name}'; available: {', '.join(TOOL_SPECS)}"

@@ -6,8 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent_flywheel.config import parse_config
-from simulators.settings import LocalStackConfig
+from simulators.settings import LocalStackConfig, parse_settings
 
 
 class DatastoreSettings(BaseModel):
@@ -22,6 +21,6 @@ class DatastoreSettings(BaseModel):
 
 
 def datastore_settings(cfg: LocalStackConfig) -> DatastoreSettings:
-    """Validate ``cfg.datastore``; a bad key raises ``ConfigError`` naming it."""
+    """Validate ``cfg.datastore``; a bad key raises ``SettingsError`` naming it."""
     data: Any = cfg.datastore
-    return parse_config(data, DatastoreSettings, source="configs/local.yaml: datastore")
+    return parse_settings(data, DatastoreSettings, source="configs/local.yaml: datastore")

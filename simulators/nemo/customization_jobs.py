@@ -228,6 +228,20 @@ async def settle(sim: NemoSim, record: Record) -> None:
     sim.save()
 
 
+def served_adapters(sim: NemoSim) -> list[tuple[str, str, dict[str, int]]]:
+    """``(adapter, base model, lora info)`` of every finished job whose adapter was handed to the NIM."""
+    adapters = []
+    for record in sim.store.table("customization_jobs").values():
+        if not record["_effects"].get("done") or not record.get("output_model"):
+            continue
+        plan = TrainingPlan.from_json(record["_plan"])
+        if training_view(plan, sim.now(), record["created_at"]).status != "completed":
+            continue
+        lora = {"train_records": plan.train_records or 0, "epochs": plan.epochs}
+        adapters.append((record["output_model"], record["config_snapshot"]["base_model"], lora))
+    return adapters
+
+
 async def advance_all(sim: NemoSim) -> None:
     """Settle every job that has ended (the background tick calls this; reads settle their own job)."""
     for record in list(sim.store.table("customization_jobs").values()):

@@ -126,6 +126,16 @@ async def _refresh(sim: NemoSim, record: Record) -> None:
     sim.save()
 
 
+def served_models(sim: NemoSim) -> list[str]:
+    """The models of every deployment that is ready (the NIM must serve them)."""
+    return [
+        model
+        for record in sim.store.table("model_deployments").values()
+        if record.get("deployed")
+        for model in record["models"]
+    ]
+
+
 async def advance_all(sim: NemoSim) -> None:
     """Refresh every pending deployment (the background tick calls this)."""
     for record in list(sim.store.table("model_deployments").values()):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from typing import Any
 
@@ -164,6 +165,24 @@ def _check_metric(name: str, metric: Any, loc: list[str | int]) -> None:
         scores = params.get("scores")
         if not isinstance(scores, dict) or not scores:
             raise unprocessable([*loc, name, "params", "scores"], "llm-judge needs at least one score", scores)
+        for score, spec in scores.items():
+            _check_parser(spec, [*loc, name, "params", "scores", score, "parser"])
+
+
+def _check_parser(spec: Any, loc: list[str | int]) -> None:
+    """A judge score needs a regex parser whose pattern compiles (the simulator reads scores with regexes only)."""
+    parser = spec.get("parser") if isinstance(spec, dict) else None
+    if not isinstance(parser, dict) or parser.get("type", "regex") != "regex":
+        raise unprocessable(loc, "the simulator parses judge scores with a regex parser only", parser)
+    if parser.get("method", "match") not in ("match", "search"):
+        raise unprocessable([*loc, "method"], "method must be 'match' or 'search'", parser.get("method"))
+    pattern = parser.get("pattern")
+    if not isinstance(pattern, str):
+        raise unprocessable([*loc, "pattern"], "a regex parser needs a pattern", pattern)
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise unprocessable([*loc, "pattern"], f"invalid regex: {exc}", pattern) from None
 
 
 def _prepare_config(sim: NemoSim, config: Record) -> Record:

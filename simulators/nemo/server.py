@@ -3,7 +3,8 @@
 ``create_app(cfg)`` wires the services to one store, one simulated clock and HTTP clients for the Data
 Store and NIM simulators. Job state follows the clock and is computed when read; a light background
 tick (``tick_interval_s``) makes sure ended jobs register their models with the NIM even when nobody
-polls. State is snapshotted under ``<state_dir>/nemo`` so restarting the stack keeps every entity and job.
+polls. State is snapshotted under ``<state_dir>/nemo`` so restarting the stack keeps every entity and job,
+and on start-up the NIM is told again which adapters and deployments it serves (:mod:`.nim_sync`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from simulators.nemo import admin, customization_jobs, customizer, deployments, 
 from simulators.nemo.context import NemoSim
 from simulators.nemo.errors import install_error_handlers
 from simulators.nemo.faults import FaultMiddleware, FaultState
+from simulators.nemo.nim_sync import resync_nim
 from simulators.nemo.settings import load_nemo_settings
 from simulators.nemo.state import Store
 from simulators.nemo.upstream import DataStoreClient, HttpPool, NimClient
@@ -73,6 +75,7 @@ def create_app(cfg: LocalStackConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         evaluator.resume_evaluations(sim)
+        sim.spawn("nim-resync", resync_nim(sim))
         ticker = asyncio.create_task(_tick(sim)) if sim.settings.tick_interval_s > 0 else None
         try:
             yield

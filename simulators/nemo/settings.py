@@ -11,8 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent_flywheel.config import parse_config
-from simulators.settings import LocalStackConfig
+from simulators.settings import LocalStackConfig, parse_settings
 
 
 class _Section(BaseModel):
@@ -92,6 +91,6 @@ class NemoSimSettings(_Section):
 
 
 def load_nemo_settings(cfg: LocalStackConfig) -> NemoSimSettings:
-    """Validate ``cfg.nemo``; a bad key raises ConfigError naming it."""
+    """Validate ``cfg.nemo``; a bad key raises SettingsError naming it."""
     data: dict[str, Any] = dict(cfg.nemo)
-    return parse_config(data, NemoSimSettings, "local stack config: nemo")
+    return parse_settings(data, NemoSimSettings, "local stack config: nemo")

@@ -24,8 +24,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent_flywheel.records.conversation import canonical_tool_calls, parse_arguments
+from simulators.nim.conversation import decoded_arguments
 from simulators.nim.text import content_text, normalise, word_f1
+
+Call = tuple[str, Any]  # (function name, decoded arguments)
 
 _GROUND_TRUTH = re.compile(
     r"\*?\s*ground\s*truth\s*\*?\s*:\s*(.*?)\s*\n\s*\*?\s*prediction\s*\*?\s*:\s*(.*)$", re.IGNORECASE | re.DOTALL
@@ -53,7 +55,18 @@ def judge_kind(messages: Sequence[Any]) -> str | None:
     return None
 
 
-def _parse_calls(text: str) -> list[dict[str, Any]] | None:
+def _calls(value: list[Any]) -> list[Call]:
+    """The OpenAI-shaped calls of a list; a call without a usable name keeps an empty one (so it never matches)."""
+    calls = []
+    for call in value:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if isinstance(function, Mapping):
+            name = function.get("name")
+            calls.append((name if isinstance(name, str) else "", decoded_arguments(function.get("arguments"))))
+    return calls
+
+
+def _parse_calls(text: str) -> list[Call] | None:
     """Calls from a JSON or Python-literal rendering; ``None`` when it is not a list of calls (or null)."""
     text = text.strip()
     if text in ("", "None", "null", "[]"):
@@ -72,7 +85,7 @@ def _parse_calls(text: str) -> list[dict[str, Any]] | None:
         return []
     if not isinstance(value, list):
         return None
-    return canonical_tool_calls(value)
+    return _calls(value)
 
 
 def _normal_value(value: Any) -> Any:
@@ -92,9 +105,9 @@ def _normal_value(value: Any) -> Any:
     return value
 
 
-def _normal_call(call: Mapping[str, Any]) -> tuple[str, str]:
-    arguments = parse_arguments(call.get("arguments"))
-    return str(call.get("name")), json.dumps(_normal_value(arguments), sort_keys=True)
+def _normal_call(call: Call) -> tuple[str, str]:
+    name, arguments = call
+    return name, json.dumps(_normal_value(arguments), sort_keys=True)
 
 
 def tool_call_rating(ground_truth: str, prediction: str) -> tuple[int, str]:
@@ -108,7 +121,7 @@ def tool_call_rating(ground_truth: str, prediction: str) -> tuple[int, str]:
         return 1, "Neither the ground truth nor the prediction calls a tool."
     if not predicted:
         return 0, "The prediction makes no tool call."
-    if sorted(c.get("name") or "" for c in truth) != sorted(c.get("name") or "" for c in predicted):
+    if sorted(name for name, _ in truth) != sorted(name for name, _ in predicted):
         return 0, "The predicted function name does not match the ground truth."
     if sorted(_normal_call(c) for c in truth) != sorted(_normal_call(c) for c in predicted):
         return 0, "The function name matches but the arguments differ."

@@ -1,8 +1,8 @@
 """The quality model of the NIM simulator: how often a model answers like the teacher, and how it errs.
 
 **Reference answer.** For a request, the reference is what the teacher answered to the same conversation:
-the logged answer found in the log server under ``conversation_hash(messages, tools)`` (the hash ignores an
-ICL block), or, when nothing is logged, the rule-based teacher policy (:mod:`.teacher`).
+the logged answer found in the log server under ``conversation_key(messages, tools)`` (the key ignores an
+ICL block, :mod:`.conversation`), or, when nothing is logged, the rule-based teacher policy (:mod:`.teacher`).
 
 **Probability of answering like the reference** (defaults; all in ``nim.quality`` and ``nim.models``):
 
@@ -20,7 +20,7 @@ So a base 1B model agrees with the teacher ~60% of the time, with 3 ICL examples
 when it answered like the reference, i.e. 99% of them).
 
 **Decision.** The model answers like the reference iff ``u < p``, where ``u`` in [0, 1) is a SHA-256 of
-(model id, conversation hash): reruns agree, adding ICL examples to the same model only turns wrong answers
+(model id, conversation key): reruns agree, adding ICL examples to the same model only turns wrong answers
 right, and different models err on different conversations.
 
 **Mistakes** (kind chosen by another hash among those possible for the request): another offered tool

@@ -1,4 +1,4 @@
-"""What the teacher answered: an index of the log server's records by conversation hash.
+"""What the teacher answered: an index of the log server's records by conversation key.
 
 The log server speaks the Elasticsearch REST API. The index is built lazily on the first lookup by paging
 through the records in timestamp order (``range: timestamp >= last seen`` plus de-duplication by ``_id``,
@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from agent_flywheel.records.conversation import conversation_hash
+from simulators.nim.conversation import conversation_key
 
 logger = logging.getLogger("simulators.nim")
 
@@ -26,7 +26,7 @@ _MAX_PAGE = 10_000
 
 
 class ReferenceIndex:
-    """Lazily built map from ``conversation_hash(messages, tools)`` to the logged assistant message."""
+    """Lazily built map from ``conversation_key(messages, tools)`` to the logged assistant message."""
 
     def __init__(
         self,
@@ -64,7 +64,7 @@ class ReferenceIndex:
         return len(self._seen)
 
     async def lookup(self, conversation: str) -> dict[str, Any] | None:
-        """The logged reference message for a conversation hash, or ``None``."""
+        """The logged reference message for a conversation key, or ``None``."""
         found = self._answers.get(conversation)
         if found is not None:
             return found
@@ -172,5 +172,5 @@ class ReferenceIndex:
         message = choices[0].get("message") if isinstance(choices[0], Mapping) else None
         if not isinstance(message, Mapping):
             return
-        key = conversation_hash(messages, request.get("tools"))
+        key = conversation_key(messages, request.get("tools"))
         self._answers.setdefault(key, dict(message))

@@ -4,17 +4,27 @@ Servable: ``nim.preloaded`` plus whatever is registered through ``POST /admin/mo
 simulator does that when a deployment is ``ready`` or a customization ``completed``). A LoRA adapter
 (``ns/name@cust-...``) has its base model as ``root``/``parent``: it takes its size and its latency server
 (the batch it shares) from the root.
+
+Registered models are written to ``<state_dir>/nim/models.json`` (``nim.persist``, on by default) and read
+back at start-up, so a restarted NIM still serves the adapters and deployments the NeMo simulator reports
+as finished; a real NIM finds its LoRA adapters again in its model store the same way.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from simulators.nim.latency import LatencyParams, params_for
 from simulators.nim.quality import LoraInfo, answer_probability, parse_size_b
 from simulators.nim.settings import NimSettings
+
+log = logging.getLogger("simulators.nim")
 
 
 @dataclass(frozen=True)
@@ -48,12 +58,53 @@ class ServedModel:
 class Registry:
     """The servable models; quality and latency parameters are derived from the settings on demand."""
 
-    def __init__(self, settings: NimSettings) -> None:
+    def __init__(self, settings: NimSettings, state_file: Path | None = None) -> None:
         self.settings = settings
+        self.state_file = state_file
         now = int(time.time())
         self._models: dict[str, ServedModel] = {
             model_id: ServedModel(model_id, model_id, None, None, now, True) for model_id in settings.preloaded
         }
+        self._load()
+
+    def _load(self) -> None:
+        """Serve again what was registered before a restart (a damaged file is reported and ignored)."""
+        if self.state_file is None or not self.state_file.exists():
+            return
+        try:
+            entries = json.loads(self.state_file.read_text(encoding="utf-8"))
+            for entry in entries:
+                lora = entry.get("lora")
+                self._models[entry["id"]] = ServedModel(
+                    id=entry["id"],
+                    root=entry["root"],
+                    parent=entry.get("parent"),
+                    lora=LoraInfo(int(lora["train_records"]), int(lora["epochs"])) if lora else None,
+                    created=int(entry["created"]),
+                    preloaded=False,
+                )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring the NIM registry %s, which cannot be read: %s", self.state_file, exc)
+
+    def _save(self) -> None:
+        """Write the registered (not preloaded) models atomically."""
+        if self.state_file is None:
+            return
+        entries = [
+            {
+                "id": m.id,
+                "root": m.root,
+                "parent": m.parent,
+                "lora": None if m.lora is None else {"train_records": m.lora.train_records, "epochs": m.lora.epochs},
+                "created": m.created,
+            }
+            for m in self._models.values()
+            if not m.preloaded
+        ]
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.state_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(entries, indent=1), encoding="utf-8")
+        os.replace(partial, self.state_file)
 
     def get(self, model_id: str) -> ServedModel | None:
         """The model, or ``None`` when it is not servable."""
@@ -83,11 +134,15 @@ class Registry:
             preloaded=False,
         )
         self._models[model_id] = model
+        self._save()
         return model, existing is None
 
     def remove(self, model_id: str) -> bool:
         """Stop serving a model; ``False`` when it was not servable."""
-        return self._models.pop(model_id, None) is not None
+        if self._models.pop(model_id, None) is None:
+            return False
+        self._save()
+        return True
 
     def _override_keys(self, model: ServedModel) -> list[str]:
         return [k for k in (model.id, model.root, model.parent) if k]

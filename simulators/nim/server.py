@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,9 +21,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent_flywheel.records.conversation import conversation_hash, strip_examples
 from simulators.common import create_simulator_app
 from simulators.nim import teacher, wire
+from simulators.nim.conversation import conversation_key, split_examples
 from simulators.nim.embeddings import embed, encode
 from simulators.nim.judge import judge_answer, judge_kind
 from simulators.nim.latency import BatchScheduler
@@ -61,9 +62,9 @@ class AdminModelIn(BaseModel):
 class NimState:
     """Everything the routes share; kept on ``app.state.nim`` so tests can look inside."""
 
-    def __init__(self, settings: NimSettings, references: ReferenceIndex) -> None:
+    def __init__(self, settings: NimSettings, references: ReferenceIndex, registry_file: Path | None = None) -> None:
         self.settings = settings
-        self.registry = Registry(settings)
+        self.registry = Registry(settings, registry_file)
         self.scheduler = BatchScheduler(settings.latency.time_scale, self.registry.latency)
         self.references = references
 
@@ -71,11 +72,11 @@ class NimState:
         self, model: ServedModel, messages: list[Any], tools: Any, tool_choice: Any
     ) -> tuple[Answer, dict[str, Any]]:
         """What ``model`` answers, and the ``nvext.quality`` record of why."""
-        stripped, examples = strip_examples(messages)
+        stripped, examples = split_examples(messages)
         judged = judge_answer(stripped)
         if judged is not None:
             return Answer(content=judged), {"judge": judge_kind(stripped)}
-        conversation = conversation_hash(messages, tools)
+        conversation = conversation_key(messages, tools)
         logged = await self.references.lookup(conversation)
         if logged is not None:
             reference, source = Answer.from_message(logged), "log"
@@ -118,7 +119,7 @@ def create_app(cfg: LocalStackConfig, *, log_transport: httpx.AsyncBaseTransport
         timeout_s=settings.log_timeout_s,
         transport=log_transport,
     )
-    state = NimState(settings, references)
+    state = NimState(settings, references, cfg.state_path() / "nim" / "models.json" if settings.persist else None)
     app = create_simulator_app("NIM")
     app.state.nim = state
 

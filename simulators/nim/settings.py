@@ -25,8 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent_flywheel.config import parse_config
-from simulators.settings import LocalStackConfig
+from simulators.settings import LocalStackConfig, parse_settings
 
 TEACHER_MODEL = "meta/llama-3.3-70b-instruct"
 EMBEDDING_MODEL = "nvidia/llama-3.2-nv-embedqa-1b-v2"
@@ -100,6 +99,9 @@ class NimSettings(_Section):
     """The whole ``nim`` section."""
 
     preloaded: list[str] = Field(default_factory=lambda: [TEACHER_MODEL, EMBEDDING_MODEL])
+    persist: bool = Field(
+        default=True, description="Keep registered models in <state_dir>/nim so a restart serves them"
+    )
     teacher: str = TEACHER_MODEL
     reference_models: list[str] | None = Field(
         default=None, description="Models whose logged answers are references (default: [teacher]; [] = any)"
@@ -123,6 +125,6 @@ class NimSettings(_Section):
 
 
 def nim_settings(cfg: LocalStackConfig) -> NimSettings:
-    """Validate ``cfg.nim``; a bad key raises ``ConfigError`` naming it."""
+    """Validate ``cfg.nim``; a bad key raises ``SettingsError`` naming it."""
     data: Any = cfg.nim
-    return parse_config(data, NimSettings, source="configs/local.yaml: nim")
+    return parse_settings(data, NimSettings, source="configs/local.yaml: nim")

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_flywheel.records.conversation import canonical_tool_calls
+from simulators.nim.conversation import tool_calls_of
 from simulators.nim.text import STOPWORDS, content_text, content_words, squash, stem, words
 
 CALL_THRESHOLD = 2.0
@@ -83,9 +83,9 @@ class Answer:
     def from_message(cls, message: Mapping[str, Any]) -> Answer:
         """An answer as logged (``response.choices[0].message``); arguments may be strings or objects."""
         calls = tuple(
-            ToolCall(str(c["name"]), c["arguments"] if c["arguments"] is not None else {})
-            for c in canonical_tool_calls(message.get("tool_calls"))
-            if c.get("name")
+            ToolCall(name, arguments if arguments is not None else {})
+            for name, arguments in tool_calls_of(message)
+            if name
         )
         content = content_text(message.get("content"))
         return cls(content=(content or None) if calls else content, calls=calls)

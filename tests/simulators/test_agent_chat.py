@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +110,9 @@ async def test_tool_call_then_reply_logs_two_calls_with_their_workloads(tmp_path
 
     assert [doc_id for doc_id, _ in shipper.records] == [f"{outcome.trace_id}-1", f"{outcome.trace_id}-2"]
     for (_, record), sent in zip(shipper.records, nim.requests, strict=True):
-        assert set(record) == {"timestamp", "workload_id", "client_id", "request", "response", "simulated"}
-        assert record["request"] == sent and record["client_id"] == "demo" and record["simulated"] is True
-        assert isinstance(record["timestamp"], int)
+        assert set(record) == {"timestamp", "workload_id", "client_id", "request", "response"}  # the blueprint's
+        assert record["request"] == sent and record["client_id"] == "demo"
+        assert datetime.strptime(record["timestamp"], "%Y-%m-%dT%H:%M:%SZ")  # ISO 8601, UTC
     assert shipper.records[0][1]["response"]["choices"][0]["message"]["tool_calls"]
 
     spans = spans_of(tmp_path / "spans.jsonl")

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -242,12 +243,14 @@ def test_chat_end_to_end(
     sent = [body for body, _ in nim[0].calls[before:]]
     first, second = docs[f"{trace_id}-1"], docs[f"{trace_id}-2"]
     for record, request in ((first, sent[0]), (second, sent[1])):
-        assert record["client_id"] == "demo" and record["simulated"] is True
-        assert isinstance(record["timestamp"], int) and abs(record["timestamp"] - time.time()) < 60
+        assert set(record) == {"timestamp", "workload_id", "client_id", "request", "response"}
+        logged_at = datetime.strptime(record["timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        assert record["client_id"] == "demo" and abs(logged_at.timestamp() - time.time()) < 60
         assert record["request"] == request
         assert record["response"]["object"] == "chat.completion"
     assert (first["workload_id"], second["workload_id"]) == ("customer-support", "customer-support-reply")
-    assert "epoch_second" in logstore.mapping()["properties"]["timestamp"]["format"]  # created before the first write
+    mapping = logstore.mapping()  # created before the first write, as the blueprint creates it
+    assert mapping["dynamic"] == "strict" and mapping["properties"]["timestamp"] == {"type": "date"}
     assert first["request"]["tool_choice"] == "auto" and first["request"]["tools"]
     assert first["response"]["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_order_status"
 

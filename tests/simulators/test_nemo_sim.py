@@ -181,10 +181,11 @@ def _answer(model: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _eval_row(city: str) -> dict[str, Any]:
+    """A logged call as an eval row: the reference's arguments are an object, as NeMo Evaluator expects."""
     call = {
         "id": "call_1",
         "type": "function",
-        "function": {"name": "get_weather", "arguments": json.dumps({"city": city})},
+        "function": {"name": "get_weather", "arguments": {"city": city}},
     }
     return {
         "request": {"messages": [{"role": "user", "content": f"What's the weather in {city}?"}], "tools": TOOLS},
@@ -239,7 +240,7 @@ def _eval_config(dataset: str, limit: int | None = None, judge: str = JUDGE, par
                                     {"role": "system", "content": "Return RATING: 0 or 1"},
                                     {
                                         "role": "user",
-                                        "content": "TRUTH={{ item.response.choices[0].message.tool_calls[0].function.arguments }}"
+                                        "content": "TRUTH={{ item.response.choices[0].message.tool_calls[0].function.arguments | tojson }}"
                                         " PRED={{ sample.response.choices[0].message.tool_calls[0].function.arguments }}",
                                     },
                                 ]

@@ -15,10 +15,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from agent_flywheel.config import ConfigError
 from simulators.nemo.server import create_app
 from simulators.nemo.upstream import HfLocation, UpstreamError
-from simulators.settings import LocalStackConfig
+from simulators.settings import LocalStackConfig, SettingsError
 
 NS = "dfwbp"
 A100 = "meta/llama-3.2-1b-instruct@v1.0.0+A100"
@@ -255,7 +254,11 @@ async def test_evaluation_jobs_validate_echo_cancel_and_delete(
         "metrics": {
             "judge": {
                 "type": "llm-judge",
-                "params": {"model": "judge/x", "template": {"messages": []}, "scores": {"s": {"type": "int"}}},
+                "params": {
+                    "model": "judge/x",
+                    "template": {"messages": []},
+                    "scores": {"s": {"type": "int", "parser": {"type": "regex", "pattern": r"(\d+)"}}},
+                },
             }
         },
     }
@@ -293,6 +296,18 @@ async def test_evaluation_jobs_validate_echo_cancel_and_delete(
         json={"config": {"type": "custom", "tasks": {"t": judge_without_model}}, "target": target},
     )
     assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][-1] == "model"
+    for parser, field in (
+        (None, "parser"),
+        ({"type": "json", "json_path": "s"}, "parser"),
+        ({"type": "regex", "pattern": "(unclosed"}, "pattern"),
+        ({"type": "regex", "pattern": r"(\d)", "method": "fullmatch"}, "method"),
+    ):
+        params = {"model": "judge/x", "template": {"messages": []}, "scores": {"s": {"type": "int", "parser": parser}}}
+        unreadable = {**task, "metrics": {"j": {"type": "llm-judge", "params": params}}}
+        bad_parser = await client.post(
+            "/v1/evaluation/jobs", json={"config": {"type": "custom", "tasks": {"t": unreadable}}, "target": target}
+        )
+        assert bad_parser.status_code == 422 and bad_parser.json()["detail"][0]["loc"][-1] == field, parser
     rows_target = await client.post(
         "/v1/evaluation/jobs", json={"config": config, "target": {"type": "rows", "rows": []}}
     )
@@ -320,7 +335,7 @@ async def test_admin_endpoints(sim: tuple[httpx.AsyncClient, FakeDatastore, Fake
 
 
 def test_bad_settings_are_reported(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"nemo: customization\.created_seconds"):
+    with pytest.raises(SettingsError, match=r"nemo: customization\.created_seconds"):
         create_app(_cfg(tmp_path, customization={"created_seconds": 1}))
 
 

@@ -12,7 +12,6 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from agent_flywheel.records.conversation import inject_examples, render_example
 from simulators.nim.server import create_app
 from simulators.settings import LocalStackConfig, Ports
 from simulators.threaded import ThreadedServer, free_port
@@ -215,12 +214,24 @@ def test_logged_teacher_answers_are_the_reference(stack: tuple[httpx.Client, lis
         "query": "new arrivals"
     }
 
-    # The same conversation with an ICL block and other whitespace still finds the logged answer.
-    example = render_example(1, [{"role": "user", "content": "hi"}], {"content": "Hello!"})
-    with_icl = inject_examples([{"role": "user", "content": "hello  there, anything new for me?"}], [example])
+    # The same conversation with an ICL block (docs/development.md's format) and other whitespace still finds
+    # the logged answer.
+    block = "\n\n".join(
+        [
+            "### In-context examples",
+            "Here are examples of how you should respond.",
+            "Example 1:\nuser: hi\nassistant: Hello!",
+            'Example 2:\nuser: where is ORD-1?\nassistant: \ntool calls: [{"arguments": {}, "name": "x"}]',
+            "### End of in-context examples",
+        ]
+    )
+    with_icl = [
+        {"role": "system", "content": block},
+        {"role": "user", "content": "hello  there, anything new for me?"},
+    ]
     icl = _chat(client, messages=with_icl, tools=TOOLS).json()
     assert icl["nvext"]["quality"] | {"p": None} == {
-        "reference": "log", "icl_examples": 1, "p": None, "followed_reference": True, "mistake": None}  # fmt: skip
+        "reference": "log", "icl_examples": 2, "p": None, "followed_reference": True, "mistake": None}  # fmt: skip
 
     # Answers logged by other models are not references; a record logged later is found on a miss.
     other = _chat(client, messages=[{"role": "user", "content": "other"}], tools=TOOLS).json()

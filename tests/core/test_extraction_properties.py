@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ICLConfig, NIMConfig
@@ -234,6 +234,7 @@ def _pages_of_kept(documents: list[tuple[str, Any]], page_size: int) -> list[int
 
 @SETTINGS
 @given(documents=stores(), page_size=st.integers(1, 7), limit=st.one_of(st.none(), st.integers(1, 30)))
+@example(documents=[("doc-0", 5), ("doc-1", [1]), ("doc-2", _ours(copy.deepcopy(AIVA)))], page_size=3, limit=1)
 def test_a_sink_gets_every_distinct_valid_record_as_its_page_arrives_and_the_result_keeps_none(
     tmp_path_factory: Any, documents: list[tuple[str, Any]], page_size: int, limit: int | None
 ) -> None:
@@ -256,8 +257,10 @@ def test_a_sink_gets_every_distinct_valid_record_as_its_page_arrives_and_the_res
     assert [to_document(r) for r in sunk] == [to_document(r) for r in collected.records]
     assert len(sunk) == streamed.valid - streamed.duplicates
     assert dataclasses.replace(streamed, records=collected.records) == collected  # every count the same
-    # each record went to the sink while its own page was the last one read, not after the read
-    assert pages_when_sunk == _pages_of_kept(documents, page_size)[: len(sunk)]
+    # each record went to the sink while its own page was the last one read, not after the read; with a limit,
+    # extraction asks for pages of at most limit + 1 documents (it never needs more to know the limit is reached)
+    read_page_size = page_size if limit is None else min(page_size, limit + 1)
+    assert pages_when_sunk == _pages_of_kept(documents, read_page_size)[: len(sunk)]
     assert store.open_pits == 0
 
 

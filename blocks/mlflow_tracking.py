@@ -7,6 +7,9 @@ from typing import ClassVar
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from agent_flywheel.paths import default_mlflow_uri
+from agent_flywheel.tracking import Tracker
+
 
 class MlflowTracking(Block):
     """MLflow tracking and registry. The default is SQLite under .flywheel/, so the registry and aliases work."""
@@ -22,6 +25,8 @@ class MlflowTracking(Block):
 
     def resolved_tracking_uri(self) -> str:
         """The tracking URI to use, falling back to the project's SQLite store."""
-        from agent_flywheel.paths import default_mlflow_uri
-
         return self.tracking_uri or default_mlflow_uri()
+
+    def get_tracker(self) -> Tracker:
+        """The MLflow tracker for this server; the one place the block's settings become a client."""
+        return Tracker(self.resolved_tracking_uri(), self.registry_uri)

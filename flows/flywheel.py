@@ -89,8 +89,8 @@ async def _stop_left_behind(ledger: Path, platform: NemoPlatform) -> list[str]:
 def _cleanup_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
     """On failure, crash or cancellation: stop every job and deployment this run started and left behind.
 
-    The hook runs after the flow, outside its event loop, so it builds a NeMo client of its own (from the
-    run's ``nemo_block``) and only when the run's ledger lists something.
+    The flow's client is closed by then, so the hook builds one of its own from the run's ``nemo_block``,
+    and only when the run's ledger lists something.
     """
     ledger = _run_dir(str(flow_run.id)) / "resources.json"
     if not Ledger(ledger).resources():

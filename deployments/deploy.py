@@ -1,8 +1,9 @@
 """``flywheel deploy``: everything a Prefect server needs to run the flywheel, in one idempotent command.
 
-In order: the block types and the given block documents (the CLI passes the ``local`` ones), the process work pool, the global concurrency limits
-(``gpu``), every deployment in ``prefect.yaml`` through Prefect's own ``prefect deploy --all`` (so what
-runs here is exactly what a user running that command gets), and optionally a worker in the background.
+In order: the block types and the given block documents (the CLI passes the ``local`` ones), the process
+work pool, the global concurrency limits (``gpu``), every deployment in ``prefect.yaml`` through Prefect's
+own ``prefect deploy --all`` (so what runs here is exactly what a user running that command gets), and
+optionally a worker in the background.
 Running it again updates everything in place.
 """
 

@@ -7,9 +7,9 @@ What makes a run safe to retry, resume or kill:
   after a crash finds the job the dead run started, running or completed, and waits for it instead of
   starting a second one (a failed or cancelled job is never reused).
 - **Task caching**: ``evaluate`` persists its results under ``.flywheel/results``, keyed on the same
-  inputs plus the Evaluator's URL (never on the client it is handed), so a rerun does not evaluate again what was already evaluated. A
-  fine-tune's persisted result is the Customizer's job itself: ``customize`` finds it by its key (a
-  cached copy could name an adapter that a reset platform no longer serves).
+  inputs plus the Evaluator's URL (never on the client it is handed), so a rerun does not evaluate again
+  what was already evaluated. A fine-tune's persisted result is the Customizer's job itself: ``customize``
+  finds it by its key (a cached copy could name an adapter that a reset platform no longer serves).
 - **The ledger**: every job and deployment a run starts is written to ``.flywheel/runs/<id>/resources.json``;
   the failure, crash and cancellation hooks stop what it lists, and a later run adopts what a run that
   died without its hooks (SIGKILL, power loss) left behind, so that too is torn down.

@@ -26,8 +26,13 @@ def default_mlflow_uri() -> str:
 
 
 def configure_local_environment() -> None:
-    """Project-local Prefect home and no telemetry (the offline machine logs errors and once locked the DB)."""
+    """Project-local Prefect home and no telemetry (the offline machine logs errors and once locked the DB).
+
+    Without ``PREFECT_API_URL`` the first block load or flow run starts Prefect's temporary server in a
+    subprocess; on a busy machine that takes far longer than Prefect's default wait, hence a generous one.
+    """
     os.environ.setdefault("PREFECT_HOME", str(flywheel_home() / "prefect"))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect's SQLite cannot create it
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("MLFLOW_TRACKING_URI", default_mlflow_uri())

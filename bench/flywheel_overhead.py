@@ -149,7 +149,6 @@ def _timed(name: str, fn: Callable[..., Any], spans: list[tuple[str, float, floa
 
 def demo_runs(home: str, traffic: int, clock_speed: float, plan: list[int], poll_interval_s: float) -> dict[str, Any]:
     """Stack up, traffic, then one flywheel run per entry of ``plan`` (number of candidates); stack down."""
-    import yaml
 
     home_path = Path(home)
     home_path.mkdir(parents=True, exist_ok=True)
@@ -178,9 +177,6 @@ def demo_runs(home: str, traffic: int, clock_speed: float, plan: list[int], poll
         nim={**shipped.nim, "latency": {"time_scale": 0}},
         agent={**shipped.agent, "tool_latency_scale": 0, "log_flush_interval_s": 0.2},
     )
-    config_file = home_path / "local.yaml"
-    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    os.environ["FLYWHEEL_LOCAL_CONFIG"] = str(config_file)
     timings: dict[str, Any] = {}
     started = time.perf_counter()
     stack = LocalStack(cfg)
@@ -200,6 +196,7 @@ def demo_runs(home: str, traffic: int, clock_speed: float, plan: list[int], poll
         spans: list[tuple[str, float, float]] = []
         t = time.perf_counter()
         timings["tasks_instrumented"] = instrument_tasks(spans)
+        from cli.local_blocks import register_local_blocks
         from flows.flywheel import flywheel
 
         timings["import_s"] = time.perf_counter() - t
@@ -213,11 +210,13 @@ def demo_runs(home: str, traffic: int, clock_speed: float, plan: list[int], poll
             )
             spans.clear()
             t = time.perf_counter()
+            if number == 0:  # as `flywheel demo` does; it starts Prefect's temporary server, part of the cold run
+                register_local_blocks(cfg)
             try:
                 result = asyncio.run(
                     flywheel(workload_id=WORKLOAD, client_id=CLIENT, config=flywheel_cfg, full_rebuild=True)
                 )
-                outcome = str(result["outcome"])
+                outcome = result.outcome
             except Exception as exc:  # a failed run is timed and reported like the others
                 outcome = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
             end = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 from elasticsearch import Elasticsearch
 from prefect.blocks.core import Block
@@ -27,7 +28,7 @@ class LogStore(Block):
     request_timeout_s: float = Field(default=30.0, gt=0)
     simulated: bool = Field(default=False, description="True when the URL points at the local log server")
 
-    def client(self) -> Elasticsearch:
+    def get_client(self) -> Elasticsearch:
         """An official Elasticsearch client (decoding with orjson where that is exact); secrets are read here
         and nowhere else."""
         kwargs: dict[str, object] = {
@@ -43,3 +44,15 @@ class LogStore(Block):
         elif self.username and self.password is not None:
             kwargs["basic_auth"] = (self.username, self.password.get_secret_value())
         return Elasticsearch(self.url, **kwargs)  # type: ignore[arg-type]
+
+    def public_url(self) -> str:
+        """The URL without any ``user:password@`` in it, for messages."""
+        url = urlsplit(self.url)
+        return url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()
+
+    def redact(self, text: str) -> str:
+        """``text`` with this store's password and API key masked, for messages."""
+        for secret in (self.password, self.api_key):
+            if secret is not None and secret.get_secret_value():
+                text = text.replace(secret.get_secret_value(), "***")
+        return text

@@ -7,6 +7,7 @@ from typing import ClassVar
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from agent_flywheel.paths import default_mlflow_uri
 from agent_flywheel.tracking import Tracker
 
 
@@ -24,8 +25,6 @@ class MlflowTracking(Block):
 
     def resolved_tracking_uri(self) -> str:
         """The tracking URI to use, falling back to the project's SQLite store."""
-        from agent_flywheel.paths import default_mlflow_uri
-
         return self.tracking_uri or default_mlflow_uri()
 
     def get_tracker(self) -> Tracker:

@@ -7,12 +7,16 @@ from typing import ClassVar
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from agent_flywheel.nemo.client import NemoClient, NemoEndpoints
+from agent_flywheel.nemo.http import RetryPolicy
+
 
 class NemoPlatform(Block):
     """Where NeMo Entity Store, Customizer, Evaluator, Deployment Management, the Data Store and NIM live.
 
-    The local default points at the simulators of ``flywheel stack up``; production points the same
-    fields at the real services and nothing else changes.
+    The defaults are the ports of ``flywheel stack up`` (``flywheel blocks register`` saves a ``local``
+    document pointing at the simulators); production points the same fields at the real services and
+    nothing else changes.
     """
 
     _block_type_name: ClassVar[str] = "NeMo Platform"
@@ -32,3 +36,25 @@ class NemoPlatform(Block):
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     simulated: bool = Field(default=False, description="True when the URLs point at the local simulators")
+
+    def endpoints(self) -> NemoEndpoints:
+        """The base URL of each service (no secrets)."""
+        return NemoEndpoints(
+            entity_store=self.entity_store_url,
+            customizer=self.customizer_url,
+            evaluator=self.evaluator_url,
+            deployment=self.deployment_url,
+            datastore=self.datastore_url,
+            nim=self.nim_url,
+        )
+
+    def get_client(self) -> NemoClient:
+        """A client of every service here (``async with platform.get_client() as nemo:``); the one place
+        the block's secrets go."""
+        return NemoClient(
+            self.endpoints(),
+            api_key=self.api_key,
+            datastore_token=self.datastore_token,
+            timeout_s=self.timeout_s,
+            retry=RetryPolicy(max_retries=self.max_retries),
+        )

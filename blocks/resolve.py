@@ -1,66 +1,35 @@
-"""Load a block by name, falling back to the local stack's defaults for the name ``local``.
+"""Load a saved block by name; a missing one is an error that says how to create it.
 
-A new user who has not run ``flywheel blocks register`` still gets a working flywheel against the
-local stack; any other name must exist on the Prefect server.
+There is no fallback: a flow pointed at a block that does not exist must not quietly talk to
+something else (the local simulators, say). ``flywheel blocks register`` saves the ``local``
+documents that point at the local stack; real services get theirs in the Prefect UI or in Python.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TypeVar
 
 from prefect.blocks.core import Block
-
-from blocks.agent_target import AgentTarget
-from blocks.log_store import LogStore
-from blocks.mlflow_tracking import MlflowTracking
-from blocks.nemo_platform import NemoPlatform
-from simulators.settings import LocalStackConfig, load_local_config
 
 LOCAL = "local"
 BlockT = TypeVar("BlockT", bound=Block)
 
 
-def local_defaults(cfg: LocalStackConfig | None = None) -> dict[type[Block], Block]:
-    """The block documents that point at the local stack (every one labelled simulated)."""
-    cfg = cfg or load_local_config()
-    nemo = cfg.url("nemo")
-    return {
-        NemoPlatform: NemoPlatform(
-            entity_store_url=nemo,
-            customizer_url=nemo,
-            evaluator_url=nemo,
-            deployment_url=nemo,
-            datastore_url=cfg.url("datastore"),
-            nim_url=cfg.url("nim"),
-            simulated=True,
-        ),
-        LogStore: LogStore(url=cfg.url("logserver"), index=str(cfg.agent.get("log_index", "flywheel")), simulated=True),
-        MlflowTracking: MlflowTracking(),
-        AgentTarget: AgentTarget(url=cfg.url("agent"), simulated=True),
-    }
+class BlockNotFoundError(LookupError):
+    """No block of this type with this name on the Prefect server; the message says how to create it."""
 
 
-def load_block(block_type: type[BlockT], name: str = LOCAL) -> BlockT:
-    """The saved block ``name``; for ``local``, the local-stack default when none was saved.
-
-    Without a Prefect server (``PREFECT_API_URL`` unset) ``local`` resolves straight to the defaults, so
-    the CLI does not start Prefect's temporary server just to read them.
-    """
-    if name == LOCAL and not os.environ.get("PREFECT_API_URL"):
-        return _local_default(block_type)
+def load_block(block_type: type[BlockT], name: str) -> BlockT:
+    """The saved block ``name`` of ``block_type``, or :class:`BlockNotFoundError` naming both."""
     try:
         return block_type.load(name, _sync=True)  # type: ignore[call-arg,return-value]
     except ValueError:
-        if name != LOCAL:
-            raise ValueError(
-                f"no {block_type.get_block_type_slug()} block named {name!r}; run `flywheel blocks register` "
-                "or create it in the Prefect UI"
-            ) from None
-        return _local_default(block_type)
+        raise BlockNotFoundError(_missing(block_type, name)) from None
 
 
-def _local_default(block_type: type[BlockT]) -> BlockT:
-    default = local_defaults()[block_type]
-    assert isinstance(default, block_type)
-    return default
+def _missing(block_type: type[Block], name: str) -> str:
+    return (
+        f"no {block_type.get_block_type_slug()} block named {name!r} on the Prefect server; create it with "
+        f"`flywheel blocks register` (the local stack), or for real services in the Prefect UI (Blocks, "
+        f"{block_type.get_block_type_name()}) or in Python: {block_type.__name__}(...).save({name!r})"
+    )

@@ -7,27 +7,23 @@ stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
 
-from agent_flywheel.config import ConfigError
 from agent_flywheel.paths import configure_local_environment
-from agent_flywheel.processes import ServiceError
+from cli.errors import CliError, one_line_errors
 from cli.operations import mount as mount_operations
 from cli.scale_demo import scale_demo_command
 from cli.scaling import profile_app, sizing_app
 from simulators.settings import LocalStackConfig, load_local_config
 from simulators.stack import LocalStack
 
-P = ParamSpec("P")
-R = TypeVar("R")
+if TYPE_CHECKING:  # Prefect is imported only once PREFECT_HOME is set (configure_local_environment)
+    from flows.flywheel import FlywheelOutcome
 
 app = typer.Typer(
     name="flywheel",
@@ -52,29 +48,16 @@ LocalConfigOption = Annotated[
 ]
 
 
-class CliError(Exception):
-    """A failure the user can fix; printed as one line."""
-
-
-def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn the errors a user can fix into ``error: ...`` on stderr and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except (CliError, ConfigError, ServiceError, FileNotFoundError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
 def _local(config: Path | None) -> LocalStackConfig:
     configure_local_environment()
-    if config is not None:  # so the `local` blocks, resolved later, point at the same stack
-        os.environ["FLYWHEEL_LOCAL_CONFIG"] = str(config.resolve())
     return load_local_config(config)
+
+
+def _register_local_blocks(cfg: LocalStackConfig) -> list[str]:
+    """Save the `local` blocks pointing at the stack ``cfg`` describes (Prefect is imported here, not before)."""
+    from cli.local_blocks import register_local_blocks
+
+    return register_local_blocks(cfg)
 
 
 @stack_app.command("up")
@@ -109,10 +92,7 @@ def stack_status(local_config: LocalConfigOption = None) -> None:
 @one_line_errors
 def blocks_register(local_config: LocalConfigOption = None) -> None:
     """Register the block types and save `local` documents pointing at the local stack."""
-    cfg = _local(local_config)
-    from deployments.blocks import register_blocks
-
-    for saved in register_blocks(cfg):
+    for saved in _register_local_blocks(_local(local_config)):
         typer.echo(f"saved block {saved}")
 
 
@@ -137,7 +117,7 @@ def logs_import(
 
     store = load_block(LogStore, block)
     quarantine_path = state_dir("quarantine") / f"import-{file.stem}.jsonl"
-    es = store.client()
+    es = store.get_client()
     try:
         ensure_index(es, store.index)
         with QuarantineWriter(quarantine_path) as quarantine:
@@ -180,14 +160,20 @@ def _run_flywheel(
     log_store_block: str = "local",
     mlflow_block: str = "local",
     full_rebuild: bool = False,
-) -> dict[str, object]:
+) -> FlywheelOutcome:
     from agent_flywheel.config import FlywheelConfig, load_config
 
     cfg = load_config(config, FlywheelConfig)  # a bad config fails here, in one line, before Prefect starts
+    from blocks.log_store import LogStore
+    from blocks.mlflow_tracking import MlflowTracking
+    from blocks.nemo_platform import NemoPlatform
+    from blocks.resolve import load_block
     from flows.flywheel import FlywheelRunError, flywheel
 
+    for block_type, name in ((NemoPlatform, nemo_block), (LogStore, log_store_block), (MlflowTracking, mlflow_block)):
+        load_block(block_type, name)  # so does a missing block, before the flow run starts
     try:
-        result: dict[str, object] = asyncio.run(
+        return asyncio.run(
             flywheel(
                 workload_id=workload_id,
                 client_id=client_id,
@@ -201,13 +187,12 @@ def _run_flywheel(
         )
     except FlywheelRunError as exc:  # its message names the failed steps, services, job ids and what to do
         raise CliError(str(exc)) from None
-    return result
 
 
-def _print_decision(result: dict[str, object]) -> None:
-    typer.echo(str(result["markdown"]))
-    typer.echo(f"MLflow run: {result['mlflow_url']}")
-    typer.echo(f"decision: {result['outcome']}: {result['reason']}")
+def _print_decision(result: FlywheelOutcome) -> None:
+    typer.echo(result.markdown)
+    typer.echo(f"MLflow run: {result.mlflow_url}")
+    typer.echo(f"decision: {result.outcome}: {result.reason}")
 
 
 @app.command("run")
@@ -244,6 +229,8 @@ def demo(
         typer.echo("starting the local stack (simulators)...")
         stack.up()
     try:
+        saved = _register_local_blocks(cfg)
+        typer.echo(f"saved the blocks pointing at the local stack: {', '.join(saved)}")
         from simulators.agent.traffic import run_traffic
 
         typer.echo(f"sending {requests} demo user turns to the agent at {cfg.url('agent')}...")

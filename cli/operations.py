@@ -8,19 +8,14 @@ traffic watch triggers flywheel runs. Mounted on the main CLI with :func:`mount`
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 
-from agent_flywheel.config import ConfigError
-from deployments.deploy import DeployError
-from deployments.server import ServerConfig, ServiceError, ServiceStatus, load_server_config
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from cli.errors import one_line_errors
+from deployments.settings import ServerConfig, ServiceStatus, load_server_config
 
 server_app = typer.Typer(help="The local Prefect server and MLflow UI (background processes on loopback).")
 worker_app = typer.Typer(help="The local process worker that runs deployed flows.")
@@ -30,20 +25,6 @@ ServerConfigOption = Annotated[
 ]
 PrefectPortOption = Annotated[int | None, typer.Option("--prefect-port", help="Prefect server port (default 4200)")]
 MlflowPortOption = Annotated[int | None, typer.Option("--mlflow-port", help="MLflow UI port (default 5000)")]
-
-
-def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn the failures a user can fix into ``error: ...`` on stderr and exit code 2, not a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except (ServiceError, DeployError, ConfigError, FileNotFoundError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 def _config(
@@ -95,8 +76,8 @@ def server_down(server_config: ServerConfigOption = None) -> None:
 @one_line_errors
 def server_status(server_config: ServerConfigOption = None) -> None:
     """Show each service's URL, process and health; exit code 1 when the Prefect server is not healthy."""
-    from deployments.deploy import LocalWorker
     from deployments.server import LocalServers
+    from deployments.worker import LocalWorker
 
     cfg = _config(server_config)
     statuses = LocalServers(cfg).status()
@@ -110,7 +91,7 @@ def server_status(server_config: ServerConfigOption = None) -> None:
 @one_line_errors
 def worker_up(server_config: ServerConfigOption = None) -> None:
     """Start a process worker for the local pool in the background (logs in .flywheel/logs/)."""
-    from deployments.deploy import LocalWorker
+    from deployments.worker import LocalWorker
 
     _show([LocalWorker(_config(server_config)).up()])
 
@@ -119,7 +100,7 @@ def worker_up(server_config: ServerConfigOption = None) -> None:
 @one_line_errors
 def worker_down(server_config: ServerConfigOption = None) -> None:
     """Stop the worker (SIGINT; flow runs it already started finish on their own)."""
-    from deployments.deploy import LocalWorker
+    from deployments.worker import LocalWorker
 
     stopped = LocalWorker(_config(server_config)).down()
     typer.echo("stopped: prefect-worker" if stopped else "stopped: nothing was running")
@@ -129,7 +110,7 @@ def worker_down(server_config: ServerConfigOption = None) -> None:
 @one_line_errors
 def worker_status(server_config: ServerConfigOption = None) -> None:
     """Show the worker's process and whether the server sees it online; exit code 1 when not."""
-    from deployments.deploy import LocalWorker
+    from deployments.worker import LocalWorker
 
     status = LocalWorker(_config(server_config)).status()
     _show([status])
@@ -163,20 +144,20 @@ def deploy_command(
     ] = None,
 ) -> None:
     """Register blocks, work pool, concurrency limits and every deployment in prefect.yaml (and a worker)."""
+    cfg = _config(server_config, api_url=api_url)
+    from cli.local_blocks import local_blocks
     from deployments.deploy import DEFAULT_PREFECT_FILE, deploy
     from simulators.settings import load_local_config
 
-    cfg = _config(server_config, api_url=api_url)
     file = prefect_file or DEFAULT_PREFECT_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file")
     report = deploy(
         cfg,
-        load_local_config(local_config),
+        blocks=local_blocks(load_local_config(local_config)) if blocks else (),
         prefect_file=file.resolve(),
         pool=pool,
         code_dir=code_dir,
-        register_blocks=blocks,
         start_worker=worker,
         reset_schedules=reset_schedules,
     )

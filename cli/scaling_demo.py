@@ -8,7 +8,6 @@ The canary of the rollout check is the model the flywheel promoted (the registry
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,9 +112,10 @@ def scaling_demo(
     """
     say = echo or (lambda _: None)
     configure_local_environment()
-    if local_config_path:
-        os.environ["FLYWHEEL_LOCAL_CONFIG"] = str(Path(local_config_path).resolve())
     local = load_local_config(local_config_path)
+    from cli.local_blocks import register_local_blocks
+
+    register_local_blocks(local)  # the flows below load the `local` blocks: they point at this stack
     cfg = load_config(config_path or DEMO_CONFIG, ScalingConfig)
     started = time.monotonic()
     stack = LocalStack(local, SCALING_PARTS)

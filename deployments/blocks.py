@@ -1,16 +1,18 @@
-"""Register our block types and save the local-stack documents (``flywheel blocks register``)."""
+"""Register block types and save block documents on the Prefect server (``flywheel blocks register``, ``deploy``)."""
 
 from __future__ import annotations
 
-from blocks.resolve import LOCAL, local_defaults
-from simulators.settings import LocalStackConfig
+from collections.abc import Iterable
+
+from prefect.blocks.core import Block
 
 
-def register_blocks(cfg: LocalStackConfig | None = None, name: str = LOCAL) -> list[str]:
-    """Register every block type with the Prefect API and save a document per type pointing at the local stack."""
+def save_blocks(documents: Iterable[Block], name: str) -> list[str]:
+    """Register each document's block type with the Prefect API and save the document as ``name``
+    (replacing one of that name); returns ``slug/name`` of each."""
     saved = []
-    for block_type, document in local_defaults(cfg).items():
-        block_type.register_type_and_schema()
+    for document in documents:
+        document.register_type_and_schema()
         document.save(name, overwrite=True)
-        saved.append(f"{block_type.get_block_type_slug()}/{name}")
+        saved.append(f"{document.get_block_type_slug()}/{name}")
     return saved

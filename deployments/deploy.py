@@ -1,49 +1,37 @@
 """``flywheel deploy``: everything a Prefect server needs to run the flywheel, in one idempotent command.
 
-In order: the block types and ``local`` blocks, the process work pool, the global concurrency limits
-(``gpu``), every deployment in ``prefect.yaml`` through Prefect's own ``prefect deploy --all`` (so what
-runs here is exactly what a user running that command gets), and optionally a worker in the background.
+In order: the block types and the given block documents (the CLI passes the ``local`` ones), the process
+work pool, the global concurrency limits (``gpu``), every deployment in ``prefect.yaml`` through Prefect's
+own ``prefect deploy --all`` (so what runs here is exactly what a user running that command gets), and
+optionally a worker in the background.
 Running it again updates everything in place.
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
 import subprocess
 import sys
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import httpx
 import yaml
 
 from agent_flywheel.paths import configure_local_environment, state_dir
-from deployments.server import (
-    PROJECT_ROOT,
-    BackgroundProcess,
-    ServerConfig,
-    ServiceError,
-    ServiceStatus,
-    http_health,
-    log_tail,
-    prefect_env,
-)
-from simulators.settings import LocalStackConfig
+from agent_flywheel.processes import log_tail
+from deployments.settings import PROJECT_ROOT, DeployError, ServerConfig, ServiceStatus, prefect_env, require_server
+from deployments.worker import LocalWorker
 
 if TYPE_CHECKING:  # Prefect is imported only once PREFECT_HOME is set (configure_local_environment)
+    from prefect.blocks.core import Block
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import FlowFilter
     from prefect.client.schemas.responses import DeploymentResponse
 
 DEFAULT_PREFECT_FILE = PROJECT_ROOT / "prefect.yaml"
-
-
-class DeployError(RuntimeError):
-    """Deploying failed; the message says which step and why."""
 
 
 @dataclass
@@ -65,13 +53,6 @@ def prefect_api(cfg: ServerConfig) -> Iterator[None]:
 
     with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
         yield
-
-
-def require_server(cfg: ServerConfig) -> None:
-    """Fail with the command to run when no Prefect server answers (deploying to a temporary one is useless)."""
-    healthy, detail = http_health(f"{cfg.prefect_api_url}/health")()
-    if not healthy:
-        raise DeployError(f"no Prefect server at {cfg.prefect_api_url} ({detail}); run `flywheel server up` first")
 
 
 def ensure_work_pool(name: str, *, create: bool = True) -> str:
@@ -230,16 +211,17 @@ def _flows_with_ids(ids: list[UUID]) -> FlowFilter:
 
 def deploy(
     cfg: ServerConfig,
-    local_cfg: LocalStackConfig | None = None,
     *,
+    blocks: Sequence[Block] = (),
+    block_name: str = "local",
     prefect_file: Path = DEFAULT_PREFECT_FILE,
     pool: str | None = None,
     code_dir: str | None = None,
-    register_blocks: bool = True,
     start_worker: bool = False,
     reset_schedules: bool = False,
 ) -> DeployReport:
-    """Register blocks, the work pool, the concurrency limits and every deployment; optionally a worker.
+    """Save ``blocks`` as ``block_name``, then the work pool, the concurrency limits and every deployment;
+    optionally a worker.
 
     ``pool``/``code_dir`` retarget the deployments (see :func:`render_prefect_file`); only the local
     process pool is created here, any other pool must exist already. Schedules of deployments that
@@ -249,10 +231,10 @@ def deploy(
     report = DeployReport()
     target_pool = pool or cfg.worker.pool
     with prefect_api(cfg):
-        if register_blocks:
-            from deployments.blocks import register_blocks as register
+        if blocks:
+            from deployments.blocks import save_blocks
 
-            report.blocks = register(local_cfg)
+            report.blocks = save_blocks(blocks, block_name)
         report.work_pool = ensure_work_pool(target_pool, create=target_pool == cfg.worker.pool)
         report.concurrency_limits = ensure_concurrency_limits(cfg.concurrency_limits)
     keep = set() if reset_schedules else existing_deployments(cfg)
@@ -263,69 +245,3 @@ def deploy(
     if start_worker:
         report.worker = LocalWorker(cfg).up()
     return report
-
-
-# --------------------------------------------------------------------------------------------------
-# The local worker
-# --------------------------------------------------------------------------------------------------
-
-
-class LocalWorker:
-    """A process worker for the local pool, in the background (``flywheel worker up|down``).
-
-    It stops on SIGINT (it ignores SIGTERM for a long while), so ``down`` sends SIGINT to the worker
-    alone: flow runs it already started finish on their own.
-    """
-
-    NAME = "prefect-worker"
-
-    def __init__(self, cfg: ServerConfig) -> None:
-        self.cfg = cfg
-        self.process = BackgroundProcess(self.NAME)
-
-    def health(self) -> tuple[bool, str]:
-        """Whether the server lists this worker as ONLINE in its pool (it heartbeats as it starts)."""
-        url = f"{self.cfg.prefect_api_url}/work_pools/{self.cfg.worker.pool}/workers/filter"
-        try:
-            response = httpx.post(url, json={}, timeout=2.0)
-        except httpx.HTTPError as exc:
-            return False, f"no answer from {url}: {type(exc).__name__}"
-        if response.status_code != 200:
-            return False, f"{url} answered {response.status_code}"
-        for worker in response.json():
-            if worker.get("name") == self.cfg.worker.name:
-                status = str(worker.get("status") or "").upper()
-                return status == "ONLINE", f"{status.lower() or 'unknown'} in pool {self.cfg.worker.pool}"
-        return False, f"not registered in pool {self.cfg.worker.pool}"
-
-    def up(self, timeout_s: float = 90.0) -> ServiceStatus:
-        """Start the worker unless it already runs, and wait until the server sees it online."""
-        require_server(self.cfg)
-        if self.process.pid() is None:
-            try:
-                self.process.start(self._argv(), env=self._env(), health=self.health, timeout_s=timeout_s)
-            except ServiceError as exc:
-                raise DeployError(str(exc)) from None
-        return self.status()
-
-    def down(self, timeout_s: float = 30.0) -> bool:
-        """Stop the worker with SIGINT (SIGKILL after ``timeout_s``); True when one was running."""
-        return self.process.stop(signal.SIGINT, group=False, timeout_s=timeout_s)
-
-    def status(self) -> ServiceStatus:
-        """Pid and health of the worker."""
-        pid = self.process.pid()
-        healthy, detail = self.health() if pid is not None else (False, "stopped")
-        return ServiceStatus(self.NAME, f"pool {self.cfg.worker.pool}", pid, healthy, detail)
-
-    def _argv(self) -> list[str]:
-        worker = self.cfg.worker
-        argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", worker.pool, "--type", "process"]
-        argv += ["--name", worker.name]
-        if worker.limit is not None:
-            argv += ["--limit", str(worker.limit)]
-        return argv
-
-    def _env(self) -> dict[str, str]:
-        query = f"{self.cfg.worker.query_seconds:g}"
-        return prefect_env(self.cfg, {"PREFECT_WORKER_QUERY_SECONDS": query, "PREFECT_WORKER_PREFETCH_SECONDS": "10"})

@@ -5,6 +5,10 @@ teacher base-eval  ‖  per candidate (under the `gpu` concurrency limit):
     deploy → base-eval ‖ icl-eval ‖ (customize → customized-eval) → teardown
 promotion gate → MLflow decision + `champion` alias → event → watermark
 
+The flow loads its three blocks once (``nemo_block``, ``log_store_block``, ``mlflow_block``) and hands the
+tasks what they need: the log store block, one NeMo client per flow run (and one per candidate subflow),
+one MLflow tracker.
+
 A run that fails, crashes or is cancelled stops every job and deployment it started (the hooks below);
 a run killed outright leaves them in its ledger: the next run adopts what it needs and stops the rest. Evaluations and
 fine-tunes are cached by their inputs, so running again after any failure redoes only what did not
@@ -26,12 +30,18 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.events import emit_event
 from prefect.flows import Flow
 from prefect.runtime import flow_run as current_run
+from pydantic import BaseModel
 
 from agent_flywheel.config import FlywheelConfig, NIMConfig, load_config
 from agent_flywheel.evaluation.gate import GateDecision, decide_promotion
 from agent_flywheel.evaluation.metrics import ALL_METRICS
+from agent_flywheel.ledger import Ledger
+from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.paths import state_dir
-from tasks.clients import is_simulated
+from blocks.log_store import LogStore
+from blocks.mlflow_tracking import MlflowTracking
+from blocks.nemo_platform import NemoPlatform
+from blocks.resolve import load_block
 from tasks.datasets import UploadedDatasets, build_datasets_task, upload_datasets
 from tasks.extract import commit_watermark, extract_logs
 from tasks.nemo_jobs import (
@@ -58,12 +68,36 @@ class FlywheelRunError(RuntimeError):
     """The run could not reach a decision; the message lists each failed step with what to do about it."""
 
 
+class FlywheelOutcome(BaseModel):
+    """What a flywheel run decided, and where to read more."""
+
+    outcome: str
+    promoted: str | None
+    served_model: str | None
+    reason: str
+    mlflow_run_id: str
+    mlflow_url: str
+    scores: list[dict[str, Any]]
+    markdown: str
+
+
+async def _stop_left_behind(ledger: Path, platform: NemoPlatform) -> list[str]:
+    async with platform.get_client() as nemo:
+        return await cleanup_run(ledger, nemo)
+
+
 def _cleanup_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
-    """On failure, crash or cancellation: stop every job and deployment this run started and left behind."""
-    nemo_block = str((flow_run.parameters or {}).get("nemo_block", "local"))
+    """On failure, crash or cancellation: stop every job and deployment this run started and left behind.
+
+    The flow's client is closed by then, so the hook builds one of its own from the run's ``nemo_block``,
+    and only when the run's ledger lists something.
+    """
     ledger = _run_dir(str(flow_run.id)) / "resources.json"
+    if not Ledger(ledger).resources():
+        return
+    platform = load_block(NemoPlatform, str((flow_run.parameters or {}).get("nemo_block", "local")))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the hook may run inside the flow's event loop
-        done = pool.submit(asyncio.run, cleanup_run(ledger, nemo_block)).result()
+        done = pool.submit(asyncio.run, _stop_left_behind(ledger, platform)).result()
     for line in done:
         print(f"flywheel cleanup ({state.name}): {line}")
 
@@ -77,33 +111,42 @@ async def _guarded(mode: str, model: str, work: Any) -> EvalOutcome:
         return EvalOutcome(model=model, eval_mode=mode, error=str(exc))
 
 
-async def _customize_then_evaluate(nim: NIMConfig, ctx: RunContext, uploaded: UploadedDatasets) -> EvalOutcome:
-    tuned = await customize(nim, uploaded.train, ctx)
-    outcome = await evaluate(tuned.output_model, "customized-eval", uploaded.base, ctx)
+async def _customize_then_evaluate(
+    nim: NIMConfig, ctx: RunContext, uploaded: UploadedDatasets, nemo: NemoClient
+) -> EvalOutcome:
+    tuned = await customize(nim, uploaded.train, ctx, nemo)
+    outcome = await evaluate(tuned.output_model, "customized-eval", uploaded.base, ctx, nemo)
     return outcome.model_copy(update={"model": nim.model_name, "customization": tuned})
 
 
 @flow(name="flywheel-candidate", log_prints=True)
-async def evaluate_candidate(nim: NIMConfig, ctx: RunContext, uploaded: UploadedDatasets) -> list[EvalOutcome]:
-    """One candidate NIM: deploy, then base-eval, icl-eval and customize → customized-eval at once, then teardown."""
-    async with concurrency("gpu", occupy=nim.gpus or 1, strict=False):
+async def evaluate_candidate(
+    nim: NIMConfig, ctx: RunContext, uploaded: UploadedDatasets, platform: NemoPlatform
+) -> list[EvalOutcome]:
+    """One candidate NIM: deploy, then base-eval, icl-eval and customize → customized-eval at once, then teardown.
+
+    It gets the platform block, not the parent's client: a subflow's parameters are recorded by Prefect
+    (the block's secrets masked), and a client is no value to record.
+    """
+    async with platform.get_client() as nemo, concurrency("gpu", occupy=nim.gpus or 1, strict=False):
         try:
-            deployment = await deploy_nim(nim, ctx)
+            deployment = await deploy_nim(nim, ctx, nemo)
         except Exception as exc:
             get_run_logger().error("deploying %s failed: %s", nim.model_name, exc)
             return [EvalOutcome(model=nim.model_name, eval_mode="base-eval", error=f"deployment failed: {exc}")]
         try:
-            work = [_guarded("base-eval", nim.model_name, evaluate(nim.model_name, "base-eval", uploaded.base, ctx))]
+            base = evaluate(nim.model_name, "base-eval", uploaded.base, ctx, nemo)
+            work = [_guarded("base-eval", nim.model_name, base)]
             icl_dataset = uploaded.icl.get(nim.model_name)
             if icl_dataset:
-                work.append(
-                    _guarded("icl-eval", nim.model_name, evaluate(nim.model_name, "icl-eval", icl_dataset, ctx))
-                )
+                icl = evaluate(nim.model_name, "icl-eval", icl_dataset, ctx, nemo)
+                work.append(_guarded("icl-eval", nim.model_name, icl))
             if nim.customization_enabled:
-                work.append(_guarded("customized-eval", nim.model_name, _customize_then_evaluate(nim, ctx, uploaded)))
+                tuned = _customize_then_evaluate(nim, ctx, uploaded, nemo)
+                work.append(_guarded("customized-eval", nim.model_name, tuned))
             return list(await asyncio.gather(*work))
         finally:
-            await teardown_deployment(deployment, ctx)
+            await teardown_deployment(deployment, ctx, nemo)
 
 
 def _scores_table(outcomes: list[EvalOutcome]) -> list[dict[str, Any]]:
@@ -156,7 +199,7 @@ async def flywheel(
     mlflow_block: str = "local",
     full_rebuild: bool = False,
     config: FlywheelConfig | None = None,
-) -> dict[str, Any]:
+) -> FlywheelOutcome:
     """Turn one workload's traffic into candidate models, evaluate them against the teacher, and decide.
 
     ``config`` (a form in the Prefect UI) wins over ``config_path``; the run records the whole config in
@@ -166,22 +209,30 @@ async def flywheel(
     cfg = config or load_config(config_path, FlywheelConfig)
     if full_rebuild:
         cfg = cfg.model_copy(update={"extraction": cfg.extraction.model_copy(update={"full_rebuild": True})})
+    platform = load_block(NemoPlatform, nemo_block)
+    store = load_block(LogStore, log_store_block)
+    tracking = load_block(MlflowTracking, mlflow_block)
+    mlflow = tracking.get_tracker()
     flow_run_id = str(current_run.id or "local")
     run_dir = _run_dir(flow_run_id)
     claim_run_dir(run_dir)
-    simulated = is_simulated(nemo_block)
-    tags = run_tags(workload_id, client_id, flow_run_id, simulated)
+    tags = run_tags(workload_id, client_id, flow_run_id, platform.simulated)
     parent_run_id, mlflow_url = start_parent_run(
-        mlflow_block, cfg, tags, f"flywheel {current_run.name or flow_run_id}", current_run.ui_url
+        mlflow, tracking.ui_url, cfg, tags, f"flywheel {current_run.name or flow_run_id}", current_run.ui_url
     )
     logger.info(
-        "flywheel %s/%s: MLflow run %s%s", workload_id, client_id, mlflow_url, " (simulated)" if simulated else ""
+        "flywheel %s/%s: MLflow run %s%s",
+        workload_id,
+        client_id,
+        mlflow_url,
+        " (simulated)" if platform.simulated else "",
     )
+    nemo = platform.get_client()
     try:
-        extracted = extract_logs(workload_id, client_id, cfg, log_store_block, run_dir)
-        built = build_datasets_task(workload_id, client_id, cfg, nemo_block, run_dir)
+        extracted = extract_logs(workload_id, client_id, cfg, store, run_dir)
+        built = build_datasets_task(workload_id, client_id, cfg, platform.nim_url, run_dir)
         log_datasets(
-            mlflow_block,
+            mlflow,
             parent_run_id,
             built.manifest_path,
             extracted.quarantine_file,
@@ -191,22 +242,20 @@ async def flywheel(
                 "removed": built.removed,
             },
         )
-        uploaded = await upload_datasets(workload_id, built, cfg, nemo_block)
+        uploaded = await upload_datasets(workload_id, built, cfg, nemo)
         ctx = RunContext(
             workload_id=workload_id,
             client_id=client_id,
             flow_run_id=flow_run_id,
             cfg=cfg,
-            nemo_block=nemo_block,
             ledger_path=str(run_dir / "resources.json"),
             tool_calling=built.tool_calling,
             namespace=cfg.namespace,
         )
-        teacher_work = _guarded(
-            "base-eval", cfg.teacher.model_name, evaluate(cfg.teacher.model_name, "base-eval", uploaded.base, ctx)
-        )
+        teacher_eval = evaluate(cfg.teacher.model_name, "base-eval", uploaded.base, ctx, nemo)
         teacher, *per_candidate = await asyncio.gather(
-            teacher_work, *(evaluate_candidate(nim, ctx, uploaded) for nim in cfg.nims)
+            _guarded("base-eval", cfg.teacher.model_name, teacher_eval),
+            *(evaluate_candidate(nim, ctx, uploaded, platform) for nim in cfg.nims),
         )
         outcomes = [o for group in per_candidate for o in group]
 
@@ -214,7 +263,7 @@ async def flywheel(
         child_runs = {}
         for outcome, role in [(teacher, "teacher"), *((o, "candidate") for o in outcomes)]:
             child_runs[f"{outcome.model}|{outcome.eval_mode}"] = log_eval_run(
-                mlflow_block, parent_run_id, outcome, role, tags, gate_cfg.confidence
+                mlflow, parent_run_id, outcome, role, tags, gate_cfg.confidence
             )
         await acreate_table_artifact(
             table=_scores_table([teacher, *outcomes]),
@@ -247,7 +296,7 @@ async def flywheel(
                 match.customization.output_model if match and match.customization else decision.promoted.model_name
             )
         registered = gate_cfg.registered_model_name or f"flywheel-{workload_id}"
-        version = record_decision(mlflow_block, parent_run_id, decision, child_runs, registered, served_model)
+        version = record_decision(mlflow, parent_run_id, decision, child_runs, registered, served_model)
 
         await acreate_markdown_artifact(
             markdown=_decision_markdown(decision, mlflow_url, served_model),
@@ -270,20 +319,22 @@ async def flywheel(
             payload={k: v for k, v in payload.items() if k != "rows"},
         )
         commit_watermark(workload_id, client_id, extracted.watermark)
-        await reap_orphans(nemo_block, str(run_dir))
-        end_parent_run(mlflow_block, parent_run_id, "FINISHED")
+        await reap_orphans(str(run_dir), nemo)
+        end_parent_run(mlflow, parent_run_id, "FINISHED")
         summary = decision.reasons[-1]
         logger.info("flywheel decision: %s", summary)
-        return {
-            "outcome": decision.outcome,
-            "promoted": None if decision.promoted is None else decision.promoted.name,
-            "served_model": served_model,
-            "reason": summary,
-            "mlflow_run_id": parent_run_id,
-            "mlflow_url": mlflow_url,
-            "scores": _scores_table([teacher, *outcomes]),
-            "markdown": decision.to_markdown(),
-        }
+        return FlywheelOutcome(
+            outcome=decision.outcome,
+            promoted=None if decision.promoted is None else decision.promoted.name,
+            served_model=served_model,
+            reason=summary,
+            mlflow_run_id=parent_run_id,
+            mlflow_url=mlflow_url,
+            scores=_scores_table([teacher, *outcomes]),
+            markdown=decision.to_markdown(),
+        )
     except BaseException:
-        end_parent_run(mlflow_block, parent_run_id, "FAILED")
+        end_parent_run(mlflow, parent_run_id, "FAILED")
         raise
+    finally:
+        await nemo.aclose()

@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowFilter,
@@ -27,6 +28,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import emit_event
 from prefect.settings import PREFECT_API_URL
+from pydantic import BaseModel
 
 from agent_flywheel.paths import flywheel_home
 from agent_flywheel.traffic_watch import (
@@ -60,11 +62,30 @@ def emit_log_path() -> Path:
     return flywheel_home() / "traffic-watch.json"
 
 
-@task(name="survey-traffic", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=600)
-def survey_traffic(log_store_block: str, workload_ids: list[str] | None) -> list[TrafficCount]:
+class TrafficDecision(BaseModel):
+    """What the watch decided for one (workload, client), and why."""
+
+    workload_id: str
+    client_id: str
+    new_records: int
+    total_records: int
+    threshold: int
+    since: str | None
+    latest: str | None
+    action: str
+    reason: str
+
+
+class TrafficWatchOutcome(BaseModel):
+    """One decision per (workload, client) the log store holds records of."""
+
+    decisions: list[TrafficDecision]
+
+
+@task(name="survey-traffic", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=600, cache_policy=NO_CACHE)
+def survey_traffic(store: LogStore, workload_ids: list[str] | None) -> list[TrafficCount]:
     """Count each workload's records newer than its flywheel watermark (retried: the log store may blip)."""
-    store = load_block(LogStore, log_store_block)
-    es = store.client()
+    es = store.get_client()
     try:
         return survey(es, store.index, watermark_store(), workload_ids)
     finally:
@@ -127,15 +148,15 @@ def traffic_watch(
     log_store_block: str = "local",
     workload_ids: list[str] | None = None,
     cooldown_minutes: float = 60.0,
-) -> list[dict[str, Any]]:
+) -> TrafficWatchOutcome:
     """Emit ``flywheel.traffic.accumulated`` for each workload and client with ``threshold`` new records.
 
     New means newer than the watermark the last successful flywheel run saved. ``cooldown_minutes``
     keeps the watch from re-emitting for the same watermark while a run it asked for has not yet moved
-    it (see ``docs/operations.md``). Returns one row per (workload, client) with the decision and why.
+    it (see ``docs/operations.md``). Returns the decision for each (workload, client) and why.
     """
     logger = get_run_logger()
-    counts = survey_traffic(log_store_block, workload_ids)
+    counts = survey_traffic(load_block(LogStore, log_store_block), workload_ids)
     if workload_ids:
         missing = sorted(set(workload_ids) - {count.workload_id for count in counts})
         if missing:
@@ -189,7 +210,7 @@ def traffic_watch(
             table=rows,
             description=f"New records per workload since the last flywheel run; threshold {threshold}.",
         )
-    return rows
+    return TrafficWatchOutcome(decisions=[TrafficDecision.model_validate(row) for row in rows])
 
 
 if __name__ == "__main__":

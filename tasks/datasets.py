@@ -8,12 +8,13 @@ from pathlib import Path
 
 import httpx
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from agent_flywheel.config import ExampleSelection, FlywheelConfig
 from agent_flywheel.datasets.build import DatasetBuild, build_datasets
+from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.payloads import safe_name
-from tasks.clients import nemo_client, nemo_settings
 from tasks.extract import record_cache
 
 
@@ -61,15 +62,18 @@ def nim_embedder(nim_url: str, model: str) -> Callable[[list[str]], list[list[fl
 
 @task(name="build-datasets", timeout_seconds=3600)
 def build_datasets_task(
-    workload_id: str, client_id: str, cfg: FlywheelConfig, nemo_block: str, run_dir: Path
+    workload_id: str, client_id: str, cfg: FlywheelConfig, nim_url: str, run_dir: Path
 ) -> BuiltDatasets:
-    """Dedupe, filter, split and select ICL examples from every record the workload has accumulated."""
+    """Dedupe, filter, split and select ICL examples from every record the workload has accumulated.
+
+    ``nim_url`` serves the embeddings of semantic ICL selection unless the config names its own URL.
+    """
     logger = get_run_logger()
     embed = None
     if cfg.icl_config.example_selection == ExampleSelection.SEMANTIC:
         emb = cfg.icl_config.similarity_config.embedding_nim_config
         assert emb is not None  # the config validator guarantees it
-        embed = nim_embedder(emb.url or nemo_settings(nemo_block).nim_url, emb.model_name)
+        embed = nim_embedder(emb.url or nim_url, emb.model_name)
     build: DatasetBuild = build_datasets(
         record_cache(workload_id, client_id),
         cfg.data_split_config,
@@ -130,9 +134,9 @@ def content_digest(files: dict[str, bytes]) -> str:
     return digest.hexdigest()[:12]
 
 
-@task(name="upload-datasets", retries=2, retry_delay_seconds=[10, 60], timeout_seconds=1800)
+@task(name="upload-datasets", retries=2, retry_delay_seconds=[10, 60], timeout_seconds=1800, cache_policy=NO_CACHE)
 async def upload_datasets(
-    workload_id: str, built: BuiltDatasets, cfg: FlywheelConfig, nemo_block: str
+    workload_id: str, built: BuiltDatasets, cfg: FlywheelConfig, nemo: NemoClient
 ) -> UploadedDatasets:
     """Upload each dataset to the Data Store (Hugging Face protocol) and register it in the Entity Store.
 
@@ -156,9 +160,8 @@ async def upload_datasets(
         files = _files(Path(directory))
         name = f"flywheel-icl-{label}-{safe_name(model)}"[:100] + f"-{content_digest(files)}"
         uploads[f"icl/{model}"] = (name, files, f"ICL eval set for {model}")
-    async with nemo_client(nemo_block) as nemo:
-        for kind, (name, files, description) in uploads.items():
-            dataset = await nemo.upload_dataset(ns, name, files, description=description)
-            logger.info("upload-datasets: %s registered as %s/%s", kind, ns, dataset.name)
+    for kind, (name, files, description) in uploads.items():
+        dataset = await nemo.upload_dataset(ns, name, files, description=description)
+        logger.info("upload-datasets: %s registered as %s/%s", kind, ns, dataset.name)
     icl = {kind.removeprefix("icl/"): name for kind, (name, _, _) in uploads.items() if kind.startswith("icl/")}
     return UploadedDatasets(namespace=ns, base=uploads["base"][0], train=uploads["train"][0], icl=icl)

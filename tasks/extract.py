@@ -6,11 +6,11 @@ import hashlib
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from elastic_transport import TransportError
 from elasticsearch import ApiError
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from agent_flywheel.config import FlywheelConfig
@@ -22,7 +22,6 @@ from agent_flywheel.records.cache import RecordCache
 from agent_flywheel.records.model_filter import ModelFilter
 from agent_flywheel.records.quarantine import QuarantineWriter
 from blocks.log_store import LogStore
-from blocks.resolve import load_block
 from tasks.watermarks import watermark_store
 
 
@@ -58,22 +57,18 @@ def _log_store_failure(store: LogStore, exc: Exception) -> RuntimeError:
     detail = str(exc)
     if isinstance(exc, ApiError):
         detail = f"{exc.meta.status} {exc.message}"
-    for secret in (store.password, store.api_key):
-        if secret is not None and secret.get_secret_value():
-            detail = detail.replace(secret.get_secret_value(), "***")
-    url = urlsplit(store.url)
-    where = url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()  # no user:password@ in the message
     return RuntimeError(
-        f"Log store (Elasticsearch at {where}, index {store.index!r}): reading the records failed: {detail}. "
+        f"Log store (Elasticsearch at {store.public_url()}, index {store.index!r}): reading the records failed: "
+        f"{store.redact(detail)}. "
         "What to do: check that Elasticsearch is up and reachable from this worker and that the LogStore block's "
         "URL and credentials are right, then run the flywheel again; nothing was lost (the watermark only moves "
         "after a successful run, so the same records are read again)"
     )
 
 
-@task(name="extract-logs", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=3600)
+@task(name="extract-logs", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=3600, cache_policy=NO_CACHE)
 def extract_logs(
-    workload_id: str, client_id: str, cfg: FlywheelConfig, log_store_block: str, run_dir: Path
+    workload_id: str, client_id: str, cfg: FlywheelConfig, store: LogStore, run_dir: Path
 ) -> ExtractedLogs:
     """Read records newer than the watermark (all of them on a full rebuild) into the local record cache.
 
@@ -81,14 +76,13 @@ def extract_logs(
     failed run reads the same records again.
     """
     logger = get_run_logger()
-    store = load_block(LogStore, log_store_block)
     cache = record_cache(workload_id, client_id)
     if cfg.extraction.full_rebuild:
         cache.clear()
     since, until = extraction_window(cfg.extraction, watermark_store(), workload_id, client_id)
     quarantine_path = run_dir / "quarantine.jsonl"
     teacher = ModelFilter({cfg.teacher.model_name}) if cfg.extraction.teacher_only else None
-    es = store.client()
+    es = store.get_client()
     try:
         with QuarantineWriter(quarantine_path) as quarantine:
             result, written = cache.replace_window(

@@ -7,9 +7,9 @@ What makes a run safe to retry, resume or kill:
   after a crash finds the job the dead run started, running or completed, and waits for it instead of
   starting a second one (a failed or cancelled job is never reused).
 - **Task caching**: ``evaluate`` persists its results under ``.flywheel/results``, keyed on the same
-  inputs plus the Evaluator's URL, so a rerun does not evaluate again what was already evaluated. A
-  fine-tune's persisted result is the Customizer's job itself: ``customize`` finds it by its key (a
-  cached copy could name an adapter that a reset platform no longer serves).
+  inputs plus the Evaluator's URL (never on the client it is handed), so a rerun does not evaluate again
+  what was already evaluated. A fine-tune's persisted result is the Customizer's job itself: ``customize``
+  finds it by its key (a cached copy could name an adapter that a reset platform no longer serves).
 - **The ledger**: every job and deployment a run starts is written to ``.flywheel/runs/<id>/resources.json``;
   the failure, crash and cancellation hooks stop what it lists, and a later run adopts what a run that
   died without its hooks (SIGKILL, power loss) left behind, so that too is torn down.
@@ -33,6 +33,7 @@ from typing import Any, ParamSpec, TypeVar
 import httpx
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
 from prefect.states import State
@@ -41,6 +42,7 @@ from pydantic import BaseModel
 from agent_flywheel.config import FlywheelConfig, NIMConfig
 from agent_flywheel.evaluation.results import parse_aggregate_results, parse_sample_results
 from agent_flywheel.ledger import Ledger, Resource
+from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.customizer import NOT_ENOUGH_RESOURCES
 from agent_flywheel.nemo.http import NemoAPIError
 from agent_flywheel.nemo.idempotency import IdempotencyKey, content_hash
@@ -54,7 +56,6 @@ from agent_flywheel.nemo.payloads import (
 from agent_flywheel.nemo.poller import JobFailedError, JobWaitError, PollSettings
 from agent_flywheel.nemo.status import Phase, classify
 from agent_flywheel.paths import state_dir
-from tasks.clients import nemo_client, nemo_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -86,7 +87,6 @@ class RunContext(BaseModel):
     client_id: str
     flow_run_id: str
     cfg: FlywheelConfig
-    nemo_block: str
     ledger_path: str
     tool_calling: bool
     namespace: str
@@ -333,16 +333,21 @@ def _customization_key(nim: NIMConfig, train_dataset: str, ctx: RunContext) -> I
 
 def _evaluation_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     ctx: RunContext = parameters["ctx"]
+    nemo: NemoClient = parameters["nemo"]
     _, key = _evaluation_inputs(parameters["model"], parameters["eval_mode"], parameters["dataset"], ctx)
-    service = nemo_settings(ctx.nemo_block).url_for("evaluator")
+    service = nemo.endpoints.url_for("evaluator")
     return "evaluate-" + content_hash(CACHE_VERSION, service, ctx.namespace, key.content_hash)
 
 
 # --- the tasks -----------------------------------------------------------------------------------------
 
 
-@task(name="deploy-nim", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_transient)
-async def deploy_nim(nim: NIMConfig, ctx: RunContext) -> DeploymentRef:
+# The tasks below are handed the run's NeMo client: none is cached on its inputs (``evaluate`` has its own
+# key), so a client never becomes part of a cache key.
+
+
+@task(name="deploy-nim", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_transient, cache_policy=NO_CACHE)
+async def deploy_nim(nim: NIMConfig, ctx: RunContext, nemo: NemoClient) -> DeploymentRef:
     """Deploy the NIM through DMS, or reuse a deployment that exists; wait until NIM serves the model.
 
     A deployment that exists but failed is replaced; one left by a run that died is adopted (so this run
@@ -360,42 +365,40 @@ async def deploy_nim(nim: NIMConfig, ctx: RunContext) -> DeploymentRef:
     )
     name = str(body["name"])
     resource = Resource("deployment", f"{ctx.namespace}/{name}", nim.model_name)
-    async with nemo_client(ctx.nemo_block) as nemo:
-        deployment, created = await nemo.deployments.ensure(body)
-        if deployment.failed and not created:
-            logger.warning("deploy: %s/%s exists but failed; replacing it", ctx.namespace, name)
-            await nemo.deployments.delete(ctx.namespace, name)
-            deployment, created = await nemo.deployments.create(body)
-        if created:
-            ctx.ledger().add(resource)
-        else:
-            created = adopt_orphan(ctx, resource)
-        ref = DeploymentRef(namespace=ctx.namespace, name=name, model=nim.model_name, created_by_run=created)
-        progress = _Progress(_artifact_key("deploy", nim.model_name), f"deploy {nim.model_name}")
-        try:
-            await nemo.deployments.wait_until_ready(ctx.namespace, name, settings=ctx.poll(), on_progress=progress)
-        except JobWaitError as exc:
-            removed = created and await _quietly(nemo.deployments.delete(ctx.namespace, name))
-            if removed:
-                ctx.ledger().discard(resource)
-            raise _deployment_error(exc, ref, nemo.deployments.http.base_url, removed) from exc
-        try:
-            await nemo.nim.wait_for_model(nim.model_name, settings=ctx.poll())
-        except JobWaitError as exc:
-            raise _nim_error(exc, nim.model_name, nemo.nim.http.base_url) from exc
+    deployment, created = await nemo.deployments.ensure(body)
+    if deployment.failed and not created:
+        logger.warning("deploy: %s/%s exists but failed; replacing it", ctx.namespace, name)
+        await nemo.deployments.delete(ctx.namespace, name)
+        deployment, created = await nemo.deployments.create(body)
+    if created:
+        ctx.ledger().add(resource)
+    else:
+        created = adopt_orphan(ctx, resource)
+    ref = DeploymentRef(namespace=ctx.namespace, name=name, model=nim.model_name, created_by_run=created)
+    progress = _Progress(_artifact_key("deploy", nim.model_name), f"deploy {nim.model_name}")
+    try:
+        await nemo.deployments.wait_until_ready(ctx.namespace, name, settings=ctx.poll(), on_progress=progress)
+    except JobWaitError as exc:
+        removed = created and await _quietly(nemo.deployments.delete(ctx.namespace, name))
+        if removed:
+            ctx.ledger().discard(resource)
+        raise _deployment_error(exc, ref, nemo.deployments.http.base_url, removed) from exc
+    try:
+        await nemo.nim.wait_for_model(nim.model_name, settings=ctx.poll())
+    except JobWaitError as exc:
+        raise _nim_error(exc, nim.model_name, nemo.nim.http.base_url) from exc
     return ref
 
 
-@task(name="teardown-deployment", retries=2, retry_delay_seconds=[5, 30])
-async def teardown_deployment(ref: DeploymentRef, ctx: RunContext) -> bool:
+@task(name="teardown-deployment", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
+async def teardown_deployment(ref: DeploymentRef, ctx: RunContext, nemo: NemoClient) -> bool:
     """Delete a deployment this run created (one it found and reused is left alone)."""
     if not ref.created_by_run:
         get_run_logger().info(
             "teardown: %s/%s was reused, not created by this run; left running", ref.namespace, ref.name
         )
         return False
-    async with nemo_client(ctx.nemo_block) as nemo:
-        deleted = await nemo.deployments.delete(ref.namespace, ref.name)
+    deleted = await nemo.deployments.delete(ref.namespace, ref.name)
     ctx.ledger().discard(Resource("deployment", f"{ref.namespace}/{ref.name}", ref.model))
     return deleted
 
@@ -408,28 +411,27 @@ async def teardown_deployment(ref: DeploymentRef, ctx: RunContext) -> bool:
     cache_key_fn=_evaluation_cache_key,
     persist_result=True,
 )
-async def evaluate_task(model: str, eval_mode: str, dataset: str, ctx: RunContext) -> EvalOutcome:
+async def evaluate_task(model: str, eval_mode: str, dataset: str, ctx: RunContext, nemo: NemoClient) -> EvalOutcome:
     """Run one NeMo Evaluator job on ``dataset``'s eval file and return aggregate and per-sample scores."""
     started = time.monotonic()
     config, key = _evaluation_inputs(model, eval_mode, dataset, ctx)
     body = evaluation_job_body(
         config, model, ctx.namespace, idempotency=key, eval_mode=eval_mode, workload_id=ctx.workload_id
     )
-    async with nemo_client(ctx.nemo_block) as nemo:
-        job = await nemo.evaluator.create_job(body, idempotency=key)
-        resource = Resource("evaluation", job.id, f"{eval_mode} {model}")
-        adopt_orphan(ctx, resource)
-        ctx.ledger().add(resource)
-        progress = _Progress(_artifact_key(eval_mode, model), f"{eval_mode} {model}")
-        try:
-            await nemo.evaluator.wait_for_job(job.id, settings=ctx.poll(), on_progress=progress, cancel_on_abort=True)
-        except JobWaitError as exc:
-            ended = isinstance(exc, JobFailedError) or await _quietly(nemo.evaluator.cancel_job(job.id))
-            if ended:
-                ctx.ledger().discard(resource)
-            raise _evaluation_error(exc, job.id, eval_mode, model, dataset, nemo.evaluator.http.base_url) from exc
-        results = await nemo.evaluator.get_results(job.id)
-        archive = await nemo.evaluator.download_results(job.id)
+    job = await nemo.evaluator.create_job(body, idempotency=key)
+    resource = Resource("evaluation", job.id, f"{eval_mode} {model}")
+    adopt_orphan(ctx, resource)
+    ctx.ledger().add(resource)
+    progress = _Progress(_artifact_key(eval_mode, model), f"{eval_mode} {model}")
+    try:
+        await nemo.evaluator.wait_for_job(job.id, settings=ctx.poll(), on_progress=progress, cancel_on_abort=True)
+    except JobWaitError as exc:
+        ended = isinstance(exc, JobFailedError) or await _quietly(nemo.evaluator.cancel_job(job.id))
+        if ended:
+            ctx.ledger().discard(resource)
+        raise _evaluation_error(exc, job.id, eval_mode, model, dataset, nemo.evaluator.http.base_url) from exc
+    results = await nemo.evaluator.get_results(job.id)
+    archive = await nemo.evaluator.download_results(job.id)
     ctx.ledger().discard(resource)
     samples = parse_sample_results(archive)
     metrics = parse_aggregate_results(results.model_dump())
@@ -446,9 +448,9 @@ async def evaluate_task(model: str, eval_mode: str, dataset: str, ctx: RunContex
     )
 
 
-async def evaluate(model: str, eval_mode: str, dataset: str, ctx: RunContext) -> EvalOutcome:
+async def evaluate(model: str, eval_mode: str, dataset: str, ctx: RunContext, nemo: NemoClient) -> EvalOutcome:
     """One evaluation, or its cached result when the same model, mode, dataset and config were evaluated."""
-    return await _resumable(evaluate_task)(model, eval_mode, dataset, ctx)
+    return await _resumable(evaluate_task)(model, eval_mode, dataset, ctx, nemo)
 
 
 def _loss_points(status_metrics: Any, key: str) -> list[tuple[int, float]]:
@@ -462,8 +464,8 @@ def _loss_points(status_metrics: Any, key: str) -> list[tuple[int, float]]:
     return points
 
 
-@task(name="customize", retries=1, retry_delay_seconds=[60], retry_condition_fn=_transient)
-async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext) -> CustomizationOutcome:
+@task(name="customize", retries=1, retry_delay_seconds=[60], retry_condition_fn=_transient, cache_policy=NO_CACHE)
+async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext, nemo: NemoClient) -> CustomizationOutcome:
     """LoRA fine-tune through NeMo Customizer (or wait for the job an earlier run started); returns once NIM serves it."""
     started = time.monotonic()
     cfg = ctx.cfg
@@ -477,28 +479,27 @@ async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext) -> Cust
         idempotency=key,
         workload_id=ctx.workload_id,
     )
-    async with nemo_client(ctx.nemo_block) as nemo:
-        await nemo.customizer.ensure_config(customization_config_body(nim, ctx.namespace, cfg.training_config))
-        job = await nemo.customizer.create_job(body, idempotency=key)
-        resource = Resource("customization", job.id, nim.model_name)
-        adopt_orphan(ctx, resource)
-        ctx.ledger().add(resource)
-        progress = _Progress(_artifact_key("customize", nim.model_name), f"customize {nim.model_name}")
-        try:
-            status = await nemo.customizer.wait_for_job(
-                job.id, settings=ctx.poll(), on_progress=progress, cancel_on_abort=True
-            )
-        except JobWaitError as exc:
-            ended = isinstance(exc, JobFailedError) or await _quietly(nemo.customizer.cancel_job(job.id))
-            if ended:
-                ctx.ledger().discard(resource)
-            raise _customization_error(exc, job.id, nim.model_name, nemo.customizer.http.base_url) from exc
-        ctx.ledger().discard(resource)
-        output_model = job.output_model or ""
-        try:
-            await nemo.nim.wait_for_model(output_model, settings=ctx.poll())
-        except JobWaitError as exc:
-            raise _nim_error(exc, output_model, nemo.nim.http.base_url) from exc
+    await nemo.customizer.ensure_config(customization_config_body(nim, ctx.namespace, cfg.training_config))
+    job = await nemo.customizer.create_job(body, idempotency=key)
+    resource = Resource("customization", job.id, nim.model_name)
+    adopt_orphan(ctx, resource)
+    ctx.ledger().add(resource)
+    progress = _Progress(_artifact_key("customize", nim.model_name), f"customize {nim.model_name}")
+    try:
+        status = await nemo.customizer.wait_for_job(
+            job.id, settings=ctx.poll(), on_progress=progress, cancel_on_abort=True
+        )
+    except JobWaitError as exc:
+        ended = isinstance(exc, JobFailedError) or await _quietly(nemo.customizer.cancel_job(job.id))
+        if ended:
+            ctx.ledger().discard(resource)
+        raise _customization_error(exc, job.id, nim.model_name, nemo.customizer.http.base_url) from exc
+    ctx.ledger().discard(resource)
+    output_model = job.output_model or ""
+    try:
+        await nemo.nim.wait_for_model(output_model, settings=ctx.poll())
+    except JobWaitError as exc:
+        raise _nim_error(exc, output_model, nemo.nim.http.base_url) from exc
     return CustomizationOutcome(
         job_id=job.id,
         output_model=output_model,
@@ -508,7 +509,7 @@ async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext) -> Cust
     )
 
 
-async def cleanup_run(ledger_path: Path, nemo_block: str) -> list[str]:
+async def cleanup_run(ledger_path: Path, nemo: NemoClient) -> list[str]:
     """Cancel the jobs and delete the deployments a run left behind; returns what was done.
 
     Called from the flow's failure and cancellation hooks, so it never raises: each failure is logged.
@@ -518,26 +519,25 @@ async def cleanup_run(ledger_path: Path, nemo_block: str) -> list[str]:
     resources = ledger.resources()
     if not resources:
         return done
-    async with nemo_client(nemo_block) as nemo:
-        for resource in resources:
-            try:
-                if resource.kind == "customization":
-                    await nemo.customizer.cancel_job(resource.ref)
-                elif resource.kind == "evaluation":
-                    await nemo.evaluator.cancel_job(resource.ref)
-                else:
-                    namespace, name = resource.ref.split("/", 1)
-                    await nemo.deployments.delete(namespace, name)
-            except Exception as exc:  # a hook must try every resource
-                done.append(f"could not stop {resource.kind} {resource.ref}: {exc}")
-                continue
-            ledger.discard(resource)
-            done.append(f"stopped {resource.kind} {resource.ref}")
+    for resource in resources:
+        try:
+            if resource.kind == "customization":
+                await nemo.customizer.cancel_job(resource.ref)
+            elif resource.kind == "evaluation":
+                await nemo.evaluator.cancel_job(resource.ref)
+            else:
+                namespace, name = resource.ref.split("/", 1)
+                await nemo.deployments.delete(namespace, name)
+        except Exception as exc:  # a hook must try every resource
+            done.append(f"could not stop {resource.kind} {resource.ref}: {exc}")
+            continue
+        ledger.discard(resource)
+        done.append(f"stopped {resource.kind} {resource.ref}")
     return done
 
 
-@task(name="reap-orphans")
-async def reap_orphans(nemo_block: str, own_run_dir: str) -> list[str]:
+@task(name="reap-orphans", cache_policy=NO_CACHE)
+async def reap_orphans(own_run_dir: str, nemo: NemoClient) -> list[str]:
     """Stop what runs that died without their hooks left behind and no later run took over.
 
     Called once this run is done: anything it needed from a dead run it adopted by then (same inputs, same
@@ -549,8 +549,7 @@ async def reap_orphans(nemo_block: str, own_run_dir: str) -> list[str]:
         if str(ledger_file.parent) == own_run_dir or not _owner_is_dead(ledger_file.parent):
             continue
         done += [
-            f"{line} (left by dead run {ledger_file.parent.name})"
-            for line in await cleanup_run(ledger_file, nemo_block)
+            f"{line} (left by dead run {ledger_file.parent.name})" for line in await cleanup_run(ledger_file, nemo)
         ]
     for line in done:
         get_run_logger().warning("reap-orphans: %s", line)

@@ -1,4 +1,8 @@
-"""Tasks that record a flywheel run in MLflow: the parent run, a child run per candidate and mode, the decision."""
+"""Tasks that record a flywheel run in MLflow: the parent run, a child run per candidate and mode, the decision.
+
+Each is handed the run's :class:`Tracker` (made once by the flow from its ``MlflowTracking`` block) and is
+never cached, so the tracker is no part of any cache key.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from agent_flywheel.config import FlywheelConfig
 from agent_flywheel.evaluation.bootstrap import bootstrap_mean_interval
 from agent_flywheel.evaluation.gate import GateDecision
 from agent_flywheel.evaluation.results import scores_by_sample
-from agent_flywheel.tracking import flatten_params, flywheel_experiment
-from tasks.clients import tracker
+from agent_flywheel.tracking import Tracker, flatten_params, flywheel_experiment
 from tasks.nemo_jobs import EvalOutcome
 
 
@@ -27,12 +31,16 @@ def run_tags(workload_id: str, client_id: str, flow_run_id: str, simulated: bool
     }
 
 
-@task(name="mlflow-start-run")
+@task(name="mlflow-start-run", cache_policy=NO_CACHE)
 def start_parent_run(
-    mlflow_block: str, cfg: FlywheelConfig, tags: dict[str, str], run_name: str, prefect_url: str | None
+    mlflow: Tracker,
+    ui_url: str | None,
+    cfg: FlywheelConfig,
+    tags: dict[str, str],
+    run_name: str,
+    prefect_url: str | None,
 ) -> tuple[str, str]:
     """The parent run of this flywheel run, with the whole config as params; returns (run id, UI link)."""
-    mlflow, ui_url = tracker(mlflow_block)
     all_tags = dict(tags)
     if prefect_url:
         all_tags["prefect.flow_run_url"] = prefect_url
@@ -41,12 +49,11 @@ def start_parent_run(
     return run_id, mlflow.run_url(ui_url, run_id)
 
 
-@task(name="mlflow-log-datasets")
+@task(name="mlflow-log-datasets", cache_policy=NO_CACHE)
 def log_datasets(
-    mlflow_block: str, run_id: str, manifest_path: str, quarantine_file: str | None, counts: dict[str, Any]
+    mlflow: Tracker, run_id: str, manifest_path: str, quarantine_file: str | None, counts: dict[str, Any]
 ) -> None:
     """Dataset manifest, quarantined records and the counts behind them, on the parent run."""
-    mlflow, _ = tracker(mlflow_block)
     mlflow.log_file(run_id, Path(manifest_path), "datasets")
     if quarantine_file and Path(quarantine_file).exists():
         mlflow.log_file(run_id, Path(quarantine_file), "quarantine")
@@ -70,9 +77,9 @@ def _flat_numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-@task(name="mlflow-log-eval")
+@task(name="mlflow-log-eval", cache_policy=NO_CACHE)
 def log_eval_run(
-    mlflow_block: str,
+    mlflow: Tracker,
     parent_run_id: str,
     outcome: EvalOutcome,
     role: str,
@@ -80,7 +87,6 @@ def log_eval_run(
     confidence: float,
 ) -> str:
     """A child run for one candidate x eval mode: metrics with intervals, sample counts, loss curve."""
-    mlflow, _ = tracker(mlflow_block)
     child_tags = {**tags, "candidate": outcome.model, "eval_mode": outcome.eval_mode, "role": role}
     run_id = mlflow.start_run(
         flywheel_experiment(tags["workload_id"]),
@@ -115,9 +121,9 @@ def log_eval_run(
     return run_id
 
 
-@task(name="mlflow-record-decision")
+@task(name="mlflow-record-decision", cache_policy=NO_CACHE)
 def record_decision(
-    mlflow_block: str,
+    mlflow: Tracker,
     parent_run_id: str,
     decision: GateDecision,
     child_runs: dict[str, str],
@@ -125,7 +131,6 @@ def record_decision(
     promoted_model_id: str | None,
 ) -> int | None:
     """The decision as tags and an artifact on the parent run; the promoted candidate becomes ``champion``."""
-    mlflow, _ = tracker(mlflow_block)
     tags = {
         "gate.outcome": decision.outcome,
         "gate.promoted": decision.promoted.name if decision.promoted else "none",
@@ -147,6 +152,7 @@ def record_decision(
     return mlflow.set_champion(registered_model, child, card)
 
 
-@task(name="mlflow-end-run")
-def end_parent_run(mlflow_block: str, run_id: str, status: str) -> None:
-    tracker(mlflow_block)[0].end_run(run_id, status)
+@task(name="mlflow-end-run", cache_policy=NO_CACHE)
+def end_parent_run(mlflow: Tracker, run_id: str, status: str) -> None:
+    """Close the parent run: FINISHED, or FAILED when the run raised."""
+    mlflow.end_run(run_id, status)

@@ -4,7 +4,7 @@ Deployment Management) and NIM: one module per service, payload builders from ou
 Functional core: no Prefect imports. See ``docs/development.md`` and ``reference/nemo-microservices-api.md``.
 """
 
-from agent_flywheel.nemo.client import NemoClient, NemoSettings
+from agent_flywheel.nemo.client import NemoClient, NemoEndpoints
 from agent_flywheel.nemo.http import NemoAPIError, RetryPolicy
 from agent_flywheel.nemo.idempotency import IdempotencyKey, content_hash
 from agent_flywheel.nemo.poller import (
@@ -28,7 +28,7 @@ __all__ = [
     "JobWaitError",
     "NemoAPIError",
     "NemoClient",
-    "NemoSettings",
+    "NemoEndpoints",
     "Observation",
     "Phase",
     "PollSettings",

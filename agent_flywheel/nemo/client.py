@@ -1,20 +1,21 @@
-"""``NemoClient``: every NeMo service the flywheel uses, from one settings object, as an async context manager.
+"""``NemoClient``: every NeMo service the flywheel uses, as an async context manager.
 
-Three base URLs as in the NeMo docs (``nemo_url`` for Entity Store, Customizer, Evaluator and DMS;
-``datastore_url``; ``nim_url``), each service overridable (the Prefect block has one URL per service).
-One ``httpx.AsyncClient`` per distinct base URL; the bearer token is set on those clients only and is
-redacted from every error.
+Three base URLs as in the NeMo docs (one for Entity Store, Customizer, Evaluator and DMS; the Data
+Store; NIM), each service overridable (:class:`NemoEndpoints`; the Prefect block has one URL per
+service and builds the client). One ``httpx.AsyncClient`` per distinct base URL; the bearer token is
+set on those clients only and is redacted from every error.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import SecretStr
 
 from agent_flywheel.nemo.customizer import Customizer
 from agent_flywheel.nemo.datastore import DataStore, FileContent
@@ -27,72 +28,71 @@ from agent_flywheel.nemo.nim import Nim
 from agent_flywheel.nemo.payloads import dataset_body
 
 
-class NemoSettings(BaseModel):
-    """Where the services live and how patiently to talk to them. ``repr`` never shows the keys."""
+@dataclass(frozen=True)
+class NemoEndpoints:
+    """The base URL of each service the client talks to (no secrets: safe to log and to key caches on)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    entity_store: str
+    customizer: str
+    evaluator: str
+    deployment: str
+    datastore: str
+    nim: str
 
-    nemo_url: str = "http://nemo.test"
-    datastore_url: str = "http://data-store.test"
-    nim_url: str = "http://nim.test"
-    entity_store_url: str | None = Field(default=None, description="Default: nemo_url")
-    customizer_url: str | None = Field(default=None, description="Default: nemo_url")
-    evaluator_url: str | None = Field(default=None, description="Default: nemo_url")
-    deployment_url: str | None = Field(default=None, description="Default: nemo_url")
-    api_key: SecretStr | None = Field(default=None, description="Bearer token for the NeMo services and NIM")
-    datastore_token: SecretStr | None = Field(
-        default=None, description="Token for the Data Store's HF API; default: api_key, else none"
-    )
-    timeout_s: float = Field(default=60.0, gt=0)
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    max_retries: int = Field(default=3, ge=0)
-    backoff_base_s: float = Field(default=0.5, ge=0)
-    backoff_max_s: float = Field(default=10.0, ge=0)
+    @classmethod
+    def shared(cls, nemo_url: str, datastore_url: str, nim_url: str) -> NemoEndpoints:
+        """One URL for the four NeMo services (the platform's gateway), as the NeMo docs deploy them."""
+        return cls(nemo_url, nemo_url, nemo_url, nemo_url, datastore_url, nim_url)
 
     def url_for(self, service: str) -> str:
-        """Base URL of a service: its own override, else the shared one."""
-        own = {
-            "entity-store": self.entity_store_url,
-            "customizer": self.customizer_url,
-            "evaluator": self.evaluator_url,
-            "deployment": self.deployment_url,
-        }.get(service)
-        shared = {"datastore": self.datastore_url, "nim": self.nim_url}.get(service, self.nemo_url)
-        return (own or shared).rstrip("/")
+        """Base URL of ``service`` (``entity-store``, ``customizer``, ``evaluator``, ``deployment``,
+        ``datastore`` or ``nim``), without a trailing slash."""
+        urls = {
+            "entity-store": self.entity_store,
+            "customizer": self.customizer,
+            "evaluator": self.evaluator,
+            "deployment": self.deployment,
+            "datastore": self.datastore,
+            "nim": self.nim,
+        }
+        return urls[service].rstrip("/")
 
 
 class NemoClient:
     """All NeMo services: ``entity_store``, ``datastore``, ``customizer``, ``evaluator``, ``deployments``, ``nim``.
 
-    ``transport`` (e.g. ``httpx.MockTransport``), ``sleep`` and ``rng`` are for tests; production passes
-    none of them. Use ``async with NemoClient(settings) as nemo:`` or call :meth:`aclose`.
+    ``api_key`` is the bearer token of the NeMo services and NIM; ``datastore_token`` the Data Store's
+    (default: ``api_key``, else none). ``transport`` (e.g. ``httpx.MockTransport``), ``sleep`` and ``rng``
+    are for tests; production passes none of them. Use ``async with NemoClient(endpoints) as nemo:`` or
+    call :meth:`aclose`.
     """
 
     def __init__(
         self,
-        settings: NemoSettings,
+        endpoints: NemoEndpoints,
         *,
+        api_key: SecretStr | None = None,
+        datastore_token: SecretStr | None = None,
+        timeout_s: float = 60.0,
+        connect_timeout_s: float = 5.0,
+        retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: SleepFn | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.settings = settings
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        datastore_token = settings.datastore_token or settings.api_key
+        self.endpoints = endpoints
+        key = api_key.get_secret_value() if api_key else None
+        datastore_token = datastore_token or api_key
         self.redactor = Redactor(
-            [s for s in (api_key, datastore_token.get_secret_value() if datastore_token else None) if s]
+            [s for s in (key, datastore_token.get_secret_value() if datastore_token else None) if s]
         )
-        retry = RetryPolicy(
-            max_retries=settings.max_retries,
-            backoff_base_s=settings.backoff_base_s,
-            backoff_max_s=settings.backoff_max_s,
-        )
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
+        retry = retry or RetryPolicy()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self._clients: dict[str, httpx.AsyncClient] = {}
 
         def service(name: str) -> ServiceHTTP:
-            base = settings.url_for(name)
+            base = endpoints.url_for(name)
             if base not in self._clients:
                 self._clients[base] = httpx.AsyncClient(
                     base_url=base, headers=headers, timeout=timeout, transport=transport, follow_redirects=True
@@ -107,7 +107,8 @@ class NemoClient:
         self.nim = Nim(service("nim"))
 
     def __repr__(self) -> str:
-        return f"NemoClient(nemo={self.settings.nemo_url!r}, datastore={self.settings.datastore_url!r}, nim={self.settings.nim_url!r})"
+        e = self.endpoints
+        return f"NemoClient(nemo={e.customizer!r}, datastore={e.datastore!r}, nim={e.nim!r})"
 
     async def aclose(self) -> None:
         """Close every HTTP connection pool."""

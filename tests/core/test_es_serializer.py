@@ -91,7 +91,7 @@ def test_an_ordinary_page_is_decoded_by_orjson(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_the_log_store_client_decodes_with_it_in_plain_and_compatibility_mode() -> None:
-    collection = LogStore().client().transport.serializers
+    collection = LogStore().get_client().transport.serializers
     for mimetype in ("application/json", "application/vnd.elasticsearch+json"):
         assert isinstance(collection.get_serializer(mimetype), LogStoreSerializer)
 

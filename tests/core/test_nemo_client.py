@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -23,7 +24,7 @@ from agent_flywheel.nemo import (
     JobTimeoutError,
     NemoAPIError,
     NemoClient,
-    NemoSettings,
+    NemoEndpoints,
     Observation,
     Phase,
     PollSettings,
@@ -99,16 +100,14 @@ def sleeps() -> Sleeps:
 
 @pytest.fixture
 def nemo(fake: FakeNemo, sleeps: Sleeps) -> Iterator[NemoClient]:
-    settings = NemoSettings(
-        nemo_url="http://nemo.test",
-        datastore_url="http://ds.test",
-        nim_url="http://nim.test",
+    yield NemoClient(
+        NemoEndpoints.shared("http://nemo.test", "http://ds.test", "http://nim.test"),
         api_key=SecretStr(API_KEY),
-        max_retries=3,
-        backoff_base_s=0.5,
-        backoff_max_s=10,
+        retry=RetryPolicy(max_retries=3, backoff_base_s=0.5, backoff_max_s=10),
+        transport=httpx.MockTransport(fake),
+        sleep=sleeps,
+        rng=random.Random(7),
     )
-    yield NemoClient(settings, transport=httpx.MockTransport(fake), sleep=sleeps, rng=random.Random(7))
 
 
 # --- retries ---------------------------------------------------------------------------------------
@@ -212,7 +211,7 @@ async def test_errors_never_contain_the_api_key(nemo: NemoClient, fake: FakeNemo
     for text in (str(caught.value), repr(caught.value), caught.value.detail, pickle.dumps(caught.value).hex()):
         assert API_KEY not in text
         assert API_KEY.encode().hex() not in text
-    assert API_KEY not in repr(nemo.settings) and API_KEY not in repr(nemo)
+    assert API_KEY not in repr(nemo)
 
 
 async def test_422_detail_names_fields_and_hides_the_judge_key(nemo: NemoClient, fake: FakeNemo) -> None:
@@ -719,9 +718,10 @@ def test_idempotency_key_matching() -> None:
         IdempotencyKey("not-hex")
 
 
-async def test_settings_route_services_to_their_urls(fake: FakeNemo) -> None:
-    settings = NemoSettings(nemo_url="http://nemo.test", evaluator_url="http://eval.test/", nim_url="http://nim.test")
-    async with NemoClient(settings, transport=httpx.MockTransport(fake)) as client:
+async def test_endpoints_route_services_to_their_urls(fake: FakeNemo) -> None:
+    shared = NemoEndpoints.shared("http://nemo.test", "http://data-store.test", "http://nim.test")
+    endpoints = dataclasses.replace(shared, evaluator="http://eval.test/")
+    async with NemoClient(endpoints, transport=httpx.MockTransport(fake)) as client:
         fake.on("GET", "/v1/evaluation/jobs/e", reply(200, {"id": "e"}))
         await client.evaluator.get_job("e")
         assert fake.requests[-1].url.host == "eval.test"

@@ -21,10 +21,11 @@ from agent_flywheel.nemo import (
     IdempotencyKey,
     NemoAPIError,
     NemoClient,
-    NemoSettings,
+    NemoEndpoints,
     Observation,
     Phase,
     PollSettings,
+    RetryPolicy,
     content_hash,
     wait_for,
 )
@@ -104,16 +105,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackConfig
 
 @pytest.fixture
 async def nemo(stack: LocalStackConfig) -> AsyncIterator[NemoClient]:
-    settings = NemoSettings(
-        nemo_url=stack.url("nemo"),
-        datastore_url=stack.url("datastore"),
-        nim_url=stack.url("nim"),
+    async with NemoClient(
+        NemoEndpoints.shared(stack.url("nemo"), stack.url("datastore"), stack.url("nim")),
         timeout_s=30,
-        max_retries=4,
-        backoff_base_s=0.01,
-        backoff_max_s=0.05,
-    )
-    async with NemoClient(settings) as client:
+        retry=RetryPolicy(max_retries=4, backoff_base_s=0.01, backoff_max_s=0.05),
+    ) as client:
         yield client
 
 

@@ -4,11 +4,10 @@ dataset build unchanged in meaning; bad lines are counted by reason and quaranti
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from elasticsearch import Elasticsearch
 from typer.testing import CliRunner
 
@@ -62,12 +61,8 @@ BAD_LINES = [
 
 
 @pytest.fixture
-def logserver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    cfg = LocalStackConfig(state_dir=str(tmp_path / "state"), ports=Ports(logserver=free_port()))
-    config_file = tmp_path / "local.yaml"
-    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    monkeypatch.setenv("FLYWHEEL_LOCAL_CONFIG", str(config_file))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+def logserver(tmp_path: Path, save_local_blocks: Callable[[LocalStackConfig], LocalStackConfig]) -> Iterator[str]:
+    cfg = save_local_blocks(LocalStackConfig(state_dir=str(tmp_path / "state"), ports=Ports(logserver=free_port())))
     with ThreadedServer(create_app(cfg), port=cfg.ports.logserver) as server:
         yield server.url
 

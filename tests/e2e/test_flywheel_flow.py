@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -18,6 +17,9 @@ from agent_flywheel.config import FlywheelConfig, parse_config
 from agent_flywheel.tracking import CHAMPION_ALIAS
 from simulators.agent.traffic import run_traffic
 from simulators.settings import LocalStackConfig
+
+if TYPE_CHECKING:
+    from flows.flywheel import FlywheelOutcome
 
 pytestmark = pytest.mark.integration
 
@@ -47,22 +49,22 @@ def _config() -> FlywheelConfig:
 
 @pytest.fixture(scope="module")
 def flywheel_run(
-    running_stack: LocalStackConfig, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[dict[str, Any], str, LocalStackConfig]]:
+    local_stack: LocalStackConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[FlywheelOutcome, str, LocalStackConfig]]:
     home = tmp_path_factory.mktemp("flywheel")
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("FLYWHEEL_HOME", str(home))
     tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     try:
-        report = run_traffic(running_stack.url("agent"), requests=1100, concurrency=16, seed=3)
+        report = run_traffic(local_stack.url("agent"), requests=1100, concurrency=16, seed=3)
         assert report.failed == 0
-        assert httpx.post(f"{running_stack.url('agent')}/admin/flush", timeout=60).status_code == 200
+        assert httpx.post(f"{local_stack.url('agent')}/admin/flush", timeout=60).status_code == 200
 
         from flows.flywheel import flywheel
 
         result = asyncio.run(flywheel(workload_id=WORKLOAD, client_id=CLIENT, config=_config()))
-        yield result, tracking_uri, running_stack
+        yield result, tracking_uri, local_stack
     finally:
         monkeypatch.undo()
 
@@ -77,15 +79,15 @@ def _runs(tracking_uri: str) -> tuple[Any, list[Any]]:
     return parents[0], [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
 
 
-def test_the_fine_tuned_small_model_is_promoted(flywheel_run: tuple[dict[str, Any], str, LocalStackConfig]) -> None:
+def test_the_fine_tuned_small_model_is_promoted(flywheel_run: tuple[FlywheelOutcome, str, LocalStackConfig]) -> None:
     result, _, _ = flywheel_run
-    assert result["outcome"] == "promoted", result["markdown"]
-    assert result["promoted"] == f"{SMALL} (customized-eval)"
-    assert str(result["served_model"]).startswith(f"dfwbp/customized-{SMALL.replace('/', '-')}@cust-")
+    assert result.outcome == "promoted", result.markdown
+    assert result.promoted == f"{SMALL} (customized-eval)"
+    assert str(result.served_model).startswith(f"dfwbp/customized-{SMALL.replace('/', '-')}@cust-")
 
 
 def test_mlflow_has_one_parent_and_a_child_per_candidate_and_mode(
-    flywheel_run: tuple[dict[str, Any], str, LocalStackConfig],
+    flywheel_run: tuple[FlywheelOutcome, str, LocalStackConfig],
 ) -> None:
     _, tracking_uri, _ = flywheel_run
     parent, children = _runs(tracking_uri)
@@ -115,15 +117,15 @@ def test_mlflow_has_one_parent_and_a_child_per_candidate_and_mode(
 
 
 def test_champion_alias_points_at_the_promoted_adapter(
-    flywheel_run: tuple[dict[str, Any], str, LocalStackConfig],
+    flywheel_run: tuple[FlywheelOutcome, str, LocalStackConfig],
 ) -> None:
     result, tracking_uri, _ = flywheel_run
     version = MlflowClient(tracking_uri).get_model_version_by_alias(f"flywheel-{WORKLOAD}", CHAMPION_ALIAS)
-    assert version.tags["served_model"] == result["served_model"]
+    assert version.tags["served_model"] == result.served_model
     assert version.tags["eval_mode"] == "customized-eval"
 
 
-def test_no_deployment_or_job_is_left_running(flywheel_run: tuple[dict[str, Any], str, LocalStackConfig]) -> None:
+def test_no_deployment_or_job_is_left_running(flywheel_run: tuple[FlywheelOutcome, str, LocalStackConfig]) -> None:
     _, _, stack = flywheel_run
     nemo = stack.url("nemo")
     deployments = httpx.get(f"{nemo}/v1/deployment/model-deployments", params={"page_size": 100}).json()["data"]
@@ -132,7 +134,7 @@ def test_no_deployment_or_job_is_left_running(flywheel_run: tuple[dict[str, Any]
     assert jobs and all(job["status"] == "completed" for job in jobs)
 
 
-def test_dataset_files_follow_the_nemo_layout(flywheel_run: tuple[dict[str, Any], str, LocalStackConfig]) -> None:
+def test_dataset_files_follow_the_nemo_layout(flywheel_run: tuple[FlywheelOutcome, str, LocalStackConfig]) -> None:
     _, _, stack = flywheel_run
     datasets = httpx.get(f"{stack.url('nemo')}/v1/datasets", params={"page_size": 100}).json()["data"]
     names = {d["name"].split("-")[1] for d in datasets}
@@ -142,4 +144,3 @@ def test_dataset_files_follow_the_nemo_layout(flywheel_run: tuple[dict[str, Any]
     tree = httpx.get(f"{stack.url('datastore')}/v1/hf/api/datasets/{ns}/{name}/tree/main", params={"recursive": "true"})
     paths = {item["path"] for item in tree.json()}
     assert {"training/train_data.jsonl", "validation/val_data.jsonl"} <= paths
-    assert Path("training/train_data.jsonl").suffix == ".jsonl"

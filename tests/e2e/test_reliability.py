@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -37,6 +37,9 @@ from agent_flywheel.ledger import Ledger, Resource
 from agent_flywheel.nemo.payloads import dms_deployment_body_for
 from simulators.agent.traffic import run_traffic
 from simulators.settings import LocalStackConfig
+
+if TYPE_CHECKING:
+    from flows.flywheel import FlywheelOutcome
 
 pytestmark = pytest.mark.integration
 
@@ -208,12 +211,11 @@ def counting() -> tuple[LogCounter, Callable[[], None]]:
     return counter, detach
 
 
-def run_flywheel(cfg: FlywheelConfig) -> dict[str, Any]:
+def run_flywheel(cfg: FlywheelConfig) -> FlywheelOutcome:
     """One in-process flywheel run; the flow raises when the run fails."""
     from flows.flywheel import flywheel
 
-    result: dict[str, Any] = asyncio.run(flywheel(workload_id=WORKLOAD, client_id=CLIENT, config=cfg))
-    return result
+    return asyncio.run(flywheel(workload_id=WORKLOAD, client_id=CLIENT, config=cfg))
 
 
 def nemo_list(stack: LocalStackConfig, path: str, namespace: str | None = None) -> list[dict[str, Any]]:
@@ -289,8 +291,8 @@ def cached_task_runs(flow_run_id: str) -> list[str]:
     return asyncio.run(read())
 
 
-def scores_by_mode(result: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(row["model"], row["eval_mode"]): row for row in result["scores"]}
+def scores_by_mode(scores: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(row["model"], row["eval_mode"]): row for row in scores}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,8 +301,8 @@ def scores_by_mode(result: dict[str, Any]) -> dict[tuple[str, str], dict[str, An
 
 
 @pytest.fixture(scope="module")
-def stack(start_stack: Callable[..., LocalStackConfig]) -> LocalStackConfig:
-    return start_stack(
+def stack(start_local_stack: Callable[..., LocalStackConfig]) -> LocalStackConfig:
+    return start_local_stack(
         {
             "nim": {"quality": {"lora_ceiling": 1.0, "lora_records_scale": 5}},
             "nemo": {"faults": {"seed": 11}},
@@ -347,7 +349,7 @@ def env(stack: LocalStackConfig, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture(scope="module")
 def clean(stack: LocalStackConfig, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The reference: a run with no fault injected (namespace ``clean``)."""
+    """The reference: a run with no fault injected (namespace ``clean``), and its ``home``."""
     home = tmp_path_factory.mktemp("clean-home")
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("FLYWHEEL_HOME", str(home))
@@ -356,8 +358,8 @@ def clean(stack: LocalStackConfig, env: dict[str, str], tmp_path_factory: pytest
         result = run_flywheel(_config("clean"))
     finally:
         monkeypatch.undo()
-    FIGURES["clean"] = {"seconds": round(time.monotonic() - started, 1), "decision": result["promoted"]}
-    return {**result, "home": home}
+    FIGURES["clean"] = {"seconds": round(time.monotonic() - started, 1), "decision": result.promoted}
+    return {**result.model_dump(), "home": home}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -416,8 +418,8 @@ def test_ten_percent_5xx_on_every_nemo_endpoint_gives_the_same_decision(
     }
     assert counter.counts["nemo_5xx_injected"] > 0  # the faults were there ...
     assert counter.counts["client_retries"] >= counter.counts["nemo_5xx_injected"]  # ... and each was retried
-    assert result["promoted"] == clean["promoted"] == PROMOTED
-    faulty, reference = scores_by_mode(result), scores_by_mode(clean)
+    assert result.promoted == clean["promoted"] == PROMOTED
+    faulty, reference = scores_by_mode(result.scores), scores_by_mode(clean["scores"])
     assert faulty.keys() == reference.keys()
     for key in [(TEACHER, "base-eval"), (SMALL, "base-eval"), (SMALL, "icl-eval")]:
         assert faulty[key] == reference[key], key  # same datasets, same models: not one sample lost or changed
@@ -456,7 +458,7 @@ def test_dropped_connections_slow_services_late_adapters_and_a_flaky_log_store_a
     }
     assert counter.counts["nemo_drops_injected"] > 0
     assert counter.counts["task_retries"] >= 1
-    assert result["promoted"] == PROMOTED
+    assert result.promoted == PROMOTED
     assert_nothing_left(stack, "flaky", home, "flaky")
 
 
@@ -469,7 +471,7 @@ def test_log_store_errors_are_retried_by_the_client(stack: LocalStackConfig, hom
     store = LogStore(url=stack.url("logserver"), index="flywheel")
 
     def read() -> tuple[int, dict[str, int]]:
-        es = store.client()
+        es = store.get_client()
         try:
             with QuarantineWriter(home / "q.jsonl") as quarantine:
                 result = extract(
@@ -528,12 +530,12 @@ def test_a_failed_fine_tune_fails_the_run_and_a_rerun_redoes_only_what_failed(
     started = time.monotonic()
     result = run_flywheel(_config("refit"))
     rerun_seconds = round(time.monotonic() - started, 1)
-    assert result["promoted"] == PROMOTED
+    assert result.promoted == PROMOTED
     assert len(nemo_list(stack, "/v1/evaluation/jobs", "refit")) == evaluations_before + 1  # only customized-eval
     jobs = nemo_list(stack, "/v1/customization/jobs", "refit")
     assert sorted(j["status"] for j in jobs) == ["completed", "failed"]
     flow_run_id = (
-        MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(result["mlflow_run_id"]).data.tags["prefect.flow_run_id"]
+        MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(result.mlflow_run_id).data.tags["prefect.flow_run_id"]
     )
     cached = cached_task_runs(flow_run_id)
     assert sum(name.startswith("evaluate") for name in cached) == 3

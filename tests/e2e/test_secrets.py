@@ -136,22 +136,19 @@ def recorded_run(
     }.items():
         monkeypatch.setenv(key, value)
 
-    import blocks.resolve
     from blocks.log_store import LogStore
     from blocks.nemo_platform import NemoPlatform
+    from cli.local_blocks import local_blocks
+    from deployments.blocks import save_blocks
 
-    original = blocks.resolve.local_defaults
-
-    def with_secrets(cfg: LocalStackConfig | None = None) -> dict[Any, Any]:
-        defaults = original(cfg)
-        nemo = defaults[NemoPlatform]
-        nemo.api_key = SecretStr(NEMO_KEY)
-        nemo.datastore_token = SecretStr(DATASTORE_TOKEN)
-        store = defaults[LogStore]
-        store.username, store.password = ES_USER, SecretStr(ES_PASSWORD)
-        return defaults
-
-    monkeypatch.setattr(blocks.resolve, "local_defaults", with_secrets)
+    documents = local_blocks(stack)
+    for document in documents:  # the `local` blocks of this stack, with the canaries as their secrets
+        if isinstance(document, NemoPlatform):
+            document.api_key = SecretStr(NEMO_KEY)
+            document.datastore_token = SecretStr(DATASTORE_TOKEN)
+        elif isinstance(document, LogStore):
+            document.username, document.password = ES_USER, SecretStr(ES_PASSWORD)
+    save_blocks(documents, "local")
     report = run_traffic(stack.url("agent"), requests=250, concurrency=16, seed=5)
     assert report.failed == 0
     assert httpx.post(f"{stack.url('agent')}/admin/flush", timeout=60).status_code == 200
@@ -206,7 +203,7 @@ def recorded_run(
 def test_each_secret_reaches_its_own_service_auth_header(recorded_run: dict[str, Any]) -> None:
     """The positive control: without it, "the canary is nowhere" could mean "the canary was never used"."""
     requests: list[Recorded] = recorded_run["requests"]
-    assert recorded_run["result"]["outcome"] in ("promoted", "no-candidate")
+    assert recorded_run["result"].outcome in ("promoted", "no-candidate")
     by_part = {part: [r.authorization() for r in requests if r.part == part] for part in ("nemo", "nim", "datastore")}
     assert f"Bearer {NEMO_KEY}" in by_part["nemo"]
     assert f"Bearer {NEMO_KEY}" in by_part["nim"]
@@ -266,7 +263,7 @@ def test_no_secret_in_prefect_logs_artifacts_or_parameters(recorded_run: dict[st
         LogFilterFlowRunId,
     )
 
-    parent = MlflowClient(recorded_run["tracking_uri"]).get_run(recorded_run["result"]["mlflow_run_id"])
+    parent = MlflowClient(recorded_run["tracking_uri"]).get_run(recorded_run["result"].mlflow_run_id)
     flow_run_id = uuid.UUID(parent.data.tags["prefect.flow_run_id"])
 
     async def read() -> tuple[list[str], list[str], list[str]]:

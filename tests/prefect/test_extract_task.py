@@ -1,7 +1,7 @@
 """The extract-logs task: records stream from the log store into one record-cache segment per read window.
 
-The log store is the paging fake of the extraction property tests; the task's Prefect plumbing (block,
-run logger) is replaced, so ``extract_logs.fn`` runs as the flow would call it, minus retries.
+The log store is the paging fake of the extraction property tests, handed out by the block's client
+factory; the run logger is replaced, so ``extract_logs.fn`` runs as the flow would call it, minus retries.
 """
 
 from __future__ import annotations
@@ -99,14 +99,13 @@ def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """Calls ``extract_logs`` against a given fake store, as the flow does (no Prefect run needed)."""
     block = LogStore(url="http://elastic:secret@logs.example:9200", index=INDEX)
     current: dict[str, Store] = {}
-    monkeypatch.setattr(tasks.extract, "load_block", lambda cls, name: block)
-    monkeypatch.setattr(LogStore, "client", lambda self: current["store"])
+    monkeypatch.setattr(LogStore, "get_client", lambda self: current["store"])
     monkeypatch.setattr(tasks.extract, "get_run_logger", lambda: logging.getLogger("test-extract-task"))
     cfg = FlywheelConfig(nims=[NIMConfig(model_name="small")], extraction=ExtractionConfig(page_size=3))
 
     def call(store: Store) -> ExtractedLogs:
         current["store"] = store
-        return extract_logs.fn(WORKLOAD, CLIENT, cfg, "log-store", tmp_path / "run")
+        return extract_logs.fn(WORKLOAD, CLIENT, cfg, block, tmp_path / "run")
 
     return call
 

@@ -11,7 +11,7 @@ flow run id; the promotion event starting ``scaling/on-promotion``; then ``flywh
 
 The flywheel and the traffic watch are the real flows (``flows/flywheel.py``, ``flows/traffic_watch.py``),
 run by the worker in subprocesses against the whole local stack, which this test serves in-process on
-free loopback ports (``FLYWHEEL_LOCAL_CONFIG`` and the ``local`` blocks point the subprocesses at it).
+free loopback ports (the ``local`` blocks ``flywheel deploy --local-config`` saves point the subprocesses at it).
 The flywheel deployments get a small config written here (one candidate, 40 eval samples) as their
 ``config_path``. The scaling and rollout-check deployments point at stand-ins (``ops_stub_flows.py``):
 their load tests take minutes and have their own tests.
@@ -144,7 +144,6 @@ def ops(tmp_path: Path) -> Iterator[Ops]:
     env = {
         **os.environ,
         "FLYWHEEL_HOME": str(home),
-        "FLYWHEEL_LOCAL_CONFIG": str(local_config),  # the `local` blocks' fallback, as registered by deploy
         "PREFECT_HOME": str(home / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",

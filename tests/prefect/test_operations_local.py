@@ -10,17 +10,10 @@ import pytest
 import yaml
 
 from agent_flywheel.config import ConfigError
+from agent_flywheel.processes import BackgroundProcess, ServiceError, http_health, pid_alive
 from deployments.deploy import deployment_names, render_prefect_file
-from deployments.server import (
-    DEFAULT_SERVER_CONFIG,
-    BackgroundProcess,
-    LocalServers,
-    ServiceError,
-    http_health,
-    load_server_config,
-    pid_alive,
-    write_env_file,
-)
+from deployments.server import LocalServers, write_env_file
+from deployments.settings import DEFAULT_SERVER_CONFIG, load_server_config
 from simulators.threaded import free_port
 
 PREFECT_YAML = Path(__file__).resolve().parents[2] / "prefect.yaml"

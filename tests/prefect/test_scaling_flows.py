@@ -20,7 +20,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,6 @@ import aiohttp
 import httpx
 import pandas as pd
 import pytest
-import yaml
 
 from agent_flywheel.config import LoadSweepConfig, ScalingConfig, SizingTargets
 from agent_flywheel.scaling.loadgen.requests import RequestResult
@@ -75,7 +74,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def stack(home: Path) -> Iterator[LocalStackConfig]:
+def stack(home: Path, save_local_blocks: Callable[[LocalStackConfig], LocalStackConfig]) -> Iterator[LocalStackConfig]:
     """Log server, NIM simulator (latency at 1/10 of real time) and demo agent; the ``local`` blocks point here."""
     from simulators.agent.server import create_app as agent_app
     from simulators.logserver.server import create_app as logserver_app
@@ -87,10 +86,7 @@ def stack(home: Path) -> Iterator[LocalStackConfig]:
         nim={"latency": {"time_scale": 0.1}},
         agent={"tool_latency_scale": 0.1, "log_flush_interval_s": 0.2},
     )
-    config_file = home / "local.yaml"
-    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FLYWHEEL_LOCAL_CONFIG", str(config_file))
+    save_local_blocks(cfg)
     servers: list[ThreadedServer] = []
     try:
         for create, part in ((logserver_app, "logserver"), (nim_app, "nim"), (agent_app, "agent")):
@@ -99,7 +95,6 @@ def stack(home: Path) -> Iterator[LocalStackConfig]:
     finally:
         for server in reversed(servers):
             server.stop()
-        mp.undo()
 
 
 def _config(target_p95_s: float = 0.15, **rollout: Any) -> ScalingConfig:

@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml requirements.lock
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: venv
 	$(BIN)/mypy

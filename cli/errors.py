@@ -12,6 +12,8 @@ import typer
 from agent_flywheel.config import ConfigError
 from agent_flywheel.processes import ServiceError
 from deployments.settings import DeployError
+from simulators.processes import StackError
+from simulators.settings import SettingsError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -21,7 +23,15 @@ class CliError(Exception):
     """A failure the user can fix; printed as one line."""
 
 
-FIXABLE: tuple[type[Exception], ...] = (CliError, ConfigError, ServiceError, DeployError, FileNotFoundError)
+FIXABLE: tuple[type[Exception], ...] = (
+    CliError,
+    ConfigError,
+    ServiceError,
+    DeployError,
+    SettingsError,  # a bad local stack config
+    StackError,  # a simulator that would not start (a busy port...)
+    FileNotFoundError,
+)
 
 
 def user_can_fix(exc: Exception) -> bool:

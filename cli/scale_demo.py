@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 
-from agent_flywheel.config import ConfigError
-from agent_flywheel.processes import ServiceError
+from cli.errors import one_line_errors
 
 
+@one_line_errors
 def scale_demo_command(
     local_config: Annotated[
         Path | None, typer.Option("--local-config", help="Local stack YAML (default: configs/local.yaml)")
@@ -24,15 +24,9 @@ def scale_demo_command(
     ] = None,
 ) -> None:
     """Profile the demo agent, sweep it, size it for 200 users under a 2 s p95, check a canary rollout."""
-    try:
-        from cli.scaling_demo import scaling_demo
+    from cli.scaling_demo import scaling_demo
 
-        result = scaling_demo(
-            str(local_config) if local_config else None, str(config) if config else None, echo=typer.echo
-        )
-    except (ConfigError, ServiceError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    result = scaling_demo(str(local_config) if local_config else None, str(config) if config else None, echo=typer.echo)
     typer.echo(result.scaling.markdown)
     for line in result.summary:
         typer.echo(line)

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from agent_flywheel.local.threaded import free_port
+from simulators.threaded import free_port
 
 pytestmark = pytest.mark.integration
 

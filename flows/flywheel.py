@@ -30,6 +30,7 @@ from prefect.runtime import flow_run as current_run
 from agent_flywheel.config import FlywheelConfig, NIMConfig, load_config
 from agent_flywheel.evaluation.gate import GateDecision, decide_promotion
 from agent_flywheel.evaluation.metrics import ALL_METRICS
+from agent_flywheel.nemo.names import registered_model_name
 from agent_flywheel.paths import state_dir
 from tasks.clients import is_simulated
 from tasks.datasets import UploadedDatasets, build_datasets_task, upload_datasets
@@ -246,7 +247,7 @@ async def flywheel(
             served_model = (
                 match.customization.output_model if match and match.customization else decision.promoted.model_name
             )
-        registered = gate_cfg.registered_model_name or f"flywheel-{workload_id}"
+        registered = gate_cfg.registered_model_name or registered_model_name(workload_id)
         version = record_decision(mlflow_block, parent_run_id, decision, child_runs, registered, served_model)
 
         await acreate_markdown_artifact(

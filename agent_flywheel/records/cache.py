@@ -14,6 +14,7 @@ does not recompute them for every record ever collected.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -74,11 +75,20 @@ class SegmentWriter:
         self._handle.close()
 
 
+def _directory_name(text: str) -> str:
+    """``text`` when it is a safe directory name, else its safe form plus a hash, so that ``a/b`` and
+    ``a_b`` (or NAT's ``<workflow>`` and ``(workflow)``) never share a directory."""
+    safe = _SAFE.sub("_", text)
+    if safe == text and text not in (".", ".."):
+        return text
+    return f"{safe}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
 class RecordCache:
     """Append-only segments of validated records for one (workload, client)."""
 
     def __init__(self, root: Path, workload_id: str, client_id: str) -> None:
-        self.dir = root / _SAFE.sub("_", workload_id) / _SAFE.sub("_", client_id)
+        self.dir = root / _directory_name(workload_id) / _directory_name(client_id)
 
     def clear(self) -> None:
         """Forget every segment (a full rebuild)."""

@@ -155,7 +155,44 @@ def _validate(
         field = _string_arguments(record)
         if field is not None:
             return quarantined(Reason.ARGUMENTS_NOT_JSON, source, field, "arguments are not a JSON object", raw)
-    return record
+    return _contradiction(record, source, raw) or record
+
+
+def _contradiction(record: LogRecord, source: str, raw: Any) -> Quarantined | None:
+    """A record that contradicts itself, which no model should learn from; None for a consistent one.
+
+    A few attribute reads per choice, so validation stays as fast as before (see ``docs/benchmarks.md``):
+
+    - ``finish_reason: "tool_calls"`` without a tool call: the calls were lost on the way (NeMo Agent
+      Toolkit 1.9 with LangChain 1.x exports every tool-calling turn so), and the record would teach
+      "answer with nothing";
+    - an answer with neither text nor tool calls;
+    - ``error_details`` set by the producer (NeMo Agent Toolkit's record of a failed call).
+    """
+    details = getattr(record, "error_details", None)
+    if isinstance(details, str) and details.strip():
+        problem = f"the producer reported an error: {details[:200]}"
+        return quarantined(Reason.PRODUCER_ERROR, source, "error_details", problem, raw)
+    for number, choice in enumerate(record.response.choices):
+        message = choice.message
+        if message.tool_calls:
+            continue
+        where = f"response.choices.{number}"
+        if getattr(choice, "finish_reason", None) == "tool_calls":
+            problem = "finish_reason is 'tool_calls' but the answer has no tool calls (lost by the producer?)"
+            return quarantined(Reason.TOOL_CALLS_MISSING, source, f"{where}.message.tool_calls", problem, raw)
+        if _empty(message.content):
+            problem = "the answer has neither content nor tool calls"
+            return quarantined(Reason.EMPTY_ANSWER, source, f"{where}.message", problem, raw)
+    return None
+
+
+def _empty(content: str | list[dict[str, Any]] | None) -> bool:
+    if content is None:
+        return True
+    if isinstance(content, str):
+        return not content.strip()
+    return not content
 
 
 def _json_type(value: Any) -> str:

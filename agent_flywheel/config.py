@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: ``data_split_config.limit: null`` (the blueprint's "no limit"): more records than any run reads.
+NO_LIMIT = 10**12
 
 
 class ConfigError(ValueError):
@@ -109,15 +112,42 @@ class RemoteModelConfig(_Section):
 
 
 class DataSplitConfig(_Section):
-    """How records become eval / validation / train sets (blueprint ``data_split_config``)."""
+    """How records become eval / validation / train sets (blueprint ``data_split_config``).
 
-    eval_size: int = Field(default=100, ge=1)
+    When records are scarce, training comes first and the evaluation set gives way, down to the minimum
+    for a meaningful gate (see ``min_train_records``); below that the build stops before any job exists.
+    """
+
+    eval_size: int = Field(
+        default=100,
+        ge=1,
+        description="Records in the evaluation set; fewer when records are scarce (see min_train_records)",
+    )
     val_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
     min_total_records: int = Field(default=50, ge=1)
     # ours: a fixed seed (the blueprint's is null), so a rerun on the same records builds the same split.
     random_seed: int | None = 42
-    limit: int = Field(default=1000, ge=1)
+    # ours: the blueprint's "null means no limit" is read as no limit.
+    limit: int = Field(default=1000, ge=1, description="Records to use at most (a seeded sample); null: no limit")
     parse_function_arguments: bool = True
+    # ours: the blueprint puts eval_size records into evaluation first and fine-tunes on what is left, even nothing.
+    min_train_records: int = Field(
+        default=50,
+        ge=1,
+        description=(
+            "Records the train split keeps when records are scarce. The split is then: training and validation "
+            "get enough records for min_train_records training records (validation is val_ratio of them); the "
+            "evaluation set gets eval_size records, or the rest when fewer remain, but never fewer than the "
+            "minimum for a meaningful gate: the smallest set on which a candidate wrong on one sample more than "
+            "the teacher can still pass (61 at promotion_gate margin 0.05 and confidence 0.95). With fewer "
+            "records than both need, the dataset build stops before any job is created and says how many it needs."
+        ),
+    )
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _no_limit(cls, value: Any) -> Any:
+        return NO_LIMIT if value is None else value
 
     @model_validator(mode="after")
     def _consistent(self) -> DataSplitConfig:

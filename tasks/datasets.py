@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from agent_flywheel.config import ExampleSelection, FlywheelConfig
 from agent_flywheel.datasets.build import DatasetBuild, build_datasets
+from agent_flywheel.datasets.shortfall import SourceFilters
 from agent_flywheel.nemo.names import dataset_name
 from tasks.clients import nemo_client, nemo_settings
 from tasks.extract import record_cache
@@ -78,6 +79,8 @@ def build_datasets_task(
         cfg.nims,
         run_dir / "datasets",
         embed=embed,
+        gate=cfg.promotion_gate,
+        filters=SourceFilters.from_config(cfg, workload_id, client_id),
     )
     logger.info(
         "build-datasets: %s workload; %s; removed %s",

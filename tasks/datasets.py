@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from agent_flywheel.config import ExampleSelection, FlywheelConfig
 from agent_flywheel.datasets.build import DatasetBuild, build_datasets
 from agent_flywheel.datasets.shortfall import SourceFilters
+from agent_flywheel.endpoints import embeddings_url
 from agent_flywheel.nemo.names import dataset_name
 from tasks.clients import nemo_client, nemo_settings
 from tasks.extract import record_cache
@@ -46,11 +47,12 @@ class UploadedDatasets(BaseModel):
 
 
 def nim_embedder(nim_url: str, model: str) -> Callable[[list[str]], list[list[float]]]:
-    """Embeddings from an OpenAI-compatible ``/v1/embeddings`` (a NIM), for semantic ICL selection."""
+    """Embeddings from an OpenAI-compatible ``/v1/embeddings`` (a NIM), for semantic ICL selection; ``nim_url``
+    may be a base URL or the blueprint's full ``.../v1/embeddings``."""
 
     def embed(texts: list[str]) -> list[list[float]]:
         response = httpx.post(
-            f"{nim_url.rstrip('/')}/v1/embeddings",
+            embeddings_url(nim_url),
             json={"model": model, "input": texts, "input_type": "query"},
             timeout=60,
         )

@@ -330,13 +330,15 @@ def customization_job_body(
 def judge_model(judge: RemoteModelConfig, api_key: SecretStr | None = None) -> JudgeModel:
     """The judge as the Evaluator wants it: a model name (local, served by NIM) or an ``api_endpoint``.
 
-    The API key, when configured, goes into this structure only, i.e. into the Evaluator's own payload.
+    The URL is the full chat-completions URL whether the config wrote a base or the blueprint's full URL.
+    The API key (:func:`~agent_flywheel.endpoints.remote_api_key`), when there is one, goes into this structure
+    only, i.e. into the Evaluator's own payload.
     """
     if judge.deployment_type == "local":
         return judge.model_name
     if not judge.url:
         raise ValueError("a remote judge needs a url")
-    endpoint: dict[str, Any] = {"url": judge.url, "model_id": judge.model_name}
+    endpoint: dict[str, Any] = {"url": judge.chat_completions_url, "model_id": judge.model_name}
     if api_key is not None and api_key.get_secret_value():
         endpoint["api_key"] = api_key.get_secret_value()
     return {"api_endpoint": endpoint}

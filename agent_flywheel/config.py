@@ -10,12 +10,20 @@ Defaults that differ from the blueprint on purpose are marked ``# ours:`` with t
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent_flywheel.endpoints import chat_completions_url, embeddings_url
+
+log = logging.getLogger(__name__)
+
+#: ``data_split_config.limit: null`` (the blueprint's "no limit"): more records than any run reads.
+NO_LIMIT = 10**12
 
 
 class ConfigError(ValueError):
@@ -94,12 +102,23 @@ class RemoteModelConfig(_Section):
     model_name: str
     url: str | None = Field(
         default=None,
-        description="For remote: base URL of an OpenAI-compatible API (…/v1/chat/completions, …/v1/embeddings)",
+        description=(
+            "For remote: the OpenAI-compatible API, as a base (https://host), a root (https://host/v1) or the "
+            "full operation URL as the blueprint writes it (…/v1/chat/completions, …/v1/embeddings)"
+        ),
     )
     context_length: int = Field(default=32768, ge=512)
     gpus: int | None = Field(default=None, ge=1)
     pvc_size: str | None = None
     tag: str | None = None
+    # ours: the blueprint reads the key from fixed variables; the key itself never belongs in a config.
+    api_key_env: str | None = Field(
+        default=None,
+        description=(
+            "For remote: the environment variable holding the API key when the block has no secret; default "
+            "as the blueprint: LLM_JUDGE_API_KEY (judge) or EMB_API_KEY (embeddings), then NVIDIA_API_KEY"
+        ),
+    )
 
     @model_validator(mode="after")
     def _url_for_remote(self) -> RemoteModelConfig:
@@ -107,17 +126,54 @@ class RemoteModelConfig(_Section):
             raise ValueError("url is required when deployment_type is remote")
         return self
 
+    @property
+    def chat_completions_url(self) -> str | None:
+        """``url`` as a chat-completions URL, however it was written (None for a local model)."""
+        return chat_completions_url(self.url) if self.url else None
+
+    @property
+    def embeddings_url(self) -> str | None:
+        """``url`` as an embeddings URL, however it was written (None for a local model)."""
+        return embeddings_url(self.url) if self.url else None
+
 
 class DataSplitConfig(_Section):
-    """How records become eval / validation / train sets (blueprint ``data_split_config``)."""
+    """How records become eval / validation / train sets (blueprint ``data_split_config``).
 
-    eval_size: int = Field(default=100, ge=1)
+    When records are scarce, training comes first and the evaluation set gives way, down to the minimum
+    for a meaningful gate (see ``min_train_records``); below that the build stops before any job exists.
+    """
+
+    eval_size: int = Field(
+        default=100,
+        ge=1,
+        description="Records in the evaluation set; fewer when records are scarce (see min_train_records)",
+    )
     val_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
     min_total_records: int = Field(default=50, ge=1)
     # ours: a fixed seed (the blueprint's is null), so a rerun on the same records builds the same split.
     random_seed: int | None = 42
-    limit: int = Field(default=1000, ge=1)
+    # ours: the blueprint's "null means no limit" is read as no limit.
+    limit: int = Field(default=1000, ge=1, description="Records to use at most (a seeded sample); null: no limit")
     parse_function_arguments: bool = True
+    # ours: the blueprint puts eval_size records into evaluation first and fine-tunes on what is left, even nothing.
+    min_train_records: int = Field(
+        default=50,
+        ge=1,
+        description=(
+            "Records the train split keeps when records are scarce. The split is then: training and validation "
+            "get enough records for min_train_records training records (validation is val_ratio of them); the "
+            "evaluation set gets eval_size records, or the rest when fewer remain, but never fewer than the "
+            "minimum for a meaningful gate: the smallest set on which a candidate wrong on one sample more than "
+            "the teacher can still pass (61 at promotion_gate margin 0.05 and confidence 0.95). With fewer "
+            "records than both need, the dataset build stops before any job is created and says how many it needs."
+        ),
+    )
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _no_limit(cls, value: Any) -> Any:
+        return NO_LIMIT if value is None else value
 
     @model_validator(mode="after")
     def _consistent(self) -> DataSplitConfig:
@@ -227,8 +283,44 @@ class ExtractionConfig(_Section):
     teacher_only: bool = Field(default=True, description="Skip records answered by a model other than the teacher")
 
 
+class _BlueprintSection(BaseModel):
+    """A section of the blueprint's ``config.yaml`` that we read but do not run on: its keys are kept as given
+    (a newer blueprint's extra keys included), and :meth:`FlywheelConfig.notes` says what became of them."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class NmpConfig(_BlueprintSection):
+    """The blueprint's ``nmp_config``: NeMo endpoints and the namespace of everything a run creates."""
+
+    nemo_base_url: str | None = None
+    nim_base_url: str | None = None
+    datastore_base_url: str | None = None
+    nmp_namespace: str | None = None
+
+
+class LoggingSection(_BlueprintSection):
+    """The blueprint's ``logging_config``."""
+
+    level: str | None = None
+
+
+class MlflowSection(_BlueprintSection):
+    """The blueprint's ``mlflow_config``."""
+
+    enabled: bool | None = None
+    tracking_uri: str | None = None
+    experiment_name_prefix: str | None = None
+    artifact_location: str | None = None
+
+
 class FlywheelConfig(_Section):
-    """Everything one flywheel run needs besides the service endpoints (which live in Prefect blocks)."""
+    """Everything one flywheel run needs besides the service endpoints (which live in Prefect blocks).
+
+    The blueprint's ``config.yaml`` loads as is: its ``nmp_config``, ``logging_config`` and ``mlflow_config``
+    are accepted; ``nmp_config.nmp_namespace`` becomes ``namespace`` (unless ``namespace`` is set too), and
+    :meth:`notes` says in one line each what became of the rest.
+    """
 
     namespace: str = "dfwbp"
     teacher: NIMConfig = Field(
@@ -247,6 +339,57 @@ class FlywheelConfig(_Section):
     evaluation_config: EvaluationConfig = Field(default_factory=EvaluationConfig)
     promotion_gate: PromotionGateConfig = Field(default_factory=PromotionGateConfig)
     extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
+    # The blueprint's sections without an equivalent here (see notes()).
+    nmp_config: NmpConfig | None = None
+    logging_config: LoggingSection | None = None
+    mlflow_config: MlflowSection | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blueprint_namespace(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "namespace" not in data:
+            nmp = data.get("nmp_config")
+            namespace = nmp.get("nmp_namespace") if isinstance(nmp, dict) else None
+            if isinstance(namespace, str) and namespace:
+                return {**data, "namespace": namespace}
+        return data
+
+    def notes(self) -> list[str]:
+        """One line per blueprint setting that this config accepts but does not act on as the blueprint did."""
+        notes: list[str] = []
+        nmp = self.nmp_config
+        if nmp is not None:
+            if nmp.nmp_namespace and nmp.nmp_namespace != self.namespace:
+                notes.append(
+                    f"nmp_config.nmp_namespace {nmp.nmp_namespace!r} is not used: namespace {self.namespace!r} is set"
+                )
+            urls = [key for key in ("nemo_base_url", "nim_base_url", "datastore_base_url") if getattr(nmp, key)]
+            if urls:
+                notes.append(
+                    f"nmp_config.{', nmp_config.'.join(urls)}: service URLs come from the NemoPlatform block "
+                    "(its entity_store/customizer/evaluator/deployment URLs, nim_url, datastore_url), not from here"
+                )
+        if self.logging_config is not None:
+            notes.append(
+                f"logging_config.level {self.logging_config.level!r}: run logs follow Prefect's logging "
+                "settings (PREFECT_LOGGING_LEVEL), not this key"
+            )
+        if self.mlflow_config is not None:
+            notes.append(
+                "mlflow_config: MLflow always records runs here, through the MlflowTracking block (its tracking "
+                "URI and artifact location); experiments are named flywheel/<workload_id>"
+            )
+        for path, extra in self._blueprint_extras():
+            notes.append(f"{path}: unknown blueprint key {extra!r} ignored")
+        return notes
+
+    def _blueprint_extras(self) -> list[tuple[str, str]]:
+        extras = []
+        for name in ("nmp_config", "logging_config", "mlflow_config"):
+            section = getattr(self, name)
+            if section is not None and section.model_extra:
+                extras += [(name, key) for key in sorted(section.model_extra)]
+        return extras
 
     @model_validator(mode="after")
     def _consistent(self) -> FlywheelConfig:
@@ -362,7 +505,11 @@ def parse_config(data: Any, model: type[ModelT], source: str = "<config>") -> Mo
 
 
 def load_config(path: str | Path, model: type[ModelT]) -> ModelT:
-    """Load a YAML file into a config model; errors name the file, the key and the problem."""
+    """Load a YAML file into a config model; errors name the file, the key and the problem.
+
+    A flywheel config's :meth:`FlywheelConfig.notes` (blueprint settings accepted but not acted on) are
+    logged as warnings, one line each, naming the file.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -375,4 +522,8 @@ def load_config(path: str | Path, model: type[ModelT]) -> ModelT:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
-    return parse_config(data, model, str(path))
+    config = parse_config(data, model, str(path))
+    if isinstance(config, FlywheelConfig):
+        for note in config.notes():
+            log.warning("%s: %s", path, note)
+    return config

@@ -37,6 +37,7 @@ from agent_flywheel.evaluation.gate import GateDecision, decide_promotion
 from agent_flywheel.evaluation.metrics import ALL_METRICS
 from agent_flywheel.ledger import Ledger
 from agent_flywheel.nemo.client import NemoClient
+from agent_flywheel.nemo.names import registered_model_name
 from agent_flywheel.paths import state_dir
 from blocks.log_store import LogStore
 from blocks.mlflow_tracking import MlflowTracking
@@ -295,7 +296,7 @@ async def flywheel(
             served_model = (
                 match.customization.output_model if match and match.customization else decision.promoted.model_name
             )
-        registered = gate_cfg.registered_model_name or f"flywheel-{workload_id}"
+        registered = gate_cfg.registered_model_name or registered_model_name(workload_id)
         version = record_decision(mlflow, parent_run_id, decision, child_runs, registered, served_model)
 
         await acreate_markdown_artifact(

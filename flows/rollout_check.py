@@ -17,6 +17,7 @@ from prefect.runtime import flow_run as current_run
 from pydantic import BaseModel
 
 from agent_flywheel.config import ScalingConfig, load_config
+from agent_flywheel.nemo.names import registered_model_name
 from agent_flywheel.paths import state_dir
 from agent_flywheel.scaling.reports import rollout_markdown, run_link
 from agent_flywheel.tracking import flatten_params, rollout_experiment
@@ -134,7 +135,7 @@ def rollout_check(
     canary = canary_model or cfg.rollout.canary_model
     source = "parameter" if canary_model else "config"
     if not canary:
-        registered = f"flywheel-{workload_id}"
+        registered = registered_model_name(workload_id)
         canary = champion_served_model(tracker, registered)
         source = f"MLflow registry {registered}@champion"
         if not canary:

@@ -13,8 +13,10 @@ from pydantic import BaseModel
 
 from agent_flywheel.config import ExampleSelection, FlywheelConfig
 from agent_flywheel.datasets.build import DatasetBuild, build_datasets
+from agent_flywheel.datasets.shortfall import SourceFilters
+from agent_flywheel.endpoints import embeddings_url
 from agent_flywheel.nemo.client import NemoClient
-from agent_flywheel.nemo.payloads import safe_name
+from agent_flywheel.nemo.names import dataset_name
 from tasks.extract import record_cache
 
 
@@ -46,11 +48,12 @@ class UploadedDatasets(BaseModel):
 
 
 def nim_embedder(nim_url: str, model: str) -> Callable[[list[str]], list[list[float]]]:
-    """Embeddings from an OpenAI-compatible ``/v1/embeddings`` (a NIM), for semantic ICL selection."""
+    """Embeddings from an OpenAI-compatible ``/v1/embeddings`` (a NIM), for semantic ICL selection; ``nim_url``
+    may be a base URL or the blueprint's full ``.../v1/embeddings``."""
 
     def embed(texts: list[str]) -> list[list[float]]:
         response = httpx.post(
-            f"{nim_url.rstrip('/')}/v1/embeddings",
+            embeddings_url(nim_url),
             json={"model": model, "input": texts, "input_type": "query"},
             timeout=60,
         )
@@ -82,6 +85,8 @@ def build_datasets_task(
         cfg.nims,
         run_dir / "datasets",
         embed=embed,
+        gate=cfg.promotion_gate,
+        filters=SourceFilters.from_config(cfg, workload_id, client_id),
     )
     logger.info(
         "build-datasets: %s workload; %s; removed %s",
@@ -140,26 +145,26 @@ async def upload_datasets(
 ) -> UploadedDatasets:
     """Upload each dataset to the Data Store (Hugging Face protocol) and register it in the Entity Store.
 
-    Names are content-addressed (``flywheel-<kind>-<workload>[-<model>]-<hash of the files>``), not stamped
+    Names are content-addressed (``flywheel-<kind>-<workload label>[-<model>]-<hash of the files>``, valid
+    for the Data Store whatever the workload id: :func:`~agent_flywheel.nemo.names.dataset_name`), not stamped
     with a time or a run id: a rerun on the same records reuses the same datasets, so the idempotency keys
     of the jobs built on them match too and a resumed run finds the jobs a dead run started. Uploading an
     unchanged dataset again is a no-op commit.
     """
     logger = get_run_logger()
     ns = cfg.namespace
-    label = safe_name(workload_id)
     uploads: dict[str, tuple[str, dict[str, bytes], str]] = {}
     for kind, prefix in (("base", "eval"), ("train", "train")):
         files = _files(Path(built.dirs[kind]))
         uploads[kind] = (
-            f"flywheel-{prefix}-{label}-{content_digest(files)}",
+            dataset_name(prefix, workload_id, content_digest(files)),
             files,
             f"agent-flywheel {kind} dataset of {workload_id}",
         )
     for model, directory in built.icl_dirs.items():
         files = _files(Path(directory))
-        name = f"flywheel-icl-{label}-{safe_name(model)}"[:100] + f"-{content_digest(files)}"
-        uploads[f"icl/{model}"] = (name, files, f"ICL eval set for {model}")
+        name = dataset_name("icl", workload_id, content_digest(files), model)
+        uploads[f"icl/{model}"] = (name, files, f"ICL eval set of {workload_id} for {model}")
     for kind, (name, files, description) in uploads.items():
         dataset = await nemo.upload_dataset(ns, name, files, description=description)
         logger.info("upload-datasets: %s registered as %s/%s", kind, ns, dataset.name)

@@ -126,7 +126,9 @@ def extract_logs(
         result.scanned,
         result.duplicates,
         quarantined,
-        f", written to {quarantine_path}" if quarantined else "",
+        f" ({', '.join(f'{k} {v}' for k, v in sorted(result.quarantined.items()))}), written to {quarantine_path}"
+        if quarantined
+        else "",
     )
     return ExtractedLogs(
         new_records=written,

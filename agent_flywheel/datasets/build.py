@@ -8,8 +8,10 @@ The steps, in order, each counting what it removes (nothing is dropped silently)
    that call no tool stay when ``EvaluationConfig.include_no_call_records`` (the blueprint drops them);
 4. **dedupe** on :func:`agent_flywheel.records.conversation.conversation_hash`, keeping the newest record,
    before any split, so one conversation can never be in both train and eval;
-5. ``min_total_records`` (an error that names the counts), then ``limit`` (a seeded sample);
-6. a **stratified split** by label (first tool name, or ``no_tool``) for eval, then for train/val;
+5. ``min_total_records`` (an error that names what each filter removed), then ``limit`` (a seeded sample);
+6. a **stratified split** by label (first tool name, or ``no_tool``) for eval, then for train/val; training
+   keeps ``min_train_records`` first and the eval set gives way down to the gate's minimum, or the build
+   stops saying how many records it needs (``DataSplitConfig.min_train_records``);
 7. **ICL**: examples from the train split only, fitted to each model's own context budget
    (``min(context_length, max_context_length) - reserved_tokens - tokens(prompt)``); an example that does
    not fit is skipped and the next one tried; a record that cannot get ``min_examples`` even from the
@@ -34,15 +36,24 @@ from typing import Any
 
 import numpy as np
 
-from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ExampleSelection, ICLConfig, NIMConfig
+from agent_flywheel.config import (
+    DataSplitConfig,
+    EvaluationConfig,
+    ExampleSelection,
+    ICLConfig,
+    NIMConfig,
+    PromotionGateConfig,
+)
 from agent_flywheel.datasets.formats import to_eval_record, to_training_example
 from agent_flywheel.datasets.icl_sets import IclInputs, IclSet, build_icl
 from agent_flywheel.datasets.output import HashingWriter, HexHashes, file_sha256, write_json
 from agent_flywheel.datasets.scan import UsableKeys, scan_cache, scan_input
 from agent_flywheel.datasets.semantic import Embedder
+from agent_flywheel.datasets.shortfall import SourceFilters, shortfall_report
 from agent_flywheel.datasets.sources import RecordSource, SequenceSource, SpoolSource
-from agent_flywheel.datasets.split import split_sizes, stage_rng, stage_seed, stratified_split
-from agent_flywheel.records.cache import RecordCache
+from agent_flywheel.datasets.split import ShortOfRecords, plan_split, stage_rng, stage_seed, stratified_split
+from agent_flywheel.evaluation.gate import minimum_eval_records
+from agent_flywheel.records.cache import ReadSummary, RecordCache
 from agent_flywheel.records.keys import BAD_ARGUMENTS, HAS_CALL, MALFORMED_CALL
 
 MANIFEST_VERSION = 1
@@ -126,6 +137,9 @@ def build_datasets(
     models: Sequence[NIMConfig],
     out_dir: Path,
     embed: Embedder | None = None,
+    *,
+    gate: PromotionGateConfig | None = None,
+    filters: SourceFilters | None = None,
 ) -> DatasetBuild:
     """Turn validated log records into the eval, train/val and per-model ICL files plus a manifest.
 
@@ -134,7 +148,11 @@ def build_datasets(
     re-read from it by index) or a one-shot iterator (records are spooled to a temporary file in
     ``out_dir``). All three give the same files for the same records. ``embed`` is required for
     ``semantic_similarity``. Raises :class:`InsufficientRecordsError` when fewer than
-    ``min_total_records`` remain after filtering and dedupe. Deterministic for a given ``random_seed``;
+    ``min_total_records`` remain after filtering and dedupe, or fewer than a run needs to both train and
+    decide (``DataSplitConfig.min_train_records``; with ``gate``, the evaluation set never shrinks below
+    :func:`~agent_flywheel.evaluation.gate.minimum_eval_records`); its message lists what each filter removed
+    (with ``filters`` and a record cache, what extraction skipped too) and the configuration line to change.
+    Nothing is written then. Deterministic for a given ``random_seed``;
     with ``random_seed: null`` a seed is drawn and recorded in the manifest, so the run can still be
     reproduced.
     """
@@ -156,10 +174,21 @@ def build_datasets(
         except BaseException:
             source.close()
             raise
+    reads = records.read_summary() if isinstance(records, RecordCache) else None
+    context = _Context(gate, filters, reads)
     try:
-        return _build(scan, source, split_cfg, icl_cfg, eval_cfg, models, out_dir, embed, seed)
+        return _build(scan, source, split_cfg, icl_cfg, eval_cfg, models, out_dir, embed, seed, context)
     finally:
         source.close()
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What the build knows besides the records: the gate it feeds and how the records were chosen."""
+
+    gate: PromotionGateConfig | None
+    filters: SourceFilters | None
+    reads: ReadSummary | None
 
 
 def _build(
@@ -172,7 +201,12 @@ def _build(
     out_dir: Path,
     embed: Embedder | None,
     seed: int,
+    context: _Context,
 ) -> DatasetBuild:
+    gate, filters, reads = context.gate, context.filters, context.reads
+    who = ""
+    if filters is not None and filters.workload_id is not None:
+        who = f" for workload {filters.workload_id!r} / client {filters.client_id!r}"
     names = scan.label_names
     digests, timestamps, flags, labels = scan.digests, scan.timestamps, scan.flags, scan.labels
     example_chars = scan.example_chars
@@ -202,27 +236,36 @@ def _build(
         removed[RemovalReason.DUPLICATE] = int(filtered.size - unique.size)
 
     if unique.size < split_cfg.min_total_records:
-        reasons = ", ".join(f"{v} {k}" for k, v in sorted(removed.items())) or "none"
-        raise InsufficientRecordsError(
-            f"{unique.size} usable records, fewer than min_total_records={split_cfg.min_total_records} "
-            f"(read {scan.read}; removed: {reasons})"
-        )
+        headline = f"{unique.size} usable records{who}, fewer than min_total_records={split_cfg.min_total_records}"
+        raise InsufficientRecordsError(shortfall_report(headline, removed, scan.read, reads, filters))
     selected = unique
     if unique.size > split_cfg.limit:
         picked = stage_rng(seed, 1).choice(unique.size, size=split_cfg.limit, replace=False)
         selected = unique[np.sort(picked)]
         removed[RemovalReason.OVER_LIMIT] = int(unique.size - selected.size)
 
-    warnings: list[str] = []
-    n_eval, n_val, _ = split_sizes(int(selected.size), split_cfg.eval_size, split_cfg.val_ratio)
-    if n_eval < split_cfg.eval_size:
-        warnings.append(f"eval_size {split_cfg.eval_size} capped to the {selected.size} selected records")
+    min_eval, gate_text = 1, ""
+    if gate is not None:
+        min_eval = minimum_eval_records(gate.margin, gate.confidence)
+        gate_text = f"promotion_gate margin {gate.margin:g} at confidence {gate.confidence:g}"
+    try:
+        plan = plan_split(
+            int(selected.size),
+            split_cfg.eval_size,
+            split_cfg.val_ratio,
+            split_cfg.min_train_records,
+            min_eval,
+            gate_text,
+        )
+    except ShortOfRecords as short:
+        headline = str(short).replace(" usable records,", f" usable records{who},", 1)
+        raise InsufficientRecordsError(shortfall_report(headline, removed, scan.read, reads, filters)) from None
+    warnings = list(plan.warnings)
+    n_eval, n_val = plan.n_eval, plan.n_val
     rest_i, eval_i = stratified_split(labels[selected], n_eval, stage_seed(seed, 2))
     rest = selected[rest_i]
     train_i, val_i = stratified_split(labels[rest], n_val, stage_seed(seed, 3))
     eval_pos, val_pos, train_pos = selected[eval_i], rest[val_i], rest[train_i]
-    if train_pos.size == 0:
-        warnings.append("no records left for training: customization and ICL have nothing to learn from")
 
     split_code = np.full(flags.shape[0], -1, dtype=np.int8)
     split_code[eval_pos], split_code[val_pos], split_code[train_pos] = 0, 1, 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -105,3 +106,69 @@ def stage_rng(seed: int, stage: int) -> np.random.Generator:
 def stage_seed(seed: int, stage: int) -> int:
     """A derived integer seed per stage (stable across numpy versions: from SeedSequence state)."""
     return int(np.random.SeedSequence([seed % (1 << 64), stage]).generate_state(1, dtype=np.uint64)[0])
+
+
+def records_for_training(min_train: int, val_ratio: float) -> int:
+    """How many records training and validation together need so that :func:`split_sizes` leaves
+    ``min_train`` of them for training (validation takes ``ceil(val_ratio × rest)``)."""
+    rest = min_train
+    while True:
+        n_train = split_sizes(rest, 0, val_ratio)[2]
+        if n_train >= min_train:
+            return rest
+        rest += max(1, min_train - n_train)
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """How many records each split gets: ``n_eval + n_val + n_train == n``; ``warnings`` say what gave way."""
+
+    n_eval: int
+    n_val: int
+    n_train: int
+    warnings: tuple[str, ...] = ()
+
+
+class ShortOfRecords(ValueError):
+    """Too few records for a run that can both train and decide; ``needed`` is the least that would do."""
+
+    def __init__(self, message: str, needed: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+
+
+def plan_split(n: int, eval_size: int, val_ratio: float, min_train: int, min_eval: int, gate: str = "") -> SplitPlan:
+    """The split sizes for ``n`` records: training first, then evaluation (see ``DataSplitConfig.min_train_records``).
+
+    ``min_eval`` is the smallest evaluation set on which the gate decides anything
+    (:func:`~agent_flywheel.evaluation.gate.minimum_eval_records`); ``gate`` describes where it comes from,
+    for messages. With plenty of records this is exactly :func:`split_sizes`; with fewer, the evaluation set
+    gives way down to ``min_eval``; below that, :class:`ShortOfRecords` says how many records are needed.
+    """
+    floor = min(eval_size, min_eval)
+    rest_needed = records_for_training(min_train, val_ratio)
+    if n < floor + rest_needed:
+        needed = floor + rest_needed
+        raise ShortOfRecords(
+            f"{n} usable records, but a run needs at least {needed}: {floor} for the evaluation set"
+            f"{f' (the minimum for a meaningful gate: {gate})' if gate and floor == min_eval else ''} and "
+            f"{rest_needed} for training and validation (data_split_config.min_train_records={min_train}, "
+            f"val_ratio={val_ratio:g}). Nothing was created. Collect more traffic, or lower "
+            "data_split_config.min_train_records in the flywheel config",
+            needed,
+        )
+    warnings: list[str] = []
+    n_eval = min(eval_size, n - rest_needed)
+    if n_eval < eval_size:
+        warnings.append(
+            f"eval_size {eval_size} reduced to {n_eval} so that {rest_needed} records remain for training and "
+            f"validation (data_split_config.min_train_records={min_train}); the minimum for a meaningful gate is "
+            f"{min_eval}{f' ({gate})' if gate else ''}"
+        )
+    elif eval_size < min_eval:
+        warnings.append(
+            f"eval_size {eval_size} is below the minimum for a meaningful gate, {min_eval}"
+            f"{f' ({gate})' if gate else ''}: a candidate wrong on one sample more than the teacher cannot pass"
+        )
+    _, n_val, n_train = split_sizes(n - n_eval, 0, val_ratio)
+    return SplitPlan(n_eval, n_val, n_train, tuple(warnings))

@@ -28,8 +28,17 @@ Scores = Mapping[str, float] | Sequence[Mapping[str, Any]]
 """Per-sample scores: ``{sample_key: value}`` for the gate's metric, or per-sample rows from
 :func:`agent_flywheel.evaluation.results.parse_sample_results` (the metric is read from them)."""
 
-Verdict = Literal["non-inferior", "inferior", "not evaluated"]
+Verdict = Literal["non-inferior", "non-inferiority not shown", "inferior", "not evaluated"]
+"""A candidate's verdict on the paired interval of ``candidate - teacher``: ``non-inferior`` when the whole
+interval lies above ``-margin``; ``inferior`` when the whole interval lies below it (shown worse by more than
+the margin); ``non-inferiority not shown`` when it straddles ``-margin`` (the data cannot tell: more eval
+samples would); ``not evaluated`` without paired scores."""
 _MODE_PREFERENCE: dict[str, int] = {"base-eval": 0, "customized-eval": 1, "icl-eval": 2}
+_BOUNDS: dict[str, str] = {
+    "non-inferior": "lower bound > -{margin:g}",
+    "non-inferiority not shown": "interval straddles -{margin:g}",
+    "inferior": "upper bound <= -{margin:g}",
+}
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,7 @@ class CandidateAssessment:
         line = (
             f"{self.candidate.name}: {metric} {self.mean:.3f} vs teacher {self.teacher_mean:.3f} on {d.n} paired "
             f"samples; difference {d.mean:+.3f}, {level} interval [{d.low:+.3f}, {d.high:+.3f}]; "
-            f"{self.verdict} (lower bound {'>' if self.verdict == 'non-inferior' else '<='} -{margin:g}); {cost}"
+            f"{self.verdict} ({_BOUNDS[self.verdict].format(margin=margin)}); {cost}"
         )
         if not self.cheaper:
             line += ", not cheaper than the teacher"
@@ -149,6 +158,34 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def _fmt_cost(cost: float) -> str:
     return f"{cost:g}"
+
+
+def minimum_eval_records(margin: float, confidence: float) -> int:
+    """The smallest eval set on which the gate can still pass a candidate that is wrong on one sample more
+    than the teacher: the minimum for a meaningful gate.
+
+    On ``n`` paired samples such a candidate's differences are one ``-1`` and zeros. A bootstrap resample
+    draws that sample ``K ~ Binomial(n, 1/n)`` times, so the interval's lower bound is ``-q/n`` with ``q`` the
+    ``(1 + confidence) / 2`` quantile of ``K``; the candidate passes when ``q/n < margin``. With fewer samples
+    a single disagreement fails every candidate, however good, and the gate decides nothing (at the default
+    margin 0.05 and confidence 0.95: 61 samples). With ``margin`` 0 only a candidate never worse than the
+    teacher can pass, on any number of samples: 1.
+    """
+    if margin <= 0:
+        return 1
+    level = (1.0 + confidence) / 2.0
+    n = 1
+    while True:
+        p = 1.0 / n
+        cumulative, k = 0.0, 0
+        while True:
+            cumulative += math.comb(n, k) * p**k * (1.0 - p) ** (n - k)
+            if cumulative >= level or k == n:
+                break
+            k += 1
+        if k < margin * n:
+            return n
+        n += 1
 
 
 def model_cost(nim: NIMConfig, cost_basis: str) -> float | None:
@@ -255,7 +292,13 @@ def _assess(
         return CandidateAssessment(
             candidate, "not evaluated", cost, cheaper, note="no samples in common with the teacher"
         )
-    verdict: Verdict = "non-inferior" if paired.difference.low > -cfg.margin else "inferior"
+    verdict: Verdict = (
+        "non-inferior"
+        if paired.difference.low > -cfg.margin
+        else "inferior"
+        if paired.difference.high <= -cfg.margin
+        else "non-inferiority not shown"
+    )
     note = "" if cost is not None else f"no {cfg.cost_basis} known"
     return CandidateAssessment(
         candidate,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,7 +66,7 @@ def _bulk(
     def actions() -> Iterator[dict[str, Any]]:
         for tag, record in items:
             document = to_document(record)
-            doc_id = document_id(document)
+            doc_id = document_id(document, without_timestamp=record.timestamp_assigned)
             pending[doc_id].append((tag, document))
             yield {"_op_type": "create", "_index": index, "_id": doc_id, "_source": document}
 
@@ -134,6 +135,7 @@ def import_jsonl(
     chunk_size: int = 500,
     parse_function_arguments: bool = True,
     refresh: bool = True,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ImportReport:
     """Stream a JSONL file of log records into the index (``flywheel logs import``); bounded memory.
 
@@ -142,6 +144,12 @@ def import_jsonl(
     records' own, as the blueprint's loader does for its data files. The index is created with our
     mapping if missing, and refreshed at the end so the records are searchable at once. Importing the
     same file again indexes nothing new (content ids).
+
+    Lines may also be in the blueprint's messages format (``{"messages": [...], "tools": [...]}``), which
+    become log records, and records may lack a ``timestamp``: such a record gets the time its line was read
+    (``clock``), as the blueprint's loader stamps its conversions, so it lands after every record already
+    read by a flywheel run and the next incremental run picks it up exactly once. Its content id leaves
+    that time out, so re-importing the file still adds nothing.
     """
     path = Path(path)
     ensure_index(es, index)
@@ -159,6 +167,7 @@ def import_jsonl(
                     workload_id=workload_id,
                     client_id=client_id,
                     parse_function_arguments=parse_function_arguments,
+                    imported_at=clock(),
                 )
                 if result is None:
                     report.blank += 1

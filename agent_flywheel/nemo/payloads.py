@@ -19,7 +19,6 @@ judge); never log these bodies.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +34,7 @@ from agent_flywheel.config import (
 )
 from agent_flywheel.evaluation.judge import JUDGE_RATING_PATTERN, JUDGE_SIMILARITY_PATTERN
 from agent_flywheel.nemo.idempotency import IdempotencyKey, content_hash
+from agent_flywheel.nemo.names import customization_job_name, deployment_name, output_model_name
 
 # Names the Evaluator reports results under (and the blueprint reads them by).
 TOOL_CALLING_TASK = "custom-tool-calling"
@@ -102,23 +102,9 @@ SIMILARITY_JUDGE_USER = (
 # --- names -----------------------------------------------------------------------------------------
 
 
-def safe_name(text: str) -> str:
-    """A name NeMo accepts where ``/`` is a separator: ``meta/llama-3.2-1b`` → ``meta-llama-3.2-1b``."""
-    return re.sub(r"[/@\s]+", "-", text.strip()).strip("-")
-
-
-def deployment_name(model_name: str) -> str:
-    """DMS deployment name for a model (DMS names may not contain ``/``)."""
-    return safe_name(model_name)
-
-
-def output_model_name(model_name: str) -> str:
-    """The Customizer output model's name (same for every run; NeMo versions it with ``@<job id>``)."""
-    return f"customized-{safe_name(model_name)}"
-
-
 def output_model_ref(namespace: str, model_name: str) -> str:
-    """``{namespace}/customized-{model}``; the job answers with ``...@cust-...`` appended."""
+    """``{namespace}/customized-{model}`` (:func:`~agent_flywheel.nemo.names.output_model_name`); the job answers
+    with ``...@cust-...`` appended."""
     return f"{namespace}/{output_model_name(model_name)}"
 
 
@@ -318,10 +304,7 @@ def customization_job_body(
     """
     training = training or TrainingConfig()
     lora = lora or LoRAConfig()
-    label = safe_name(workload_id) if workload_id else safe_name(nim.model_name.split("/")[-1])
-    name = f"flywheel-{label}"
-    if idempotency is not None:
-        name = f"{name}-{idempotency.short}"
+    name = customization_job_name(workload_id, nim.model_name, idempotency.short if idempotency else None)
     description = f"agent-flywheel {training.finetuning_type} fine-tune of {nim.model_name} on {dataset_name}"
     custom_fields: dict[str, str] = {"flywheel_base_model": nim.model_name}
     if workload_id:
@@ -347,13 +330,15 @@ def customization_job_body(
 def judge_model(judge: RemoteModelConfig, api_key: SecretStr | None = None) -> JudgeModel:
     """The judge as the Evaluator wants it: a model name (local, served by NIM) or an ``api_endpoint``.
 
-    The API key, when configured, goes into this structure only, i.e. into the Evaluator's own payload.
+    The URL is the full chat-completions URL whether the config wrote a base or the blueprint's full URL.
+    The API key (:func:`~agent_flywheel.endpoints.remote_api_key`), when there is one, goes into this structure
+    only, i.e. into the Evaluator's own payload.
     """
     if judge.deployment_type == "local":
         return judge.model_name
     if not judge.url:
         raise ValueError("a remote judge needs a url")
-    endpoint: dict[str, Any] = {"url": judge.url, "model_id": judge.model_name}
+    endpoint: dict[str, Any] = {"url": judge.chat_completions_url, "model_id": judge.model_name}
     if api_key is not None and api_key.get_secret_value():
         endpoint["api_key"] = api_key.get_secret_value()
     return {"api_endpoint": endpoint}

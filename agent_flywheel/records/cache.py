@@ -14,10 +14,15 @@ does not recompute them for every record ever collected.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -74,11 +79,39 @@ class SegmentWriter:
         self._handle.close()
 
 
+def _directory_name(text: str) -> str:
+    """``text`` when it is a safe directory name, else its safe form plus a hash, so that ``a/b`` and
+    ``a_b`` (or NAT's ``<workflow>`` and ``(workflow)``) never share a directory."""
+    safe = _SAFE.sub("_", text)
+    if safe == text and text not in (".", ".."):
+        return text
+    return f"{safe}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
+#: The file beside the segments that records what each read saw and filtered (:meth:`RecordCache.read_summary`).
+READS_FILE = "reads.json"
+#: How records that name no model are counted among the models seen.
+NO_MODEL = "(no model named)"
+
+
+@dataclass
+class ReadSummary:
+    """What the reads into a record cache saw: hits validated, conversations dropped as duplicates, records
+    quarantined by reason, valid distinct records by answering model, and those the model filter skipped."""
+
+    windows: int = 0
+    scanned: int = 0
+    duplicates: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+    models: Counter[str] = field(default_factory=Counter)
+    skipped_models: Counter[str] = field(default_factory=Counter)
+
+
 class RecordCache:
     """Append-only segments of validated records for one (workload, client)."""
 
     def __init__(self, root: Path, workload_id: str, client_id: str) -> None:
-        self.dir = root / _SAFE.sub("_", workload_id) / _SAFE.sub("_", client_id)
+        self.dir = root / _directory_name(workload_id) / _directory_name(client_id)
 
     def clear(self) -> None:
         """Forget every segment (a full rebuild)."""
@@ -128,16 +161,62 @@ class RecordCache:
         complete: if the read fails, the partial segment is deleted and the earlier one stays.
         """
         earlier = [segment for segment in self.segments() if segment.stem.endswith(f"-{_SAFE.sub('_', label)}")]
+        offered: Counter[str] = Counter()
+        skipped: Counter[str] = Counter()
         with self.writer(label) as writer:
 
             def sink(record: LogRecord, digest: bytes) -> None:
+                model = str(record.request.model) if record.request.model is not None else NO_MODEL
+                offered[model] += 1
                 if keep is None or keep(record):
                     writer.write(to_document(record), digest)
+                else:
+                    skipped[model] += 1
 
             result = read(sink)
         for segment in earlier:
             self.remove(segment)
+        self._save_read(label, result, offered, skipped, writer.count)
         return result, writer.count
+
+    def _save_read(self, label: str, result: Any, offered: Counter[str], skipped: Counter[str], written: int) -> None:
+        """Remember what one window's read saw and filtered, for the message when too few records remain."""
+        entry = {
+            "read_at": datetime.now(UTC).isoformat(),
+            "scanned": int(getattr(result, "scanned", 0) or 0),
+            "duplicates": int(getattr(result, "duplicates", 0) or 0),
+            "quarantined": dict(getattr(result, "quarantined", {}) or {}),
+            "models": dict(offered),
+            "skipped_models": dict(skipped),
+            "written": written,
+        }
+        self.dir.mkdir(parents=True, exist_ok=True)
+        reads = self._load_reads()
+        reads[label] = entry
+        tmp = self.dir / f".{READS_FILE}.tmp"
+        tmp.write_text(json.dumps(reads, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.dir / READS_FILE)
+
+    def _load_reads(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.dir / READS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def read_summary(self) -> ReadSummary:
+        """What every read into this cache saw and filtered, summed over windows (since the last full rebuild)."""
+        summary = ReadSummary()
+        for entry in self._load_reads().values():
+            if not isinstance(entry, dict):
+                continue
+            summary.windows += 1
+            summary.scanned += int(entry.get("scanned", 0))
+            summary.duplicates += int(entry.get("duplicates", 0))
+            summary.quarantined.update({str(k): int(v) for k, v in (entry.get("quarantined") or {}).items()})
+            summary.models.update({str(k): int(v) for k, v in (entry.get("models") or {}).items()})
+            summary.skipped_models.update({str(k): int(v) for k, v in (entry.get("skipped_models") or {}).items()})
+        return summary
 
     def remove(self, segment: Path) -> None:
         """Remove one segment and its key file."""

@@ -56,7 +56,13 @@ def to_document(record: LogRecord) -> dict[str, Any]:
     return document
 
 
-def document_id(document: Mapping[str, Any]) -> str:
-    """A content hash of an indexed document: re-importing the same file creates no duplicates."""
+def document_id(document: Mapping[str, Any], *, without_timestamp: bool = False) -> str:
+    """A content hash of an indexed document: re-importing the same file creates no duplicates.
+
+    ``without_timestamp`` leaves the timestamp out, for records stamped with the import time (the producer
+    wrote none), so importing the same file later gives the same ids.
+    """
+    if without_timestamp:
+        document = {key: value for key, value in document.items() if key != "timestamp"}
     encoded = json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()

@@ -19,6 +19,9 @@ class Reason(StrEnum):
     BAD_MESSAGES = "bad_messages"  # request.messages empty, or a message malformed
     BAD_RESPONSE = "bad_response"  # response not a ChatCompletion (no choices, a choice without message ...)
     ARGUMENTS_NOT_JSON = "arguments_not_json"  # a tool call's arguments are not a JSON object
+    TOOL_CALLS_MISSING = "tool_calls_missing"  # finish_reason "tool_calls" but no tool call in the answer
+    EMPTY_ANSWER = "empty_answer"  # an answer with neither content nor tool calls
+    PRODUCER_ERROR = "producer_error"  # the producer marked the call as failed (NAT's ``error_details``)
     WRONG_WORKLOAD = "wrong_workload"  # read for one workload/client, belongs to another
     INDEX_REJECTED = "index_rejected"  # valid here, refused by the log store (e.g. a mapping conflict)
     VALIDATION_ERROR = "validation_error"  # an unexpected error in validation itself: a bug, reported not raised

@@ -21,7 +21,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator, model_validator
 
 from agent_flywheel.records.problems import shown
 from agent_flywheel.records.strict_json import (
@@ -197,6 +197,16 @@ class LogRecord(_Open):
     client_id: str
     request: ChatRequest
     response: ChatCompletion
+    _timestamp_assigned: bool = PrivateAttr(default=False)
+
+    @property
+    def timestamp_assigned(self) -> bool:
+        """Whether ``timestamp`` was given at import because the producer wrote none (not part of the record)."""
+        return self._timestamp_assigned
+
+    @timestamp_assigned.setter
+    def timestamp_assigned(self, value: bool) -> None:
+        self._timestamp_assigned = value
 
     @field_validator("timestamp", mode="before")
     @classmethod

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from agent_flywheel.records.messages_format import is_messages_line, messages_to_record
 from agent_flywheel.records.problems import Reason, path_text, shown
 from agent_flywheel.records.quarantine import Quarantined, quarantined
 from agent_flywheel.records.schema import LogRecord
@@ -155,7 +157,44 @@ def _validate(
         field = _string_arguments(record)
         if field is not None:
             return quarantined(Reason.ARGUMENTS_NOT_JSON, source, field, "arguments are not a JSON object", raw)
-    return record
+    return _contradiction(record, source, raw) or record
+
+
+def _contradiction(record: LogRecord, source: str, raw: Any) -> Quarantined | None:
+    """A record that contradicts itself, which no model should learn from; None for a consistent one.
+
+    A few attribute reads per choice, so validation stays as fast as before (see ``docs/benchmarks.md``):
+
+    - ``finish_reason: "tool_calls"`` without a tool call: the calls were lost on the way (NeMo Agent
+      Toolkit 1.9 with LangChain 1.x exports every tool-calling turn so), and the record would teach
+      "answer with nothing";
+    - an answer with neither text nor tool calls;
+    - ``error_details`` set by the producer (NeMo Agent Toolkit's record of a failed call).
+    """
+    details = getattr(record, "error_details", None)
+    if isinstance(details, str) and details.strip():
+        problem = f"the producer reported an error: {details[:200]}"
+        return quarantined(Reason.PRODUCER_ERROR, source, "error_details", problem, raw)
+    for number, choice in enumerate(record.response.choices):
+        message = choice.message
+        if message.tool_calls:
+            continue
+        where = f"response.choices.{number}"
+        if getattr(choice, "finish_reason", None) == "tool_calls":
+            problem = "finish_reason is 'tool_calls' but the answer has no tool calls (lost by the producer?)"
+            return quarantined(Reason.TOOL_CALLS_MISSING, source, f"{where}.message.tool_calls", problem, raw)
+        if _empty(message.content):
+            problem = "the answer has neither content nor tool calls"
+            return quarantined(Reason.EMPTY_ANSWER, source, f"{where}.message", problem, raw)
+    return None
+
+
+def _empty(content: str | list[dict[str, Any]] | None) -> bool:
+    if content is None:
+        return True
+    if isinstance(content, str):
+        return not content.strip()
+    return not content
 
 
 def _json_type(value: Any) -> str:
@@ -174,12 +213,22 @@ def parse_jsonl_line(
     client_id: str | None = None,
     parse_function_arguments: bool = True,
     max_bytes: int = MAX_RECORD_BYTES,
+    imported_at: datetime | None = None,
 ) -> LogRecord | Quarantined | None:
     """Parse and validate one line of a JSONL log file; None for a blank line; never raises.
 
     ``workload_id`` / ``client_id`` override the record's own (the blueprint's data files are imported
     under a workload of the user's choosing). A quarantined line keeps its original text, so the
     quarantine file holds exactly what the producer wrote.
+
+    Two things the blueprint's loader accepts are accepted here too, where it indexes them (the import):
+
+    - a line in the blueprint's messages format, ``{"messages": [...], "tools": [...]}``, becomes a log
+      record (:mod:`agent_flywheel.records.messages_format`);
+    - with ``imported_at``, a record without a ``timestamp`` (absent or null) gets that time, and is
+      marked (:attr:`LogRecord.timestamp_assigned`) so its content id ignores it: importing the file again
+      adds nothing. Elsewhere (extraction) a record without a timestamp is quarantined: it cannot be
+      placed in time.
     """
     source = f"{path}:{line_no}"
     if isinstance(line, bytes | bytearray):
@@ -207,14 +256,32 @@ def parse_jsonl_line(
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers too long to convert
         item = quarantined(Reason.NOT_JSON, source, None, f"invalid JSON: {str(exc)[:200]}", None)
         return dataclasses.replace(item, raw_text=text)
+    stamped = False
     if isinstance(raw, dict):
+        if is_messages_line(raw):
+            converted = messages_to_record(raw, source)
+            if isinstance(converted, Quarantined):
+                return dataclasses.replace(converted, raw_text=text)
+            raw = converted
+            missing = [key for key, given in (("workload_id", workload_id), ("client_id", client_id)) if given is None]
+            missing = [key for key in missing if key not in raw]
+            if missing:
+                problem = (
+                    "a messages-format line needs a workload and client: import it with --workload-id and --client-id"
+                )
+                item = quarantined(Reason.MISSING_FIELD, source, missing[0], problem, raw)
+                return dataclasses.replace(item, raw_text=text)
         if workload_id is not None:
             raw["workload_id"] = workload_id
         if client_id is not None:
             raw["client_id"] = client_id
+        if imported_at is not None and raw.get("timestamp") is None:
+            raw["timestamp"] = imported_at
+            stamped = True
     result = validate_record(
         raw, source=source, parse_function_arguments=parse_function_arguments, max_bytes=max_bytes, parsed=True
     )
     if isinstance(result, Quarantined):
         return dataclasses.replace(result, raw_text=text)
+    result.timestamp_assigned = stamped
     return result

@@ -38,6 +38,7 @@ BIG = NIMConfig(model_name="meta/llama-3.1-8b-instruct", context_length=32768)
 
 def split_cfg(**overrides: Any) -> DataSplitConfig:
     values: dict[str, Any] = {"eval_size": 20, "val_ratio": 0.1, "min_total_records": 10, "limit": 1000}
+    values["min_train_records"] = 1  # these tests are about other rules; test_split_rule.py covers this one
     values.update(overrides)
     return DataSplitConfig(**values)
 

@@ -162,7 +162,7 @@ def test_extraction_then_dataset_build_never_crash_and_every_count_is_exact(
     try:
         build = build_datasets(
             records,
-            DataSplitConfig(eval_size=3, min_total_records=1, limit=12, val_ratio=0.2),
+            DataSplitConfig(eval_size=3, min_total_records=1, limit=12, val_ratio=0.2, min_train_records=1),
             ICLConfig(max_examples=2, min_examples=0),
             EvaluationConfig(),
             [NIMConfig(model_name="meta/llama-3.2-1b-instruct")],
@@ -203,7 +203,7 @@ def test_line_breaking_characters_inside_records_never_split_an_uploaded_row(
         documents.append(to_document(result))
     build = build_datasets(
         documents,
-        DataSplitConfig(eval_size=2, min_total_records=1, val_ratio=0.25),
+        DataSplitConfig(eval_size=2, min_total_records=1, val_ratio=0.25, min_train_records=1),
         ICLConfig(max_examples=1, min_examples=0),
         EvaluationConfig(),
         [NIMConfig(model_name="meta/llama-3.2-1b-instruct")],

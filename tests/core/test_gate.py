@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agent_flywheel.config import CustomizerConfig, NIMConfig, PromotionGateConfig
-from agent_flywheel.evaluation.gate import Candidate, decide_promotion
+from agent_flywheel.evaluation.gate import Candidate, decide_promotion, minimum_eval_records
 from agent_flywheel.evaluation.metrics import FUNCTION_NAME_AND_ARGS_ACCURACY
 
 N = 300
@@ -71,6 +71,39 @@ def test_lower_bound_against_the_margin_decides() -> None:
         )
         assert decision.rows[0]["verdict"] == expected, (margin, decision.reasons[0])
         assert decision.rows[0]["low"] <= decision.rows[0]["difference"] <= decision.rows[0]["high"]
+
+
+def test_an_interval_straddling_the_margin_is_not_shown_non_inferior_rather_than_inferior() -> None:
+    teacher = teacher_scores()
+    straddling = degrade(teacher, 15)  # -0.05 on 300 samples: the interval lies across -0.05
+    decision = decide_promotion(
+        TEACHER, teacher, [SMALL], {(SMALL.model_name, "base-eval"): straddling}, gate(eval_modes=["base-eval"])
+    )
+    row = decision.rows[0]
+    assert row["low"] < -0.05 < row["high"]
+    assert row["verdict"] == "non-inferiority not shown"
+    assert "non-inferiority not shown (interval straddles -0.05)" in decision.reasons[0]
+    assert "inferior (" not in decision.reasons[0]
+    assert "| non-inferiority not shown |" in decision.to_markdown()
+    assert decision.outcome == "no-candidate"
+
+
+@pytest.mark.parametrize(("margin", "confidence", "expected"), [(0.05, 0.95, 61), (0.1, 0.95, 31), (0.01, 0.95, 301)])
+def test_minimum_eval_records_is_where_one_lost_sample_can_still_pass(
+    margin: float, confidence: float, expected: int
+) -> None:
+    assert minimum_eval_records(margin, confidence) == expected
+    assert minimum_eval_records(0.0, confidence) == 1
+
+
+@pytest.mark.parametrize(("n", "passes"), [(61, True), (40, False)])
+def test_the_gate_agrees_with_minimum_eval_records(n: int, passes: bool) -> None:
+    """A candidate wrong on one sample more than the teacher passes on 61 samples, not on 40 (margin 0.05)."""
+    teacher = {f"s{i}": 1.0 for i in range(n)}
+    one_lost = {**teacher, "s0": 0.0}
+    cfg = PromotionGateConfig(eval_modes=["base-eval"], bootstrap_samples=4000)
+    decision = decide_promotion(TEACHER, teacher, [SMALL], {(SMALL.model_name, "base-eval"): one_lost}, cfg)
+    assert (decision.rows[0]["verdict"] == "non-inferior") is passes, decision.reasons[0]
 
 
 def test_candidate_not_cheaper_than_the_teacher_is_never_promoted() -> None:

@@ -30,6 +30,7 @@ from agent_flywheel.config import (
     RemoteModelConfig,
     TrainingConfig,
 )
+from agent_flywheel.nemo import names
 from agent_flywheel.nemo import payloads as p
 from agent_flywheel.nemo.idempotency import IdempotencyKey, content_hash
 
@@ -223,6 +224,6 @@ def test_judge_regexes_read_whole_numbers(pattern: str, reply: str, expected: in
 
 
 def test_names() -> None:
-    assert p.deployment_name("meta/llama-3.3-70b-instruct") == "meta-llama-3.3-70b-instruct"
-    assert p.output_model_name("meta/llama-3.2-1b-instruct") == "customized-meta-llama-3.2-1b-instruct"
+    assert names.deployment_name("meta/llama-3.3-70b-instruct") == "meta-llama-3.3-70b-instruct"
+    assert names.output_model_name("meta/llama-3.2-1b-instruct") == "customized-meta-llama-3.2-1b-instruct"
     assert p.dataset_files_url("ns", "d", "training/train.jsonl") == "hf://datasets/ns/d/training/train.jsonl"

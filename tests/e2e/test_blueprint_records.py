@@ -94,7 +94,7 @@ def test_import_extract_and_build_keep_the_meaning(logserver: str, tmp_path: Pat
 
     build = build_datasets(
         [to_document(r) for r in extracted.records],
-        DataSplitConfig(eval_size=2, val_ratio=0.2, min_total_records=5, limit=100),
+        DataSplitConfig(eval_size=2, val_ratio=0.2, min_total_records=5, limit=100, min_train_records=1),
         ICLConfig(max_examples=1),
         EvaluationConfig(),
         [NIMConfig(model_name="meta/llama-3.2-1b-instruct")],

@@ -49,7 +49,7 @@ def test_examples_come_from_the_most_similar_train_records(tmp_path: Path) -> No
         assert len(embed(["a", "b"])) == 2
         build = build_datasets(
             records,
-            DataSplitConfig(eval_size=6, val_ratio=0.1, min_total_records=10, limit=100),
+            DataSplitConfig(eval_size=6, val_ratio=0.1, min_total_records=10, limit=100, min_train_records=1),
             ICLConfig(
                 max_examples=2,
                 example_selection="semantic_similarity",

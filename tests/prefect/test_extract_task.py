@@ -18,7 +18,7 @@ from elastic_transport import ConnectionError as TransportConnectionError
 import tasks.extract
 from agent_flywheel.config import ExtractionConfig, FlywheelConfig, NIMConfig
 from agent_flywheel.logstore.reader import extract
-from agent_flywheel.records.cache import RecordCache, SegmentWriter
+from agent_flywheel.records.cache import READS_FILE, RecordCache, SegmentWriter
 from agent_flywheel.records.documents import to_document
 from agent_flywheel.records.keys import key_file
 from agent_flywheel.records.quarantine import QuarantineWriter
@@ -161,7 +161,8 @@ def test_a_log_store_failing_mid_way_leaves_no_partial_segment_and_keeps_the_ear
     # after the failure: the partial segment is gone, the earlier one is there and unchanged
     assert cache.segments() == [earlier]
     assert earlier.read_bytes() == earlier_bytes and key_file(earlier).read_bytes() == earlier_keys
-    assert sorted(p.name for p in cache.dir.iterdir()) == sorted([earlier.name, key_file(earlier).name])
+    expected = [earlier.name, key_file(earlier).name, READS_FILE]  # and what the earlier run read (reads.json)
+    assert sorted(p.name for p in cache.dir.iterdir()) == sorted(expected)
     assert failing.closed and failing.open_pits == 0
 
 

@@ -115,6 +115,9 @@ def valid_records(draw: st.DrawFn) -> dict[str, Any]:
     answer: dict[str, Any] = {"role": "assistant", "content": draw(st.one_of(st.none(), st.text(max_size=40)))}
     if draw(st.booleans()):
         answer["tool_calls"] = draw(tool_calls())
+    if not answer.get("tool_calls") and not (answer["content"] or "").strip():
+        # an answer needs text or a tool call (an empty one is quarantined as empty_answer)
+        answer["content"] = draw(st.text(max_size=40).filter(str.strip))
     request: dict[str, Any] = {"model": "m", "messages": messages}
     if draw(st.booleans()):
         request["tools"] = [{"type": "function", "function": {"name": draw(non_empty_name), "parameters": {}}}]

@@ -1,8 +1,9 @@
 """The demo agent's admin API, where an agent offers it: its OTLP export target and its canary router.
 
-``/admin/otlp`` (``GET``: where spans go; ``POST {"endpoint": url}``) lets a run point the agent's exporter at
-its receiver for its duration, when the ``AgentTarget`` says the agent has it (nothing requires it); ``/admin/routing`` (``GET``: teacher, canary, weight;
-``POST {"canary_model", "canary_weight"}``) lets a run send a share of the agent's users to a candidate.
+``/admin/otlp`` (``GET``: where spans go; ``POST {"endpoint": url}``) lets a run point the agent's exporter
+at its receiver for its duration, when the ``AgentTarget`` says the agent has it (nothing requires it);
+``/admin/routing`` (``GET``: teacher, canary, weight; ``POST {"canary_model", "canary_weight"}``) lets a run
+send a share of the agent's users to a candidate.
 Every function takes the agent's HTTP client (``AgentTarget.get_client()``), whose base URL is the agent.
 """
 

@@ -14,10 +14,10 @@ headers) and by where the answer sits in its JSON reply (``answer_path``). Prese
 - ``langgraph``: ``POST /runs/wait`` ``{"assistant_id", "input": {"messages": [user turn]}}`` ->
   ``messages.-1.content`` (the LangGraph Platform API's stateless run).
 
-Placeholders in the body's strings: ``{input}`` (the example input; a string that is only ``{input}`` takes
-the input's JSON value), ``{user_id}`` and ``{session_id}`` (one per request), ``{index}``, and the template's
-``variables`` (``{model}`` for ``openai``, ``{assistant_id}`` for ``langgraph``, default ``agent``). An
-example input that is a JSON object is the whole body, sent as it is.
+Placeholders in the body's strings: ``{input}`` (the example input), ``{user_id}`` and ``{session_id}`` (one
+per request), ``{index}``, and the template's ``variables`` (``{model}`` for ``openai``, ``{assistant_id}``
+for ``langgraph``, default ``agent``); a string that is only a placeholder takes the value's type. An example
+input that is a JSON object is the whole body, sent as it is.
 
 ``answer_path`` is dotted, with list indices (negative from the end): ``choices.0.message.content``; ``$.`` and
 ``[0]`` are accepted too. A 2xx reply without an answer there is an error of kind ``no_answer``. The demo agent

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Any
 
 from agent_flywheel.scaling.otlp.decoding import (
     JSON_TYPE,
@@ -46,6 +48,29 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.sink = sink
         self.origin = origin
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End the connections exporters keep open between exports: after a stop, a kept-alive connection
+        must not go on feeding this receiver's sink (a later receiver on the same port should get the spans)."""
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -196,6 +221,7 @@ class OtlpReceiver:
             return
         server.shutdown()
         server.server_close()
+        server.close_connections()
         if thread is not None:
             thread.join(timeout=10)
 

@@ -262,11 +262,12 @@ def profile_run(
         raise _fail(str(exc)) from None
     except OSError as exc:
         raise _fail(f"cannot start the OTLP receiver or read the traces: {exc.strerror or exc}") from None
+    if run.failed == run.requests:
+        raise _fail(f"every request failed; first: {run.failures[0]} (is --preset / --path right for this agent?)")
     if not run.traces:
-        first = f"; first failure: {run.failures[0]}" if run.failures else ""
         raise _fail(
-            f"{run.requests} requests sent ({run.failed} failed) but no spans of their traces arrived{first}: is the "
-            "agent exporting OTLP there, and does it continue the incoming traceparent?"
+            f"{run.requests} requests sent ({run.failed} failed) but no spans of their traces arrived: is the agent "
+            "exporting OTLP there, and does it continue the incoming traceparent?"
         )
     report = profile_report(run)
     if out is not None:
@@ -346,7 +347,8 @@ def sweep_run(
             )
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise OptionError(f"{'.'.join(str(p) for p in first['loc']) or 'sweep'}: {first['msg']}") from None
+            message = first["msg"].removeprefix("Value error, ")
+            raise OptionError(f"{'.'.join(str(p) for p in first['loc']) or 'sweep'}: {message}") from None
         items = _inputs(inputs)
         send = template_sender(agent.request_template(), items, "load-user")
         with (

@@ -191,6 +191,12 @@ def test_profile_run_without_a_span_source_is_one_line(served_agent: OtelAgent) 
         app, ["profile", "run", "--agent-url", served_agent.url, "--preset", "openai", "--traces", "x"]
     )
     assert bad.exit_code == 2 and "{model}" in bad.stderr
+    wrong = CliRunner().invoke(
+        app,
+        ["profile", "run", "--agent-url", served_agent.url, "--preset", "nat-chat", "--traces", "x", "--requests", "2"],
+    )
+    assert wrong.exit_code == 2  # the agent has no /chat: every request fails, said in one line
+    assert wrong.stderr.strip().splitlines()[-1].startswith("error: every request failed; first: request 0: http_404")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,16 +30,16 @@ from agent_flywheel.config import LoadSweepConfig, SizingTargets
 from agent_flywheel.scaling.inputs import DEFAULT_INPUTS, Input, read_inputs
 from agent_flywheel.scaling.jsonable import json_safe
 from agent_flywheel.scaling.loadgen.requests import template_sender
-from agent_flywheel.scaling.loadgen.spans import sweep_with_spans
 from agent_flywheel.scaling.loadgen.sweep import SweepResult
 from agent_flywheel.scaling.otlp.sources import collecting_spans
-from agent_flywheel.scaling.profiling.drive import drive_profile, profile_report, write_profile
+from agent_flywheel.scaling.profile_run import drive_profile, profile_report, write_profile
 from agent_flywheel.scaling.profiling.files import TraceFormatError, load_traces
 from agent_flywheel.scaling.profiling.gantt import gantt_png
 from agent_flywheel.scaling.profiling.report import analyze, representative_trace
 from agent_flywheel.scaling.sizing.plots import plot_all
 from agent_flywheel.scaling.sizing.solve import size
 from agent_flywheel.scaling.sizing.sweeps import SweepFormatError, read_sweep_csv
+from agent_flywheel.scaling.sweep_run import sweep_with_spans
 from cli.agent_options import (
     AdminOtlp,
     AgentUrl,

@@ -22,7 +22,7 @@ from agent_flywheel.config import ScalingConfig, load_config
 from agent_flywheel.paths import state_dir
 from agent_flywheel.scaling.loadgen.sweep import sweep_timeout_s
 from agent_flywheel.scaling.outcomes import ProfileOutcome, SizingOutcome, SweepOutcome
-from agent_flywheel.scaling.profiling.drive import profile_timeout_s
+from agent_flywheel.scaling.profile_run import profile_timeout_s
 from agent_flywheel.scaling.reports import image_markdown, profile_markdown, sizing_markdown, sweep_table
 from agent_flywheel.tracking import sizing_experiment
 from blocks.agent_target import AgentTarget

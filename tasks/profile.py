@@ -19,7 +19,7 @@ from agent_flywheel.scaling.inputs import load_inputs
 from agent_flywheel.scaling.jsonable import json_safe
 from agent_flywheel.scaling.otlp.sources import collecting_spans
 from agent_flywheel.scaling.outcomes import ProfileOutcome
-from agent_flywheel.scaling.profiling.drive import drive_profile, profile_report, write_profile
+from agent_flywheel.scaling.profile_run import drive_profile, profile_report, write_profile
 from blocks.agent_target import AgentTarget
 
 

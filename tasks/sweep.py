@@ -22,9 +22,9 @@ from agent_flywheel.scaling.inputs import load_inputs
 from agent_flywheel.scaling.jsonable import frame_rows
 from agent_flywheel.scaling.loadgen.requests import template_sender
 from agent_flywheel.scaling.loadgen.runs import LevelRun
-from agent_flywheel.scaling.loadgen.spans import sweep_with_spans
 from agent_flywheel.scaling.otlp.sources import collecting_spans
 from agent_flywheel.scaling.outcomes import SweepOutcome
+from agent_flywheel.scaling.sweep_run import sweep_with_spans
 from blocks.agent_target import AgentTarget
 
 

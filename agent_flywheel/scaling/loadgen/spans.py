@@ -10,14 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import aiohttp
-
-from agent_flywheel.config import LoadSweepConfig
-from agent_flywheel.scaling.blocking import run_coroutine
-from agent_flywheel.scaling.loadgen.requests import LlmCallTiming, SendFn
-from agent_flywheel.scaling.loadgen.runs import LevelRun
-from agent_flywheel.scaling.loadgen.sweep import SweepResult, run_sweep
-from agent_flywheel.scaling.otlp.sources import SpanSources
+from agent_flywheel.scaling.loadgen.requests import LlmCallTiming
+from agent_flywheel.scaling.loadgen.sweep import SweepResult
 from agent_flywheel.scaling.profiling.spans import Span
 
 
@@ -82,24 +76,3 @@ def attach_llm_calls(result: SweepResult, spans_of: Callable[[str], list[Span]])
             rec.result.output_tokens = _total([c.output_tokens for c in rec.result.llm_calls])
             calls += len(rec.result.llm_calls)
     return SpanMatch(requests, with_spans, calls)
-
-
-def sweep_with_spans(
-    send: SendFn,
-    client: Callable[[int], aiohttp.ClientSession],
-    config: LoadSweepConfig,
-    sources: SpanSources,
-    span_wait_s: float,
-    on_run: Callable[[LevelRun], None] | None = None,
-) -> tuple[SweepResult, SpanMatch]:
-    """Run the sweep (``client(max_connections)`` opens the generator's session), wait for the spans of its
-    measured requests, and give each its LLM calls; blocking."""
-    biggest = max([*config.concurrencies, 1])
-
-    async def main() -> SweepResult:
-        async with client(max(256, 2 * biggest)) as session:
-            return await run_sweep(send, session, config, on_run=on_run)
-
-    result = run_coroutine(main())
-    sources.wait_for(expected_traces(result), span_wait_s)
-    return result, attach_llm_calls(result, sources.store.spans_of)

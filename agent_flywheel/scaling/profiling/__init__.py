@@ -7,6 +7,7 @@
 - :mod:`.otlp`, :mod:`.nat`, :mod:`.files`: readers of OTLP JSON, of the toolkit's ``all_requests_profiler_traces.json``
   and ``standardized_data_all.csv``, and of trace files in any of these formats;
 - :mod:`.report`: per-step statistics, LLM calls, the bottleneck, the report;
-- :mod:`.gantt`: one request drawn as a Gantt chart;
-- :mod:`.drive`: a profile run against a live agent (one request at a time, each with its own trace).
+- :mod:`.gantt`: one request drawn as a Gantt chart.
+
+A profile run against a live agent is :mod:`agent_flywheel.scaling.profile_run`.
 """

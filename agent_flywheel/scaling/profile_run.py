@@ -1,5 +1,8 @@
 """A profile run against a live agent: the example inputs one at a time, each with its own trace, then the spans.
 
+Why here, above :mod:`.profiling`, :mod:`.loadgen` and :mod:`.otlp`: it uses all three (the load generator's
+request, the run's span sources, the profiler), and those must not import one another in a cycle.
+
 Why one at a time: at concurrency 1 a request's latency is its own work, not queueing, so the per-step
 figures and the critical path say where the time of one request goes. Each request carries a fresh W3C
 ``traceparent``; its spans are found by that trace id among what the run's sources received (its OTLP

@@ -222,7 +222,16 @@ def _config(**spans: Any) -> ScalingConfig:
     )
 
 
-def test_the_scaling_flow_with_spans_sent_to_its_configured_receiver(llm: StubLLM, home: Path) -> None:
+@pytest.fixture(scope="module")
+def mlflow_block(home: Path) -> str:
+    """An MLflow block saved under a name of the test's own (nothing here is the local stack)."""
+    from blocks.mlflow_tracking import MlflowTracking
+
+    MlflowTracking(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", ui_url=None).save("otel-mlflow", overwrite=True)
+    return "otel-mlflow"
+
+
+def test_the_scaling_flow_with_spans_sent_to_its_configured_receiver(llm: StubLLM, mlflow_block: str) -> None:
     from blocks.agent_target import AgentTarget
     from flows.scaling import scaling
 
@@ -232,7 +241,7 @@ def test_the_scaling_flow_with_spans_sent_to_its_configured_receiver(llm: StubLL
         outcome = scaling(
             config=_config(otlp_receiver={"host": "127.0.0.1", "port": port}),
             agent_block="otel-agent",
-            mlflow_block="local",
+            mlflow_block=mlflow_block,
         )
     profile = outcome.profile
     assert (profile.requests, profile.failed, profile.traces, profile.source) == (
@@ -250,7 +259,7 @@ def test_the_scaling_flow_with_spans_sent_to_its_configured_receiver(llm: StubLL
 
 
 def test_the_profile_flow_reading_the_file_otlp_serve_writes(
-    served_agent: OtelAgent, otlp_serve: tuple[str, Path], home: Path
+    served_agent: OtelAgent, otlp_serve: tuple[str, Path], mlflow_block: str
 ) -> None:
     from blocks.agent_target import AgentTarget
     from flows.scaling import profile
@@ -258,7 +267,8 @@ def test_the_profile_flow_reading_the_file_otlp_serve_writes(
     AgentTarget(app="otel-fixture-agent", url=served_agent.url, preset="nat-generate").save(
         "otel-served", overwrite=True
     )
-    outcome = profile(config=_config(otlp_receiver=None, traces_file=str(otlp_serve[1])), agent_block="otel-served")
+    cfg = _config(otlp_receiver=None, traces_file=str(otlp_serve[1]))
+    outcome = profile(config=cfg, agent_block="otel-served", mlflow_block=mlflow_block)
     assert (outcome.requests, outcome.traces, outcome.source) == (REQUESTS, REQUESTS, "traces-file")
     report = json.loads(Path(str(outcome.report_json)).read_text())
     assert report["llm"]["count"] == 2 * REQUESTS and report["without_spans"] == 0

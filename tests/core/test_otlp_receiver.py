@@ -28,9 +28,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
+from agent_flywheel.config import SpansConfig
 from agent_flywheel.scaling.otlp.jsonl import FileTail, JsonlSink
 from agent_flywheel.scaling.otlp.receiver import OtlpReceiver
-from agent_flywheel.scaling.otlp.sources import span_sources
+from agent_flywheel.scaling.otlp.sources import collecting_spans, span_sources
 from agent_flywheel.scaling.otlp.store import TraceStore
 from agent_flywheel.scaling.profiling.report import analyze
 from agent_flywheel.scaling.profiling.spans import Trace
@@ -389,3 +390,40 @@ def test_a_kept_alive_connection_does_not_outlive_the_receiver() -> None:
                     continue
             assert second.store.trace_ids() == {TRACE_B}
         assert first.store.trace_ids() == {TRACE_A}
+
+
+# --------------------------------------------------------------------------------------------------
+# The demo agent's /admin/otlp: used only when the AgentTarget says so, always pointed back
+# --------------------------------------------------------------------------------------------------
+
+
+def _admin(has_endpoint: bool, posts: list[Any]) -> httpx.Client:
+    state = {"endpoint": "http://collector:4318"}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/admin/otlp" or not has_endpoint:
+            return httpx.Response(404, json={"detail": "Not Found"})
+        if request.method == "POST":
+            posts.append(json.loads(request.content)["endpoint"])
+            state["endpoint"] = posts[-1]
+        return httpx.Response(200, json=dict(state))
+
+    return httpx.Client(base_url="http://agent.test", transport=httpx.MockTransport(handle))
+
+
+def test_an_agent_with_admin_otlp_is_pointed_at_the_receiver_and_back_even_on_failure() -> None:
+    posts: list[Any] = []
+    settings = SpansConfig()
+    with (
+        _admin(True, posts) as http,
+        pytest.raises(RuntimeError, match="boom"),
+        collecting_spans(settings, http) as sources,
+    ):
+        assert sources.pointed and "/admin/otlp" in sources.describe
+        assert sources.receiver is not None and posts == [sources.receiver.endpoint]
+        raise RuntimeError("boom")
+    assert posts[-1] == "http://collector:4318"  # put back where it was
+    untouched: list[Any] = []
+    with _admin(False, untouched) as http, collecting_spans(settings, http) as sources:
+        assert not sources.pointed and sources.receiver is not None  # no /admin/otlp: nothing asked of the agent
+    assert untouched == []

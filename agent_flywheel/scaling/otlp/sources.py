@@ -43,7 +43,8 @@ class SpanSources:
         """Where spans are read from, for logs and error messages."""
         parts = []
         if self.receiver is not None:
-            parts.append(f"the OTLP receiver at {self.receiver.endpoint}")
+            pointed = " (the agent's exporter pointed there through /admin/otlp)" if self.pointed else ""
+            parts.append(f"the OTLP receiver at {self.receiver.endpoint}{pointed}")
         if self.tail is not None:
             parts.append(f"the file {self.tail.path}")
         return " and ".join(parts) or "nowhere (no receiver, no traces file)"

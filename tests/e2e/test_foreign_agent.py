@@ -223,7 +223,17 @@ def _config(**spans: Any) -> ScalingConfig:
 
 
 @pytest.fixture(scope="module")
-def mlflow_block(home: Path) -> str:
+def prefect_server(home: Path) -> Iterator[None]:
+    """A Prefect server and database of this module's own, so its flow runs and artifacts (``sizing-report``, ...)
+    are never seen by another module's queries."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def mlflow_block(home: Path, prefect_server: None) -> str:
     """An MLflow block saved under a name of the test's own (nothing here is the local stack)."""
     from blocks.mlflow_tracking import MlflowTracking
 

@@ -91,13 +91,14 @@ def run_load_sweep(
     requests = int(summary["requests"].sum()) if len(summary) else 0
     errors = requests - (int(summary["ok"].sum()) if len(summary) else 0)
     warnings = list(result.warnings)
+    for w in warnings:
+        logger.warning("load generator: %s", w)
     if match.without_spans:
         warnings.append(
             f"{match.without_spans} of {match.requests} measured requests have no spans: their LLM calls are not "
-            "counted (is the agent exporting to the run's receiver or traces file, and propagating traceparent?)"
+            "counted (is the agent exporting to the run's receiver or traces file, and continuing the traceparent?)"
         )
-    for w in warnings:
-        logger.warning("load generator: %s", w)
+        logger.warning("load sweep: %s", warnings[-1])
     logger.info(
         "load sweep done: %d measured requests, %d failed, %d LLM calls from spans, in %.0f s",
         requests,

@@ -466,8 +466,26 @@ class RolloutConfig(_Section):
     canary_model: str | None = Field(default=None, description="Default: the MLflow `champion` of the workload")
 
 
+class OtlpReceiverConfig(_Section):
+    host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0: every interface)")
+    port: int = Field(default=0, ge=0, le=65535, description="0: a free port, for the run's duration")
+
+
+class SpansConfig(_Section):
+    """Where the profile and the sweep read the agent's spans: their own OTLP receiver and/or a traces file."""
+
+    otlp_receiver: OtlpReceiverConfig | None = Field(
+        default_factory=OtlpReceiverConfig, description="Receiver started for each run; null: none"
+    )
+    traces_file: str | None = Field(
+        default=None, description="OTLP JSON lines written by `flywheel otlp serve --out` or a collector"
+    )
+    wait_s: float = Field(default=10.0, ge=0, description="How long to wait for spans after the last answer")
+
+
 class ScalingConfig(_Section):
     app: str = "demo-agent"
+    spans: SpansConfig = Field(default_factory=SpansConfig)
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
     load_sweep: LoadSweepConfig = Field(default_factory=LoadSweepConfig)
     sizing: SizingTargets = Field(default_factory=SizingTargets)

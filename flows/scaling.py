@@ -1,7 +1,7 @@
 """The scaling lifecycle: profile → load sweep → sizing, one MLflow run in ``sizing/<app>`` for all three.
 
 profile      the example inputs one at a time → spans → per-step stats, critical path, Gantt
-load-sweep   closed loop at every concurrency (open loop at every rate), interleaved passes
+load-sweep   closed loop at every concurrency (open loop at every rate), interleaved passes; LLM calls from spans
 sizing       C* and GPUs with a bootstrap interval, never a crash when the SLO cannot be met
 scaling      the three in a row; with ``candidate_model`` the agent routes every user to it meanwhile
 
@@ -22,7 +22,7 @@ from agent_flywheel.config import ScalingConfig, load_config
 from agent_flywheel.paths import state_dir
 from agent_flywheel.scaling.loadgen.sweep import sweep_timeout_s
 from agent_flywheel.scaling.outcomes import ProfileOutcome, SizingOutcome, SweepOutcome
-from agent_flywheel.scaling.profiling.collect import profile_timeout_s
+from agent_flywheel.scaling.profile_run import profile_timeout_s
 from agent_flywheel.scaling.reports import image_markdown, profile_markdown, sizing_markdown, sweep_table
 from agent_flywheel.tracking import sizing_experiment
 from blocks.agent_target import AgentTarget
@@ -83,6 +83,7 @@ class SweepSummary(BaseModel):
     warnings: list[str] = []
     seconds: float
     levels: list[dict[str, Any]]
+    spans: dict[str, int] = {}
 
 
 class ScalingOutcome(BaseModel):
@@ -124,8 +125,8 @@ def profile(
     ok = False
     try:
         with routed_to(agent, candidate_model):
-            profile_task = run_profile.with_options(timeout_seconds=profile_timeout_s(cfg.profile))
-            outcome = profile_task(agent, cfg.profile, _out_dir("profile"))
+            profile_task = run_profile.with_options(timeout_seconds=profile_timeout_s(cfg.profile, cfg.spans.wait_s))
+            outcome = profile_task(agent, cfg.profile, cfg.spans, _out_dir("profile"))
         log_profile(run.tracker, run.run_id, outcome)
         gantt = image_markdown(run.ui_url, run.run_id, "profile/gantt.png", "Gantt chart of a median request")
         create_markdown_artifact(
@@ -157,8 +158,8 @@ def load_sweep(
     ok = False
     try:
         with routed_to(agent, candidate_model):
-            sweep_task = run_load_sweep.with_options(timeout_seconds=sweep_timeout_s(cfg.load_sweep))
-            outcome = sweep_task(agent, cfg.load_sweep, cfg.profile, _out_dir("sweep"))
+            sweep_task = run_load_sweep.with_options(timeout_seconds=sweep_timeout_s(cfg.load_sweep) + cfg.spans.wait_s)
+            outcome = sweep_task(agent, cfg.load_sweep, cfg.profile, cfg.spans, _out_dir("sweep"))
         log_sweep(run.tracker, run.run_id, outcome)
         create_table_artifact(
             table=sweep_table(outcome),

@@ -55,7 +55,7 @@ def run_rollout_stages(
         async with agent.get_async_client(timeout_s=60.0, max_connections=max(64, 2 * concurrency)) as client:
             return await drive_stage(
                 client,
-                agent.chat_path,
+                agent.request_template().path,
                 inputs,
                 stage,
                 start_s,

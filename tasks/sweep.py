@@ -1,7 +1,9 @@
 """The load-sweep task: closed loop at every concurrency (and open loop at every rate), interleaved passes.
 
 Why a task of its own: the sweep is the long, expensive measurement; its tables are written before anything
-else reads them, so sizing can be re-run from the files without sweeping again.
+else reads them, so sizing can be re-run from the files without sweeping again. Every request carries its own
+``traceparent``; the per-LLM-call figures come from the spans of those traces (``ScalingConfig.spans``: the
+task's OTLP receiver and/or a traces file), never from the agent's answers.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from agent_flywheel.config import LoadSweepConfig, ProfileConfig
-from agent_flywheel.scaling.blocking import run_coroutine
-from agent_flywheel.scaling.inputs import load_inputs, request_body
+from agent_flywheel.config import LoadSweepConfig, ProfileConfig, SpansConfig
+from agent_flywheel.scaling.inputs import load_inputs
 from agent_flywheel.scaling.jsonable import frame_rows
-from agent_flywheel.scaling.loadgen.requests import chat_sender
+from agent_flywheel.scaling.loadgen.requests import template_sender
 from agent_flywheel.scaling.loadgen.runs import LevelRun
-from agent_flywheel.scaling.loadgen.sweep import SweepResult, run_sweep
+from agent_flywheel.scaling.otlp.sources import collecting_spans
 from agent_flywheel.scaling.outcomes import SweepOutcome
+from agent_flywheel.scaling.sweep_run import sweep_with_spans
 from blocks.agent_target import AgentTarget
 
 
@@ -49,15 +51,17 @@ def _progress(total: int) -> Callable[[LevelRun], None]:
 
 
 @task(name="load-sweep", cache_policy=NO_CACHE)
-def run_load_sweep(agent: AgentTarget, cfg: LoadSweepConfig, inputs_cfg: ProfileConfig, out_dir: str) -> SweepOutcome:
-    """Closed loop at every concurrency (and open loop at every rate), ``num_passes`` interleaved passes."""
+def run_load_sweep(
+    agent: AgentTarget, cfg: LoadSweepConfig, inputs_cfg: ProfileConfig, spans: SpansConfig, out_dir: str
+) -> SweepOutcome:
+    """Closed loop at every concurrency (and open loop at every rate), ``num_passes`` interleaved passes; each
+    measured request's LLM calls from its spans."""
     inputs, problems = load_inputs(inputs_cfg)
     logger = get_run_logger()
     for p in problems:
         logger.warning("sweep input skipped: %s", p)
-    send = chat_sender(path=agent.chat_path, body=lambda i: request_body(inputs, i, "load-user"))
+    send = template_sender(agent.request_template(), inputs, "load-user")
     total = cfg.num_passes * (len(cfg.concurrencies) + len(cfg.arrival_rates))
-    biggest = max([*cfg.concurrencies, 1])
     logger.info(
         "load sweep of %s: concurrencies %s, rates %s, %d passes, %d measured requests per level",
         agent.url,
@@ -66,13 +70,17 @@ def run_load_sweep(agent: AgentTarget, cfg: LoadSweepConfig, inputs_cfg: Profile
         cfg.num_passes,
         cfg.requests_per_level,
     )
-
-    async def main() -> SweepResult:
-        async with agent.get_load_client(max(256, 2 * biggest), cfg.request_timeout_s) as client:
-            return await run_sweep(send, client, cfg, on_run=_progress(total))
-
     started = time.monotonic()
-    result = run_coroutine(main())
+    with agent.get_client() as http, collecting_spans(spans, http if agent.uses_admin_otlp else None) as sources:
+        logger.info("load sweep: spans from %s", sources.describe)
+        result, match = sweep_with_spans(
+            send,
+            lambda connections: agent.get_load_client(connections, cfg.request_timeout_s),
+            cfg,
+            sources,
+            spans.wait_s,
+            on_run=_progress(total),
+        )
     seconds = time.monotonic() - started
     out = Path(out_dir)
     requests_csv = result.to_csv(out / "requests.csv", per="request")
@@ -82,9 +90,22 @@ def run_load_sweep(agent: AgentTarget, cfg: LoadSweepConfig, inputs_cfg: Profile
     summary = result.summary_frame()
     requests = int(summary["requests"].sum()) if len(summary) else 0
     errors = requests - (int(summary["ok"].sum()) if len(summary) else 0)
-    for w in result.warnings:
+    warnings = list(result.warnings)
+    for w in warnings:
         logger.warning("load generator: %s", w)
-    logger.info("load sweep done: %d measured requests, %d failed, in %.0f s", requests, errors, seconds)
+    if match.without_spans:
+        warnings.append(
+            f"{match.without_spans} of {match.requests} measured requests have no spans: their LLM calls are not "
+            "counted (is the agent exporting to the run's receiver or traces file, and continuing the traceparent?)"
+        )
+        logger.warning("load sweep: %s", warnings[-1])
+    logger.info(
+        "load sweep done: %d measured requests, %d failed, %d LLM calls from spans, in %.0f s",
+        requests,
+        errors,
+        match.llm_calls,
+        seconds,
+    )
     return SweepOutcome(
         requests_csv=str(requests_csv),
         levels_csv=str(levels_csv),
@@ -92,6 +113,7 @@ def run_load_sweep(agent: AgentTarget, cfg: LoadSweepConfig, inputs_cfg: Profile
         levels=frame_rows(summary),
         requests=requests,
         errors=errors,
-        warnings=result.warnings,
+        warnings=warnings,
         seconds=seconds,
+        spans=match.to_dict(),
     )

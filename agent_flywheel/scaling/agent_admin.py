@@ -1,46 +1,50 @@
 """The demo agent's admin API, where an agent offers it: its OTLP export target and its canary router.
 
-``/admin/otlp`` (``GET``: where spans go and the spans file; ``POST {"endpoint": url}``) lets a profile point
-the agent's exporter at a receiver for its duration; ``/admin/routing`` (``GET``: teacher, canary, weight;
-``POST {"canary_model", "canary_weight"}``) lets a run send a share of the agent's users to a candidate.
+``/admin/otlp`` (``GET``: where spans go; ``POST {"endpoint": url}``) lets a run point the agent's exporter
+at its receiver for its duration, when the ``AgentTarget`` says the agent has it (nothing requires it);
+``/admin/routing`` (``GET``: teacher, canary, weight; ``POST {"canary_model", "canary_weight"}``) lets a run
+send a share of the agent's users to a candidate.
 Every function takes the agent's HTTP client (``AgentTarget.get_client()``), whose base URL is the agent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
 
 ROUTING_PATH = "/admin/routing"
 OTLP_PATH = "/admin/otlp"
+_log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class OtlpPointing:
-    """Whether the agent's export was pointed elsewhere, where it pointed before, and the agent's spans file."""
+@contextlib.contextmanager
+def otlp_pointed_at(http: httpx.Client, endpoint: str) -> Iterator[bool]:
+    """Point the agent's OTLP export at ``endpoint`` for a block, then back where it was (also on failure).
 
-    done: bool
-    previous: str | None = None
-    spans_file: Path | None = None
-
-
-def point_otlp(http: httpx.Client, endpoint: str | None) -> OtlpPointing:
-    """Point the agent's OTLP export at ``endpoint``; not done when the agent has no such endpoint."""
+    Yields whether it was pointed: an agent without ``/admin/otlp`` is left alone (its spans must reach the
+    run some other way: ``OTEL_EXPORTER_OTLP_ENDPOINT`` or a traces file).
+    """
     try:
         current = http.get(OTLP_PATH)
         if current.status_code != 200:
-            return OtlpPointing(False)
-        info = current.json()
-        answer = http.post(OTLP_PATH, json={"endpoint": endpoint})
-        answer.raise_for_status()
-    except (httpx.HTTPError, ValueError):
-        return OtlpPointing(False)
-    spans_file = info.get("spans_file")
-    return OtlpPointing(True, info.get("endpoint"), Path(spans_file) if spans_file else None)
+            yield False
+            return
+        previous = current.json().get("endpoint")
+        http.post(OTLP_PATH, json={"endpoint": endpoint}).raise_for_status()
+    except (httpx.HTTPError, ValueError, AttributeError):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        try:
+            http.post(OTLP_PATH, json={"endpoint": previous})
+        except httpx.HTTPError as exc:
+            _log.warning("could not restore the agent's OTLP endpoint %r: %s", previous, exc)
 
 
 def routing_state(http: httpx.Client) -> dict[str, Any] | None:

@@ -8,23 +8,31 @@ from pathlib import Path
 from typing import Any
 
 from agent_flywheel.config import ProfileConfig
-from agent_flywheel.scaling.loadgen.requests import DEFAULT_CHAT_MESSAGES
+
+# The demo agent's customer-support questions: the inputs when no file is given.
+DEFAULT_INPUTS: tuple[str, ...] = (
+    "Where is my order ORD-1001?",
+    "Can I return the headphones from order ORD-1002?",
+    "Do you have a waterproof hiking jacket?",
+    "What is the status of my refund for ORD-1003?",
+    "Hi! How are you today?",
+)
+
+Input = str | dict[str, Any]
 
 
-def load_inputs(cfg: ProfileConfig) -> tuple[list[dict[str, Any]], list[str]]:
-    """The example inputs: request bodies from ``inputs_file`` (JSONL) or the built-in demo messages.
+def read_inputs(path: str | Path) -> tuple[list[Input], list[str]]:
+    """The example inputs of a JSONL file: a line is a JSON string (a user message, put into the agent's request
+    template) or an object (a whole request body, sent as it is).
 
-    A line may be a JSON string (the message) or an object (the request body, e.g. ``{"message": ...}``).
     Bad lines are skipped and returned as problems with their line number; no usable line is an error.
     """
-    if not cfg.inputs_file:
-        return [{"message": m} for m in DEFAULT_CHAT_MESSAGES], []
-    path = Path(cfg.inputs_file)
+    path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the profile inputs: {exc.strerror or exc}") from None
-    inputs: list[dict[str, Any]] = []
+        raise ValueError(f"{path}: cannot read the inputs: {exc.strerror or exc}") from None
+    inputs: list[Input] = []
     problems: list[str] = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -34,9 +42,7 @@ def load_inputs(cfg: ProfileConfig) -> tuple[list[dict[str, Any]], list[str]]:
         except json.JSONDecodeError as exc:
             problems.append(f"{path}:{lineno}: not JSON ({exc.msg}); skipped")
             continue
-        if isinstance(item, str) and item.strip():
-            inputs.append({"message": item})
-        elif isinstance(item, dict) and item:
+        if (isinstance(item, str) and item.strip()) or (isinstance(item, dict) and item):
             inputs.append(item)
         else:
             problems.append(f"{path}:{lineno}: expected a message string or a request object; skipped")
@@ -45,9 +51,18 @@ def load_inputs(cfg: ProfileConfig) -> tuple[list[dict[str, Any]], list[str]]:
     return inputs, problems
 
 
-def request_body(inputs: Sequence[Mapping[str, Any]], i: int, user_prefix: str) -> dict[str, Any]:
-    """Body of request ``i``: the inputs in turn; a chat input without a user gets ``<prefix>-<i>`` (one user each)."""
-    body = dict(inputs[i % len(inputs)])
+def load_inputs(cfg: ProfileConfig) -> tuple[list[Input], list[str]]:
+    """The inputs of ``cfg.inputs_file`` (see :func:`read_inputs`), or the built-in demo messages without one."""
+    if not cfg.inputs_file:
+        return list(DEFAULT_INPUTS), []
+    return read_inputs(cfg.inputs_file)
+
+
+def request_body(inputs: Sequence[Input | Mapping[str, Any]], i: int, user_prefix: str) -> dict[str, Any]:
+    """The demo agent's body for request ``i``: the inputs in turn; a message, or a chat body without a user,
+    gets ``<prefix>-<i>`` (one user each, so a canary router spreads the requests over both variants)."""
+    item = inputs[i % len(inputs)]
+    body = {"message": item} if isinstance(item, str) else dict(item)
     if "message" in body and "user_id" not in body:
         body["user_id"] = f"{user_prefix}-{i}"
     return body

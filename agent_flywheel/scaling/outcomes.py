@@ -16,7 +16,7 @@ class ProfileOutcome(BaseModel):
     requests: int
     failed: int
     traces: int
-    source: str  # otlp-receiver | spans-file | otlp-receiver+spans-file | none
+    source: str  # otlp-receiver | traces-file | otlp-receiver+traces-file | none
     problems: list[str] = []
     summary: dict[str, Any] = {}
     markdown: str
@@ -27,7 +27,7 @@ class ProfileOutcome(BaseModel):
 
 
 class SweepOutcome(BaseModel):
-    """A load sweep: its three tables on disk and the per-level rows."""
+    """A load sweep: its three tables on disk, the per-level rows, and how many requests had spans."""
 
     requests_csv: str
     levels_csv: str
@@ -37,6 +37,7 @@ class SweepOutcome(BaseModel):
     errors: int
     warnings: list[str] = []
     seconds: float
+    spans: dict[str, int] = {}  # requests, with_spans, without_spans, llm_calls (SpanMatch)
 
 
 class SizingOutcome(BaseModel):

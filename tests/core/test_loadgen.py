@@ -21,11 +21,22 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from agent_flywheel.config import LoadSweepConfig
+from agent_flywheel.scaling.inputs import DEFAULT_INPUTS
 from agent_flywheel.scaling.loadgen.histogram import LatencyHistogram
-from agent_flywheel.scaling.loadgen.requests import RequestResult, chat_sender, error_kind_of, make_client
+from agent_flywheel.scaling.loadgen.requests import (
+    LlmCallTiming,
+    RequestResult,
+    SendFn,
+    error_kind_of,
+    make_client,
+    template_sender,
+)
 from agent_flywheel.scaling.loadgen.runs import LevelRun, poisson_schedule, run_closed_level, run_open_level
+from agent_flywheel.scaling.loadgen.spans import attach_llm_calls
 from agent_flywheel.scaling.loadgen.summaries import summarize_level
-from agent_flywheel.scaling.loadgen.sweep import run_sweep
+from agent_flywheel.scaling.loadgen.sweep import SweepResult, run_sweep
+from agent_flywheel.scaling.loadgen.template import build_template
+from agent_flywheel.scaling.otlp.store import TraceStore
 from agent_flywheel.scaling.sizing.sweeps import SweepData, read_sweep_csv
 from simulators.threaded import free_port
 
@@ -93,8 +104,29 @@ def test_poisson_schedule_has_the_right_rate() -> None:
 
 # --------------------------------------------------------------------------------------------------
 # A fake agent: `servers` parallel slots, `service_s` per request, errors and hangs on chosen requests,
-# served by aiohttp on a free loopback port
+# served by aiohttp on a free loopback port. It continues the caller's trace: for every request it puts
+# an OTLP document into `spans` (its entry span, and two LLM calls of 0.4 and 0.5 service times, models
+# "m" and "n"), as an instrumented agent's exporter would; its answers say nothing about LLM calls.
 # --------------------------------------------------------------------------------------------------
+
+
+def _span(trace_id: str, span_id: str, parent: str, start_ns: int, end_ns: int, model: str | None) -> dict[str, Any]:
+    attrs = [{"key": "openinference.span.kind", "value": {"stringValue": "LLM" if model else "AGENT"}}]
+    if model:
+        attrs += [
+            {"key": "llm.model_name", "value": {"stringValue": model}},
+            {"key": "llm.token_count.prompt", "value": {"intValue": "11"}},
+            {"key": "llm.token_count.completion", "value": {"intValue": "4"}},
+        ]
+    return {
+        "traceId": trace_id,
+        "spanId": span_id,
+        "parentSpanId": parent,
+        "name": model or "agent",
+        "startTimeUnixNano": str(start_ns),
+        "endTimeUnixNano": str(end_ns),
+        "attributes": attrs,
+    }
 
 
 class FakeAgent:
@@ -105,23 +137,35 @@ class FakeAgent:
         self.hang = hang or set()
         self.seen = 0
         self.headers: list[str | None] = []
+        self.traceparents: list[str] = []
+        self.spans = TraceStore()
 
     async def __call__(self, request: web.Request) -> web.Response:
         body = await request.json()
-        i = int(body["session_id"].split("-")[1])
+        i = int(body["user_id"].rsplit("-", 1)[1])
         self.seen += 1
         self.headers.append(request.headers.get("Authorization"))
+        self.traceparents.append(request.headers["traceparent"])
         if i in self.hang:
             await asyncio.sleep(5)
         if self.fail_every and i % self.fail_every == 0:
             return web.json_response({"detail": "boom"}, status=500)
         async with self.slots:
             await asyncio.sleep(self.service_s)
-        calls = [
-            {"model": "m", "latency_s": self.service_s * 0.4, "input_tokens": 10, "output_tokens": 5},
-            {"model": "m", "latency_s": self.service_s * 0.5, "input_tokens": 12, "output_tokens": 3},
+        _, trace_id, caller, _ = request.headers["traceparent"].split("-")
+        t0, service_ns = time.time_ns(), round(self.service_s * 1e9)
+        spans = [
+            _span(trace_id, f"{i + 1:016x}", caller, t0, t0 + service_ns, None),
+            _span(trace_id, f"{i + 1:08x}00000001", f"{i + 1:016x}", t0, t0 + service_ns * 4 // 10, "m"),
+            _span(trace_id, f"{i + 1:08x}00000002", f"{i + 1:016x}", t0 + service_ns // 2, t0 + service_ns, "n"),
         ]
-        return web.json_response({"reply": "ok", "llm_calls": calls})
+        self.spans.add({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]})
+        return web.json_response({"reply": "ok"})
+
+
+def demo_sender(headers: dict[str, str] | None = None) -> SendFn:
+    """The demo agent's request (``{"message", "user_id"}``, answer in ``reply``) with the built-in inputs."""
+    return template_sender(build_template("demo"), DEFAULT_INPUTS, headers=headers)
 
 
 @contextlib.asynccontextmanager
@@ -142,28 +186,36 @@ async def _serve(
 @pytest.mark.integration
 async def test_closed_loop_queues_beyond_capacity() -> None:
     agent = FakeAgent(servers=2, service_s=0.01)
-    send = chat_sender()
+    send = demo_sender()
     async with _serve(agent) as client:
         one = await run_closed_level(send, client, 1, 20, warmup_requests=2)
         eight = await run_closed_level(send, client, 8, 40, warmup_requests=4)
+    match = attach_llm_calls(SweepResult([one, eight]), agent.spans.spans_of)
+    assert (match.requests, match.with_spans, match.llm_calls) == (60, 60, 120)
     s1, s8 = summarize_level([one]), summarize_level([eight])
     assert s1.requests == 20 and s8.requests == 40 and s1.error_rate == 0
     assert all(r.index >= 2 for r in one.records)  # warm-up excluded
     p1, p8 = s1.workflow.percentile(50), s8.workflow.percentile(50)
     assert p1 is not None and p8 is not None
     assert p8 > 2.5 * p1  # 8 users on 2 slots wait about 4 services
-    assert s8.llm.count == 80  # two LLM calls per request, 0.004 s and 0.005 s
+    assert s8.llm.count == 80  # two LLM calls per request (from the spans), 0.004 s and 0.005 s
     assert s8.llm.percentile(50) == pytest.approx(0.004, rel=0.01)
     assert s8.llm.percentile(95) == pytest.approx(0.005, rel=0.01)
+    assert {m: h.count for m, h in s8.llm_by_model.items()} == {"m": 40, "n": 40}
+    assert s8.llm_by_model["n"].percentile(95) == pytest.approx(0.005, rel=0.01)
     assert s8.throughput_rps > 1.5 * s1.throughput_rps
     assert all(r.result.status_code == 200 and r.result.input_tokens == 22 for r in eight.records)
+    # every request started a trace of its own, sampled, and its spans were found by that trace id
+    trace_ids = [tp.split("-")[1] for tp in agent.traceparents]
+    assert len(set(trace_ids)) == len(trace_ids) and all(tp.endswith("-01") for tp in agent.traceparents)
+    assert {r.result.trace.trace_id for r in eight.records if r.result.trace} <= set(trace_ids)
 
 
 @pytest.mark.integration
 async def test_errors_and_timeouts_are_counted_and_never_stop_the_run() -> None:
     agent = FakeAgent(servers=4, service_s=0.005, fail_every=5, hang={7, 13})
     async with _serve(agent) as client:
-        run = await run_closed_level(chat_sender(), client, 4, 30, warmup_requests=0, timeout_s=0.2)
+        run = await run_closed_level(demo_sender(), client, 4, 30, warmup_requests=0, timeout_s=0.2)
     s = summarize_level([run])
     assert s.requests == 30
     assert s.error_kinds == {"http_500": 6, "timeout": 2}  # 0,5,...,25 fail; 7 and 13 hang past the timeout
@@ -193,7 +245,7 @@ async def test_the_client_keeps_the_base_path_sends_headers_and_does_not_queue_b
             return web.json_response({"in_flight": in_flight}, status=500)
         return await agent(request)
 
-    send = chat_sender(headers={"Authorization": "Bearer load"})
+    send = demo_sender(headers={"Authorization": "Bearer load"})
     async with _serve(handler, prefix="/agents/support", max_connections=2 * wanted) as client:
         run = await run_closed_level(send, client, wanted, wanted, timeout_s=20)
     s = summarize_level([run])
@@ -255,7 +307,7 @@ async def test_failures_over_real_connections_get_stable_error_kinds() -> None:
     assert {r.index % 5: r.result.status_code for r in run.records} == {0: 200, 1: None, 2: None, 3: 503, 4: None}
     assert all(r.latency_s < 1.0 for r in run.records if r.result.error_kind == "timeout")
     async with make_client(f"http://127.0.0.1:{free_port()}") as nobody:  # nothing listens there
-        refused = await run_closed_level(chat_sender(), nobody, 1, 3)
+        refused = await run_closed_level(demo_sender(), nobody, 1, 3)
     assert summarize_level([refused]).error_kinds == {"connect_error": 3}
 
 
@@ -265,7 +317,7 @@ async def test_send_function_exceptions_become_error_kinds() -> None:
             raise aiohttp.ServerDisconnectedError()
         if i % 3 == 0:
             raise RuntimeError("bug in the adapter")
-        return RequestResult(ok=True, latency_s=0.001, llm_latencies=[0.0005])
+        return RequestResult(ok=True, latency_s=0.001, llm_calls=[LlmCallTiming("m", 0.0005)])
 
     async with make_client("http://agent.test") as client:
         run = await run_closed_level(send, client, 2, 12)
@@ -278,7 +330,7 @@ async def test_send_function_exceptions_become_error_kinds() -> None:
 async def test_open_loop_follows_the_schedule_and_reports_lateness() -> None:
     agent = FakeAgent(servers=8, service_s=0.005)
     async with _serve(agent) as client:
-        run = await run_open_level(chat_sender(), client, 100.0, 40, warmup_requests=5, seed=3)
+        run = await run_open_level(demo_sender(), client, 100.0, 40, warmup_requests=5, seed=3)
     assert len(run.records) == 40 and min(r.index for r in run.records) == 5
     intended = poisson_schedule(100.0, 90, seed=3)
     assert [r.intended_s for r in run.records] == pytest.approx(intended[5:45].tolist())
@@ -308,9 +360,9 @@ async def test_a_level_ends_with_nothing_of_it_left_on_the_server(loop: str) -> 
     agent = InFlight(servers=2, service_s=0.1)  # 4 users on 2 slots: two requests wait while two are served
     async with _serve(agent) as client:
         if loop == "closed":
-            run = await run_closed_level(chat_sender(), client, 4, 6)
+            run = await run_closed_level(demo_sender(), client, 4, 6)
         else:
-            run = await run_open_level(chat_sender(), client, 40.0, 6, seed=1)
+            run = await run_open_level(demo_sender(), client, 40.0, 6, seed=1)
         assert agent.in_flight == 0
     assert len(run.records) == 6 and run.excluded_requests > 0  # there were cool-down requests, and they finished
 
@@ -355,13 +407,14 @@ async def test_sweep_table_summary_and_csv_round_trip(tmp_path: Path) -> None:
     )
     seen: list[LevelRun] = []
     async with _serve(agent) as client:
-        sweep = await run_sweep(chat_sender(), client, cfg, on_run=seen.append)
+        sweep = await run_sweep(demo_sender(), client, cfg, on_run=seen.append)
+    attach_llm_calls(sweep, agent.spans.spans_of)
     assert len(seen) == 6 and [r.pass_index for r in seen] == [0, 0, 0, 1, 1, 1]  # passes interleaved
     df = sweep.requests_frame()
     assert len(df) == 60 and df["request"].min() == 2
     assert set(df["concurrency"].dropna()) == {1, 4} and set(df["rate_rps"].dropna()) == {150.0}
-    assert np.allclose(df["llm_latency_s"], 0.002)  # max of the two calls
-    assert np.allclose(df["llm_latency_sum_s"], 0.0036)
+    assert np.allclose(df["llm_latency_s"], 0.002, rtol=1e-3)  # max of the two calls (span times: epoch ns)
+    assert np.allclose(df["llm_latency_sum_s"], 0.0036, rtol=1e-3)
     summary = sweep.summary_frame()
     assert len(summary) == 3 and set(summary["passes"]) == {2}
     assert {"workflow_p50_s", "workflow_p90_s", "workflow_p95_s", "workflow_p99_s", "llm_p95_s"} <= set(summary)

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,10 +28,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
+from agent_flywheel.config import SpansConfig
+from agent_flywheel.scaling.otlp.jsonl import FileTail, JsonlSink
 from agent_flywheel.scaling.otlp.receiver import OtlpReceiver
+from agent_flywheel.scaling.otlp.sources import collecting_spans, span_sources
 from agent_flywheel.scaling.otlp.store import TraceStore
 from agent_flywheel.scaling.profiling.report import analyze
 from agent_flywheel.scaling.profiling.spans import Trace
+from simulators.threaded import free_port
 
 TRACE_A = "5b8efff798038103d269b633813fc60c"
 TRACE_B = "0af7651916cd43dd8448eb211c80319c"
@@ -278,3 +283,147 @@ def test_wait_for_returns_once_the_traces_arrive() -> None:
     assert store.wait_for([TRACE_A.upper()], timeout_s=5) == set()
     assert time.monotonic() - started < 4
     assert store.wait_for([TRACE_A, TRACE_B], timeout_s=0.2) == {TRACE_B}
+
+
+def test_a_span_already_held_is_not_kept_twice_and_entry_spans_mark_arrival() -> None:
+    store = TraceStore()
+    store.add(DOC_A, origin="otlp-receiver")
+    store.add(DOC_A, origin="traces-file")  # the same spans again, from a second source
+    assert store.received == 2 and len(store.documents()) == 1
+    assert len(store.spans_of(TRACE_A)) == 2
+    docs, origins = store.documents_of([TRACE_A])
+    assert docs == [DOC_A] and origins == {"otlp-receiver"}
+    child_only = _doc(TRACE_B, [("b000000000000002", "b000000000000001", "chat m", 1, 2)])
+    store.add(child_only)
+    # a trace has arrived once its entry span is there: no parent, or the caller's span as parent
+    assert store.missing({TRACE_A: None, TRACE_B: None}) == {TRACE_B}
+    assert store.missing({TRACE_B: "b000000000000001"}) == set()
+
+
+# --------------------------------------------------------------------------------------------------
+# OTLP JSON lines: the file sink and the tail
+# --------------------------------------------------------------------------------------------------
+
+
+def test_the_receiver_can_append_every_document_to_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "spans.jsonl"
+    sink = JsonlSink(path)
+    with OtlpReceiver(sink=sink) as receiver:
+        exporter = OTLPSpanExporter(endpoint=receiver.traces_url)
+        assert exporter.export(_finished_spans()) == SpanExportResult.SUCCESS
+        exporter.shutdown()
+        assert httpx.post(receiver.traces_url, json=DOC_A, timeout=5).status_code == 200
+        assert httpx.post(receiver.traces_url, content=b"{", headers={"Content-Type": "application/json"}).status_code
+        health = httpx.get(receiver.endpoint + "/health", timeout=5).json()
+        with pytest.raises(TypeError):
+            _ = receiver.store
+    sink.close()
+    assert health == {"status": "ok", "received": 2, "dropped": 0, "rejected": 1}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 and json.loads(lines[1]) == DOC_A
+    first = json.loads(lines[0])  # protobuf in, OTLP/JSON out: hex ids
+    assert all(len(s["traceId"]) == 32 for sc in first["resourceSpans"][0]["scopeSpans"] for s in sc["spans"])
+    assert sink.spans == 5
+    sink.add(DOC_B)  # after close: counted, not written
+    assert sink.dropped == 1 and len(path.read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_the_tail_reads_complete_lines_only_and_starts_over_on_truncation(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    path.write_text(json.dumps(DOC_B) + "\n", encoding="utf-8")
+    tail = FileTail(path)  # from the current end: the old line is not this run's
+    assert tail.read_new() == []
+    line = json.dumps(DOC_A)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(line[:20])
+        handle.flush()
+        assert tail.read_new() == []  # half a document: wait for the rest
+        handle.write(line[20:] + "\nnot json\n" + json.dumps({"hello": 1}) + "\n")
+    assert tail.read_new() == [DOC_A]
+    assert len(tail.problems) == 2
+    path.write_text(json.dumps(DOC_B) + "\n", encoding="utf-8")  # truncated and rewritten (rotation)
+    assert tail.read_new() == [DOC_B]
+    assert FileTail(tmp_path / "later.jsonl").read_new() == []  # not there yet: nothing, no error
+    assert FileTail(path, from_start=True).read_new() == [DOC_B]
+
+
+def test_sources_wait_for_traces_from_a_growing_file(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    with span_sources(None, path) as sources:
+        assert sources.receiver is None and str(path) in sources.describe
+
+        def write() -> None:
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(DOC_A) + "\n")
+
+        threading.Timer(0.2, write).start()
+        assert sources.wait_for({TRACE_A: None}, timeout_s=10, poll_s=0.05) == set()
+        traces = sources.traces([TRACE_A, TRACE_B], [])
+        assert [t.trace_id for t in traces] == [TRACE_A]
+        docs, origin = sources.documents([TRACE_A])
+        assert docs == [DOC_A] and origin == "traces-file"
+        assert sources.wait_for({TRACE_B: None}, timeout_s=0.1) == {TRACE_B}
+
+
+def test_sources_with_a_receiver_on_a_chosen_address() -> None:
+    port = free_port()
+    with span_sources(("127.0.0.1", port), None) as sources:
+        assert sources.receiver is not None and sources.receiver.endpoint == f"http://127.0.0.1:{port}"
+        httpx.post(sources.receiver.traces_url, json=DOC_A, timeout=5)
+        assert sources.wait_for({TRACE_A: None}, timeout_s=5) == set()
+        assert sources.documents([TRACE_A])[1] == "otlp-receiver"
+
+
+def test_a_kept_alive_connection_does_not_outlive_the_receiver() -> None:
+    """An exporter keeps its connection open between exports; after a stop, its next export must reach the
+    receiver now on that port (the sweep's, after the profile's), not the stopped one."""
+    port = free_port()
+    with httpx.Client(timeout=5) as exporter:
+        with OtlpReceiver(port=port) as first:
+            assert exporter.post(first.traces_url, json=DOC_A).status_code == 200
+        with OtlpReceiver(port=port) as second:
+            for _ in range(3):  # the first try may meet the closed connection; an exporter retries
+                try:
+                    exporter.post(second.traces_url, json=DOC_B)
+                    break
+                except httpx.TransportError:
+                    continue
+            assert second.store.trace_ids() == {TRACE_B}
+        assert first.store.trace_ids() == {TRACE_A}
+
+
+# --------------------------------------------------------------------------------------------------
+# The demo agent's /admin/otlp: used only when the AgentTarget says so, always pointed back
+# --------------------------------------------------------------------------------------------------
+
+
+def _admin(has_endpoint: bool, posts: list[Any]) -> httpx.Client:
+    state = {"endpoint": "http://collector:4318"}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/admin/otlp" or not has_endpoint:
+            return httpx.Response(404, json={"detail": "Not Found"})
+        if request.method == "POST":
+            posts.append(json.loads(request.content)["endpoint"])
+            state["endpoint"] = posts[-1]
+        return httpx.Response(200, json=dict(state))
+
+    return httpx.Client(base_url="http://agent.test", transport=httpx.MockTransport(handle))
+
+
+def test_an_agent_with_admin_otlp_is_pointed_at_the_receiver_and_back_even_on_failure() -> None:
+    posts: list[Any] = []
+    settings = SpansConfig()
+    with (
+        _admin(True, posts) as http,
+        pytest.raises(RuntimeError, match="boom"),
+        collecting_spans(settings, http) as sources,
+    ):
+        assert sources.pointed and "/admin/otlp" in sources.describe
+        assert sources.receiver is not None and posts == [sources.receiver.endpoint]
+        raise RuntimeError("boom")
+    assert posts[-1] == "http://collector:4318"  # put back where it was
+    untouched: list[Any] = []
+    with _admin(False, untouched) as http, collecting_spans(settings, http) as sources:
+        assert not sources.pointed and sources.receiver is not None  # no /admin/otlp: nothing asked of the agent
+    assert untouched == []

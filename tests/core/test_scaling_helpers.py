@@ -21,14 +21,14 @@ from agent_flywheel.scaling.sizing.sweeps import sweep_data
 
 def test_default_inputs_are_the_demo_messages() -> None:
     inputs, problems = load_inputs(ProfileConfig())
-    assert problems == [] and len(inputs) >= 3 and all("message" in i for i in inputs)
+    assert problems == [] and len(inputs) >= 3 and all(isinstance(i, str) and i for i in inputs)
 
 
 def test_inputs_file_takes_strings_and_objects_and_names_bad_lines(tmp_path: Path) -> None:
     path = tmp_path / "inputs.jsonl"
     path.write_text('"Where is ORD-1?"\n{"message": "hi", "user_id": "u7"}\n\nnot json\n42\n')
     inputs, problems = load_inputs(ProfileConfig(inputs_file=str(path)))
-    assert inputs == [{"message": "Where is ORD-1?"}, {"message": "hi", "user_id": "u7"}]
+    assert inputs == ["Where is ORD-1?", {"message": "hi", "user_id": "u7"}]  # a message; a whole body
     assert [p.split(": ")[0] for p in problems] == [f"{path}:4", f"{path}:5"]
 
 
@@ -42,7 +42,7 @@ def test_inputs_file_without_a_usable_line_is_an_error(tmp_path: Path) -> None:
 
 
 def test_request_body_cycles_inputs_and_adds_a_user() -> None:
-    inputs = [{"message": "a"}, {"message": "b", "user_id": "fixed"}, {"query": "raw body"}]
+    inputs: list[str | dict[str, str]] = ["a", {"message": "b", "user_id": "fixed"}, {"query": "raw body"}]
     assert request_body(inputs, 3, "p") == {"message": "a", "user_id": "p-3"}
     assert request_body(inputs, 4, "p") == {"message": "b", "user_id": "fixed"}
     assert request_body(inputs, 5, "p") == {"query": "raw body"}  # not a chat body: left as it is

@@ -1,12 +1,16 @@
-"""The AgentTarget block builds the agent's clients: base URL set, credentials only in their headers."""
+"""The AgentTarget block builds the agent's clients (base URL set, credentials only in their headers) and its
+request template (a preset, or the block's own)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import get_args
 
-from pydantic import SecretStr
+import pytest
+from pydantic import SecretStr, ValidationError
 
-from blocks.agent_target import AgentTarget
+from agent_flywheel.scaling.loadgen.template import PRESETS
+from blocks.agent_target import AgentTarget, PresetName
 
 
 def test_clients_carry_the_base_url_and_the_api_key() -> None:
@@ -36,3 +40,25 @@ def test_no_api_key_no_authorization_header() -> None:
             return dict(load.headers)
 
     assert "Authorization" not in asyncio.run(load_headers())
+
+
+def test_the_block_offers_every_preset_and_builds_its_template() -> None:
+    assert set(get_args(PresetName)) == set(PRESETS)
+    demo = AgentTarget()
+    assert demo.request_template().path == "/v1/chat" and demo.uses_admin_otlp  # the demo agent has /admin/otlp
+    nat = AgentTarget(url="http://nat:8000", preset="nat-generate", headers={"X-Team": "a"})
+    template = nat.request_template()
+    assert (template.path, template.answer_path, dict(template.headers)) == ("/generate", "value", {"X-Team": "a"})
+    assert not nat.uses_admin_otlp  # never asked of an agent we did not write
+    graph = AgentTarget(preset="langgraph", variables={"assistant_id": "support"}, admin_otlp=False)
+    assert graph.request_template().body_for("hi", 0, "u")["assistant_id"] == "support"
+
+
+def test_an_unusable_template_is_refused_when_the_block_is_made() -> None:
+    with pytest.raises(ValidationError, match=r"\{model\}"):
+        AgentTarget(preset="openai")
+    with pytest.raises(ValidationError, match=r"\{who\}"):
+        AgentTarget(preset="nat-generate", body_template={"q": "{who}"})
+    assert (
+        AgentTarget(preset="openai", variables={"model": "m"}).request_template().body_for("x", 0, "u")["model"] == "m"
+    )

@@ -24,8 +24,13 @@ Latencies go into :class:`~.histogram.LatencyHistogram`, an HDR-style log-linear
 across passes and across workers; percentiles come from the merged histogram. Raw per-request rows are kept
 too (for the bootstrap in :mod:`agent_flywheel.scaling.sizing`).
 
-Modules: :mod:`.histogram` (the mergeable latency histogram), :mod:`.requests` (one request: its result, error
-kinds, the chat sender, the HTTP client), :mod:`.runs` (one pass of one level, closed or open loop),
-:mod:`.summaries` (the passes of a level merged, with the generator's self-check), :mod:`.sweep` (every level
-and pass, and the tables it writes).
+Every request carries a W3C ``traceparent`` with a trace of its own; the per-LLM-call figures (model, latency,
+tokens) come from the spans of that trace, never from the agent's answer.
+
+Modules: :mod:`.histogram` (the mergeable latency histogram), :mod:`.template` (an agent's request and where
+its answer is; presets), :mod:`.tracecontext` (the ``traceparent`` of each request), :mod:`.requests` (one
+request: its result, error kinds, the template sender, the HTTP client), :mod:`.runs` (one pass of one level,
+closed or open loop), :mod:`.summaries` (the passes of a level merged, with the generator's self-check),
+:mod:`.sweep` (every level and pass, and the tables it writes), :mod:`.spans` (each request's LLM calls from
+its spans).
 """

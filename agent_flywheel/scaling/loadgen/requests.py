@@ -1,4 +1,4 @@
-"""One request of a load test: what it returned, a stable name for how it failed, the chat sender, the client."""
+"""One request of a load test: what it returned, a stable name for how it failed, the agent sender, the client."""
 
 from __future__ import annotations
 
@@ -10,18 +10,36 @@ from typing import Any
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
 
+from agent_flywheel.scaling.loadgen.template import AnswerError, RequestTemplate
+from agent_flywheel.scaling.loadgen.tracecontext import TraceContext, new_trace_context
+
+
+@dataclass(frozen=True)
+class LlmCallTiming:
+    """One model call made while serving a request, as its span tells it."""
+
+    model: str | None
+    latency_s: float
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
 
 @dataclass
 class RequestResult:
-    """What one request returned. ``latency_s=None`` lets the generator use its own wall-clock measurement."""
+    """What one request returned. ``latency_s=None`` lets the generator use its own wall-clock measurement.
+
+    ``trace`` is the trace the request started (its ``traceparent``), or the one the agent named; ``llm_calls``
+    and the token counts are filled in from that trace's spans once they have arrived.
+    """
 
     ok: bool
     latency_s: float | None = None
     error_kind: str | None = None
-    llm_latencies: list[float] = field(default_factory=list)
+    llm_calls: list[LlmCallTiming] = field(default_factory=list)
     input_tokens: int | None = None
     output_tokens: int | None = None
     status_code: int | None = None
+    trace: TraceContext | None = None
 
 
 SendFn = Callable[[aiohttp.ClientSession, int], Awaitable[RequestResult]]
@@ -57,60 +75,60 @@ def error_kind_of(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-DEFAULT_CHAT_MESSAGES: tuple[str, ...] = (
-    "Where is my order ORD-1001?",
-    "Can I return the headphones from order ORD-1002?",
-    "Do you have a waterproof hiking jacket?",
-    "What is the status of my refund for ORD-1003?",
-    "Hi! How are you today?",
-)
+def read_reply(template: RequestTemplate, status: int, raw: bytes, trace: TraceContext) -> RequestResult:
+    """What an agent's reply means: an HTTP error, a reply without an answer where the template says it is
+    (``no_answer``; ``bad_response`` when it is not JSON), or success. When the template says where the agent
+    names its own trace id, that id replaces ours (the agent started a trace of its own)."""
+    if status >= 400:
+        return RequestResult(ok=False, error_kind=f"http_{status}", status_code=status, trace=trace)
+    if not template.answer_path and not template.trace_id_path:
+        return RequestResult(ok=True, status_code=status, trace=trace)
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return RequestResult(ok=False, error_kind="bad_response", status_code=status, trace=trace)
+    named = template.trace_id_of(data)
+    if named is not None and named != trace.trace_id:
+        trace = TraceContext(named, None)
+    try:
+        template.answer_of(data)
+    except AnswerError:
+        return RequestResult(ok=False, error_kind="no_answer", status_code=status, trace=trace)
+    return RequestResult(ok=True, status_code=status, trace=trace)
 
 
-def chat_sender(
-    messages: Sequence[str] = DEFAULT_CHAT_MESSAGES,
-    path: str = "/v1/chat",
-    body: Callable[[int], dict[str, Any]] | None = None,
+def template_sender(
+    template: RequestTemplate,
+    inputs: Sequence[str | Mapping[str, Any]],
+    user_prefix: str = "load-user",
     headers: Mapping[str, str] | None = None,
 ) -> SendFn:
-    """A request function for the demo agent's ``POST /v1/chat``.
+    """A request function for any agent described by ``template``.
 
-    Why: the generator is agent-agnostic; this adapter knows the demo agent's contract. Request ``i`` sends
-    ``body(i)`` (default ``{"message": messages[i % len], "user_id": "load-user-<i>", "session_id": "load-<i>"}``:
-    one user per request, so a canary router spreads load tests over both variants); the JSON answer's
-    ``llm_calls: [{model, latency_s, input_tokens, output_tokens}]`` gives the per-call LLM latencies and tokens.
-    An HTTP status >= 400 is an error of kind ``http_<status>``; an unparseable answer is ``bad_response``.
+    Why: the generator is agent-agnostic; this adapter fills the template with input ``i % len(inputs)`` and
+    sends it with a fresh W3C ``traceparent`` (so the request's spans can be found by trace id), the template's
+    headers and ``headers``. Per-LLM-call figures never come from the answer: they come from the spans.
     """
-    if body is None and not messages:
-        raise ValueError("messages must not be empty")
-    extra_headers = dict(headers) if headers else None
-    relative = path.lstrip("/")  # joined onto the client's base URL, so a base URL's path prefix is kept
-
-    def make_body(i: int) -> dict[str, Any]:
-        if body is not None:
-            return body(i)
-        return {"message": messages[i % len(messages)], "user_id": f"load-user-{i}", "session_id": f"load-{i}"}
+    if not inputs:
+        raise ValueError("inputs must not be empty")
+    fixed = {**template.headers, **(headers or {})}
+    relative = template.relative_path  # joined onto the client's base URL, so a base URL's path prefix is kept
+    method = template.method
+    send_body = method != "GET"
 
     async def send(client: aiohttp.ClientSession, i: int) -> RequestResult:
-        async with client.post(relative, json=make_body(i), headers=extra_headers, allow_redirects=False) as response:
+        trace = new_trace_context()
+        body = template.body_for(inputs[i % len(inputs)], i, user_prefix) if send_body else None
+        async with client.request(
+            method,
+            relative,
+            json=body,
+            headers={**fixed, "traceparent": trace.traceparent},
+            allow_redirects=False,
+        ) as response:
             status = response.status
             raw = await response.read()
-        if status >= 400:
-            return RequestResult(ok=False, error_kind=f"http_{status}", status_code=status)
-        try:
-            data = json.loads(raw)
-            calls = data.get("llm_calls") or []
-            latencies = [float(c["latency_s"]) for c in calls if c.get("latency_s") is not None]
-            tokens_in = sum(int(c.get("input_tokens") or 0) for c in calls)
-            tokens_out = sum(int(c.get("output_tokens") or 0) for c in calls)
-        except (ValueError, TypeError, KeyError, AttributeError):
-            return RequestResult(ok=False, error_kind="bad_response", status_code=status)
-        return RequestResult(
-            ok=True,
-            llm_latencies=latencies,
-            input_tokens=tokens_in if calls else None,
-            output_tokens=tokens_out if calls else None,
-            status_code=status,
-        )
+        return read_reply(template, status, raw, trace)
 
     return send
 

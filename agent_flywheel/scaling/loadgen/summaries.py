@@ -13,6 +13,7 @@ import numpy as np
 from agent_flywheel.scaling.loadgen.histogram import LatencyHistogram
 from agent_flywheel.scaling.loadgen.runs import LevelRun, Mode
 
+UNKNOWN_MODEL = "(unknown)"
 LATE_SHARE_WARNING = 0.01
 LOOP_LAG_WARNING_S = 0.05
 CPU_SHARE_WARNING = 0.9
@@ -34,6 +35,7 @@ class LevelSummary:
     throughput_rps: float
     workflow: LatencyHistogram
     llm: LatencyHistogram
+    llm_by_model: dict[str, LatencyHistogram]
     late_share: float
     client_cpu_per_request_s: float
     client_cpu_share: float
@@ -58,12 +60,38 @@ class LevelSummary:
             **{f"workflow_{k}": v for k, v in w.items() if k != "count"},
             "llm_calls": m["count"],
             **{f"llm_{k}": v for k, v in m.items() if k != "count"},
+            "llm_p95_s_by_model": ";".join(
+                f"{model}={h.percentile(95):.6f}" for model, h in sorted(self.llm_by_model.items()) if h.count
+            ),
             "late_share": self.late_share,
             "client_cpu_per_request_s": self.client_cpu_per_request_s,
             "client_cpu_share": self.client_cpu_share,
             "loop_lag_p99_s": self.loop_lag_p99_s,
             "loop_lag_max_s": self.loop_lag_max_s,
             "warnings": " | ".join(self.warnings),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The level as JSON (``sweep run --json``): workflow and per-LLM-call percentiles, per model too."""
+
+        def short(h: LatencyHistogram) -> dict[str, float | int | None]:
+            return {k: v for k, v in h.summary().items() if k in ("count", "p50_s", "p95_s", "p99_s", "max_s")}
+
+        return {
+            "mode": self.mode,
+            "concurrency": self.concurrency,
+            "rate_rps": self.rate_rps,
+            "passes": self.passes,
+            "requests": self.requests,
+            "ok": self.ok,
+            "error_rate": self.error_rate,
+            "error_kinds": dict(self.error_kinds),
+            "throughput_rps": self.throughput_rps,
+            "workflow": short(self.workflow),
+            "llm": short(self.llm),
+            "llm_by_model": {model: short(h) for model, h in sorted(self.llm_by_model.items())},
+            "late_share": self.late_share,
+            "warnings": list(self.warnings),
         }
 
 
@@ -73,6 +101,7 @@ def summarize_level(runs: Sequence[LevelRun]) -> LevelSummary:
         raise ValueError("no runs to summarise")
     first = runs[0]
     workflow_hists, llm_hists = [], []
+    by_model: dict[str, LatencyHistogram] = {}
     errors: Counter[str] = Counter()
     requests = ok = late = 0
     window = cpu = wall = 0.0
@@ -86,9 +115,11 @@ def summarize_level(runs: Sequence[LevelRun]) -> LevelSummary:
                 wh.record(rec.latency_s)
             else:
                 errors[rec.result.error_kind or "error"] += 1
-            for v in rec.result.llm_latencies:
+            for call in rec.result.llm_calls:
+                v = call.latency_s
                 if math.isfinite(v) and v >= 0:
                     lh.record(v)
+                    by_model.setdefault(call.model or UNKNOWN_MODEL, LatencyHistogram()).record(v)
             late += rec.lateness_s > run.late_threshold_s
         workflow_hists.append(wh)
         llm_hists.append(lh)
@@ -127,6 +158,7 @@ def summarize_level(runs: Sequence[LevelRun]) -> LevelSummary:
         throughput_rps=ok / window if window > 0 else 0.0,
         workflow=LatencyHistogram.merged(workflow_hists),
         llm=LatencyHistogram.merged(llm_hists),
+        llm_by_model=by_model,
         late_share=late_share,
         client_cpu_per_request_s=cpu / requests if requests else 0.0,
         client_cpu_share=cpu_share,

@@ -13,7 +13,7 @@ import aiohttp
 import pandas as pd
 
 from agent_flywheel.config import LoadSweepConfig
-from agent_flywheel.scaling.loadgen.requests import SendFn, chat_sender, make_client
+from agent_flywheel.scaling.loadgen.requests import SendFn, make_client
 from agent_flywheel.scaling.loadgen.runs import DEFAULT_LATE_THRESHOLD_S, LevelRun, run_closed_level, run_open_level
 from agent_flywheel.scaling.loadgen.summaries import LevelSummary, summarize_level
 
@@ -33,6 +33,20 @@ REQUEST_COLUMNS = [
     "llm_calls",
     "ok",
     "error_kind",
+    "input_tokens",
+    "output_tokens",
+    "trace_id",
+]
+
+
+LLM_CALL_COLUMNS = [
+    "mode",
+    "concurrency",
+    "rate_rps",
+    "pass",
+    "request",
+    "model",
+    "latency_s",
     "input_tokens",
     "output_tokens",
 ]
@@ -79,7 +93,7 @@ class SweepResult:
         rows = []
         for run in self.runs:
             for rec in run.records:
-                calls = rec.result.llm_latencies
+                calls = [c.latency_s for c in rec.result.llm_calls]
                 rows.append(
                     {
                         "mode": run.mode,
@@ -99,12 +113,13 @@ class SweepResult:
                         "error_kind": rec.result.error_kind,
                         "input_tokens": rec.result.input_tokens,
                         "output_tokens": rec.result.output_tokens,
+                        "trace_id": rec.result.trace.trace_id if rec.result.trace else None,
                     }
                 )
         return pd.DataFrame(rows, columns=REQUEST_COLUMNS)
 
     def llm_calls_frame(self) -> pd.DataFrame:
-        """One row per LLM call: level, pass, request, latency_s."""
+        """One row per LLM call (from the request's spans): level, pass, request, model, latency_s, tokens."""
         rows = [
             {
                 "mode": run.mode,
@@ -112,13 +127,16 @@ class SweepResult:
                 "rate_rps": run.rate_rps,
                 "pass": run.pass_index,
                 "request": rec.index,
-                "latency_s": v,
+                "model": call.model,
+                "latency_s": call.latency_s,
+                "input_tokens": call.input_tokens,
+                "output_tokens": call.output_tokens,
             }
             for run in self.runs
             for rec in run.records
-            for v in rec.result.llm_latencies
+            for call in rec.result.llm_calls
         ]
-        return pd.DataFrame(rows, columns=["mode", "concurrency", "rate_rps", "pass", "request", "latency_s"])
+        return pd.DataFrame(rows, columns=LLM_CALL_COLUMNS)
 
     def to_csv(self, path: str | Path, per: Literal["request", "level"] = "request") -> Path:
         """Write the per-request (default) or per-level table; ``sizing calc --sweep`` reads either."""
@@ -184,18 +202,17 @@ async def run_sweep(
 def run_sweep_blocking(
     base_url: str,
     config: LoadSweepConfig,
-    send: SendFn | None = None,
+    send: SendFn,
     *,
     late_threshold_s: float = DEFAULT_LATE_THRESHOLD_S,
     seed: int = 0,
 ) -> SweepResult:
-    """Synchronous entry point (for a Prefect task): own event loop and a pool sized to the largest level."""
-    sender = send or chat_sender()
+    """Synchronous entry point: own event loop and a pool sized to the largest level."""
     biggest = max([*config.concurrencies, 1])
 
     async def main() -> SweepResult:
         async with make_client(base_url, max_connections=max(256, 2 * biggest)) as client:
-            return await run_sweep(sender, client, config, late_threshold_s=late_threshold_s, seed=seed)
+            return await run_sweep(send, client, config, late_threshold_s=late_threshold_s, seed=seed)
 
     return asyncio.run(main())
 

@@ -19,7 +19,7 @@ import binascii
 import gzip
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,7 +33,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from agent_flywheel.scaling.otlp.store import scopes_of
-from agent_flywheel.scaling.profiling.otlp import spans_from_otlp
 
 Encoding = Literal["protobuf", "json"]
 PROTOBUF_TYPE = "application/x-protobuf"
@@ -139,11 +138,10 @@ class Rejection:
     message: str
 
 
-def rejected_spans(document: Mapping[str, Any]) -> Rejection:
-    """How many spans of a document the profiler would skip (no ids, no times, ending before they start)."""
+def rejection_of(document: Mapping[str, Any], usable: int, problems: Sequence[str]) -> Rejection:
+    """How many spans of a document the profiler skips (no ids, no times, ending before they start), given how
+    many it could use and the problems it named."""
     total = sum(len(scope.get("spans") or []) for scope in scopes_of(document))
-    problems: list[str] = []
-    usable = len(spans_from_otlp(document, problems))
     rejected = total - usable
     if rejected <= 0:
         return Rejection(0, "")

@@ -1,9 +1,9 @@
 """The OTLP/HTTP trace receiver: ``POST /v1/traces`` on a standard-library HTTP server in a background thread.
 
-Why a receiver of our own: the profile step needs the spans of the requests it sends, no more and no less.
-Pointing the agent's OTLP exporter at a receiver that lives as long as the profile is simpler and more exact
-than finding those spans in a collector's files (which may be on another machine, rotated or shared with other
-traffic). Any OpenTelemetry exporter can send to it: ``OTEL_EXPORTER_OTLP_ENDPOINT`` = :attr:`OtlpReceiver.endpoint`.
+Why a receiver of our own: a profile or a sweep needs the spans of the requests it sends. Any OpenTelemetry
+exporter can send to it (``OTEL_EXPORTER_OTLP_ENDPOINT`` = :attr:`OtlpReceiver.endpoint`), and so can a
+collector's ``otlphttp`` exporter. What it decodes goes to a sink: a :class:`~.store.TraceStore` in memory (a
+run in this process) or a :class:`~.jsonl.JsonlSink` file (``flywheel otlp serve``, a long-lived service).
 
 Routes: ``POST /v1/traces`` (see :mod:`.decoding` for the encodings and answers), ``GET /health`` (counts).
 Other methods on ``/v1/traces`` answer 405, other paths 404.
@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Any
 
 from agent_flywheel.scaling.otlp.decoding import (
     JSON_TYPE,
@@ -26,10 +28,11 @@ from agent_flywheel.scaling.otlp.decoding import (
     decode_request,
     encoding_of,
     export_response,
-    rejected_spans,
+    rejection_of,
     status_response,
 )
-from agent_flywheel.scaling.otlp.store import DEFAULT_MAX_DOCUMENTS, TraceStore
+from agent_flywheel.scaling.otlp.store import DocumentSink, TraceStore
+from agent_flywheel.scaling.profiling.otlp import spans_from_otlp
 
 TRACES_PATH = "/v1/traces"
 HEALTH_PATH = "/health"
@@ -41,9 +44,33 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], store: TraceStore) -> None:
+    def __init__(self, address: tuple[str, int], sink: DocumentSink, origin: str) -> None:
         super().__init__(address, _Handler)
-        self.store = store
+        self.sink = sink
+        self.origin = origin
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End the connections exporters keep open between exports: after a stop, a kept-alive connection
+        must not go on feeding this receiver's sink (a later receiver on the same port should get the spans)."""
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -70,23 +97,25 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         body = self.rfile.read(size)
-        store = self.server.store
+        sink = self.server.sink
         try:
             document = decode_request(body, self.headers.get("Content-Type"), self.headers.get("Content-Encoding"))
         except ExportError as exc:
-            store.reject()
+            sink.reject()
             self._refuse(exc.status, str(exc), encoding)
             return
         assert encoding is not None  # decode_request refuses the content types it does not speak
-        rejection = rejected_spans(document)
-        store.add(document)
+        problems: list[str] = []
+        spans = spans_from_otlp(document, problems)
+        sink.add(document, spans, self.server.origin)
+        rejection = rejection_of(document, len(spans), problems)
         self._answer(200, export_response(encoding, rejection), content_type_of(encoding))
 
     def do_GET(self) -> None:
         path = self.path.split("?")[0]
         if path == HEALTH_PATH:
-            store = self.server.store
-            counts = {"status": "ok", "received": store.received, "dropped": store.dropped, "rejected": store.rejected}
+            sink = self.server.sink
+            counts = {"status": "ok", "received": sink.received, "dropped": sink.dropped, "rejected": sink.rejected}
             self._answer(200, json.dumps(counts).encode(), JSON_TYPE)
         else:
             self._wrong_route(path)
@@ -135,17 +164,30 @@ class OtlpReceiver:
     """An OTLP/HTTP receiver in a background thread, for the life of a ``with`` block (or between start and stop).
 
     ``port`` None takes a free port. :attr:`endpoint` is the base URL to give an exporter (the OpenTelemetry
-    SDKs append ``/v1/traces`` to ``OTEL_EXPORTER_OTLP_ENDPOINT``); what arrives is in :attr:`store`.
+    SDKs append ``/v1/traces`` to ``OTEL_EXPORTER_OTLP_ENDPOINT``); what arrives goes to ``sink``, by default
+    a new :class:`~.store.TraceStore` (:attr:`store`), tagged with ``origin``.
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int | None = None, max_documents: int = DEFAULT_MAX_DOCUMENTS
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        sink: DocumentSink | None = None,
+        origin: str = "otlp-receiver",
     ) -> None:
-        self.store = TraceStore(max_documents)
+        self.sink: DocumentSink = sink if sink is not None else TraceStore()
+        self._origin = origin
         self._host = host
         self._port = port or 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def store(self) -> TraceStore:
+        """The in-memory store the receiver fills (an error when its sink is something else)."""
+        if not isinstance(self.sink, TraceStore):
+            raise TypeError("this receiver writes to a file, not to an in-memory store")
+        return self.sink
 
     @property
     def endpoint(self) -> str:
@@ -164,7 +206,7 @@ class OtlpReceiver:
         """Start serving (the port accepts connections when this returns)."""
         if self._server is not None:
             return self
-        self._server = _Server((self._host, self._port), self.store)
+        self._server = _Server((self._host, self._port), self.sink, self._origin)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="otlp-receiver", daemon=True
         )
@@ -179,6 +221,7 @@ class OtlpReceiver:
             return
         server.shutdown()
         server.server_close()
+        server.close_connections()
         if thread is not None:
             thread.join(timeout=10)
 

@@ -1,14 +1,13 @@
 """Profiling one agent application from its traces: span trees, per-step statistics, critical path, Gantt chart.
 
-- :mod:`.spans`: the data model (a span, a trace as a tree by parent id);
+- :mod:`.spans`: the data model (a span; a trace as a tree by parent id, repaired by time containment);
 - :mod:`.critical_path`: which spans the root waited on, instant by instant;
-- :mod:`.otlp`, :mod:`.nat`, :mod:`.files`: readers of OpenTelemetry OTLP JSON, of the NeMo Agent Toolkit's
-  ``all_requests_profiler_traces.json``, and of trace files in either format;
+- :mod:`.conventions`: what a span is (LLM call, tool call, ...), its model and tokens, from the GenAI semantic
+  conventions (current and older names), OpenInference, or the NeMo Agent Toolkit's attributes;
+- :mod:`.otlp`, :mod:`.nat`, :mod:`.files`: readers of OTLP JSON, of the toolkit's ``all_requests_profiler_traces.json``
+  and ``standardized_data_all.csv``, and of trace files in any of these formats;
 - :mod:`.report`: per-step statistics, LLM calls, the bottleneck, the report;
-- :mod:`.gantt`: one request drawn as a Gantt chart;
-- :mod:`.collect`: a profile run's traces, from a receiver and the agent's spans file.
+- :mod:`.gantt`: one request drawn as a Gantt chart.
 
-LLM calls are recognised by the OpenTelemetry GenAI semantic conventions (``gen_ai.operation.name``,
-``gen_ai.request.model``, ``gen_ai.usage.input_tokens`` / ``output_tokens``); toolkit LLM events are mapped onto
-the same fields, so one code path serves both formats.
+A profile run against a live agent is :mod:`agent_flywheel.scaling.profile_run`.
 """

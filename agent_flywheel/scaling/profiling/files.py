@@ -1,4 +1,6 @@
-"""Trace files in either format (OTLP JSON / JSONL, the toolkit's profiler traces), detected from the content."""
+"""Trace files in any format we read, detected from the content: OTLP JSON / JSONL (an agent's exporter, a
+collector's file exporter, ``flywheel otlp serve``), the toolkit's ``all_requests_profiler_traces.json`` and
+its ``standardized_data_all.csv``."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_flywheel.scaling.profiling.nat import spans_from_nat_request
+from agent_flywheel.scaling.profiling.nat import looks_like_nat_csv, spans_from_nat_csv, spans_from_nat_request
 from agent_flywheel.scaling.profiling.otlp import spans_from_otlp
 from agent_flywheel.scaling.profiling.spans import Span, Trace
 
@@ -35,15 +37,21 @@ def _group(spans: Iterable[Span], problems: list[str]) -> list[Trace]:
 
 
 def parse_traces(text: str, source: str = "<traces>") -> TraceSet:
-    """Parse OTLP JSON / JSONL or toolkit traces from text, detecting the format.
+    """Parse OTLP JSON / JSONL or toolkit traces (JSON or CSV) from text, detecting the format.
 
-    Why: the same ``profile analyze`` command must accept what the demo agent writes (OTLP JSONL) and what
-    ``nat eval`` writes, without a flag the user could get wrong.
+    Why: the same ``profile analyze`` command must accept what an agent's exporter or a collector writes (OTLP
+    JSONL) and what ``nat eval`` writes, without a flag the user could get wrong.
     """
     problems: list[str] = []
     stripped = text.strip()
     if not stripped:
         raise TraceFormatError(f"{source}: the file is empty")
+    if looks_like_nat_csv(stripped):
+        csv_spans = spans_from_nat_csv(stripped, problems)
+        if not csv_spans:
+            detail = f" ({problems[0]})" if problems else ""
+            raise TraceFormatError(f"{source}: no spans found{detail}")
+        return TraceSet(_group(csv_spans, problems), problems, "nat-csv")
     documents: list[tuple[str, Any]] = []
     try:
         documents.append(("", json.loads(stripped)))
@@ -79,7 +87,8 @@ def parse_traces(text: str, source: str = "<traces>") -> TraceSet:
 
 
 def load_traces(path: str | Path) -> TraceSet:
-    """Read a trace file (OTLP JSON, OTLP JSONL or the toolkit's ``all_requests_profiler_traces.json``)."""
+    """Read a trace file (OTLP JSON or JSONL, the toolkit's ``all_requests_profiler_traces.json`` or
+    ``standardized_data_all.csv``)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -13,6 +13,9 @@ _KIND_COLOURS = {
     "function": "#DD8452",
     "workflow": "#8C8C8C",
     "agent": "#8172B3",
+    "chain": "#937860",
+    "embedding": "#DA8BC3",
+    "retriever": "#64B5CD",
     "span": "#CCB974",
 }
 

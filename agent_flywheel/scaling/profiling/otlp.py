@@ -2,9 +2,8 @@
 
 A file holds one such document, or one per line (JSONL: what the demo agent and most collectors' file exporters
 write). Trace and span ids may be hex (the OTLP/JSON rule) or base64 (protobuf's generic JSON mapping); times are
-Unix nanoseconds as strings or integers. LLM calls are recognised by the OpenTelemetry GenAI semantic
-conventions (``gen_ai.operation.name``, ``gen_ai.request.model``, ``gen_ai.usage.input_tokens`` /
-``output_tokens``).
+Unix nanoseconds as strings or integers. What a span is (an LLM call, a tool call, ...), its model and its
+tokens come from the GenAI, OpenInference or toolkit attributes it carries (:mod:`.conventions`).
 """
 
 from __future__ import annotations
@@ -15,10 +14,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from agent_flywheel.scaling.profiling.spans import Span, token_count
+from agent_flywheel.scaling.profiling.conventions import (
+    input_tokens_of,
+    model_of,
+    output_tokens_of,
+    provider_of,
+    span_kind,
+)
+from agent_flywheel.scaling.profiling.spans import Span
 
-# GenAI semantic-convention operation names that are model calls (embeddings and tools are not).
-LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "completion"})
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 
 
@@ -86,25 +90,6 @@ def _attributes(items: Any) -> dict[str, Any]:
     return out
 
 
-def _classify(attrs: Mapping[str, Any]) -> str:
-    """Span kind from GenAI conventions: ``llm`` for model calls, ``tool`` for tool calls, else ``span``."""
-    operation = attrs.get("gen_ai.operation.name")
-    if operation is not None:
-        op = str(operation).lower()
-        if op in LLM_OPERATIONS:
-            return "llm"
-        if op == "execute_tool":
-            return "tool"
-        if op in ("invoke_agent", "create_agent"):
-            return "agent"
-        return "span"
-    if attrs.get("gen_ai.request.model") is not None:
-        return "llm"
-    if attrs.get("gen_ai.tool.name") is not None:
-        return "tool"
-    return str(attrs.get("flywheel.span.kind", "span"))
-
-
 def _otlp_status_ok(status: Any) -> bool:
     if not isinstance(status, dict):
         return True
@@ -145,8 +130,6 @@ def _otlp_span(raw: Mapping[str, Any]) -> Span:
     end = _nanos_to_s(raw.get("endTimeUnixNano"))
     if end < start:
         raise ValueError(f"ends before it starts ({end - start:.3f} s)")
-    kind = _classify(attrs)
-    model = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")
     return Span(
         trace_id=trace_id,
         span_id=span_id,
@@ -154,10 +137,11 @@ def _otlp_span(raw: Mapping[str, Any]) -> Span:
         name=str(raw.get("name") or "(unnamed)"),
         start_s=start,
         end_s=end,
-        kind=kind,
+        kind=span_kind(attrs),
         ok=_otlp_status_ok(raw.get("status")),
-        model=str(model) if model is not None else None,
-        input_tokens=token_count(attrs.get("gen_ai.usage.input_tokens", attrs.get("gen_ai.usage.prompt_tokens"))),
-        output_tokens=token_count(attrs.get("gen_ai.usage.output_tokens", attrs.get("gen_ai.usage.completion_tokens"))),
+        model=model_of(attrs),
+        provider=provider_of(attrs),
+        input_tokens=input_tokens_of(attrs),
+        output_tokens=output_tokens_of(attrs),
         attributes=attrs,
     )

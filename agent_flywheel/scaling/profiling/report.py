@@ -79,6 +79,7 @@ class LLMCall:
     trace_id: str
     span_id: str
     model: str | None
+    provider: str | None
     latency_s: float
     input_tokens: int | None
     output_tokens: int | None
@@ -91,6 +92,7 @@ class LLMCall:
             "trace_id": self.trace_id,
             "span_id": self.span_id,
             "model": self.model,
+            "provider": self.provider,
             "latency_s": self.latency_s,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
@@ -113,6 +115,7 @@ class ProfileReport:
     num_traces: int
     problems: list[str] = field(default_factory=list)
     source_format: str = ""
+    repaired_spans: int = 0
 
     def to_dict(self, include_calls: bool = True) -> dict[str, Any]:
         """Plain-JSON form (``--json`` of ``profile analyze``)."""
@@ -125,6 +128,7 @@ class ProfileReport:
             "tokens": self.tokens,
             "steps": [s.to_dict() for s in self.steps],
             "bottleneck": self.bottleneck,
+            "repaired_spans": self.repaired_spans,
             "problems": self.problems,
         }
         if include_calls:
@@ -172,6 +176,13 @@ class ProfileReport:
                 f"Tokens per LLM call: {self.tokens['mean_input_tokens']:.0f} in, "
                 f"{self.tokens['mean_output_tokens']:.0f} out (mean over {self.tokens['llm_calls_with_tokens']} calls).",
             ]
+        if self.repaired_spans:
+            lines += [
+                "",
+                f"**{self.repaired_spans} spans repaired:** their stated parent did not contain them in time (a "
+                "sibling that had already finished, or a span that was never exported), so each was placed under "
+                "the innermost span that did.",
+            ]
         if self.problems:
             lines += ["", f"**{len(self.problems)} input problems** (first 10):", ""]
             lines += [f"- {p}" for p in self.problems[:10]]
@@ -207,8 +218,10 @@ def analyze(traces: Sequence[Trace], problems: Sequence[str] = (), source_format
     total_time = 0.0
     workflow: list[float] = []
     calls: list[LLMCall] = []
+    repaired = 0
     for trace in traces:
         workflow.append(trace.duration_s)
+        repaired += len(trace.repaired)
         for span in trace.spans:
             durations[(span.name, span.kind)].append(span.duration_s)
             if span.is_llm:
@@ -217,6 +230,7 @@ def analyze(traces: Sequence[Trace], problems: Sequence[str] = (), source_format
                         trace.trace_id,
                         span.span_id,
                         span.model,
+                        span.provider,
                         span.duration_s,
                         span.input_tokens,
                         span.output_tokens,
@@ -268,6 +282,7 @@ def analyze(traces: Sequence[Trace], problems: Sequence[str] = (), source_format
         num_traces=len(traces),
         problems=list(problems),
         source_format=source_format,
+        repaired_spans=repaired,
     )
 
 

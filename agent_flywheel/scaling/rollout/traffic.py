@@ -48,7 +48,7 @@ def observation_of(
 async def drive_stage(
     client: httpx.AsyncClient,
     chat_path: str,
-    inputs: Sequence[Mapping[str, Any]],
+    inputs: Sequence[str | Mapping[str, Any]],
     stage: RolloutStage,
     start_s: float,
     config: RolloutConfig,

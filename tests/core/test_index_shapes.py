@@ -23,7 +23,7 @@ from agent_flywheel.logstore.index import ensure_index
 from agent_flywheel.logstore.reader import extract
 from agent_flywheel.logstore.shape import IndexMissing, IndexShapeError, TimeUnit, inspect_index
 from agent_flywheel.logstore.traffic import count_since, list_workloads
-from agent_flywheel.logstore.watermarks import MemoryWatermarkStore
+from agent_flywheel.logstore.watermarks import MemoryWatermarkStore, Watermark
 from agent_flywheel.logstore.writer import bulk_index
 from agent_flywheel.records.quarantine import QuarantineWriter
 from agent_flywheel.records.schema import LogRecord
@@ -121,6 +121,16 @@ SHAPES = [
         lambda i: f"Where is my order {1000 + i}?",
     ),
     Shape(
+        "epoch-milliseconds",  # a producer writing Date.now() into a missing index
+        NAT_WORKLOAD_ID,
+        NAT_CLIENT_ID,
+        lambda es, index: None,
+        _bulk_raw(lambda i: {**_nat(i), "timestamp": (NAT_T0 + i) * 1000 + 250}),
+        TimeUnit.MILLIS,
+        "workload_id.keyword",
+        lambda i: f"Where is my order {1000 + i}?",
+    ),
+    Shape(
         "blueprint-epoch-seconds",
         AIVA["workload_id"],
         AIVA["client_id"],
@@ -182,7 +192,8 @@ def test_incremental_runs_and_the_traffic_watch_read_exactly_the_new_records(
     assert run() == {shape.question(i) for i in (0, 1, 2, 3, 4, 6)}
     assert new_in_watch() == 0
     (stats,) = [s for s in list_workloads(es, index) if (s.workload_id, s.client_id) == (wl, cl)]
-    assert stats.latest == datetime.fromtimestamp(NAT_T0 + 6, UTC)  # the true time, never January 1970
+    assert stats.latest is not None  # the true time, never January 1970
+    assert stats.latest.replace(microsecond=0) == datetime.fromtimestamp(NAT_T0 + 6, UTC)
 
     # three newer records, and one stamped before the newest one read (a producer flushing late)
     shape.write(es, index, [7, 8, 5, 9])
@@ -192,7 +203,8 @@ def test_incremental_runs_and_the_traffic_watch_read_exactly_the_new_records(
     assert run() == set()
     mark = marks.get(wl, cl)
     assert mark is not None and mark.unit is shape.unit
-    assert mark.timestamp == datetime.fromtimestamp(NAT_T0 + 9, UTC)
+    assert mark.timestamp == datetime.fromtimestamp(NAT_T0 + 9, UTC).replace(microsecond=mark.timestamp.microsecond)
+    assert mark.timestamp.microsecond in (0, 250_000)
     assert count_since(es, index, wl, cl, mark) == 0
 
 
@@ -292,3 +304,23 @@ def test_importing_into_a_producers_index_keeps_its_timestamp_form(es: Elasticse
     ]
     assert sources == [NAT_T0, NAT_T0 + 1]
     assert inspect_index(es, index).unit is TimeUnit.SECONDS
+
+
+def test_a_watermark_an_earlier_version_saved_on_the_blueprints_index_reads_the_new_records(
+    es: Elasticsearch, tmp_path: Path
+) -> None:
+    """Earlier versions saved the newest record's true time (2025) and compared it with 1970 dates: "0 new" for
+    ever. Such a watermark is now read as a time and converted to the index's epoch seconds."""
+    index = _name()
+    _create_blueprint(es, index)
+    write = _bulk_raw(lambda i: _blueprint(i, iso=False))
+    write(es, index, [0, 1, 2])
+    newest = es.search(index=index, sort=[{"timestamp": "desc"}], size=1)["hits"]["hits"][0]["_id"]
+    legacy = Watermark.from_json({"timestamp": "2025-12-06T05:46:42Z", "ids": [newest]})  # record 2's time
+    write(es, index, [3, 4])
+    wl, cl = AIVA["workload_id"], AIVA["client_id"]
+    assert count_since(es, index, wl, cl, legacy) == 2
+    with QuarantineWriter(tmp_path / "q.jsonl") as quarantine:
+        result = extract(es, index, workload_id=wl, client_id=cl, since=legacy, quarantine=quarantine)
+    assert {str(r.request.messages[1].content) for r in result.records} == {_bill(3), _bill(4)}
+    assert result.watermark is not None and result.watermark.unit is TimeUnit.SECONDS

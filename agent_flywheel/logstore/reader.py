@@ -39,15 +39,15 @@ ProgressCallback = Callable[[int, int], None]
 
 #: The most record ids a watermark keeps for its late-arrival window; beyond that the window is shortened.
 MAX_WATERMARK_IDS = 50_000
-_LONG_MAX = 2**63 - 1
 
 
-def _position(sort: Any) -> int | None:
-    """A hit's timestamp position from its sort values; None for a record without a timestamp (sorted last)."""
+def _position(sort: Any, unit: TimeUnit) -> int | None:
+    """A hit's timestamp position from its sort values; None for a record without a usable timestamp (one
+    missing sorts last with a sort value of ``Long.MIN_VALUE`` or ``MAX_VALUE``)."""
     if not isinstance(sort, list) or not sort:
         return None
     value = sort[0]
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _LONG_MAX:
+    if isinstance(value, bool) or not isinstance(value, int) or not unit.holds_time(value):
         return None
     return value
 
@@ -93,7 +93,7 @@ def _hits(
             if on_page is not None:
                 on_page(pages, docs)
             for hit in hits:
-                yield str(hit["_id"]), hit.get("_source"), _position(hit.get("sort"))
+                yield str(hit["_id"]), hit.get("_source"), _position(hit.get("sort"), shape.unit)
             if len(hits) < page_size:
                 break
             search_after = hits[-1]["sort"]

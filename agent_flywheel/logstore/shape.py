@@ -49,6 +49,7 @@ _INTEGER_TYPES = frozenset({"long", "integer", "unsigned_long"})
 _DEFAULT_DATE_FORMAT = "strict_date_optional_time||epoch_millis"
 _ISO_RANGE_FORMAT = "strict_date_optional_time"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime holds
 
 
 class TimeUnit(StrEnum):
@@ -72,6 +73,10 @@ class TimeUnit(StrEnum):
     def time_at(self, position: int) -> datetime:
         """The time ``position`` units after the epoch."""
         return _EPOCH + timedelta(microseconds=position * (1_000_000 // self.per_second))
+
+    def holds_time(self, position: int) -> bool:
+        """Whether ``position`` is a time from 1970 to the year 9999 (others are no timestamp the flywheel reads)."""
+        return 0 <= position <= _LAST_SECOND * self.per_second
 
 
 class IndexShapeError(LogStoreError):
@@ -138,10 +143,15 @@ class IndexShape:
                 if found is None
             ]
             return f"log index {self.index!r}: no record has {', '.join(missing)} yet (unmapped), so none is read"
-        holds = "epoch seconds" if self.unit is TimeUnit.SECONDS else "milliseconds"
+        if self.timestamp_type != "date":
+            holds = f" holding epoch {'seconds' if self.unit is TimeUnit.SECONDS else 'milliseconds'}"
+        elif self.unit is TimeUnit.SECONDS:
+            holds = " holding epoch seconds (which Elasticsearch reads as milliseconds)"
+        else:
+            holds = ""
         return (
             f"log index {self.index!r}: filtering on {self.workload_field} and {self.client_field}, "
-            f"timestamp {self.timestamp_type} holding {holds}"
+            f"timestamp {self.timestamp_type}{holds}"
         )
 
     # ------------------------------------------------------------------------------------- positions

@@ -108,7 +108,9 @@ def test_an_unmapped_field_reads_nothing_and_says_so() -> None:
     empty = IndexShape("idx", workload_field=None)
     assert not empty.readable
     assert "no record has workload_id yet" in empty.describe()
-    assert OWN.readable and "timestamp date holding milliseconds" in OWN.describe()
+    assert OWN.readable and OWN.describe().endswith("filtering on workload_id and client_id, timestamp date")
+    assert NAT.describe().endswith("workload_id.keyword and client_id.keyword, timestamp long holding epoch seconds")
+    assert "date holding epoch seconds (which Elasticsearch reads as milliseconds)" in BLUEPRINT_SECONDS.describe()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -313,3 +315,23 @@ def test_extraction_window_precedence() -> None:
     assert until == datetime(2025, 5, 2, tzinfo=UTC)
     with pytest.raises(ValueError):
         extraction_window(ExtractionConfig(since="last tuesday"), store, "w", "c")
+
+
+@pytest.mark.parametrize(
+    ("sort", "unit", "position"),
+    [
+        ([P, 3], TimeUnit.MILLIS, P),
+        ([-(2**63), 3], TimeUnit.MILLIS, None),  # no timestamp: sorted last with Long.MIN_VALUE (descending)
+        ([2**63 - 1, 3], TimeUnit.SECONDS, None),  # ... or Long.MAX_VALUE (ascending)
+        ([253402300800, 3], TimeUnit.SECONDS, None),  # after the year 9999
+        ([253402300800, 3], TimeUnit.MILLIS, 253402300800),  # as milliseconds: 1978
+        (["2025-05-01", 3], TimeUnit.MILLIS, None),
+        ([True], TimeUnit.MILLIS, None),
+        ([], TimeUnit.MILLIS, None),
+        (None, TimeUnit.MILLIS, None),
+    ],
+)
+def test_a_hits_position_is_its_timestamp_sort_value_when_that_is_a_time(
+    sort: Any, unit: TimeUnit, position: int | None
+) -> None:
+    assert reader._position(sort, unit) == position

@@ -254,7 +254,6 @@ def extract(
     newest: int | None = None  # the newest position read (reading goes newest first)
     oldest: int | None = None  # the last position read
     recent: list[tuple[int, str]] = []  # (position, id) of every hit within ``window`` of the newest
-    convert_numbers = shape.source_unit is TimeUnit.MILLIS
 
     def progress(page_count: int, docs: int) -> None:
         nonlocal pages
@@ -284,7 +283,7 @@ def extract(
                 already_read += 1
                 continue
             scanned += 1
-            if convert_numbers and isinstance(source, dict) and "timestamp" in source:
+            if shape.millis_numbers and isinstance(source, dict) and "timestamp" in source:
                 source = {**source, "timestamp": shape.record_timestamp(source["timestamp"])}
             result = validate_record(
                 source,

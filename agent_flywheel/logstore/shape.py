@@ -105,8 +105,9 @@ class IndexShape:
     ``workload_id.keyword``); None when no record has the field yet (nothing can match). ``timestamp_type`` is
     the mapped type (``date`` or ``long``...), None when unmapped. ``unit`` is what a stored timestamp counts;
     ``numeric_range`` says whether range bounds are sent as numbers (a ``long`` field, or a ``date`` field
-    holding epoch seconds read as milliseconds) instead of ISO 8601. ``source_unit`` is what a *number* in a
-    record's ``_source`` timestamp means. ``notes`` say what was found and handled (for the run log);
+    holding epoch seconds read as milliseconds) instead of ISO 8601. ``millis_numbers`` says whether a number
+    from :data:`SECONDS_BELOW` up in a record's ``_source`` timestamp is epoch milliseconds (Elasticsearch read
+    it so: a ``date`` field that reads numbers as milliseconds, or a ``long``), not seconds (our mapping). ``notes`` say what was found and handled (for the run log);
     ``warnings`` are the notes about data stored wrongly that the user should fix.
     """
 
@@ -116,7 +117,7 @@ class IndexShape:
     timestamp_type: str | None = "date"
     unit: TimeUnit = TimeUnit.MILLIS
     numeric_range: bool = False
-    source_unit: TimeUnit = TimeUnit.SECONDS
+    millis_numbers: bool = False
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -186,6 +187,8 @@ class IndexShape:
         bounds: dict[str, Any] = {}
         if lower is not None:
             bounds["gte"] = self._bound(lower)
+            if upper is None and self.unit is TimeUnit.SECONDS:  # milliseconds beside the seconds sort after them
+                upper, upper_inclusive = SECONDS_BELOW, False
         if upper is not None:
             bounds["lte" if upper_inclusive else "lt"] = self._bound(upper)
         if not bounds:
@@ -223,22 +226,24 @@ class IndexShape:
         """A ``_source`` timestamp in a form record validation reads right: numbers in milliseconds become ISO 8601.
 
         Validation reads numbers as epoch seconds (the blueprint's convention). In an index whose numbers are
-        milliseconds (a ``long`` holding them, or a ``date`` field that reads them correctly) they are converted.
+        milliseconds (a ``long`` holding them, or a ``date`` field that reads them correctly) those from
+        :data:`SECONDS_BELOW` up are converted; smaller ones are epoch seconds whatever the index made of them.
         """
-        if self.source_unit is TimeUnit.SECONDS or isinstance(value, bool):
+        if not self.millis_numbers or isinstance(value, bool):
             return value
+        original = value
         if isinstance(value, str):
             try:
                 value = float(value) if value.strip() else value
             except ValueError:
-                return value
-        if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+                return original
+        if isinstance(value, int | float) and math.isfinite(value) and value >= SECONDS_BELOW:
             try:
                 moment = _EPOCH + timedelta(milliseconds=value)
             except OverflowError:
-                return value
+                return original
             return moment.isoformat().replace("+00:00", "Z")
-        return value
+        return original
 
     def document_timestamp(self, when: datetime) -> int | str:
         """What a writer puts in ``timestamp`` so that the index holds one form: the form its records have."""
@@ -306,11 +311,20 @@ def _probe_units(es: Elasticsearch, index: str, *, date: bool) -> tuple[int, int
     return seconds, millis
 
 
-def _mixed(index: str, kind: str, seconds: int, millis: int) -> IndexShapeError:
-    return IndexShapeError(
-        f"log index {index!r}: timestamp ({kind}) holds both epoch seconds ({seconds} records) and epoch "
-        f"milliseconds ({millis} records), so no one range or order reads them in time order; fix: write one form "
-        f"(epoch seconds or ISO 8601) from every producer, then {fix_hint(index)}"
+def _minority(index: str, kind: str, unit: TimeUnit, seconds: int, millis: int) -> tuple[str, ...]:
+    """The warning for a timestamp field holding both forms (the larger one decides how it is read)."""
+    if not (seconds and millis):
+        return ()
+    if unit is TimeUnit.SECONDS:
+        few = f"{millis} records with real dates (ISO 8601 or epoch milliseconds) among {seconds} in epoch seconds"
+    elif kind == "date":
+        few = f"{seconds} records in epoch seconds, which Elasticsearch stored as January 1970 dates, among {millis} real dates"
+    else:
+        few = f"{seconds} records in epoch seconds among {millis} in epoch milliseconds"
+    return (
+        f"timestamp ({kind}) holds {few}: they sort apart from the others, so a first run or a full rebuild reads "
+        f"them but incremental runs and the traffic watch do not; write one form from every producer (epoch "
+        f"seconds or ISO 8601), or {fix_hint(index)}",
     )
 
 
@@ -331,33 +345,36 @@ def _timestamp_shape(es: Elasticsearch, index: str, spec: Any) -> dict[str, Any]
         if numbers != "epoch_millis":  # numbers are seconds (our mapping), or not accepted at all: dates are real
             return {"timestamp_type": kind}
         seconds, millis = _probe_units(es, index, date=True)
-        if seconds and millis:
-            raise _mixed(index, kind, seconds, millis)
-        if seconds:
+        if seconds > millis:
             return {
                 "timestamp_type": kind,
                 "unit": TimeUnit.SECONDS,
                 "numeric_range": True,
+                "millis_numbers": True,
                 "warnings": (
                     f"timestamp is a date field holding epoch seconds, which Elasticsearch reads as milliseconds "
                     f"({seconds} records dated January 1970: the blueprint's mapping); the flywheel compares them "
                     f"as seconds, so incremental runs and the traffic watch work; Kibana and date queries still see "
                     f"1970: to store real dates, {fix_hint(index)}",
+                    *_minority(index, kind, TimeUnit.SECONDS, seconds, millis),
                 ),
             }
-        return {"timestamp_type": kind, "source_unit": TimeUnit.MILLIS}
+        return {
+            "timestamp_type": kind,
+            "millis_numbers": True,
+            "warnings": _minority(index, kind, TimeUnit.MILLIS, seconds, millis),
+        }
     if kind in _INTEGER_TYPES:
         seconds, millis = _probe_units(es, index, date=False)
-        if seconds and millis:
-            raise _mixed(index, kind, seconds, millis)
-        unit = TimeUnit.MILLIS if millis else TimeUnit.SECONDS
-        holds = "epoch milliseconds" if millis else "epoch seconds"
+        unit = TimeUnit.MILLIS if millis > seconds else TimeUnit.SECONDS
+        holds = "epoch milliseconds" if unit is TimeUnit.MILLIS else "epoch seconds"
         return {
             "timestamp_type": kind,
             "unit": unit,
             "numeric_range": True,
-            "source_unit": unit,
+            "millis_numbers": True,
             "notes": (f"timestamp is a {kind} holding {holds} (Elasticsearch's dynamic mapping); compared as numbers",),
+            "warnings": _minority(index, kind, unit, seconds, millis),
         }
     if kind == "date_nanos":
         raise IndexShapeError(

@@ -231,14 +231,13 @@ def test_a_pattern_over_indices_of_one_shape_is_read_as_one(es: Elasticsearch, t
             r"workload_id is mapped as text without a keyword sub-field.*flywheel logs create-index",
         ),
         (None, [{**nat_answer(0), "timestamp": 1765000000.25}], r"timestamp is mapped as float"),
-        (None, [nat_answer(0), {**nat_answer(1), "timestamp": 1765000000123}], r"both epoch seconds \(1 records\)"),
         (
             {"properties": {"timestamp": {"type": "keyword"}}},
             [],
             r"timestamp is mapped as keyword, not date or long",
         ),
     ],
-    ids=["text-id", "float-timestamp", "seconds-and-millis", "keyword-timestamp"],
+    ids=["text-id", "float-timestamp", "keyword-timestamp"],
 )
 def test_an_index_the_flywheel_cannot_read_is_refused_in_one_line(
     es: Elasticsearch, mappings: dict[str, Any] | None, documents: list[dict[str, Any]], message: str, tmp_path: Path
@@ -324,3 +323,41 @@ def test_a_watermark_an_earlier_version_saved_on_the_blueprints_index_reads_the_
         result = extract(es, index, workload_id=wl, client_id=cl, since=legacy, quarantine=quarantine)
     assert {str(r.request.messages[1].content) for r in result.records} == {_bill(3), _bill(4)}
     assert result.watermark is not None and result.watermark.unit is TimeUnit.SECONDS
+
+
+@pytest.mark.parametrize("unit", [TimeUnit.SECONDS, TimeUnit.MILLIS], ids=["mostly-seconds", "mostly-milliseconds"])
+@pytest.mark.parametrize("blueprint", [True, False], ids=["date", "long"])
+def test_a_timestamp_in_two_forms_is_read_in_the_larger_and_the_others_named(
+    es: Elasticsearch, unit: TimeUnit, blueprint: bool, tmp_path: Path
+) -> None:
+    """A few records in the other form (a second producer, a hostile one) must not stop the flywheel: the larger
+    form decides, the first run reads every record, and incremental runs and the watch read only the new records of
+    that form, never the others again and again."""
+    index = _name()
+    if blueprint:
+        _create_blueprint(es, index)
+
+    def stamp(i: int, form: TimeUnit) -> int:
+        return NAT_T0 + i if form is TimeUnit.SECONDS else (NAT_T0 + i) * 1000
+
+    other = TimeUnit.MILLIS if unit is TimeUnit.SECONDS else TimeUnit.SECONDS
+    records = [(i, unit) for i in (0, 1, 2, 3)] + [(10, other)]
+    write = _bulk_raw(lambda n: {**_blueprint(n % 100, iso=False), "timestamp": stamp(n % 100, records_by[n])})
+    records_by = {i: form for i, form in records}
+    write(es, index, [i for i, _ in records])
+    shape = inspect_index(es, index)
+    assert shape.unit is unit
+    (warning,) = [w for w in shape.warnings if "sort apart from the others" in w]
+    assert " 1 records" in warning and "flywheel logs create-index" in warning
+    marks = MemoryWatermarkStore()
+    wl, cl = AIVA["workload_id"], AIVA["client_id"]
+    with QuarantineWriter(tmp_path / "q.jsonl") as quarantine:
+        first = extract(es, index, workload_id=wl, client_id=cl, quarantine=quarantine)
+        assert len(first.records) == 5 and quarantine.total == 0  # the first run reads every record
+        assert first.watermark is not None
+        marks.set(wl, cl, first.watermark)
+        records_by.update({4: unit, 11: other})
+        write(es, index, [4, 11])
+        assert count_since(es, index, wl, cl, marks.get(wl, cl)) == 1
+        second = extract(es, index, workload_id=wl, client_id=cl, since=marks.get(wl, cl), quarantine=quarantine)
+    assert [str(r.request.messages[1].content) for r in second.records] == [_bill(4)]

@@ -16,7 +16,7 @@ from agent_flywheel.logstore import reader
 from agent_flywheel.logstore.errors import LogStoreError
 from agent_flywheel.logstore.index import LOG_INDEX_MAPPING
 from agent_flywheel.logstore.reader import scan_records
-from agent_flywheel.logstore.shape import IndexShape, TimeUnit
+from agent_flywheel.logstore.shape import SECONDS_BELOW, IndexShape, TimeUnit
 from agent_flywheel.logstore.watermarks import FileWatermarkStore, MemoryWatermarkStore, Watermark, extraction_window
 
 T0 = datetime(2025, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -41,9 +41,7 @@ NAT = IndexShape(
     numeric_range=True,
 )
 BLUEPRINT_SECONDS = IndexShape("idx", timestamp_type="date", unit=TimeUnit.SECONDS, numeric_range=True)
-LONG_MILLIS = IndexShape(
-    "idx", timestamp_type="long", unit=TimeUnit.MILLIS, numeric_range=True, source_unit=TimeUnit.MILLIS
-)
+LONG_MILLIS = IndexShape("idx", timestamp_type="long", unit=TimeUnit.MILLIS, numeric_range=True, millis_numbers=True)
 
 
 def test_own_index_queries_use_term_filters_and_a_half_open_millisecond_range() -> None:
@@ -82,7 +80,8 @@ def test_a_blueprint_date_of_epoch_seconds_is_queried_with_the_seconds_as_millis
     seconds = int(T0.timestamp())
     clause = BLUEPRINT_SECONDS.range_clause(seconds)
     # Elasticsearch stored 1746100800 as that many milliseconds: the bound must be the same number
-    assert clause == {"range": {"timestamp": {"gte": seconds, "format": "epoch_millis"}}}
+    # below 1e11: real dates (milliseconds) beside the seconds would sort after every one of them
+    assert clause == {"range": {"timestamp": {"gte": seconds, "lt": SECONDS_BELOW, "format": "epoch_millis"}}}
     assert BLUEPRINT_SECONDS.time_at(seconds) == T0
     assert BLUEPRINT_SECONDS.document_timestamp(T0) == seconds  # the writer keeps the index in one form
     assert OWN.document_timestamp(T0) == "2025-05-01T12:00:00Z"
@@ -97,6 +96,8 @@ def test_a_blueprint_date_of_epoch_seconds_is_queried_with_the_seconds_as_millis
         (True, True),
         (None, None),
         (-5, -5),  # validation names what is wrong with it
+        (1746100800, 1746100800),  # epoch seconds beside the milliseconds: validation reads them as seconds
+        ("1746100800.5", "1746100800.5"),
     ],
 )
 def test_millisecond_numbers_are_given_to_validation_as_iso(value: Any, expected: Any) -> None:

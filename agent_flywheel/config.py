@@ -271,6 +271,10 @@ class PromotionGateConfig(_Section):
     )
 
 
+#: Records that reach the log store up to this many minutes after newer ones are still read by the next run.
+DEFAULT_LATE_ARRIVAL_MINUTES = 10.0
+
+
 class ExtractionConfig(_Section):
     """What to read from the log store (ours: the blueprint always reads the newest 2 x limit records)."""
 
@@ -279,6 +283,11 @@ class ExtractionConfig(_Section):
     until: str | None = None
     full_rebuild: bool = False
     pit_keep_alive: str = "2m"
+    late_arrival_minutes: float = Field(
+        default=DEFAULT_LATE_ARRIVAL_MINUTES,
+        ge=0,
+        description="How far back each incremental read looks for records that reached the log store late",
+    )
     # ours: learn only from the teacher's answers (canary, load-test and student traffic share the index).
     teacher_only: bool = Field(default=True, description="Skip records answered by a model other than the teacher")
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from agent_flywheel.logstore.shape import IndexMissing, IndexShape, inspect_index
 from agent_flywheel.logstore.traffic import count_since, list_workloads
 from agent_flywheel.logstore.watermarks import WatermarkStore
 from agent_flywheel.records.timestamps import format_timestamp, parse_timestamp
@@ -213,23 +214,31 @@ def survey(
     index: str,
     watermarks: WatermarkStore,
     workload_ids: Collection[str] | None = None,
+    shape: IndexShape | None = None,
 ) -> list[TrafficCount]:
     """Count every (workload, client) in the log index, and its records newer than the saved watermark.
 
     One terms aggregation lists the pairs; one ``_count`` per pair that has a watermark gives the new
     records (a pair without one has never been read: all its records are new). ``workload_ids``
-    restricts the survey; workloads without any record are simply absent.
+    restricts the survey; workloads without any record are simply absent. ``shape`` (read from the index
+    when not given; see :func:`~agent_flywheel.logstore.shape.inspect_index`) builds the queries, so an
+    index a producer created is counted as exactly as ours; an index that does not exist has no traffic.
     """
+    if shape is None:
+        try:
+            shape = inspect_index(es, index)
+        except IndexMissing:
+            return []
     wanted = set(workload_ids) if workload_ids is not None else None
     counts = []
-    for stats in list_workloads(es, index):
+    for stats in list_workloads(es, index, shape=shape):
         if wanted is not None and stats.workload_id not in wanted:
             continue
         watermark = watermarks.get(stats.workload_id, stats.client_id)
         if watermark is None:
             new_records = stats.count
         else:
-            new_records = count_since(es, index, stats.workload_id, stats.client_id, watermark)
+            new_records = count_since(es, index, stats.workload_id, stats.client_id, watermark, shape=shape)
         counts.append(
             TrafficCount(
                 workload_id=stats.workload_id,

@@ -10,6 +10,7 @@ from typing import ParamSpec, TypeVar
 import typer
 
 from agent_flywheel.config import ConfigError
+from agent_flywheel.logstore.errors import LogStoreError
 from agent_flywheel.processes import ServiceError
 from deployments.settings import DeployError
 from simulators.processes import StackError
@@ -31,6 +32,7 @@ FIXABLE: tuple[type[Exception], ...] = (
     SettingsError,  # a bad local stack config
     StackError,  # a simulator that would not start (a busy port...)
     FileNotFoundError,
+    LogStoreError,  # a log index the flywheel cannot read (the message says how to fix it), an unreadable watermark file
 )
 
 

@@ -136,6 +136,32 @@ def logs_import(
         typer.echo(f"  {reason}: {count}")
 
 
+@logs_app.command("create-index")
+@one_line_errors
+def logs_create_index(
+    index: Annotated[str | None, typer.Option(help="Index to create (default: the LogStore block's)")] = None,
+    block: Annotated[str, typer.Option(help="LogStore block name")] = "local",
+) -> None:
+    """Create the log index with the flywheel's mapping (before any producer writes to it); check an existing one."""
+    configure_local_environment()
+    from agent_flywheel.logstore.index import ensure_index
+    from agent_flywheel.logstore.shape import inspect_index
+    from blocks.log_store import LogStore
+    from blocks.resolve import load_block
+
+    store = load_block(LogStore, block)
+    name = index or store.index
+    es = store.get_client()
+    try:
+        created = ensure_index(es, name)
+        shape = inspect_index(es, name)
+    finally:
+        es.close()
+    typer.echo(f"created {name} with the flywheel's mapping" if created else f"{name} exists; {shape.describe()}")
+    for line in (*shape.notes, *shape.warnings):
+        typer.echo(f"  {line}")
+
+
 @app.command("traffic")
 @one_line_errors
 def traffic(

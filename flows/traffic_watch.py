@@ -30,6 +30,7 @@ from prefect.events import emit_event
 from prefect.settings import PREFECT_API_URL
 from pydantic import BaseModel
 
+from agent_flywheel.logstore.shape import IndexMissing, inspect_index
 from agent_flywheel.paths import flywheel_home
 from agent_flywheel.traffic_watch import (
     EVENT_NAME,
@@ -46,6 +47,7 @@ from agent_flywheel.traffic_watch import (
 )
 from blocks.log_store import LogStore
 from blocks.resolve import load_block
+from tasks.log_index import log_index_shape, retry_unless_unreadable
 from tasks.watermarks import watermark_store
 
 FLYWHEEL_FLOW_NAME = "flywheel"
@@ -82,12 +84,29 @@ class TrafficWatchOutcome(BaseModel):
     decisions: list[TrafficDecision]
 
 
-@task(name="survey-traffic", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=600, cache_policy=NO_CACHE)
+@task(
+    name="survey-traffic",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_unless_unreadable,
+    timeout_seconds=600,
+    cache_policy=NO_CACHE,
+)
 def survey_traffic(store: LogStore, workload_ids: list[str] | None) -> list[TrafficCount]:
-    """Count each workload's records newer than its flywheel watermark (retried: the log store may blip)."""
+    """Count each workload's records newer than its flywheel watermark (retried: the log store may blip).
+
+    The index's mapping is read first and said in the log; one the flywheel cannot read fails the watch in
+    one line that says how to fix it (not retried).
+    """
     es = store.get_client()
     try:
-        return survey(es, store.index, watermark_store(), workload_ids)
+        try:
+            shape = inspect_index(es, store.index)
+        except IndexMissing:
+            get_run_logger().info("log index %r does not exist yet: no traffic", store.index)
+            return []
+        log_index_shape(shape, get_run_logger())
+        return survey(es, store.index, watermark_store(), workload_ids, shape=shape)
     finally:
         es.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from elastic_transport import TransportError
@@ -16,12 +16,14 @@ from pydantic import BaseModel
 from agent_flywheel.config import FlywheelConfig
 from agent_flywheel.logstore.errors import LogStoreError
 from agent_flywheel.logstore.reader import extract
+from agent_flywheel.logstore.shape import IndexShapeError, inspect_index
 from agent_flywheel.logstore.watermarks import Watermark, extraction_window
 from agent_flywheel.paths import state_dir
 from agent_flywheel.records.cache import RecordCache
 from agent_flywheel.records.model_filter import ModelFilter
 from agent_flywheel.records.quarantine import QuarantineWriter
 from blocks.log_store import LogStore
+from tasks.log_index import log_index_shape, retry_unless_unreadable
 from tasks.watermarks import watermark_store
 
 
@@ -66,14 +68,22 @@ def _log_store_failure(store: LogStore, exc: Exception) -> RuntimeError:
     )
 
 
-@task(name="extract-logs", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=3600, cache_policy=NO_CACHE)
+@task(
+    name="extract-logs",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_unless_unreadable,
+    timeout_seconds=3600,
+    cache_policy=NO_CACHE,
+)
 def extract_logs(
     workload_id: str, client_id: str, cfg: FlywheelConfig, store: LogStore, run_dir: Path
 ) -> ExtractedLogs:
     """Read records newer than the watermark (all of them on a full rebuild) into the local record cache.
 
     The watermark is not moved here: :func:`commit_watermark` moves it once the whole run succeeded, so a
-    failed run reads the same records again.
+    failed run reads the same records again. The index's mapping is read first: an index the flywheel cannot
+    read correctly stops the run here, in one line that says how to fix it (and is not retried).
     """
     logger = get_run_logger()
     cache = record_cache(workload_id, client_id)
@@ -84,6 +94,8 @@ def extract_logs(
     teacher = ModelFilter({cfg.teacher.model_name}) if cfg.extraction.teacher_only else None
     es = store.get_client()
     try:
+        shape = inspect_index(es, store.index)
+        log_index_shape(shape, logger)
         with QuarantineWriter(quarantine_path) as quarantine:
             result, written = cache.replace_window(
                 _window_label(since, until),
@@ -101,9 +113,13 @@ def extract_logs(
                     keep_alive=cfg.extraction.pit_keep_alive,
                     on_page=lambda pages, docs: logger.info("extract-logs: page %d, %d records read", pages, docs),
                     sink=sink,
+                    shape=shape,
+                    late_arrival=timedelta(minutes=cfg.extraction.late_arrival_minutes),
                 ),
                 keep=teacher,
             )
+    except IndexShapeError:
+        raise
     except (ApiError, TransportError, LogStoreError) as exc:
         raise _log_store_failure(store, exc) from exc
     finally:

@@ -1,12 +1,11 @@
-"""The log index: its mapping, creating it, and the query that selects one workload's records in a time window.
+"""The log index: the flywheel's own mapping, and creating the index with it.
 
-Time windows are half-open, ``since <= timestamp < until``, and compared at Elasticsearch's millisecond
-precision.
+Queries are built by :class:`~agent_flywheel.logstore.shape.IndexShape`, which also reads indices created by
+producers with other mappings.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch
@@ -30,8 +29,6 @@ LOG_INDEX_MAPPING: dict[str, Any] = {
 }
 LOG_INDEX_SETTINGS: dict[str, Any] = {"index": {"mapping": {"total_fields": {"limit": 1000}}}}
 
-RANGE_FORMAT = "strict_date_optional_time"
-
 
 def ensure_index(es: Elasticsearch, index: str) -> bool:
     """Create the log index with :data:`LOG_INDEX_MAPPING` if it does not exist; True when created.
@@ -48,31 +45,3 @@ def ensure_index(es: Elasticsearch, index: str) -> bool:
             return False
         raise
     return True
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def floor_ms(value: datetime) -> datetime:
-    """``value`` in UTC, floored to the millisecond (the precision Elasticsearch stores)."""
-    utc = _utc(value)
-    return utc.replace(microsecond=utc.microsecond - utc.microsecond % 1000)
-
-
-def es_time(value: datetime) -> str:
-    """A bound as Elasticsearch compares it: UTC, millisecond precision (floored)."""
-    return floor_ms(value).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def window_query(workload_id: str, client_id: str, since: datetime | None, until: datetime | None) -> dict[str, Any]:
-    """The records of one workload and client with ``since <= timestamp < until`` (either bound optional)."""
-    filters: list[dict[str, Any]] = [{"term": {"workload_id": workload_id}}, {"term": {"client_id": client_id}}]
-    bounds: dict[str, Any] = {}
-    if since is not None:
-        bounds["gte"] = es_time(since)
-    if until is not None:
-        bounds["lt"] = es_time(until)
-    if bounds:
-        filters.append({"range": {"timestamp": {**bounds, "format": RANGE_FORMAT}}})
-    return {"bool": {"filter": filters}}

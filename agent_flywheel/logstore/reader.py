@@ -2,7 +2,9 @@
 
 Reading is **point-in-time + search_after** (not scroll): a consistent snapshot, one page in memory at a
 time, ``term`` filters on the keyword ids (the blueprint's ``match`` would also hit analysed look-alikes)
-and a ``range`` on ``timestamp``.
+and a ``range`` on ``timestamp``, all built by the index's :class:`~agent_flywheel.logstore.shape.IndexShape`
+(read from its mapping on first contact), so indices that NeMo Agent Toolkit's exporter or the blueprint
+created are read as correctly as ours.
 
 Incremental reads continue after a :class:`~agent_flywheel.logstore.watermarks.Watermark`. The caller
 saves the watermark of an :class:`ExtractionResult` only once the run that used its records has
@@ -21,14 +23,13 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError
 
+from agent_flywheel.config import DEFAULT_LATE_ARRIVAL_MINUTES
 from agent_flywheel.logstore.errors import LogStoreError
-from agent_flywheel.logstore.index import floor_ms, window_query
-from agent_flywheel.logstore.traffic import count_since
+from agent_flywheel.logstore.shape import IndexShape, TimeUnit, inspect_index
 from agent_flywheel.logstore.watermarks import Watermark
 from agent_flywheel.records.documents import record_digest
 from agent_flywheel.records.quarantine import Quarantined, QuarantineWriter
 from agent_flywheel.records.schema import LogRecord
-from agent_flywheel.records.timestamps import parse_timestamp
 from agent_flywheel.records.validation import validate_record
 
 log = logging.getLogger(__name__)
@@ -36,32 +37,36 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 
+#: The most record ids a watermark keeps for its late-arrival window; beyond that the window is shortened.
+MAX_WATERMARK_IDS = 50_000
 
-def scan_records(
+
+def _position(sort: Any, unit: TimeUnit) -> int | None:
+    """A hit's timestamp position from its sort values; None for a record without a usable timestamp (one
+    missing sorts last with a sort value of ``Long.MIN_VALUE`` or ``MAX_VALUE``)."""
+    if not isinstance(sort, list) or not sort:
+        return None
+    value = sort[0]
+    if isinstance(value, bool) or not isinstance(value, int) or not unit.holds_time(value):
+        return None
+    return value
+
+
+def _hits(
     es: Elasticsearch,
     index: str,
+    shape: IndexShape,
+    query: dict[str, Any],
     *,
-    workload_id: str,
-    client_id: str,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    page_size: int = 500,
-    keep_alive: str = "2m",
-    descending: bool = False,
-    on_page: ProgressCallback | None = None,
-) -> Generator[tuple[str, Any], None, None]:
-    """Every ``(es_id, _source)`` of one workload and client with ``since <= timestamp < until``.
-
-    Point-in-time + ``search_after``, sorted by timestamp with the ``_shard_doc`` tiebreaker: a consistent
-    snapshot while producers keep writing, no page read twice or skipped, one page in memory. The PIT is
-    closed when the generator finishes or is closed (use ``contextlib.closing`` when stopping early).
-    ``on_page(pages, docs)`` reports progress after each page.
-    """
+    page_size: int,
+    keep_alive: str,
+    descending: bool,
+    on_page: ProgressCallback | None,
+) -> Generator[tuple[str, Any, int | None], None, None]:
+    """Every ``(es_id, _source, position)`` matching ``query``, in timestamp order, page by page under a PIT."""
     if page_size < 1:
         raise ValueError("page_size must be >= 1")
-    order = "desc" if descending else "asc"
-    query = window_query(workload_id, client_id, since, until)
-    sort: list[dict[str, Any]] = [{"timestamp": {"order": order}}, {"_shard_doc": order}]
+    sort = shape.sort("desc" if descending else "asc")
     try:
         pit_id = es.open_point_in_time(index=index, keep_alive=keep_alive)["id"]
     except NotFoundError:
@@ -88,7 +93,7 @@ def scan_records(
             if on_page is not None:
                 on_page(pages, docs)
             for hit in hits:
-                yield str(hit["_id"]), hit.get("_source")
+                yield str(hit["_id"]), hit.get("_source"), _position(hit.get("sort"), shape.unit)
             if len(hits) < page_size:
                 break
             search_after = hits[-1]["sort"]
@@ -97,6 +102,51 @@ def scan_records(
             es.close_point_in_time(id=pit_id)
         except Exception as exc:  # it expires by itself after keep_alive
             log.warning("could not close point in time on %s: %s", index, exc)
+
+
+def scan_records(
+    es: Elasticsearch,
+    index: str,
+    *,
+    workload_id: str,
+    client_id: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    page_size: int = 500,
+    keep_alive: str = "2m",
+    descending: bool = False,
+    on_page: ProgressCallback | None = None,
+    shape: IndexShape | None = None,
+) -> Generator[tuple[str, Any], None, None]:
+    """Every ``(es_id, _source)`` of one workload and client with ``since <= timestamp < until``.
+
+    Point-in-time + ``search_after``, sorted by timestamp with the ``_shard_doc`` tiebreaker: a consistent
+    snapshot while producers keep writing, no page read twice or skipped, one page in memory. The PIT is
+    closed when the generator finishes or is closed (use ``contextlib.closing`` when stopping early).
+    ``on_page(pages, docs)`` reports progress after each page. ``shape`` is read from the index when not given.
+    """
+    shape = shape if shape is not None else inspect_index(es, index)
+    if not shape.readable:
+        return
+    query = shape.window_query(
+        workload_id,
+        client_id,
+        shape.position(since) if since is not None else None,
+        shape.position(until) if until is not None else None,
+    )
+    hits = _hits(
+        es,
+        index,
+        shape,
+        query,
+        page_size=page_size,
+        keep_alive=keep_alive,
+        descending=descending,
+        on_page=on_page,
+    )
+    with contextlib.closing(hits):
+        for doc_id, source, _ in hits:
+            yield doc_id, source
 
 
 RecordSink = Callable[[LogRecord, bytes], None]
@@ -130,15 +180,6 @@ class ExtractionResult:
         return self.skipped_older > 0
 
 
-def _raw_timestamp(source: Any) -> datetime | None:
-    if not isinstance(source, dict):
-        return None
-    try:
-        return parse_timestamp(source.get("timestamp"))
-    except ValueError:
-        return None
-
-
 def extract(
     es: Elasticsearch,
     index: str,
@@ -154,6 +195,8 @@ def extract(
     keep_alive: str = "2m",
     on_page: ProgressCallback | None = None,
     sink: RecordSink | None = None,
+    shape: IndexShape | None = None,
+    late_arrival: timedelta = timedelta(minutes=DEFAULT_LATE_ARRIVAL_MINUTES),
 ) -> ExtractionResult:
     """Read, validate and dedupe one workload's records in a time window: the flywheel's first step.
 
@@ -161,6 +204,12 @@ def extract(
     ``until`` is exclusive. Reading goes newest first; invalid records are quarantined (records of
     another workload or client as ``wrong_workload``), and of records with the same conversation only the
     newest is kept, as the blueprint's dedupe does.
+
+    ``shape`` says how the index maps the record fields (:func:`~agent_flywheel.logstore.shape.inspect_index`
+    reads it when not given; an index it cannot read correctly raises
+    :class:`~agent_flywheel.logstore.shape.IndexShapeError` before anything is read). ``late_arrival`` is the
+    window the next incremental read looks back over for records that reached the index late (see
+    :mod:`~agent_flywheel.logstore.watermarks`); the returned watermark lists the records read in it.
 
     ``sink`` receives each valid, distinct record as soon as it is validated, newest first, with its
     dedupe digest (:func:`~agent_flywheel.records.documents.record_digest`, so a writer need not hash it again), and
@@ -182,17 +231,29 @@ def extract(
     """
     if limit is not None and limit < 1:
         raise ValueError("limit must be >= 1 or None")
+    if late_arrival < timedelta(0):
+        raise ValueError("late_arrival must not be negative")
+    shape = shape if shape is not None else inspect_index(es, index)
     previous = since if isinstance(since, Watermark) else None
-    start = since.timestamp if isinstance(since, Watermark) else since
-    seen_ids = previous.ids if previous else frozenset()
     records: list[LogRecord] = []
     digests: set[bytes] = set()
     counts: Counter[str] = Counter()
     scanned = valid = duplicates = already_read = 0
     max_timestamp: datetime | None = None
-    newest_ms: datetime | None = None
-    newest_ids: set[str] = set()
     pages = 0
+    if not shape.readable:  # no record has every field yet: nothing can match
+        return ExtractionResult(records, 0, 0, 0, {}, 0, 0, None, previous)
+    lower: int | None = None
+    if isinstance(since, Watermark):
+        lower = since.resume(shape)
+    elif since is not None:
+        lower = shape.position(since)
+    upper = shape.position(until) if until is not None else None
+    seen_ids = previous.ids if previous else frozenset()
+    window = shape.span(late_arrival)
+    newest: int | None = None  # the newest position read (reading goes newest first)
+    oldest: int | None = None  # the last position read
+    recent: list[tuple[int, str]] = []  # (position, id) of every hit within ``window`` of the newest
 
     def progress(page_count: int, docs: int) -> None:
         nonlocal pages
@@ -200,13 +261,11 @@ def extract(
         if on_page is not None:
             on_page(page_count, docs)
 
-    hits = scan_records(
+    hits = _hits(
         es,
         index,
-        workload_id=workload_id,
-        client_id=client_id,
-        since=start,
-        until=until,
+        shape,
+        shape.window_query(workload_id, client_id, lower, upper),
         page_size=page_size if limit is None else min(page_size, limit + 1),
         keep_alive=keep_alive,
         descending=True,
@@ -214,11 +273,18 @@ def extract(
     )
     stopped = False
     with contextlib.closing(hits):
-        for doc_id, source in hits:
+        for doc_id, source, position in hits:
+            if position is not None:
+                newest = position if newest is None else newest
+                oldest = position
+                if position >= newest - window:
+                    recent.append((position, doc_id))
             if doc_id in seen_ids:
                 already_read += 1
                 continue
             scanned += 1
+            if shape.millis_numbers and isinstance(source, dict) and "timestamp" in source:
+                source = {**source, "timestamp": shape.record_timestamp(source["timestamp"])}
             result = validate_record(
                 source,
                 source=f"es:{index}/{doc_id}",
@@ -227,18 +293,11 @@ def extract(
                 expected_client_id=client_id,
                 parsed=True,
             )
-            timestamp = result.timestamp if isinstance(result, LogRecord) else _raw_timestamp(source)
-            if timestamp is not None:
-                max_timestamp = timestamp if max_timestamp is None else max(max_timestamp, timestamp)
-                bucket = floor_ms(timestamp)
-                if newest_ms is None or bucket > newest_ms:
-                    newest_ms, newest_ids = bucket, {doc_id}
-                elif bucket == newest_ms:
-                    newest_ids.add(doc_id)
             if isinstance(result, Quarantined):
                 quarantine.write(result)
                 counts[str(result.reason)] += 1
                 continue
+            max_timestamp = result.timestamp if max_timestamp is None else max(max_timestamp, result.timestamp)
             valid += 1
             digest = record_digest(result)
             if digest in digests:
@@ -254,10 +313,10 @@ def extract(
                 break
 
     skipped_older = 0
-    if stopped and newest_ms is not None:
+    if stopped and newest is not None:
         # records up to the newest one read (newer ones may have arrived since the PIT was opened)
-        upper = newest_ms + timedelta(milliseconds=1)
-        in_window = count_since(es, index, workload_id, client_id, start, until=upper)
+        query = shape.window_query(workload_id, client_id, lower, newest, upper_inclusive=True)
+        in_window = int(es.count(index=index, query=query)["count"])
         skipped_older = max(0, in_window - scanned - already_read)
     return ExtractionResult(
         records=records,
@@ -268,25 +327,56 @@ def extract(
         already_read=already_read,
         skipped_older=skipped_older,
         max_timestamp=max_timestamp,
-        watermark=_next_watermark(previous, newest_ms, newest_ids, stopped and skipped_older > 0),
+        watermark=next_watermark(
+            shape,
+            previous,
+            newest,
+            recent,
+            lower=lower,
+            window=window,
+            stopped_at=oldest if skipped_older > 0 else None,
+        ),
         pages=pages,
     )
 
 
-def _next_watermark(
-    previous: Watermark | None, newest_ms: datetime | None, newest_ids: set[str], skipped: bool
+def next_watermark(
+    shape: IndexShape,
+    previous: Watermark | None,
+    newest: int | None,
+    recent: list[tuple[int, str]],
+    *,
+    lower: int | None,
+    window: int,
+    stopped_at: int | None = None,
 ) -> Watermark | None:
     """Where the next incremental read starts, given what this one read.
 
-    When older records were deliberately left unread (``limit``), the newest millisecond may be only
-    partly read too; the watermark then moves past it, so the next run starts with new records only.
+    ``newest`` is the newest position read, ``recent`` the ``(position, id)`` of every record read within
+    ``window`` of it (already-read ones included), ``lower`` where this read started. The next read starts
+    ``window`` before the newest record (never before ``lower``: older records were read by earlier runs) and
+    skips the ids listed. When older records were deliberately left unread (``limit``; ``stopped_at`` is the
+    last position read), the next read starts after ``stopped_at``: the records there may be only partly read.
     """
-    if newest_ms is None:
+    if newest is None:
         return previous
-    if previous is not None and newest_ms < previous.timestamp:  # a hostile index; never go back
+    behind = previous is not None and previous.unit is shape.unit and newest < (previous.position or 0)
+    if behind:  # records were deleted since the last read: never go back
         return previous
-    if skipped:
-        return Watermark(newest_ms + timedelta(milliseconds=1))
-    if previous is not None and newest_ms == previous.timestamp:
-        return Watermark(newest_ms, previous.ids | newest_ids)
-    return Watermark(newest_ms, frozenset(newest_ids))
+    start = newest - window
+    if lower is not None:
+        start = max(start, lower)
+    if stopped_at is not None:
+        start = max(start, stopped_at + 1)
+    kept = sorted(((position, doc_id) for position, doc_id in recent if position >= start), reverse=True)
+    if len(kept) > MAX_WATERMARK_IDS:
+        shortened = kept[MAX_WATERMARK_IDS][0] + 1
+        log.warning(
+            "more than %d records in the late-arrival window of %s; the next read looks back to %s only",
+            MAX_WATERMARK_IDS,
+            shape.index,
+            shape.time_at(shortened).isoformat(),
+        )
+        start = shortened
+        kept = [(position, doc_id) for position, doc_id in kept if position >= start]
+    return Watermark.at(shape.unit, newest, frozenset(doc_id for _, doc_id in kept), start)

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError
 
-from agent_flywheel.logstore.index import RANGE_FORMAT, es_time, window_query
+from agent_flywheel.logstore.shape import TIMESTAMP_FIELD, IndexMissing, IndexShape, inspect_index
 from agent_flywheel.logstore.watermarks import Watermark
-from agent_flywheel.records.timestamps import parse_timestamp
 
 log = logging.getLogger(__name__)
+
+
+def _shape_or_none(es: Elasticsearch, index: str, shape: IndexShape | None) -> IndexShape | None:
+    """The index's shape (read when not given); None when the index does not exist yet."""
+    if shape is not None:
+        return shape
+    try:
+        return inspect_index(es, index)
+    except IndexMissing:
+        return None
 
 
 def count_since(
@@ -25,15 +33,28 @@ def count_since(
     since: datetime | Watermark | None,
     *,
     until: datetime | None = None,
+    shape: IndexShape | None = None,
 ) -> int:
     """How many records one workload and client logged since a time or watermark (0 if no index yet).
 
     The traffic watcher asks this every few minutes to decide whether enough new data has come in. With
-    a watermark, the records it lists are subtracted (exact unless some were deleted since).
+    a watermark, the count starts where the next read starts and the records it lists as already read are
+    subtracted (exact unless some were deleted since); ``until`` then is not allowed, as those records may
+    lie beyond it. ``shape`` is read from the index when not given.
     """
-    start = since.timestamp if isinstance(since, Watermark) else since
+    if isinstance(since, Watermark) and until is not None:
+        raise ValueError("count_since: a watermark counts to the newest record; until is not allowed with it")
+    shape = _shape_or_none(es, index, shape)
+    if shape is None or not shape.readable:
+        return 0
+    lower: int | None = None
+    if isinstance(since, Watermark):
+        lower = since.resume(shape)
+    elif since is not None:
+        lower = shape.position(since)
+    upper = shape.position(until) if until is not None else None
     try:
-        count = int(es.count(index=index, query=window_query(workload_id, client_id, start, until))["count"])
+        count = int(es.count(index=index, query=shape.window_query(workload_id, client_id, lower, upper))["count"])
     except NotFoundError:
         return 0
     if isinstance(since, Watermark):
@@ -51,41 +72,49 @@ class WorkloadStats:
     latest: datetime | None
 
 
-def _agg_time(bucket: dict[str, Any]) -> datetime | None:
-    text = bucket.get("value_as_string")
-    if isinstance(text, str):
-        with contextlib.suppress(ValueError):
-            return parse_timestamp(text)
+def _latest(shape: IndexShape, bucket: dict[str, Any]) -> datetime | None:
+    """The newest timestamp of a ``max`` aggregation: its value is a stored position (a double in the answer)."""
     value = bucket.get("value")
-    if isinstance(value, int | float):
-        with contextlib.suppress(ValueError, OverflowError, OSError):
-            return datetime.fromtimestamp(value / 1000, UTC)
-    return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return shape.time_at(int(value))
+    except (ValueError, OverflowError):
+        return None
 
 
 def list_workloads(
-    es: Elasticsearch, index: str, *, since: datetime | None = None, max_buckets: int = 1000
+    es: Elasticsearch,
+    index: str,
+    *,
+    since: datetime | None = None,
+    max_buckets: int = 1000,
+    shape: IndexShape | None = None,
 ) -> list[WorkloadStats]:
     """Every (workload, client) with its record count and newest timestamp, in one terms aggregation.
 
     The traffic watcher uses it to discover workloads it was not told about. An index that does not
     exist yet has none. More than ``max_buckets`` workloads (or clients per workload) are logged as a
-    warning, not silently cut.
+    warning, not silently cut. The aggregation runs on the keyword fields ``shape`` names (read from the
+    index when not given), so a producer's ``text`` ids are counted exactly.
     """
+    shape = _shape_or_none(es, index, shape)
+    if shape is None or not shape.readable:
+        return []
     aggs = {
         "workloads": {
-            "terms": {"field": "workload_id", "size": max_buckets},
+            "terms": {"field": shape.workload_field, "size": max_buckets},
             "aggs": {
                 "clients": {
-                    "terms": {"field": "client_id", "size": max_buckets},
-                    "aggs": {"latest": {"max": {"field": "timestamp"}}},
+                    "terms": {"field": shape.client_field, "size": max_buckets},
+                    "aggs": {"latest": {"max": {"field": TIMESTAMP_FIELD}}},
                 }
             },
         }
     }
     query: dict[str, Any] = {"match_all": {}}
     if since is not None:
-        query = {"range": {"timestamp": {"gte": es_time(since), "format": RANGE_FORMAT}}}
+        query = shape.range_clause(shape.position(since)) or query
     try:
         response = es.search(index=index, size=0, query=query, aggs=aggs)
     except NotFoundError:
@@ -104,7 +133,7 @@ def list_workloads(
                     workload_id=str(workload["key"]),
                     client_id=str(client["key"]),
                     count=int(client["doc_count"]),
-                    latest=_agg_time(client.get("latest") or {}),
+                    latest=_latest(shape, client.get("latest") or {}),
                 )
             )
     return sorted(stats, key=lambda s: (s.workload_id, s.client_id))

@@ -1,10 +1,13 @@
 """How far each workload's logs have been read, and where that is kept between flywheel runs.
 
-A :class:`Watermark` is the millisecond of the newest record already read plus the ids of the records in
-that millisecond. The next run asks for ``timestamp >= watermark`` and skips those ids, so a record that
-shares the watermark's exact timestamp but arrived later is read once and none is read twice. (A record
-logged with a timestamp *older* than the watermark after the watermark was saved is not seen by
-incremental runs; ``full_rebuild`` reads everything again.)
+A :class:`Watermark` is the newest record read, kept as the index stores it (its ``position``, the timestamp's
+sort value, in the index shape's unit, plus the same as an ISO time for people), where the next read starts
+(``start``: the position minus the late-arrival window) and the ids of the records already read from ``start``
+on. The next run asks for ``timestamp >= start`` and skips those ids, so a record that shares a timestamp with
+records already read, or that reached the index late with a timestamp up to the late-arrival window older than
+the newest one read (a producer that batches, a clock a little behind, a refresh not yet done), is read once,
+and none is read twice. A record that arrives later still is not seen by incremental runs;
+``full_rebuild`` reads everything again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, Protocol
 
 from agent_flywheel.config import ExtractionConfig
 from agent_flywheel.logstore.errors import LogStoreError
+from agent_flywheel.logstore.shape import IndexShape, TimeUnit
 from agent_flywheel.records.timestamps import format_timestamp, parse_timestamp
 
 try:  # POSIX only; without it concurrent writers of one watermark file are not serialised
@@ -31,25 +35,70 @@ except ImportError:  # pragma: no cover - Windows
 
 @dataclasses.dataclass(frozen=True)
 class Watermark:
-    """How far a workload's logs have been read: ``timestamp`` (floored to the millisecond) and the ids of
-    the records already read in that millisecond.
+    """How far a workload's logs have been read (see the module).
 
-    The next read asks for ``timestamp >= self.timestamp`` and skips ``ids``.
+    ``timestamp`` is the newest record read, as a time; ``position`` the same as the index stores it, in
+    ``unit``; ``start`` the position the next read starts at (inclusive); ``ids`` the records already read
+    from ``start`` on. A watermark without a position (saved by an earlier version) starts at ``timestamp``.
     """
 
     timestamp: datetime
     ids: frozenset[str] = frozenset()
+    position: int | None = None
+    unit: TimeUnit | None = None
+    start: int | None = None
+
+    @classmethod
+    def at(
+        cls, unit: TimeUnit, position: int, ids: frozenset[str] = frozenset(), start: int | None = None
+    ) -> Watermark:
+        """A watermark at a stored position of an index whose timestamps count ``unit``."""
+        return cls(unit.time_at(position), ids, position, unit, position if start is None else start)
+
+    @property
+    def start_time(self) -> datetime:
+        """Where the next read starts, as a time."""
+        if self.position is None or self.unit is None or self.start is None:
+            return self.timestamp
+        return self.unit.time_at(self.start)
+
+    def resume(self, shape: IndexShape) -> int:
+        """The position the next read of an index of ``shape`` starts at.
+
+        A watermark saved for another unit (the index was recreated with another mapping) or by an earlier
+        version (no position: its ``timestamp`` was a true time even where the index stored 1970 dates)
+        starts at the same time, converted.
+        """
+        if self.position is not None and self.unit is shape.unit and self.start is not None:
+            return self.start
+        return shape.position(self.start_time)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-able form for a watermark store."""
-        return {"timestamp": format_timestamp(self.timestamp), "ids": sorted(self.ids)}
+        """JSON-able form for a watermark store: the positions, and the times for people."""
+        data: dict[str, Any] = {"timestamp": format_timestamp(self.timestamp), "ids": sorted(self.ids)}
+        if self.position is not None and self.unit is not None:
+            start = self.position if self.start is None else self.start
+            data.update(position=self.position, unit=str(self.unit), start=start)
+            data["start_timestamp"] = format_timestamp(self.unit.time_at(start))
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> Watermark:
-        """Read :meth:`to_json` back; raises ``ValueError`` on anything else."""
+        """Read :meth:`to_json` back (and the earlier form without positions); raises ``ValueError`` on anything else."""
         if not isinstance(data, dict) or not isinstance(data.get("ids", []), list):
             raise ValueError(f"not a watermark: {data!r:.200}")
-        return cls(parse_timestamp(data.get("timestamp")), frozenset(str(i) for i in data.get("ids", [])))
+        ids = frozenset(str(i) for i in data.get("ids", []))
+        timestamp = parse_timestamp(data.get("timestamp"))
+        if data.get("position") is None:
+            return cls(timestamp, ids)
+        position, start = data.get("position"), data.get("start", data.get("position"))
+        if isinstance(position, bool) or not isinstance(position, int) or not isinstance(start, int):
+            raise ValueError(f"watermark position and start must be integers: {data!r:.200}")
+        try:
+            unit = TimeUnit(str(data.get("unit")))
+        except ValueError:
+            raise ValueError(f"watermark unit must be 's' or 'ms', got {data.get('unit')!r}") from None
+        return cls(timestamp, ids, position, unit, start)
 
 
 class WatermarkStore(Protocol):

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from elasticsearch import Elasticsearch, helpers
 
 from agent_flywheel.logstore.index import ensure_index
+from agent_flywheel.logstore.shape import IndexMissing, IndexShape, inspect_index
 from agent_flywheel.records.documents import document_id, to_document
 from agent_flywheel.records.problems import Reason
 from agent_flywheel.records.quarantine import Quarantined, QuarantineWriter
@@ -53,19 +54,35 @@ def _error_of(item: dict[str, Any]) -> tuple[str, str]:
     return "unknown", f"status {item.get('status')}: {str(error)[:300]}"
 
 
+def _target_shape(es: Elasticsearch, index: str) -> IndexShape:
+    """The shape of the index written to: its records' timestamps are written in the form it holds.
+
+    An index that does not exist yet is created by Elasticsearch from the first documents, which map an
+    ISO 8601 timestamp as a date: our form.
+    """
+    try:
+        return inspect_index(es, index)
+    except IndexMissing:
+        return IndexShape.own(index)
+
+
 def _bulk(
     es: Elasticsearch, index: str, items: Iterable[tuple[T, LogRecord]], chunk_size: int
 ) -> Iterator[tuple[T, dict[str, Any], str, tuple[str, str] | None]]:
     """Index records with content ids (``create``), yielding ``(tag, document, outcome, error)`` per record.
 
-    Results are matched to records by ``_id`` because ``streaming_bulk`` yields retried (429) items late;
-    the pending map holds at most the current chunk and its retries.
+    Each record's timestamp is written in the form the index holds (ISO 8601 in ours; epoch seconds in a
+    NeMo Agent Toolkit index or in a blueprint index of epoch seconds), so that one index never holds two
+    forms. Results are matched to records by ``_id`` because ``streaming_bulk`` yields retried (429) items
+    late; the pending map holds at most the current chunk and its retries.
     """
     pending: dict[str, deque[tuple[T, dict[str, Any]]]] = defaultdict(deque)
+    shape = _target_shape(es, index)
 
     def actions() -> Iterator[dict[str, Any]]:
         for tag, record in items:
             document = to_document(record)
+            document["timestamp"] = shape.document_timestamp(record.timestamp)
             doc_id = document_id(document, without_timestamp=record.timestamp_assigned)
             pending[doc_id].append((tag, document))
             yield {"_op_type": "create", "_index": index, "_id": doc_id, "_source": document}
@@ -142,8 +159,9 @@ def import_jsonl(
     Each line is validated; bad lines go to ``quarantine`` with their reason and original text, and so
     do records the index refuses (``index_rejected``). ``workload_id``/``client_id`` override the
     records' own, as the blueprint's loader does for its data files. The index is created with our
-    mapping if missing, and refreshed at the end so the records are searchable at once. Importing the
-    same file again indexes nothing new (content ids).
+    mapping if missing (an existing index keeps its own: timestamps are written in the form it holds, and
+    an index the flywheel cannot read is refused before anything is written), and refreshed at the end so
+    the records are searchable at once. Importing the same file again indexes nothing new (content ids).
 
     Lines may also be in the blueprint's messages format (``{"messages": [...], "tools": [...]}``), which
     become log records, and records may lack a ``timestamp``: such a record gets the time its line was read

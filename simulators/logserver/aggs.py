@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simulators.logserver.dates import format_millis, parse_date
-from simulators.logserver.errors import EsError, illegal_argument, parsing_error
+from simulators.logserver.errors import EsError, fielddata_disabled, illegal_argument, parsing_error
 from simulators.logserver.mapping import BOOLEAN, DATE, DOUBLE, LONG, TEXT, Field, Mapping, field_values
 from simulators.logserver.sqlquery import Column
 
@@ -136,11 +136,7 @@ def check_fields(specs: list[AggSpec], mapping: Mapping, index: str) -> None:
             if fld is None:
                 continue
             if fld.kind == TEXT:
-                raise illegal_argument(
-                    f"Fielddata is disabled on [{name}] in [{index}]. Text fields are not optimised for operations "
-                    "that require per-document field data like aggregations and sorting, so these operations are "
-                    "disabled by default. Please use a keyword field instead."
-                )
+                raise fielddata_disabled(name, index)
             if spec.type in _NUMERIC_ONLY and fld.kind not in (LONG, DOUBLE, DATE, BOOLEAN):
                 raise illegal_argument(
                     f"Field [{name}] of type [{fld.type}] is not supported for aggregation [{spec.type}]"

@@ -69,3 +69,13 @@ def illegal_argument(reason: str) -> EsError:
 def context_missing(what: str) -> EsError:
     """An unknown or expired point in time or scroll id."""
     return EsError(404, "search_context_missing_exception", f"No search context found for id [{what}]")
+
+
+def fielddata_disabled(field: str, index: str) -> EsError:
+    """Aggregating or sorting on a ``text`` field: Elasticsearch 8's ``TextFieldMapper`` refusal, word for word."""
+    return illegal_argument(
+        f"Fielddata is disabled on [{field}] in [{index}]. Text fields are not optimised for operations that require "
+        "per-document field data like aggregations and sorting, so these operations are disabled by default. Please "
+        f"use a keyword field instead. Alternatively, set fielddata=true on [{field}] in order to load field data by "
+        "uninverting the inverted index. Note that this can use significant memory."
+    )

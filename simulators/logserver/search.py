@@ -25,7 +25,7 @@ from simulators.logserver.aggs import (
     sql_eligible,
 )
 from simulators.logserver.dates import format_millis, parse_date, split_formats
-from simulators.logserver.errors import EsError, illegal_argument, parsing_error
+from simulators.logserver.errors import EsError, fielddata_disabled, illegal_argument, parsing_error
 from simulators.logserver.mapping import BOOLEAN, DATE, KEYWORD, LONG, TEXT
 from simulators.logserver.query import Evaluator, MatchAll, Query, parse_query, query_score
 from simulators.logserver.sqlquery import SqlCompiler
@@ -376,12 +376,7 @@ def _field_key(storage: Storage, meta: IndexMeta, spec: SortSpec) -> SortKey:
             return SortKey(spec, "none")
         raise EsError(400, "query_shard_exception", f"No mapping found for [{spec.field}] in order to sort on")
     if fld.kind == TEXT:
-        raise illegal_argument(
-            f"Text fields are not optimised for operations that require per-document field data like aggregations "
-            f"and sorting, so these operations are disabled by default. Please use a keyword field instead. "
-            f"Alternatively, set fielddata=true on [{spec.field}] in order to load field data by uninverting the "
-            "inverted index. Note that this can use significant memory."
-        )
+        raise fielddata_disabled(spec.field, meta.name)
     col = meta.columns.get(spec.field)
     if col is None:
         raise illegal_argument(f"sorting on [{spec.field}] is not supported by the local log server (not indexed)")

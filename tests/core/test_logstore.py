@@ -15,7 +15,7 @@ from elasticsearch import Elasticsearch
 from agent_flywheel.logstore.index import LOG_INDEX_MAPPING, ensure_index
 from agent_flywheel.logstore.reader import extract, scan_records
 from agent_flywheel.logstore.traffic import count_since, list_workloads
-from agent_flywheel.logstore.watermarks import MemoryWatermarkStore, Watermark
+from agent_flywheel.logstore.watermarks import MemoryWatermarkStore
 from agent_flywheel.logstore.writer import bulk_index, import_jsonl
 from agent_flywheel.records.documents import record_hash, to_document
 from agent_flywheel.records.quarantine import QuarantineWriter
@@ -31,6 +31,11 @@ T0 = 1746100800  # 2025-05-01T12:00:00Z
 
 def at(seconds: float) -> datetime:
     return datetime.fromtimestamp(T0 + seconds, UTC)
+
+
+def ms(seconds: float) -> int:
+    """The position of ``at(seconds)`` in our index: epoch milliseconds."""
+    return int((T0 + seconds) * 1000)
 
 
 def raw_record(i: int, ts: Any, workload: str = "w", client: str = "c", question: str | None = None) -> dict[str, Any]:
@@ -225,10 +230,18 @@ def test_time_window_is_half_open(es: Elasticsearch, index: str) -> None:
 def test_incremental_extraction_reads_each_record_once(es: Elasticsearch, index: str, tmp_path: Path) -> None:
     store = MemoryWatermarkStore()
     quarantine = QuarantineWriter(tmp_path / "q.jsonl")
+    exact = timedelta(0)  # no late-arrival window: the watermark lists the records of its own millisecond only
     # run 1: five records, the newest two sharing one timestamp
     load(es, index, [record(i, min(i, 3)) for i in range(5)])
     first = extract(
-        es, index, workload_id="w", client_id="c", since=store.get("w", "c"), page_size=2, quarantine=quarantine
+        es,
+        index,
+        workload_id="w",
+        client_id="c",
+        since=store.get("w", "c"),
+        page_size=2,
+        quarantine=quarantine,
+        late_arrival=exact,
     )
     assert len(first.records) == 5 and first.scanned == 5 and first.already_read == 0
     assert [r.timestamp for r in first.records] == sorted((r.timestamp for r in first.records), reverse=True)
@@ -236,10 +249,18 @@ def test_incremental_extraction_reads_each_record_once(es: Elasticsearch, index:
     assert first.watermark is not None and first.watermark.timestamp == at(3) and len(first.watermark.ids) == 2
     store.set("w", "c", first.watermark)
 
-    # run 2: a late record with exactly the watermark's timestamp, two newer ones, one older (not seen by design)
+    # run 2: a late record with exactly the watermark's timestamp, two newer ones, one older (not seen without a
+    # late-arrival window)
     load(es, index, [record(10, 3), record(11, 4), record(12, 5), record(13, 1)])
     second = extract(
-        es, index, workload_id="w", client_id="c", since=store.get("w", "c"), page_size=2, quarantine=quarantine
+        es,
+        index,
+        workload_id="w",
+        client_id="c",
+        since=store.get("w", "c"),
+        page_size=2,
+        quarantine=quarantine,
+        late_arrival=exact,
     )
     assert sorted(to_document(r)["note"] for r in second.records) == ["record 10", "record 11", "record 12"]
     assert second.already_read == 2 and second.scanned == 3
@@ -247,7 +268,9 @@ def test_incremental_extraction_reads_each_record_once(es: Elasticsearch, index:
     store.set("w", "c", second.watermark)
 
     # run 3: nothing new; the watermark stays where it was
-    third = extract(es, index, workload_id="w", client_id="c", since=store.get("w", "c"), quarantine=quarantine)
+    third = extract(
+        es, index, workload_id="w", client_id="c", since=store.get("w", "c"), quarantine=quarantine, late_arrival=exact
+    )
     assert third.records == [] and third.scanned == 0 and third.already_read == 1
     assert third.watermark == second.watermark
 
@@ -273,7 +296,44 @@ def test_limit_keeps_the_newest_distinct_records(es: Elasticsearch, index: str, 
     assert result.duplicates == 2
     assert result.skipped_older == 4  # records 2..5 are in the window but older than the newest 12
     assert result.limit_reached
-    assert result.watermark == Watermark(at(19) + timedelta(milliseconds=1))
+    # the next read starts after the oldest record read (older ones were left unread on purpose) and skips the
+    # 13 records read from there on (duplicates included)
+    assert result.watermark is not None and result.watermark.position == ms(19)
+    assert result.watermark.start == ms(6) + 1 and len(result.watermark.ids) == 13
+
+
+def test_a_record_that_arrives_late_is_read_once_by_the_next_run(es: Elasticsearch, index: str, tmp_path: Path) -> None:
+    store = MemoryWatermarkStore()
+    window = timedelta(seconds=30)
+    with QuarantineWriter(tmp_path / "q.jsonl") as quarantine:
+
+        def run() -> list[str]:
+            result = extract(
+                es,
+                index,
+                workload_id="w",
+                client_id="c",
+                since=store.get("w", "c"),
+                quarantine=quarantine,
+                late_arrival=window,
+            )
+            if result.watermark is not None:
+                store.set("w", "c", result.watermark)
+            return sorted(to_document(r)["note"] for r in result.records)
+
+        load(es, index, [record(i, 100 + i) for i in range(5)])
+        assert run() == [f"record {i}" for i in range(5)]
+        mark = store.get("w", "c")
+        assert mark is not None and mark.start == ms(104) - 30_000 and len(mark.ids) == 5
+        # a producer flushes late: records stamped before the newest one read, one of them outside the window
+        load(es, index, [record(10, 90), record(11, 102), record(12, 70)])
+        assert count_since(es, index, "w", "c", mark) == 2  # the traffic watch sees the same
+        assert run() == ["record 10", "record 11"]
+        assert run() == []  # read once: the watermark lists them now
+        assert count_since(es, index, "w", "c", store.get("w", "c")) == 0
+        load(es, index, [record(13, 105)])
+        assert run() == ["record 13"]
+        assert quarantine.total == 0
 
 
 def test_bad_documents_in_the_index_are_quarantined_with_their_id(

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import agent_flywheel.traffic_watch as tw
+from agent_flywheel.logstore.shape import IndexShape
 from agent_flywheel.logstore.traffic import WorkloadStats
 from agent_flywheel.logstore.watermarks import MemoryWatermarkStore, Watermark
 from agent_flywheel.traffic_watch import (
@@ -202,23 +203,25 @@ def test_survey_counts_since_each_watermark(monkeypatch: pytest.MonkeyPatch) -> 
     ]
     asked: list[tuple[str, str, Any]] = []
 
-    def fake_count(es: Any, index: str, workload_id: str, client_id: str, since: Any) -> int:
+    shape = IndexShape.own("flywheel")
+
+    def fake_count(es: Any, index: str, workload_id: str, client_id: str, since: Any, shape: Any) -> int:
         asked.append((workload_id, client_id, since))
         return 120
 
-    monkeypatch.setattr(tw, "list_workloads", lambda es, index: stats)
+    monkeypatch.setattr(tw, "list_workloads", lambda es, index, shape: stats)
     monkeypatch.setattr(tw, "count_since", fake_count)
     marks = MemoryWatermarkStore()
     marks.set("support", "web", Watermark(MARK, frozenset({"a"})))
 
-    counts = survey(object(), "flywheel", marks)  # type: ignore[arg-type]
+    counts = survey(object(), "flywheel", marks, shape=shape)  # type: ignore[arg-type]
     assert [(c.workload_id, c.client_id, c.new_records, c.since) for c in counts] == [
         ("support", "web", 120, MARK),  # since the watermark
         ("support", "mobile", 40, None),  # never read: everything is new
         ("billing", "web", 300, None),
     ]
     assert asked == [("support", "web", Watermark(MARK, frozenset({"a"})))]
-    assert [c.workload_id for c in survey(object(), "flywheel", marks, ["billing"])] == ["billing"]  # type: ignore[arg-type]
+    assert [c.workload_id for c in survey(object(), "flywheel", marks, ["billing"], shape)] == ["billing"]  # type: ignore[arg-type]
 
 
 def test_emit_log_round_trip_keeps_other_pairs(tmp_path: Path) -> None:

@@ -78,3 +78,18 @@ GENERIC: dict[str, Any] = {
         "usage": {"prompt_tokens": 15, "completion_tokens": 72, "total_tokens": 87},
     },
 }
+
+# The log index as the blueprint's ``es_client.get_es_client()`` creates it (``ES_INDEX_SETTINGS``), verbatim.
+BLUEPRINT_INDEX_BODY: dict[str, Any] = {
+    "mappings": {
+        "dynamic": "strict",
+        "properties": {
+            "workload_id": {"type": "keyword"},
+            "client_id": {"type": "keyword"},
+            "timestamp": {"type": "date"},
+            "request": {"type": "object", "dynamic": False, "properties": {}},
+            "response": {"type": "object", "dynamic": False, "properties": {}},
+        },
+    },
+    "settings": {"mapping": {"total_fields": {"limit": 1000}}, "index": {"mapping": {"ignore_malformed": True}}},
+}

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent_flywheel.logstore.index import LOG_INDEX_MAPPING
+
 WORKLOAD, CLIENT, INDEX = "wl", "cl", "flywheel"
+
+
+class FakeIndices:
+    """``es.indices``: an index of the flywheel's own mapping, as :func:`inspect_index` reads it."""
+
+    def __init__(self, mappings: dict[str, Any] | None = None) -> None:
+        self.mappings = LOG_INDEX_MAPPING if mappings is None else mappings
+
+    def get_mapping(self, *, index: str) -> dict[str, Any]:
+        return {index: {"mappings": self.mappings}}
 
 
 class FakeElasticsearch:
@@ -16,6 +28,7 @@ class FakeElasticsearch:
 
     def __init__(self, documents: list[tuple[str, Any]]) -> None:
         self.documents = documents
+        self.indices = FakeIndices()
         self.open_pits = 0
         self.searches = 0
 

@@ -7,6 +7,7 @@ else one it opens and closes itself.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -213,7 +214,7 @@ def log_sizing(tracker: Tracker, run_id: str, outcome: SizingOutcome) -> None:
         "sizing.warnings": str(len(a.get("warnings") or [])),
     }
     assumptions = a.get("assumptions") or {}
-    params = {f"sizing.replica.{k}": str(v) for k, v in assumptions.items()}
+    params = {f"sizing.replica.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in assumptions.items()}
     confirmation = a.get("confirmation")
     if confirmation:
         tags["sizing.confirmed"] = str(bool(confirmation["confirmed"])).lower()

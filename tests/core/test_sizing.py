@@ -18,6 +18,7 @@ import pytest
 
 from agent_flywheel.config import SizingTargets
 from agent_flywheel.scaling.sizing.capacity import fit_capacity
+from agent_flywheel.scaling.sizing.confirm import ConfirmationPlan, judge_confirmation, plan_confirmation
 from agent_flywheel.scaling.sizing.intervals import bootstrap_p95, level_bounds
 from agent_flywheel.scaling.sizing.nat_linear import nat_linear_estimate
 from agent_flywheel.scaling.sizing.plots import latency_vs_concurrency_png, sizing_png
@@ -416,3 +417,56 @@ def test_small_c_star_is_stable_between_two_and_six_passes(requests_per_pass: in
         covered += inside(short, true_gpus) + inside(long, true_gpus)
     assert contained >= 7
     assert covered >= 14
+
+
+# --------------------------------------------------------------------------------------------------
+# Confirmation at the recommended load
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("load_per_replica", "replicas_in_test", "concurrencies"),
+    [(100 / 9, 1, [11, 12]), (20.0, 1, [20]), (100 / 70, 8, [11, 12]), (0.5, 1, [1]), (4.0, 2, [8])],
+)
+def test_the_confirmation_measures_the_whole_loads_around_the_recommended_one(
+    load_per_replica: float, replicas_in_test: int, concurrencies: list[int]
+) -> None:
+    answer = {
+        "reachable": True,
+        "load_per_replica": load_per_replica,
+        "assumptions": {"replicas_in_test": replicas_in_test},
+    }
+    plan = plan_confirmation(answer)
+    assert plan is not None and plan.concurrencies == concurrencies
+    assert plan.load == pytest.approx(load_per_replica * replicas_in_test)
+    assert plan_confirmation({"reachable": False, "load_per_replica": None}) is None
+
+
+def _steady(p95_by_level: dict[int, float], n: int = 100, failures: int = 0) -> SweepData:
+    """Two passes per level whose pooled p95 is exactly the given value (half the requests at half of it)."""
+    levels = []
+    for c, p95 in p95_by_level.items():
+        values = np.full(n, p95)
+        values[: n // 2] = p95 / 2
+        values[n - failures :] = np.inf
+        levels.append(LevelData(float(c), workflow=[values[::2], values[1::2]]))
+    return SweepData(levels)
+
+
+def test_the_confirmation_interpolates_between_the_whole_loads_and_judges_the_slo() -> None:
+    sizing = targets(target_users=100, target_workflow_p95_s=10.0, test_gpus=8)
+    measured = _steady({11: 9.0, 12: 11.0})
+    held = judge_confirmation(ConfirmationPlan(100 / 9, 1), measured, sizing)
+    assert held.confirmed and held.workflow_p95_s == pytest.approx(9.0 + 2.0 / 9)
+    assert [row["concurrency"] for row in held.measured] == [11.0, 12.0] and not held.warnings
+    assert held.summary().startswith("SLO held: workflow p95 9.222 s ≤ 10 s at 11.11 users per replica")
+    missed = judge_confirmation(ConfirmationPlan(11.9, 1), measured, sizing)
+    assert not missed.confirmed and missed.workflow_p95_s == pytest.approx(10.8)
+    assert "## Confirmation" in missed.to_markdown() and "SLO missed" in missed.to_markdown()
+    failing = judge_confirmation(ConfirmationPlan(11.5, 1), _steady({11: 9.0, 12: 9.0}, failures=10), sizing)
+    assert not failing.confirmed and math.isinf(failing.workflow_p95_s)  # 10 % failed: no p95 met
+    assert failing.measured[0]["error_rate"] == pytest.approx(0.1)
+    thin = judge_confirmation(ConfirmationPlan(11.0, 1), _steady({11: 9.0}, n=20), sizing)
+    assert thin.confirmed and thin.warnings and "20 requests" in thin.warnings[0] and "at least 59" in thin.warnings[0]
+    with pytest.raises(SweepFormatError, match="no requests at concurrency 12"):
+        judge_confirmation(ConfirmationPlan(11.5, 1), _steady({11: 9.0}), sizing)

@@ -510,6 +510,21 @@ def _loadgen(results: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _gpu_cell(answer: dict[str, Any] | None) -> str:
+    """``**GPUs** [low–high]``; an open end as ``open``; ``(interval unknown)`` without per-request rows."""
+    if not answer or answer.get("gpus") is None:
+        return "—"
+    if not answer.get("interval_known"):
+        return f"**{answer['gpus']}** (interval unknown)"
+    low, high = answer.get("gpus_low"), answer.get("gpus_high")
+    return f"**{answer['gpus']}** [{'open' if low is None else low}–{'open' if high is None else high}]"
+
+
+def _inside(answer: dict[str, Any], value: int) -> bool:
+    low, high = answer.get("gpus_low"), answer.get("gpus_high")
+    return bool(answer.get("interval_known")) and (low is None or low <= value) and (high is None or value <= high)
+
+
 def _sizing(results: dict[str, Any] | None) -> list[str]:
     lines = ["## 3. Sizing accuracy", ""]
     if not results:
@@ -521,10 +536,16 @@ def _sizing(results: dict[str, Any] | None) -> list[str]:
         f"as a user would: a closed-loop sweep over HTTP with `agent_flywheel.scaling.loadgen` against the simulator in its own "
         f"process (`time_scale` {results.get('time_scale')}, the target scaled alike; passes per level: {results.get('passes')}; "
         f"{results.get('requests_per_level')}; levels from replicas × max batch only: 1, 2, 4 and ½, 1, 1½, 2 "
-        "and 3 times it). The same sweep is sized by `agent_flywheel.scaling.sizing.solve.size` (ours: measured bracketing, whole "
-        "replicas, 90 % bootstrap interval) and by the NeMo Agent Toolkit's straight line "
-        "(`nat_linear_estimate`: IQR outlier removal, OLS, `GPUs = users / C* × test GPUs`, fractional as it reports "
-        "it). One GPU per replica. Fewer GPUs than the truth means the SLO is missed in production.",
+        "and 3 times it). The same sweep is sized four ways: by `agent_flywheel.scaling.sizing.solve.size` with requests "
+        "balanced over replicas (the default: `ceil(users / C* per replica)`) and with users pinned to replicas "
+        "(`--sticky-sessions`: whole users per replica), each with its 90 % interval from the per-request rows; by the "
+        "same method from the sweep's per-level table alone (one p95 per level, so the interval is unknown); and by "
+        "the NeMo Agent Toolkit's straight line (`nat_linear_estimate`: IQR outlier removal, OLS, "
+        "`GPUs = users / C* × test GPUs`, fractional as it reports it). A replica is one simulated replica of one GPU. "
+        "The simulator's requests are identical and its balancer keeps each client on its replica, so its truth is "
+        "the pinned one; the balanced answer divides by the fraction of a user, which is right when requests vary "
+        "and a balancer evens out the load, and up to one user per replica short here. Fewer GPUs than the truth "
+        "means the SLO is missed in production.",
         "",
     ]
     rows = []
@@ -535,19 +556,20 @@ def _sizing(results: dict[str, Any] | None) -> list[str]:
             f"{lat['replicas']}×batch {lat['max_batch']}, d0 {lat['decode_s_per_token']}, d1 {lat['decode_s_per_token_per_request']}; "
             f"{case['tokens']['input']}→{case['tokens']['output']} tokens"
         )
-        nat_gpus = nat.get("gpus")
+        c_low, c_high = ours.get("c_star_low"), ours.get("c_star_high")
         rows.append(
             [
                 f"{case['case']}: {case['description']}",
                 params,
                 f"{t['target_s']:.2f} s",
                 f"{t['c_star']} / **{t['gpus']}**",
-                f"{_num(ours.get('c_star'), '.1f')} [{_num(ours.get('c_star_low'), '.1f')}–{_num(ours.get('c_star_high'), '.1f')}]",
-                f"**{_num(ours.get('gpus'), 'd')}** [{_num(ours.get('gpus_low'), 'd')}–{_num(ours.get('gpus_high'), 'd')}]",
-                _signed(ours.get("gpus"), t["gpus"]),
+                f"{_num(ours.get('c_star'), '.1f')} [{'open' if c_low is None else format(c_low, '.1f')}–"
+                f"{'open' if c_high is None else format(c_high, '.1f')}]",
+                _gpu_cell(ours),
+                _gpu_cell(case.get("ours_pinned")),
+                _gpu_cell(case.get("ours_per_level")),
                 _num(nat.get("c_star"), ".1f") if nat.get("c_star") is not None else (nat.get("error") or "—"),
-                f"**{_num(nat_gpus, '.2f')}** (ceil {_num(nat.get('gpus_rounded_up'), 'd')})",
-                _signed(nat_gpus, t["gpus"], ".2f"),
+                f"**{_num(nat.get('gpus'), '.2f')}** (ceil {_num(nat.get('gpus_rounded_up'), 'd')})",
                 ", ".join(f"{x:g}" for x in nat.get("outliers_removed") or []) or "none",
             ]
         )
@@ -558,11 +580,11 @@ def _sizing(results: dict[str, Any] | None) -> list[str]:
             "p95 target",
             "truth C* / GPUs",
             "ours C* [90 %]",
-            "ours GPUs [90 %]",
-            "ours − truth",
+            "ours GPUs, balanced [90 %]",
+            "ours GPUs, pinned [90 %]",
+            "ours, per-level table only",
             "NAT C*",
             "NAT GPUs",
-            "NAT − truth",
             "NAT dropped levels",
         ],
         rows,
@@ -572,31 +594,30 @@ def _sizing(results: dict[str, Any] | None) -> list[str]:
         c for c in results.get("cases", []) if c["ours"].get("gpus") is not None and c["truth"]["gpus"] is not None
     ]
     if exact:
-        ours_err = [abs(c["ours"]["gpus"] - c["truth"]["gpus"]) / c["truth"]["gpus"] for c in exact]
-        nat_err = [
-            abs(c["nat"]["gpus"] - c["truth"]["gpus"]) / c["truth"]["gpus"]
-            for c in exact
-            if c.get("nat") and c["nat"].get("gpus") is not None
-        ]
-        under_ours = sum(c["ours"]["gpus"] < c["truth"]["gpus"] for c in exact)
-        under_nat = sum(
-            1
-            for c in exact
-            if c.get("nat") and c["nat"].get("gpus") is not None and c["nat"]["gpus"] < c["truth"]["gpus"]
-        )
-        covered = sum(
-            1
-            for c in exact
-            if (c["ours"].get("gpus_low") or 0) <= c["truth"]["gpus"] <= (c["ours"].get("gpus_high") or -1)
-        )
+
+        def error(key: str) -> str:
+            errs = [
+                abs(c[key]["gpus"] - c["truth"]["gpus"]) / c["truth"]["gpus"]
+                for c in exact
+                if (c.get(key) or {}).get("gpus")
+            ]
+            return f"{sum(errs) / len(errs):.0%}" if errs else "—"
+
+        def under(key: str) -> int:
+            return sum(
+                1 for c in exact if (c.get(key) or {}).get("gpus") is not None and c[key]["gpus"] < c["truth"]["gpus"]
+            )
+
+        covered = {
+            key: sum(_inside(c.get(key) or {}, c["truth"]["gpus"]) for c in exact) for key in ("ours", "ours_pinned")
+        }
         lines += [
-            f"Mean absolute GPU error: ours {sum(ours_err) / len(ours_err):.0%}, NAT "
-            + (f"{sum(nat_err) / len(nat_err):.0%}" if nat_err else "—")
-            + f" ({len(nat_err)} of {len(exact)} cases answered). Under-provisioned (fewer GPUs than the truth): "
-            f"ours {under_ours} of {len(exact)}, NAT {under_nat} of {len(nat_err)}. The truth lies inside our interval in "
-            f"{covered} of {len(exact)} cases. Measured p95 includes the HTTP round trip and any delay from other "
-            "processes on the machine, which the exact model does not have; that bias pushes both methods towards "
-            "more GPUs.",
+            f"Mean absolute GPU error: ours balanced {error('ours')}, pinned {error('ours_pinned')}, NAT {error('nat')}. "
+            f"Under-provisioned (fewer GPUs than the truth): balanced {under('ours')}, pinned {under('ours_pinned')}, "
+            f"NAT {under('nat')} of {len(exact)}. The truth lies inside our interval in {covered['ours_pinned']} of "
+            f"{len(exact)} cases pinned and {covered['ours']} balanced. Measured p95 includes the HTTP round trip and "
+            "any delay from other processes on the machine, which the exact model does not have; that bias pushes "
+            "every method towards more GPUs.",
             "",
         ]
     lines += ["Measured p95 per level (simulated seconds):", ""]
@@ -762,9 +783,10 @@ def _summary(results: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 "3",
-                f"GPUs for {results['sizing']['users']} users, case {case['case']}: truth / ours [90 %] / NAT",
-                f"{case['truth']['gpus']} / {_num(case['ours'].get('gpus'), 'd')} [{_num(case['ours'].get('gpus_low'), 'd')}–"
-                f"{_num(case['ours'].get('gpus_high'), 'd')}] / {_num(nat.get('gpus'), '.2f')}",
+                f"GPUs for {results['sizing']['users']} users, case {case['case']}: truth / ours balanced [90 %] / "
+                "pinned / NAT",
+                f"{case['truth']['gpus']} / {_gpu_cell(case['ours'])} / {_gpu_cell(case.get('ours_pinned'))} / "
+                f"{_num(nat.get('gpus'), '.2f')}",
                 "",
             ]
         )

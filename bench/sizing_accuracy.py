@@ -6,9 +6,14 @@ the p95 target (``max_concurrency_under``) and the true replica count for the ta
 (``replicas_needed``) are computed, not estimated. Each set is then measured the way a user would:
 a closed-loop sweep over HTTP against the simulator running in its own process (``time_scale`` shrinks
 simulated seconds; the target is scaled the same way), with the project's load generator. The same
-sweep is sized twice: by :func:`agent_flywheel.scaling.sizing.solve.size` (measured bracketing, whole replicas,
-bootstrap interval) and by the NeMo Agent Toolkit's straight line
-(:func:`agent_flywheel.scaling.sizing.nat_linear.nat_linear_estimate`, ``GPUs = users / C* × test GPUs``, fractional).
+sweep is sized four ways: by :func:`agent_flywheel.scaling.sizing.solve.size` with requests balanced over
+replicas (the default) and with users pinned to replicas (sticky sessions), both from the per-request rows;
+by the same method from the per-level table alone (one p95 per level: no interval); and by the NeMo Agent
+Toolkit's straight line (:func:`agent_flywheel.scaling.sizing.nat_linear.nat_linear_estimate`,
+``GPUs = users / C* × test GPUs``, fractional). A replica here is one simulated replica of one GPU.
+
+The simulator's requests are identical and its balancer keeps each closed-loop client on a replica, so its
+truth is the pinned one (whole users per replica); the balanced answer divides by the fraction.
 
 The sweep levels depend only on what an operator knows before measuring (replicas × max batch), never
 on the true answer: 1, 2, 4 and ½, 1, 1½, 2, 3 times the slot count.
@@ -44,6 +49,8 @@ class Case:
     # true C* would be a knife edge that any measurement noise tips over.
     target_factor: float
     gpus_per_replica: int = 1
+    # instead of the factor: the target halfway between S(n) and S(n + 1) of one replica, so n users fit
+    between_users: int | None = None
 
     @property
     def model(self) -> str:
@@ -103,6 +110,20 @@ CASES = (
         },
         2.7,
     ),
+    Case(
+        "e",
+        "1 replica, batch 8, small C*: 3 users per replica",
+        {
+            "overhead_s": 0.01,
+            "prefill_s_per_token": 0.0002,
+            "decode_s_per_token": 0.004,
+            "decode_s_per_token_per_request": 0.01,
+            "max_batch": 8,
+            "replicas": 1,
+        },
+        0.0,
+        between_users=3,
+    ),
 )
 MESSAGES = [
     {"role": "system", "content": "You are a customer support assistant for an online shop."},
@@ -120,7 +141,8 @@ def levels_for(slots: int) -> list[int]:
 
 
 def truth(case: Case, calls: list[tuple[int, int]]) -> dict[str, Any]:
-    """The exact answer from the latency model: C* of the system under test, replicas and GPUs for USERS."""
+    """The exact answer from the latency model: C* of the system under test and of one replica, replicas and
+    GPUs for USERS."""
     from simulators.nim.latency import (
         LatencyParams,
         max_concurrency_under,
@@ -129,15 +151,20 @@ def truth(case: Case, calls: list[tuple[int, int]]) -> dict[str, Any]:
     )
 
     params = LatencyParams(**case.latency)  # type: ignore[arg-type]
+    one = dataclasses.replace(params, replicas=1)
     full = workflow_latency_s(params, params.max_batch * params.replicas, calls)
-    one_replica_batch = workflow_latency_s(dataclasses.replace(params, replicas=1), params.max_batch, calls)
-    target = case.target_factor * one_replica_batch
+    if case.between_users is not None:
+        n = case.between_users
+        target = (workflow_latency_s(one, n, calls) + workflow_latency_s(one, n + 1, calls)) / 2
+    else:
+        target = case.target_factor * workflow_latency_s(one, params.max_batch, calls)
     c_star = max_concurrency_under(params, target, calls=calls, q=0.95)
     replicas = replicas_needed(params, USERS, target, calls, q=0.95)
     return {
         "target_s": target,
         "service_s_at_full_batch": full,
         "c_star": c_star,
+        "c_star_per_replica": max_concurrency_under(one, target, calls=calls, q=0.95),
         "replicas": replicas,
         "gpus": None if replicas is None else replicas * case.gpus_per_replica,
         "test_gpus": params.replicas * case.gpus_per_replica,
@@ -204,9 +231,28 @@ async def _sweep(
     return sweep, sorted(tokens)
 
 
-def evaluate(case: Case, data: Any, calls: list[tuple[int, int]], scale: float) -> dict[str, Any]:
-    """Size one measured sweep (a :class:`~agent_flywheel.scaling.sizing.sweeps.SweepData` in real seconds) both ways,
-    next to the truth for the same requests."""
+def _answer(result: Any) -> dict[str, Any]:
+    return {
+        "c_star": result.slo_concurrency,
+        "c_star_low": result.slo_concurrency_low,
+        "c_star_high": result.slo_concurrency_high,
+        "c_star_per_replica": result.slo_concurrency_per_replica,
+        "replicas": result.replicas,
+        "gpus": result.gpus,
+        "gpus_low": result.gpus_low,
+        "gpus_high": result.gpus_high,
+        "interval_known": result.interval_known,
+        "interval_notes": result.interval_notes,
+        "thin_levels": len(result.warnings),
+        "reachable": result.reachable,
+        "reason": result.reason,
+        "bracket": result.bracket,
+    }
+
+
+def evaluate(case: Case, data: Any, levels: Any, calls: list[tuple[int, int]], scale: float) -> dict[str, Any]:
+    """Size one measured sweep (:class:`~agent_flywheel.scaling.sizing.sweeps.SweepData` in real seconds: per request,
+    and its per-level table) every way, next to the truth for the same requests."""
     from agent_flywheel.config import SizingTargets
     from agent_flywheel.scaling.sizing.solve import size
 
@@ -215,9 +261,12 @@ def evaluate(case: Case, data: Any, calls: list[tuple[int, int]], scale: float) 
         target_users=USERS,
         target_workflow_p95_s=true["target_s"] * scale,
         test_gpus=true["test_gpus"],
+        gpus_per_replica=case.gpus_per_replica,
         bootstrap_samples=1000,
     )
     result = size(data, targets, seed=0)
+    pinned = size(data, targets.model_copy(update={"sticky_sessions": True}), seed=0)
+    per_level = size(levels, targets, seed=0)
     nat = result.nat_linear
     return {
         "case": case.name,
@@ -226,17 +275,9 @@ def evaluate(case: Case, data: Any, calls: list[tuple[int, int]], scale: float) 
         "tokens": {"input": calls[0][0], "output": calls[0][1]},
         "levels": levels_for(int(case.latency["max_batch"]) * int(case.latency["replicas"])),
         "truth": true,
-        "ours": {
-            "c_star": result.slo_concurrency,
-            "c_star_low": result.slo_concurrency_low,
-            "c_star_high": result.slo_concurrency_high,
-            "gpus": result.gpus,
-            "gpus_low": result.gpus_low,
-            "gpus_high": result.gpus_high,
-            "reachable": result.reachable,
-            "reason": result.reason,
-            "bracket": result.bracket,
-        },
+        "ours": _answer(result),
+        "ours_pinned": _answer(pinned),
+        "ours_per_level": _answer(per_level),
         "nat": None
         if nat is None
         else {
@@ -262,7 +303,7 @@ def run(*, quick: bool, work_dir: Path, log: Callable[[str], None] = print) -> d
     scale = 0.25 if quick else 0.5
     passes = 1 if quick else 2
     per_level = 30 if quick else 64
-    cases = (CASES[0], CASES[3]) if quick else CASES
+    cases = (CASES[0], CASES[4]) if quick else CASES
     section = {
         "preloaded": [c.model for c in cases],
         "latency": {"time_scale": scale, "models": {c.model: c.latency for c in cases}},
@@ -281,14 +322,17 @@ def run(*, quick: bool, work_dir: Path, log: Callable[[str], None] = print) -> d
             sweep, tokens = asyncio.run(_sweep(url, case, scale, passes, per_level, log))
             if len(tokens) != 1:
                 raise RuntimeError(f"case {case.name}: requests were not identical in tokens: {tokens}")
-            entry = evaluate(case, SweepData.from_sweep(sweep), [tokens[0]], scale)
+            per_level_table = SweepData.from_levels_frame(sweep.summary_frame())
+            entry = evaluate(case, SweepData.from_sweep(sweep), per_level_table, [tokens[0]], scale)
             entry["seconds"] = time.perf_counter() - started
             results["cases"].append(entry)
             results["loads"].append(load_average())
-            true, ours, nat = entry["truth"], entry["ours"], entry["nat"] or {}
+            true, ours, pinned, nat = entry["truth"], entry["ours"], entry["ours_pinned"], entry["nat"] or {}
             log(
                 f"sizing: case {case.name}: truth C*={true['c_star']} GPUs={true['gpus']}; ours C*={ours['c_star']} "
-                f"GPUs={ours['gpus']} [{ours['gpus_low']}, {ours['gpus_high']}]; NAT GPUs={nat.get('gpus')}"
+                f"GPUs balanced={ours['gpus']} [{ours['gpus_low']}, {ours['gpus_high']}] pinned={pinned['gpus']} "
+                f"[{pinned['gpus_low']}, {pinned['gpus_high']}]; per-level only={entry['ours_per_level']['gpus']}; "
+                f"NAT GPUs={nat.get('gpus')}"
             )
     shutil.rmtree(work_dir, ignore_errors=True)
     return results

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from bench import data, extraction, flywheel_overhead, loadgen_bench, report, sizing_accuracy
 from bench.__main__ import main
@@ -117,9 +118,14 @@ def _sizing_results() -> dict:
             for c in levels
         ]
     )
-    entry = sizing_accuracy.evaluate(case, sweep, calls, scale=1.0)
+    table = SweepData.from_levels_frame(
+        pd.DataFrame({"concurrency": levels, "workflow_p95_s": [lv.p95("workflow") for lv in sweep.levels]})
+    )
+    entry = sizing_accuracy.evaluate(case, sweep, table, calls, scale=1.0)
     assert entry["truth"]["c_star"] == 25 and entry["truth"]["gpus"] == 8
     assert entry["ours"]["gpus"] is not None and entry["nat"] is not None
+    assert entry["ours_pinned"]["gpus"] == entry["truth"]["gpus"]  # the simulator's truth: whole users per replica
+    assert entry["ours_per_level"]["interval_known"] is False and entry["ours_per_level"]["gpus_low"] is None
     return {"users": 200, "time_scale": 1.0, "passes": 1, "requests_per_level": "40", "cases": [entry]}
 
 
@@ -169,6 +175,7 @@ def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None
     assert "the naive pipeline was stopped when its memory passed the benchmark's 6.00 GB cap (at 6.05 GB)" in text
     assert "Peak memory per record read: ours ≈ 0 bytes (100–300)" in text
     assert "**met**" in text or "**missed**" in text
+    assert "ours GPUs, pinned [90 %]" in text and "(interval unknown)" in text  # the per-level-only column
     assert "Not run in this invocation" not in text
     assert "(in CPU time 1.0×" in text  # every fake measurement took 0.1 s of CPU
 

@@ -314,7 +314,8 @@ def test_the_answer_states_its_assumptions() -> None:
 def test_the_documentation_sample_needs_9_replicas_of_8_gpus() -> None:
     data = SweepData.from_levels_frame(NAT_DOC_SAMPLE)
     result = size(data, SizingTargets(**NAT_DOC_TARGETS))
-    assert result.slo_concurrency == pytest.approx(11.5, abs=0.05) and result.bracket == (8.0, 16.0)
+    assert result.slo_concurrency is not None and result.bracket == (8.0, 16.0)
+    assert result.slo_concurrency == pytest.approx(11.5, abs=0.05)
     assert (result.replicas, result.gpus) == (math.ceil(100 / result.slo_concurrency), 72)
     assert result.nat_linear is not None and result.nat_linear.gpus == pytest.approx(NAT_DOC_LINEAR_GPUS, abs=0.01)
     pinned = size(data, SizingTargets(**NAT_DOC_TARGETS, sticky_sessions=True))
@@ -354,9 +355,10 @@ def test_the_documentation_sample_with_its_requests_has_an_interval_around_the_t
         assert "concurrency 8: 16 requests" in thin[3] and "at least 59" in thin[3]
     longer = curve.sweep(99, passes=6, requests_per_pass=64, levels=(1, 2, 4, 8, 16, 32))
     result = size(longer, SizingTargets(**NAT_DOC_TARGETS, bootstrap_samples=400))
-    assert not result.warnings and result.gpus_low is not None and result.gpus_high is not None
-    assert result.gpus_low <= true_gpus <= result.gpus_high
-    assert result.gpus_low <= result.gpus <= result.gpus_high
+    low, high = result.gpus_low, result.gpus_high
+    assert not result.warnings and low is not None and high is not None and result.gpus is not None
+    assert low <= true_gpus <= high
+    assert low <= result.gpus <= high
 
 
 # --------------------------------------------------------------------------------------------------

@@ -101,6 +101,7 @@ def test_sizing_finds_the_simulators_true_capacity(
 
     sweep = simulated_sweep(params, LoadSweepConfig(concurrencies=levels, num_passes=2, requests_per_level=40))
     for run in sweep.runs:  # the latency model itself: S(n) for the n requests on each replica, no clock noise
+        assert run.concurrency is not None
         per_replica = math.ceil(run.concurrency / params.replicas)
         expected = service_time_s(one, per_replica, *TOKENS)
         assert {round(r.latency_s, 9) for r in run.records} == {round(expected, 9)}, run.concurrency

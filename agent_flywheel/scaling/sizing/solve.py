@@ -113,7 +113,6 @@ def size(data: SweepData, targets: SizingTargets, *, seed: int = 0, compare_nat:
     # Interval ----------------------------------------------------------------------------------------
     b = targets.bootstrap_samples
     bounds_w: list[LevelBounds] | None = None
-    bounds_l: list[LevelBounds] | None = None
     if data.has_samples:
         rng = np.random.default_rng(seed)
         bounds_w = [level_bounds(lv.workflow, rng, b, targets.confidence) for lv in data.levels]

@@ -15,6 +15,11 @@ Toolkit's straight line (:func:`agent_flywheel.scaling.sizing.nat_linear.nat_lin
 The simulator's requests are identical and its balancer keeps each closed-loop client on a replica, so its
 truth is the pinned one (whole users per replica); the balanced answer divides by the fraction.
 
+Every case is first measured on a simulated clock (the simulator's scheduler in-process, driven by the same
+load generator in an event loop whose time only moves when every request waits: :mod:`simulators.virtual_clock`).
+That takes seconds and gives the latency model exactly, whatever else the machine is doing, so it compares the
+methods alone; the HTTP measurement adds what a real measurement adds (round trips, a busy machine).
+
 The sweep levels depend only on what an operator knows before measuring (replicas × max batch), never
 on the true answer: 1, 2, 4 and ½, 1, 1½, 2, 3 times the slot count.
 """
@@ -133,6 +138,7 @@ MESSAGES = [
     },
 ]
 MAX_TOKENS = 48
+SIMULATED_TOKENS = (44, 33)  # what the simulator's tokenizer makes of MESSAGES with MAX_TOKENS (measured over HTTP)
 
 
 def levels_for(slots: int) -> list[int]:
@@ -175,14 +181,62 @@ async def _with_level(function: Callable[[Any, int, int], Any], c: int, client: 
     return await function(client, i, c)
 
 
+async def _levels(
+    send: Callable[[Any, int], Any],
+    client: Any,
+    case: Case,
+    scale: float,
+    passes: int,
+    per_level: int,
+    log: Callable[[str], None],
+) -> Any:
+    """Every level of the case, ``passes`` interleaved passes, users ramped up (below); times by the loop's clock."""
+    from agent_flywheel.scaling.loadgen.runs import run_closed_level
+    from agent_flywheel.scaling.loadgen.sweep import SweepResult
+
+    loop = asyncio.get_running_loop()
+    slots = int(case.latency["max_batch"]) * int(case.latency["replicas"])
+    sweep = SweepResult()
+    started = loop.time()
+    await send(client, 0)
+    single = loop.time() - started
+    # run_closed_level starts every client at the same instant, and identical requests on a
+    # deterministic server then stay in lock-step for ever (see latency.py): past the knee their
+    # latencies alternate between two multiples of S(B) instead of settling at the mean. Real load
+    # tests ramp users up; here client k's first request (a warm-up, not measured) waits k / c of a
+    # ramp of max_batch / 2 single-request latencies (about one full-batch cycle) per slot-full.
+    ramp = single * int(case.latency["max_batch"]) / 2
+
+    async def ramped(client: Any, i: int, c: int) -> Any:
+        if i < c:
+            await asyncio.sleep(ramp * max(1.0, c / slots) * i / c)
+        return await send(client, i)
+
+    for p in range(passes):
+        for level, c in enumerate(levels_for(slots)):
+            run = await run_closed_level(
+                functools.partial(_with_level, ramped, c),
+                client,
+                c,
+                max(per_level, 3 * c),
+                warmup_requests=c,
+                timeout_s=600,
+                level=level,
+                pass_index=p,
+            )
+            sweep.runs.append(run)
+            p95 = sorted(r.latency_s for r in run.records)[int(0.95 * (len(run.records) - 1))] / scale
+            log(f"sizing: case {case.name} pass {p + 1} concurrency {c}: p95 {p95:.3f} simulated s")
+    return sweep
+
+
 async def _sweep(
     url: str, case: Case, scale: float, passes: int, per_level: int, log: Callable[[str], None]
 ) -> tuple[Any, list[tuple[int, int]]]:
+    """The case measured over HTTP against the simulator's process."""
     import aiohttp
 
     from agent_flywheel.scaling.loadgen.requests import RequestResult, make_client
-    from agent_flywheel.scaling.loadgen.runs import run_closed_level
-    from agent_flywheel.scaling.loadgen.sweep import SweepResult
 
     tokens: set[tuple[int, int]] = set()
 
@@ -195,40 +249,33 @@ async def _sweep(
         tokens.add((int(usage["prompt_tokens"]), int(usage["completion_tokens"])))
         return RequestResult(ok=True, status_code=200)
 
-    slots = int(case.latency["max_batch"]) * int(case.latency["replicas"])
-    sweep = SweepResult()
     async with make_client(url, timeout_s=600) as client:
-        started = time.perf_counter()
-        await send(client, 0)
-        single = time.perf_counter() - started
-        # run_closed_level starts every client at the same instant, and identical requests on a
-        # deterministic server then stay in lock-step for ever (see latency.py): past the knee their
-        # latencies alternate between two multiples of S(B) instead of settling at the mean. Real load
-        # tests ramp users up; here client k's first request (a warm-up, not measured) waits k / c of a
-        # ramp of max_batch / 2 single-request latencies (about one full-batch cycle) per slot-full.
-        ramp = single * int(case.latency["max_batch"]) / 2
-
-        async def ramped(client: aiohttp.ClientSession, i: int, c: int) -> RequestResult:
-            if i < c:
-                await asyncio.sleep(ramp * max(1.0, c / slots) * i / c)
-            return await send(client, i)
-
-        for p in range(passes):
-            for level, c in enumerate(levels_for(slots)):
-                run = await run_closed_level(
-                    functools.partial(_with_level, ramped, c),
-                    client,
-                    c,
-                    max(per_level, 3 * c),
-                    warmup_requests=c,
-                    timeout_s=600,
-                    level=level,
-                    pass_index=p,
-                )
-                sweep.runs.append(run)
-                p95 = sorted(r.latency_s for r in run.records)[int(0.95 * (len(run.records) - 1))] / scale
-                log(f"sizing: case {case.name} pass {p + 1} concurrency {c}: p95 {p95:.3f} simulated s")
+        sweep = await _levels(send, client, case, scale, passes, per_level, log)
     return sweep, sorted(tokens)
+
+
+def _simulated_sweep(
+    case: Case, tokens: tuple[int, int], passes: int, per_level: int, log: Callable[[str], None]
+) -> Any:
+    """The case measured on a simulated clock: the simulator's scheduler in-process, no HTTP, no wall-clock time."""
+    from agent_flywheel.scaling.loadgen.requests import RequestResult
+    from simulators.nim.latency import BatchScheduler, LatencyParams
+    from simulators.virtual_clock import run_simulated
+
+    params = LatencyParams(**case.latency)  # type: ignore[arg-type]
+
+    async def main() -> Any:
+        scheduler = BatchScheduler(1.0, lambda _: params)
+        loop = asyncio.get_running_loop()
+
+        async def send(_: Any, i: int) -> RequestResult:
+            started = loop.time()
+            await scheduler.serve(case.model, *tokens)
+            return RequestResult(ok=True, latency_s=loop.time() - started)
+
+        return await _levels(send, None, case, 1.0, passes, per_level, log)
+
+    return run_simulated(main())
 
 
 def _answer(result: Any) -> dict[str, Any]:
@@ -316,23 +363,32 @@ def run(*, quick: bool, work_dir: Path, log: Callable[[str], None] = print) -> d
         "loads": [load_average()],
         "cases": [],
     }
+
+    def record(into: list[dict[str, Any]], case: Case, sweep: Any, tokens: tuple[int, int], scale: float) -> None:
+        per_level_table = SweepData.from_levels_frame(sweep.summary_frame())
+        entry = evaluate(case, SweepData.from_sweep(sweep), per_level_table, [tokens], scale)
+        into.append(entry)
+        true, ours, pinned, nat = entry["truth"], entry["ours"], entry["ours_pinned"], entry["nat"] or {}
+        log(
+            f"sizing: case {case.name}: truth C*={true['c_star']} GPUs={true['gpus']}; ours C*={ours['c_star']} "
+            f"GPUs balanced={ours['gpus']} [{ours['gpus_low']}, {ours['gpus_high']}] pinned={pinned['gpus']} "
+            f"[{pinned['gpus_low']}, {pinned['gpus_high']}]; per-level only={entry['ours_per_level']['gpus']}; "
+            f"NAT GPUs={nat.get('gpus')}"
+        )
+
+    # On a simulated clock first: the latency model exactly, whatever else the machine is doing (seconds).
+    results["simulated"] = {"passes": 2, "requests_per_level": results["requests_per_level"], "cases": []}
+    for case in CASES:
+        sweep = _simulated_sweep(case, SIMULATED_TOKENS, 2, per_level, log)
+        record(results["simulated"]["cases"], case, sweep, SIMULATED_TOKENS, 1.0)
     with simulator("nim", work_dir / "nim", section) as url:
         for case in cases:
             started = time.perf_counter()
             sweep, tokens = asyncio.run(_sweep(url, case, scale, passes, per_level, log))
             if len(tokens) != 1:
                 raise RuntimeError(f"case {case.name}: requests were not identical in tokens: {tokens}")
-            per_level_table = SweepData.from_levels_frame(sweep.summary_frame())
-            entry = evaluate(case, SweepData.from_sweep(sweep), per_level_table, [tokens[0]], scale)
-            entry["seconds"] = time.perf_counter() - started
-            results["cases"].append(entry)
+            record(results["cases"], case, sweep, tokens[0], scale)
+            results["cases"][-1]["seconds"] = time.perf_counter() - started
             results["loads"].append(load_average())
-            true, ours, pinned, nat = entry["truth"], entry["ours"], entry["ours_pinned"], entry["nat"] or {}
-            log(
-                f"sizing: case {case.name}: truth C*={true['c_star']} GPUs={true['gpus']}; ours C*={ours['c_star']} "
-                f"GPUs balanced={ours['gpus']} [{ours['gpus_low']}, {ours['gpus_high']}] pinned={pinned['gpus']} "
-                f"[{pinned['gpus_low']}, {pinned['gpus_high']}]; per-level only={entry['ours_per_level']['gpus']}; "
-                f"NAT GPUs={nat.get('gpus')}"
-            )
     shutil.rmtree(work_dir, ignore_errors=True)
     return results

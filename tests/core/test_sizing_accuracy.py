@@ -2,7 +2,7 @@
 
 The simulator's scheduler (:class:`simulators.nim.latency.BatchScheduler`, the continuous-batching model behind
 its chat endpoint) serves the project's load generator (:func:`agent_flywheel.scaling.loadgen.sweep.run_sweep`)
-inside an event loop whose clock only moves when every request is waiting (``tests.support.virtual_clock``).
+inside an event loop whose clock only moves when every request is waiting (``simulators.virtual_clock``).
 Every request is the same (fixed token counts), and no level reaches ``max_batch``, so every request at
 concurrency ``N`` on a replica holding ``n`` of them takes exactly ``S(n) = o + a·I + O·(d0 + d1·n)``: the sweep
 measures the latency model itself, the same on a busy machine as on an idle one.
@@ -30,7 +30,7 @@ from agent_flywheel.scaling.loadgen.sweep import SweepResult, run_sweep
 from agent_flywheel.scaling.sizing.solve import size
 from agent_flywheel.scaling.sizing.sweeps import sweep_data
 from simulators.nim.latency import BatchScheduler, LatencyParams, max_concurrency_under, replicas_needed, service_time_s
-from tests.support.virtual_clock import run_simulated
+from simulators.virtual_clock import run_simulated
 
 TOKENS = (24, 40)  # input, output tokens of every request
 USERS = 200

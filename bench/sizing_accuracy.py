@@ -138,7 +138,8 @@ MESSAGES = [
     },
 ]
 MAX_TOKENS = 48
-SIMULATED_TOKENS = (44, 33)  # what the simulator's tokenizer makes of MESSAGES with MAX_TOKENS (measured over HTTP)
+# Input and output tokens of every request on the simulated clock (over HTTP each case measures its own: 44 → 20-33).
+SIMULATED_TOKENS = (44, 33)
 
 
 def levels_for(slots: int) -> list[int]:

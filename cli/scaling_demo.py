@@ -18,7 +18,6 @@ import httpx
 
 from agent_flywheel.config import ScalingConfig, load_config
 from agent_flywheel.paths import configure_local_environment
-from agent_flywheel.scaling.sizing.result import users_per_replica
 from simulators.settings import load_local_config
 from simulators.stack import LocalStack
 
@@ -78,12 +77,21 @@ def summary_lines(scaling: ScalingOutcome, rollout: RolloutCheckOutcome, seconds
     lines = [f"scaling demo ({seconds:.0f} s, simulated):"]
     if sizing["reachable"]:
         bound = "≥ " if sizing["slo_concurrency_is_lower_bound"] else ""
+        assumptions = sizing["assumptions"]
+        if sizing["interval_known"]:
+            low, high = sizing["gpus_low"], sizing["gpus_high"]
+            interval = f"interval {'open' if low is None else low}–{'open' if high is None else high}"
+        else:
+            interval = "interval unknown"
         lines.append(
-            f"  sizing: C* = {bound}{sizing['slo_concurrency']:.2f} concurrent users per GPU under a "
-            f"{targets['target_workflow_p95_s']:g} s workflow p95 ({users_per_replica(sizing['slo_concurrency']):g} whole "
-            f"users per replica) -> {sizing['gpus']} GPUs for "
-            f"{targets['target_users']} users (interval {sizing['gpus_low']}–{sizing['gpus_high']})"
+            f"  sizing: C* = {bound}{sizing['slo_concurrency_per_replica']:.2f} concurrent users per replica under a "
+            f"{targets['target_workflow_p95_s']:g} s workflow p95 -> {sizing['replicas']} replicas × "
+            f"{assumptions['gpus_per_replica']} GPU(s) = {sizing['gpus']} GPUs for {targets['target_users']} users "
+            f"({'pinned' if assumptions['sticky_sessions'] else 'balanced per request'}; {interval})"
         )
+        confirmation = sizing.get("confirmation")
+        if confirmation:
+            lines.append(f"  confirmation: {confirmation['summary']}")
     else:
         lines.append(f"  sizing: {sizing['reason']}")
     bottleneck = scaling.profile.summary.get("bottleneck")

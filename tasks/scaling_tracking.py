@@ -7,6 +7,7 @@ else one it opens and closes itself.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -181,7 +182,8 @@ def log_sweep(tracker: Tracker, run_id: str, outcome: SweepOutcome) -> None:
 
 @task(name="mlflow-log-sizing", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def log_sizing(tracker: Tracker, run_id: str, outcome: SizingOutcome) -> None:
-    """The answer as metrics and tags, ``sizing.json`` / ``sizing.md`` and the two plots at the run's root."""
+    """The answer as metrics, tags and params (the replica assumptions it used), ``sizing.json`` / ``sizing.md``
+    and the two plots at the run's root; the confirmation as ``sizing.confirmed`` with its measured p95."""
     a = outcome.answer
     metrics: dict[str, float] = {"reachable": 1.0 if a.get("reachable") else 0.0}
     for key in (
@@ -189,13 +191,14 @@ def log_sizing(tracker: Tracker, run_id: str, outcome: SizingOutcome) -> None:
         "slo_concurrency_low",
         "slo_concurrency_high",
         "extrapolated_slo_concurrency",
+        "slo_concurrency_per_replica",
+        "load_per_replica",
         "replicas",
         "gpus",
         "gpus_low",
         "gpus_high",
         "throughput_at_slo_rps",
         "cost_per_1k_workflows",
-        "unreachable_share",
     ):
         if isinstance(a.get(key), int | float):
             metrics[key] = float(a[key])
@@ -207,8 +210,20 @@ def log_sizing(tracker: Tracker, run_id: str, outcome: SizingOutcome) -> None:
         "sizing.reachable": str(bool(a.get("reachable"))).lower(),
         "sizing.lower_bound": str(bool(a.get("slo_concurrency_is_lower_bound"))).lower(),
         "sizing.reason": str(a.get("reason", ""))[:5000],
+        "sizing.interval": "known" if a.get("interval_known") else "unknown",
+        "sizing.warnings": str(len(a.get("warnings") or [])),
     }
-    tracker.log(run_id, metrics=metrics, tags=tags)
+    assumptions = a.get("assumptions") or {}
+    params = {f"sizing.replica.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in assumptions.items()}
+    confirmation = a.get("confirmation")
+    if confirmation:
+        tags["sizing.confirmed"] = str(bool(confirmation["confirmed"])).lower()
+        metrics["sizing.confirmed"] = 1.0 if confirmation["confirmed"] else 0.0
+        metrics["sizing.confirmation_load"] = float(confirmation["load"])
+        for key in ("workflow_p95_s", "llm_p95_s"):
+            if isinstance(confirmation.get(key), int | float):
+                metrics[f"sizing.confirmation_{key}"] = float(confirmation[key])
+    tracker.log(run_id, metrics=metrics, tags=tags, params=params)
     for level in a.get("levels") or []:
         low, high = level.get("workflow_p95_low_s"), level.get("workflow_p95_high_s")
         step_metrics = {}
@@ -220,6 +235,8 @@ def log_sizing(tracker: Tracker, run_id: str, outcome: SizingOutcome) -> None:
         tracker.log(run_id, metrics=step_metrics, step=int(level["concurrency"]))
     for path in (outcome.json_path, outcome.markdown_path, outcome.latency_plot, outcome.sizing_plot):
         tracker.log_file(run_id, Path(path))
+    if outcome.confirmation_csv:
+        tracker.log_file(run_id, Path(outcome.confirmation_csv), "confirm")
 
 
 @task(name="mlflow-log-rollout", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)

@@ -34,6 +34,7 @@ from typer.testing import CliRunner
 
 from agent_flywheel.config import FlywheelConfig, parse_config
 from agent_flywheel.ledger import Ledger, Resource
+from agent_flywheel.nemo.deployments import managed_fields
 from agent_flywheel.nemo.payloads import dms_deployment_body_for
 from simulators.agent.traffic import run_traffic
 from simulators.settings import LocalStackConfig
@@ -714,7 +715,7 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
         for ledger in (home / "runs").glob("*/resources.json")
         if json.loads((ledger.parent / "owner.json").read_text())["pid"] == first.pid
     )
-    extra = dms_deployment_body_for(MEDIUM, "resume")
+    extra = {**dms_deployment_body_for(MEDIUM, "resume"), "custom_fields": managed_fields(dead_ledger.parent.name)}
     httpx.post(f"{stack.url('nemo')}/v1/deployment/model-deployments", json=extra, timeout=10).raise_for_status()
     Ledger(dead_ledger).add(Resource("deployment", f"resume/{extra['name']}", MEDIUM))
     orphaned = leaked(stack, "resume", home)

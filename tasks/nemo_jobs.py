@@ -32,6 +32,7 @@ once more by the task.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
@@ -67,6 +68,7 @@ from agent_flywheel.nemo.status import Phase, classify
 from agent_flywheel.paths import state_dir
 from tasks.ownership import deployment_users_lock, flow_run_is_over, owner_is_dead
 
+logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -228,10 +230,8 @@ async def release_deployment(namespace: str, name: str, run_id: str, nemo: NemoC
     (the next run that releases it, or a reaper, finds this run over and finishes the job).
     """
     async with deployment_users_lock(run_id) as locked:
-        if not locked:
-            get_run_logger().warning(
-                "deployment %s/%s left running: the lock on its users could not be taken", namespace, name
-            )
+        if not locked:  # also called from the flow's hooks, outside any run context: the module's logger
+            logger.warning("deployment %s/%s left running: the lock on its users could not be taken", namespace, name)
             return None
         return await nemo.deployments.release(namespace, name, run_id, is_over=flow_run_is_over)
 
@@ -517,15 +517,17 @@ async def _stale_completed_jobs(key: IdempotencyKey, ctx: RunContext, nemo: Nemo
     return {job.id}
 
 
-def _adapter_error(exc: JobWaitError, job_id: str, output_model: str, base_url: str) -> FlywheelStepError:
+def _adapter_error(
+    exc: JobWaitError, job_id: str, output_model: str, base_url: str, waited_s: float
+) -> FlywheelStepError:
+    seen = exc.last.reason if exc.last is not None and exc.last.reason else "NIM could not be asked"
+    problem = f"was not served within {waited_s:.0f} s of its fine-tune completing ({seen})"
     todo = (
         f"check that NIM at {base_url} loads LoRA adapters from the platform (its PEFT source and refresh "
         f"interval) and that {output_model} is in the Entity Store; if the adapter was lost, delete the "
         f"output model from the Entity Store so that the next run trains again; {RERUN}"
     )
-    return FlywheelStepError(
-        "NIM", f"adapter {output_model} (output of customization job {job_id})", _problem(exc), todo
-    )
+    return FlywheelStepError("NIM", f"adapter {output_model} (output of customization job {job_id})", problem, todo)
 
 
 @task(name="customize", retries=1, retry_delay_seconds=[60], retry_condition_fn=_transient, cache_policy=NO_CACHE)
@@ -563,10 +565,11 @@ async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext, nemo: N
         raise _customization_error(exc, job.id, nim.model_name, nemo.customizer.http.base_url) from exc
     ctx.ledger().discard(resource)
     output_model = job.output_model or ""
+    serve = ctx.serve_poll()
     try:
-        await nemo.nim.wait_for_model(output_model, settings=ctx.serve_poll())
+        await nemo.nim.wait_for_model(output_model, settings=serve)
     except JobWaitError as exc:
-        raise _adapter_error(exc, job.id, output_model, nemo.nim.http.base_url) from exc
+        raise _adapter_error(exc, job.id, output_model, nemo.nim.http.base_url, serve.stall_timeout_s) from exc
     return CustomizationOutcome(
         job_id=job.id,
         output_model=output_model,

@@ -330,6 +330,19 @@ async def test_customization_job_is_found_instead_of_recreated(nemo: NemoClient,
     assert listing.url.params["filter[namespace]"] == "ns"
 
 
+async def test_an_excluded_completed_job_is_not_reused(nemo: NemoClient, fake: FakeNemo) -> None:
+    """A completed fine-tune whose adapter is gone (its id excluded by the caller) is trained again."""
+    key = IdempotencyKey(content_hash("train-manifest", 2))
+    done = {"id": "cust-done", "status": "completed", "custom_fields": key.custom_fields()}
+    fake.on("GET", "/v1/customization/jobs", reply(200, {"data": [done]}), reply(200, {"data": []}))
+    fake.on("POST", "/v1/customization/jobs", reply(200, {"id": "cust-new", "status": "created"}))
+    assert (await nemo.customizer.find_job(key, namespace="ns")) is not None
+    fake.on("GET", "/v1/customization/jobs", reply(200, {"data": [done]}), reply(200, {"data": []}))
+    job = await nemo.customizer.create_job({"name": "j", "namespace": "ns"}, idempotency=key, exclude={"cust-done"})
+    assert job.id == "cust-new"
+    assert fake.calls("POST", "/v1/customization/jobs") == 1
+
+
 async def test_ambiguous_create_finds_the_job_the_service_made(nemo: NemoClient, fake: FakeNemo) -> None:
     key = IdempotencyKey(content_hash("x"), flow_run_id="run-2")
     made = {"id": "cust-made", "status": "created", "custom_fields": key.custom_fields()}

@@ -52,11 +52,12 @@ def _serve_canary(nim_url: str, canary: str, root: str | None) -> str:
 
 def _champion(workload_id: str) -> tuple[str | None, str | None]:
     """(served model, base model) of the registry's champion for the workload, when there is one."""
+    from agent_flywheel.nemo.names import registered_model_name
     from blocks.mlflow_tracking import MlflowTracking
     from blocks.resolve import load_block
     from tasks.scaling_tracking import served_champion
 
-    return served_champion(load_block(MlflowTracking, "local").get_tracker(), f"flywheel-{workload_id}")
+    return served_champion(load_block(MlflowTracking, "local").get_tracker(), registered_model_name(workload_id))
 
 
 @dataclass(frozen=True)

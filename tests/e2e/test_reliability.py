@@ -34,6 +34,7 @@ from typer.testing import CliRunner
 
 from agent_flywheel.config import FlywheelConfig, parse_config
 from agent_flywheel.ledger import Ledger, Resource
+from agent_flywheel.nemo.deployments import managed_fields
 from agent_flywheel.nemo.payloads import dms_deployment_body_for
 from simulators.agent.traffic import run_traffic
 from simulators.settings import LocalStackConfig
@@ -563,6 +564,28 @@ def test_not_enough_gpus_is_explained_and_the_pending_job_cancelled(stack: Local
     FIGURES["not_enough_resources"]["message"] = message
 
 
+def test_an_adapter_nim_never_serves_fails_its_step_without_waiting_out_the_stall_limit(
+    stack: LocalStackConfig, home: Path
+) -> None:
+    """The fine-tune completes but NIM never lists its adapter (here: only after ~4 simulated months): the
+    step fails once the serve grace (here the 20 s stall timeout) has passed, saying what to check."""
+    from flows.flywheel import FlywheelRunError
+
+    set_faults(stack, "nemo", {"adapter_visible_after_s": 10_000_000})
+    try:
+        with pytest.raises(FlywheelRunError) as failure:
+            run_flywheel(_config("unserved", evaluation_config={"timeout_s": 20}))
+    finally:
+        set_faults(stack, "nemo", None)
+    message = str(failure.value)
+    assert f"NIM: adapter unserved/customized-{SMALL.replace('/', '-')}@cust-" in message
+    assert "was not served within 20 s of its fine-tune completing" in message
+    assert "What to do:" in message and "LoRA adapters" in message
+    assert [j["status"] for j in nemo_list(stack, "/v1/customization/jobs", "unserved")] == ["completed"]
+    assert_nothing_left(stack, "unserved", home, "adapter_never_served")
+    FIGURES["adapter_never_served"]["message"] = message
+
+
 def test_a_failed_deployment_and_failed_evaluations_are_named_and_cleaned_up(
     stack: LocalStackConfig, home: Path
 ) -> None:
@@ -714,7 +737,7 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
         for ledger in (home / "runs").glob("*/resources.json")
         if json.loads((ledger.parent / "owner.json").read_text())["pid"] == first.pid
     )
-    extra = dms_deployment_body_for(MEDIUM, "resume")
+    extra = {**dms_deployment_body_for(MEDIUM, "resume"), "custom_fields": managed_fields(dead_ledger.parent.name)}
     httpx.post(f"{stack.url('nemo')}/v1/deployment/model-deployments", json=extra, timeout=10).raise_for_status()
     Ledger(dead_ledger).add(Resource("deployment", f"resume/{extra['name']}", MEDIUM))
     orphaned = leaked(stack, "resume", home)

@@ -359,8 +359,8 @@ def _event_stored(api: str, event_id: str) -> bool:
     return response.status_code == 200 and bool(response.json().get("events"))
 
 
-def _mlflow_parent_run(mlflow_url: str, flow_run_id: str) -> dict[str, Any]:
-    """The flywheel's parent run for a Prefect flow run, read through the MLflow server's REST API."""
+def _mlflow_runs_of(mlflow_url: str, flow_run_id: str) -> list[dict[str, Any]]:
+    """The MLflow runs tagged with a Prefect flow run's id, read through the MLflow server's REST API."""
     experiment = httpx.get(
         f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
         params={"experiment_name": f"flywheel/{WORKLOAD}"},
@@ -374,7 +374,12 @@ def _mlflow_parent_run(mlflow_url: str, flow_run_id: str) -> dict[str, Any]:
     }
     response = httpx.post(f"{mlflow_url}/api/2.0/mlflow/runs/search", json=body, timeout=10)
     assert response.status_code == 200, response.text
-    runs = response.json().get("runs", [])
+    return list(response.json().get("runs", []))
+
+
+def _mlflow_parent_run(mlflow_url: str, flow_run_id: str) -> dict[str, Any]:
+    """The flywheel's parent run for a Prefect flow run, with a child run per candidate and mode."""
+    runs = _mlflow_runs_of(mlflow_url, flow_run_id)
     parents = [run for run in runs if "mlflow.parentRunId" not in _tags(run)]
     assert len(parents) == 1, [run["info"]["run_name"] for run in runs]
     modes = sorted((_tags(run)["candidate"], _tags(run)["eval_mode"]) for run in runs if run not in parents)
@@ -529,15 +534,19 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
     assert nightly_flow_run["parameters"]["client_id"] == CLIENT
     ops.phase("watch held back, nightly completed")
 
-    # MLflow (through the MLflow server that `flywheel server up` started): one parent run per flow run,
-    # tagged with its id, with the gate's decision
-    for flow_run_id in (run["id"], nightly_flow_run["id"]):
-        parent = _mlflow_parent_run(ops.mlflow_url, flow_run_id)
-        tags = _tags(parent)
-        assert (tags["workload_id"], tags["client_id"], tags["simulated"]) == (WORKLOAD, CLIENT, "true")
-        assert parent["info"]["status"] == "FINISHED"
-        assert tags["gate.outcome"] == "promoted", tags
-        assert tags["gate.promoted"] == f"{SMALL} (customized-eval)"
+    # MLflow (through the MLflow server that `flywheel server up` started): one parent run for the triggered
+    # flow run, tagged with its id, with the gate's decision; the nightly run after it found no new records
+    # and stopped before any dataset or job, saying so in its final state
+    parent = _mlflow_parent_run(ops.mlflow_url, run["id"])
+    tags = _tags(parent)
+    assert (tags["workload_id"], tags["client_id"], tags["simulated"]) == (WORKLOAD, CLIENT, "true")
+    assert parent["info"]["status"] == "FINISHED"
+    assert tags["gate.outcome"] == "promoted", tags
+    assert tags["gate.promoted"] == f"{SMALL} (customized-eval)"
+    assert _flow_run(ops.api, run["id"])["state"]["message"].startswith(f"flywheel {WORKLOAD}/{CLIENT}: promoted: ")
+    nightly_message = _flow_run(ops.api, nightly_flow_run["id"])["state"]["message"]
+    assert nightly_message.startswith(f"flywheel {WORKLOAD}/{CLIENT}: no-new-data: "), nightly_message
+    assert _mlflow_runs_of(ops.mlflow_url, nightly_flow_run["id"]) == []
 
     # the promotion event started scaling/on-promotion (a stand-in) with the served LoRA model
     served = _wait_for("scaling/on-promotion", lambda: _stub_runs(ops.home, "scaling"), timeout_s=30)
@@ -545,6 +554,7 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
 
     # flywheel server down (in the fixture) stops the worker first; here, the worker stops on its own command
     _wait_for("every flow run to finish", lambda: not _unfinished_runs(ops.api), timeout_s=60, every_s=0.5)
+    assert len(_stub_runs(ops.home, "scaling")) == 1  # the nightly run promoted nothing: no second load test
     worker_down = _cli(ops, "worker", "down")
     assert worker_down.returncode == 0 and "prefect-worker" in worker_down.stdout, worker_down.stdout
     ops.phase("worker down")

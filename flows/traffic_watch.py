@@ -46,6 +46,7 @@ from agent_flywheel.traffic_watch import (
 )
 from blocks.log_store import LogStore
 from blocks.resolve import load_block
+from tasks.retries import retry_if_transient
 from tasks.watermarks import watermark_store
 
 FLYWHEEL_FLOW_NAME = "flywheel"
@@ -82,7 +83,14 @@ class TrafficWatchOutcome(BaseModel):
     decisions: list[TrafficDecision]
 
 
-@task(name="survey-traffic", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=600, cache_policy=NO_CACHE)
+@task(
+    name="survey-traffic",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_if_transient,
+    timeout_seconds=600,
+    cache_policy=NO_CACHE,
+)
 def survey_traffic(store: LogStore, workload_ids: list[str] | None) -> list[TrafficCount]:
     """Count each workload's records newer than its flywheel watermark (retried: the log store may blip)."""
     es = store.get_client()

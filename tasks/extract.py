@@ -22,6 +22,7 @@ from agent_flywheel.records.cache import RecordCache
 from agent_flywheel.records.model_filter import ModelFilter
 from agent_flywheel.records.quarantine import QuarantineWriter
 from blocks.log_store import LogStore
+from tasks.retries import retry_if_transient
 from tasks.watermarks import watermark_store
 
 
@@ -66,7 +67,14 @@ def _log_store_failure(store: LogStore, exc: Exception) -> RuntimeError:
     )
 
 
-@task(name="extract-logs", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=3600, cache_policy=NO_CACHE)
+@task(
+    name="extract-logs",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_if_transient,
+    timeout_seconds=3600,
+    cache_policy=NO_CACHE,
+)
 def extract_logs(
     workload_id: str, client_id: str, cfg: FlywheelConfig, store: LogStore, run_dir: Path
 ) -> ExtractedLogs:

@@ -24,9 +24,16 @@ from agent_flywheel.scaling.profiling.collect import doc_trace_ids, read_new_lin
 from agent_flywheel.scaling.profiling.gantt import gantt_png
 from agent_flywheel.scaling.profiling.report import analyze, representative_trace
 from blocks.agent_target import AgentTarget
+from tasks.retries import retry_if_transient
 
 
-@task(name="profile-agent", retries=1, retry_delay_seconds=[10], cache_policy=NO_CACHE)
+@task(
+    name="profile-agent",
+    retries=1,
+    retry_delay_seconds=[10],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 def run_profile(
     agent: AgentTarget, cfg: ProfileConfig, out_dir: str, span_wait_s: float = 10.0, request_timeout_s: float = 60.0
 ) -> ProfileOutcome:

@@ -15,6 +15,7 @@ from elastic_transport import ConnectionError as EsConnectionError
 from elastic_transport import ConnectionTimeout as EsConnectionTimeout
 
 from agent_flywheel.config import ConfigError
+from agent_flywheel.logstore.errors import LogStoreError
 
 RETRY_STATUSES = frozenset({408, 425, 429, *range(500, 600)})
 
@@ -64,7 +65,8 @@ def is_transient(exc: BaseException) -> bool:
     """Whether trying again may succeed: a lost connection, a timeout, ``408``/``425``/``429``/``5xx``.
 
     The first error in the ``raise ... from`` chain that says something decides (a task's own error wrapping
-    an Elasticsearch ``400`` is not transient). Bad input (``ValueError``, a config error) is not; an error
+    an Elasticsearch ``400`` is not transient). Bad input (``ValueError``, a config error) and what the log
+    store reports (a missing index) are not; an error
     that says nothing either way is, as Prefect's retries assumed before. A NeMo call that got no answer
     carries no status; the transport error it was raised from decides.
     """
@@ -74,6 +76,6 @@ def is_transient(exc: BaseException) -> bool:
             return retryable_status(status)
         if isinstance(error, _TRANSPORT_ERRORS):
             return True
-        if isinstance(error, ConfigError | ValueError | LookupError | TypeError):
+        if isinstance(error, ConfigError | LogStoreError | ValueError | LookupError | TypeError):
             return False
     return True

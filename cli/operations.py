@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from cli.errors import one_line_errors
+from cli.errors import install
 from deployments.settings import ServerConfig, ServiceStatus, current_server_config
 
 server_app = typer.Typer(help="The local Prefect server and MLflow UI (background processes on loopback).")
@@ -45,7 +45,6 @@ def _show(statuses: Sequence[ServiceStatus]) -> None:
 
 
 @server_app.command("up")
-@one_line_errors
 def server_up(
     server_config: ServerConfigOption = None,
     prefect_port: PrefectPortOption = None,
@@ -78,7 +77,6 @@ def _point_mlflow_links(cfg: ServerConfig) -> None:
 
 
 @server_app.command("down")
-@one_line_errors
 def server_down(server_config: ServerConfigOption = None) -> None:
     """Stop the worker (if any), the MLflow UI and the Prefect server started by `flywheel server up`."""
     from deployments.server import LocalServers
@@ -88,7 +86,6 @@ def server_down(server_config: ServerConfigOption = None) -> None:
 
 
 @server_app.command("status")
-@one_line_errors
 def server_status(server_config: ServerConfigOption = None) -> None:
     """Show each service's URL, process and health; exit code 1 when the Prefect server is not healthy."""
     from deployments.server import LocalServers
@@ -103,7 +100,6 @@ def server_status(server_config: ServerConfigOption = None) -> None:
 
 
 @worker_app.command("up")
-@one_line_errors
 def worker_up(server_config: ServerConfigOption = None) -> None:
     """Start a process worker for the local pool in the background (logs in .flywheel/logs/)."""
     from deployments.worker import LocalWorker
@@ -112,7 +108,6 @@ def worker_up(server_config: ServerConfigOption = None) -> None:
 
 
 @worker_app.command("down")
-@one_line_errors
 def worker_down(server_config: ServerConfigOption = None) -> None:
     """Stop the worker (SIGINT; flow runs it already started finish on their own)."""
     from deployments.worker import LocalWorker
@@ -122,7 +117,6 @@ def worker_down(server_config: ServerConfigOption = None) -> None:
 
 
 @worker_app.command("status")
-@one_line_errors
 def worker_status(server_config: ServerConfigOption = None) -> None:
     """Show the worker's process and whether the server sees it online; exit code 1 when not."""
     from deployments.worker import LocalWorker
@@ -133,7 +127,6 @@ def worker_status(server_config: ServerConfigOption = None) -> None:
         raise typer.Exit(1)
 
 
-@one_line_errors
 def deploy_command(
     worker: Annotated[bool, typer.Option("--worker", help="Also start a local worker in the background")] = False,
     pool: Annotated[
@@ -204,6 +197,7 @@ operations_app = typer.Typer(
     add_completion=False,
 )
 mount(operations_app)
+install(operations_app)
 
 if __name__ == "__main__":
     operations_app()

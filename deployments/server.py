@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from agent_flywheel.paths import configure_local_environment, flywheel_home, state_dir
-from agent_flywheel.processes import BackgroundProcess, Health, ServiceError, http_health, port_in_use
+from agent_flywheel.processes import BackgroundProcess, Health, ServiceError, free_port, http_health, port_in_use
 from deployments.settings import (
     ServerConfig,
     ServiceStatus,
@@ -159,6 +159,40 @@ class LocalServers:
         )
         if result.returncode != 0:
             raise ServiceError(f"mlflow db upgrade {uri} failed:\n{(result.stdout + result.stderr)[-2000:]}")
+
+
+class TemporaryServer:
+    """A Prefect server for one command, in a process group of its own; ``with`` it: the API URL, then stopped.
+
+    Why not Prefect's own temporary server: it shares the terminal's process group, so Ctrl-C stops it
+    together with the command, before the command has recorded how its flow runs ended (they would stay
+    ``Running`` in ``.flywheel/prefect`` for good). The database is the same (``PREFECT_HOME``); no UI, no
+    scheduler.
+    """
+
+    def __init__(self, cfg: ServerConfig, timeout_s: float | None = None) -> None:
+        self.cfg = cfg
+        self.port = free_port(cfg.host)
+        self.process = BackgroundProcess(f"prefect-temporary-{os.getpid()}")
+        default_wait = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 180
+        self.timeout_s = timeout_s if timeout_s is not None else float(default_wait)
+
+    @property
+    def api_url(self) -> str:
+        """The API of this server."""
+        return f"http://{self.cfg.host}:{self.port}/api"
+
+    def __enter__(self) -> str:
+        argv = [sys.executable, "-m", "prefect", "server", "start", "--host", self.cfg.host, "--port", str(self.port)]
+        argv += ["--analytics-off", "--no-ui", "--no-scheduler"]
+        env = prefect_env(self.cfg)
+        env.pop("PREFECT_API_URL", None)
+        self.process.start(argv, env=env, health=http_health(f"{self.api_url}/health"), timeout_s=self.timeout_s)
+        return self.api_url
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.process.stop()
+        self.process.log_file.unlink(missing_ok=True)  # kept only when the server did not start
 
 
 def _status(name: str, url: str, process: BackgroundProcess, health: Health) -> ServiceStatus:

@@ -10,6 +10,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from mlflow.exceptions import MlflowException, RestException
 
 from agent_flywheel.config import ConfigError
+from agent_flywheel.logstore.errors import LogStoreError
 from agent_flywheel.nemo.http import NemoAPIError, RetryPolicy, hint_for
 from agent_flywheel.transient import RETRY_STATUSES, http_status, is_transient
 
@@ -66,6 +67,7 @@ def test_connection_errors_are_transient_and_decide_through_the_wrapping_error()
 def test_bad_input_is_not_transient_and_the_unknown_is() -> None:
     assert not is_transient(ConfigError("flywheel.yaml: nims: required"))
     assert not is_transient(ValueError("bad"))
+    assert not is_transient(_raised_from(LogStoreError("log index 'flywheel' does not exist")))
     assert not is_transient(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no run"}))
     assert is_transient(MlflowException("database is locked"))  # an internal error: 500
     assert is_transient(RuntimeError("who knows"))

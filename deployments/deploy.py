@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # Prefect is imported only once PREFECT_HOME is set (configur
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import FlowFilter
     from prefect.client.schemas.responses import DeploymentResponse
-    from prefect.events.schemas.automations import Automation
 
 DEFAULT_PREFECT_FILE = PROJECT_ROOT / "prefect.yaml"
 
@@ -173,27 +172,21 @@ def _all_deployments(client: SyncPrefectClient) -> list[DeploymentResponse]:
 
 
 def paused_triggers(cfg: ServerConfig) -> set[tuple[str, str, str]]:
-    """``(entrypoint, deployment name, automation name)`` of every paused automation a deployment owns."""
+    """``(entrypoint, deployment name, automation name)`` of every paused automation tied to a deployment.
+
+    The API does not say which automations a deployment owns; those related to it (``/automations/related-to``,
+    what the UI shows on a deployment's page) are matched by name with the file's triggers afterwards.
+    """
     with prefect_api(cfg):
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as client:
-            owners = {f"prefect.deployment.{d.id}": (d.entrypoint or "", d.name) for d in _all_deployments(client)}
             return {
-                (*owners[a.owner_resource], a.name)
-                for a in _all_automations(client)
-                if not a.enabled and a.owner_resource in owners
+                (d.entrypoint or "", d.name, automation.name)
+                for d in _all_deployments(client)
+                for automation in client.read_resource_related_automations(f"prefect.deployment.{d.id}")
+                if not automation.enabled
             }
-
-
-def _all_automations(client: SyncPrefectClient) -> list[Automation]:
-    """Every automation, page by page."""
-    found: list[Automation] = []
-    while True:
-        page = client.read_automations(limit=200, offset=len(found))
-        found.extend(page)
-        if len(page) < 200:
-            return found
 
 
 def deployment_names(prefect_file: Path) -> list[str]:

@@ -31,6 +31,17 @@ class _WithoutTraceback(logging.Formatter):
             record.exc_info, record.exc_text, record.stack_info = saved
 
 
+class _CliLogHandler(logging.Handler):
+    """Appends each record, traceback included, to the CLI log of the current state directory."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            with cli_log().open("a", encoding="utf-8") as log:
+                log.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
 def tracebacks_to_log() -> None:
     """Prefect's console handlers print no traceback; errors with their tracebacks go to the CLI log.
 
@@ -45,8 +56,7 @@ def tracebacks_to_log() -> None:
     for handler in root.handlers:
         if isinstance(handler, PrefectConsoleHandler):
             handler.setFormatter(_WithoutTraceback(handler.formatter or logging.Formatter()))
-    log_file = logging.FileHandler(cli_log(), encoding="utf-8", delay=True)
-    log_file.setLevel(logging.ERROR)
+    log_file = _CliLogHandler(logging.ERROR)
     log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(log_file)
     setattr(root, _MARK, True)

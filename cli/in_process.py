@@ -82,9 +82,10 @@ class RunGuard:
 
     def watch(self, flow: FlowT) -> FlowT:
         """``flow``, remembering the id of each run of it once it is ``Running``."""
-        return flow.with_options(on_running=[*flow.on_running_hooks, self._remember])  # type: ignore[return-value]
+        return flow.with_options(on_running=[*flow.on_running_hooks, self.track_for_ctrl_c])  # type: ignore[return-value]
 
-    def _remember(self, flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
+    def track_for_ctrl_c(self, flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
+        """The ``on_running`` hook (Prefect logs its name): remember the run, to close it after Ctrl-C."""
         self.flow_run_ids.append(flow_run.id)
 
     def run(self, call: Callable[[], R]) -> R:

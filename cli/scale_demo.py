@@ -11,7 +11,10 @@ from typing import Annotated
 
 import typer
 
+from cli.errors import one_line_errors
 
+
+@one_line_errors  # also where the function is mounted on an app of its own
 def scale_demo_command(
     local_config: Annotated[
         Path | None, typer.Option("--local-config", help="Local stack YAML (default: configs/local.yaml)")

@@ -10,7 +10,9 @@ remembered.
 from __future__ import annotations
 
 import os
+import pty
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -351,3 +353,79 @@ def test_ctrl_c_ends_the_flow_run_and_its_subflow_runs(servers: Servers) -> None
     states = {run["name"]: run["state_type"] for run in ours}
     assert not OPEN_STATES & set(states.values()), states
     assert set(states.values()) <= {"CRASHED", "CANCELLED"}, states
+
+
+def _open_runs_in(database: Path) -> tuple[int, int]:
+    """(subflow runs Running, runs in an open state) in a Prefect database, read directly (its server is gone)."""
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as db:
+        (running_subflows,) = db.execute(
+            "SELECT count(*) FROM flow_run WHERE state_type = 'RUNNING' AND parent_task_run_id IS NOT NULL"
+        ).fetchone()
+        marks = ",".join("?" * len(OPEN_STATES))
+        (open_runs,) = db.execute(
+            f"SELECT count(*) FROM flow_run WHERE state_type IN ({marks})", sorted(OPEN_STATES)
+        ).fetchone()
+    return int(running_subflows), int(open_runs)
+
+
+def _a_subflow_runs(database: Path) -> bool:
+    try:
+        return database.exists() and _open_runs_in(database)[0] > 0
+    except sqlite3.OperationalError:  # its server is still creating the tables
+        return False
+
+
+def test_ctrl_c_at_a_terminal_without_a_server(servers: Servers, tmp_path: Path) -> None:
+    """No ``PREFECT_API_URL``, no ``flywheel server up``: Ctrl-C at a terminal reaches the whole process group.
+
+    Prefect's own temporary server would stop with the command and leave its runs ``Running``; at a terminal
+    the command records them on a server of its own, which outlives the signal long enough to close them.
+    """
+    _traffic(servers)
+    home = tmp_path / "home"
+    env = {
+        **servers.env,
+        "FLYWHEEL_HOME": str(home),
+        "PREFECT_HOME": str(home / "prefect"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+    }
+    registered = subprocess.run(
+        [sys.executable, "-m", "cli.main", "blocks", "register", "--local-config", str(servers.local_config)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    database = home / "prefect" / "prefect.db"
+    terminal, user_side = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *_run(servers)],
+        cwd=ROOT,
+        env=env,
+        stdin=user_side,  # a terminal: what decides where the runs are recorded
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a foreground job
+    )
+    os.close(user_side)
+    try:
+        deadline = time.monotonic() + 300
+        while not _a_subflow_runs(database):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no subflow run started"
+            time.sleep(0.25)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
+        stdout, stderr = process.communicate(timeout=180)
+    finally:
+        os.close(terminal)
+        if pid_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stdout[-3000:] + stderr
+    assert "Traceback" not in stdout + stderr, (stdout + stderr)[-4000:]
+    assert [line for line in stderr.splitlines() if line.strip()][-1].startswith("interrupted (Ctrl-C)"), stderr
+    assert _open_runs_in(database) == (0, 0)
+    assert not list((home / "run").glob("prefect-temporary-*.pid")), "the temporary server was not stopped"

@@ -6,7 +6,7 @@ the trigger creating a ``flywheel`` run with the event's ``workload_id`` and ``c
 worker runs to completion; the same event again, which must not create a second run (the trigger's
 window ignores it, while another client's event queues for the deployment's slot); the watch again,
 which finds nothing new past the watermark the run moved; ``prefect deployment run 'flywheel/nightly'``
-to completion; each run's parent run in MLflow, tagged with its
+to completion; a schedule changed and an automation paused in the UI, both kept by ``flywheel deploy``; each run's parent run in MLflow, tagged with its
 flow run id; the promotion event starting ``scaling/on-promotion``; then ``flywheel server down``.
 
 The flywheel and the traffic watch are the real flows (``flows/flywheel.py``, ``flows/traffic_watch.py``),
@@ -353,6 +353,12 @@ def _emit(api: str, client_id: str = CLIENT) -> str:
     return event_id
 
 
+def _automations(api: str, name: str) -> list[dict[str, Any]]:
+    response = httpx.post(f"{api}/automations/filter", json={}, timeout=10)
+    assert response.status_code == 200, response.text
+    return [a for a in response.json() if a["name"] == name]
+
+
 def _event_stored(api: str, event_id: str) -> bool:
     body = {"filter": {"id": {"id": [event_id]}, "occurred": {"since": "2000-01-01T00:00:00Z"}}, "limit": 5}
     response = httpx.post(f"{api}/events/filter", json=body, timeout=10)
@@ -520,11 +526,16 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
         )
     )
     assert patched.status_code == 204, patched.text
+    (trigger,) = _automations(ops.api, "flywheel-on-new-traffic")  # paused in the UI ...
+    paused = _retry_busy(lambda: httpx.patch(f"{ops.api}/automations/{trigger['id']}", json={"enabled": False}))
+    assert paused.status_code == 204, paused.text
     redeployed = _cli(
         ops, "deploy", "--no-blocks", "--prefect-file", str(ops.prefect_file), "--server-config", str(ops.server_config)
     )
     assert redeployed.returncode == 0, redeployed.stdout + redeployed.stderr
     assert [s["schedule"]["cron"] for s in _deployment(ops.api, "flywheel", "nightly")["schedules"]] == ["30 3 * * *"]
+    assert [a["enabled"] for a in _automations(ops.api, "flywheel-on-new-traffic")] == [False]  # ... stays paused
+    assert "automation   flywheel-on-new-traffic: kept paused" in redeployed.stdout, redeployed.stdout
     _completed(second_watch)
     (again,) = _latest_watch_table(ops.api)
     assert (again["new_records"], again["action"]) == (0, "below-threshold"), again

@@ -29,13 +29,14 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# Under tools/leftovers.py: the run fails if a process it started (a server, a worker) is still running after it.
 pytest: venv
-	$(BIN)/pytest -q
+	$(BIN)/python -m tools.leftovers -- $(BIN)/pytest -q
 
 test: lint typecheck pytest
 
 demo: venv
-	$(BIN)/flywheel demo
+	$(BIN)/python -m tools.leftovers -- $(BIN)/flywheel demo
 
 bench: venv
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev,bench]'

@@ -19,6 +19,7 @@ from cli.errors import CliError, one_line_errors
 from cli.operations import mount as mount_operations
 from cli.scale_demo import scale_demo_command
 from cli.scaling import profile_app, sizing_app
+from cli.temporary_server import temporary_prefect_server
 from simulators.settings import LocalStackConfig, load_local_config
 from simulators.stack import LocalStack
 
@@ -208,9 +209,10 @@ def run(
 ) -> None:
     """Run the flywheel once, in process, against the configured blocks, and print the decision."""
     configure_local_environment()
-    _print_decision(
-        _run_flywheel(workload_id, client_id, config, nemo_block, log_store_block, mlflow_block, full_rebuild)
-    )
+    with temporary_prefect_server():
+        _print_decision(
+            _run_flywheel(workload_id, client_id, config, nemo_block, log_store_block, mlflow_block, full_rebuild)
+        )
 
 
 @app.command("demo")
@@ -229,26 +231,27 @@ def demo(
         typer.echo("starting the local stack (simulators)...")
         stack.up()
     try:
-        saved = _register_local_blocks(cfg)
-        typer.echo(f"saved the blocks pointing at the local stack: {', '.join(saved)}")
-        from simulators.agent.traffic import run_traffic
+        with temporary_prefect_server():  # stopped before the stack, whatever happens
+            saved = _register_local_blocks(cfg)
+            typer.echo(f"saved the blocks pointing at the local stack: {', '.join(saved)}")
+            from simulators.agent.traffic import run_traffic
 
-        typer.echo(f"sending {requests} demo user turns to the agent at {cfg.url('agent')}...")
-        report = run_traffic(cfg.url("agent"), requests=requests, concurrency=8, seed=7)
-        typer.echo(f"traffic: {report.ok} ok, {report.failed} failed, {report.llm_calls} LLM calls logged")
-        flushed = httpx.post(f"{cfg.url('agent')}/admin/flush", timeout=60)
-        if flushed.status_code != 200:
-            raise CliError(f"the agent could not flush its logs to the log server: {flushed.text[:200]}")
-        workload = str(cfg.agent.get("workload_id", "customer-support"))
-        client = str(cfg.agent.get("client_id", "demo"))
-        typer.echo(f"running the flywheel for {workload}/{client}...")
-        _print_decision(_run_flywheel(workload, client, config, full_rebuild=True))
-        if scaling:
-            from cli.scaling_demo import scaling_demo
+            typer.echo(f"sending {requests} demo user turns to the agent at {cfg.url('agent')}...")
+            report = run_traffic(cfg.url("agent"), requests=requests, concurrency=8, seed=7)
+            typer.echo(f"traffic: {report.ok} ok, {report.failed} failed, {report.llm_calls} LLM calls logged")
+            flushed = httpx.post(f"{cfg.url('agent')}/admin/flush", timeout=60)
+            if flushed.status_code != 200:
+                raise CliError(f"the agent could not flush its logs to the log server: {flushed.text[:200]}")
+            workload = str(cfg.agent.get("workload_id", "customer-support"))
+            client = str(cfg.agent.get("client_id", "demo"))
+            typer.echo(f"running the flywheel for {workload}/{client}...")
+            _print_decision(_run_flywheel(workload, client, config, full_rebuild=True))
+            if scaling:
+                from cli.scaling_demo import scaling_demo
 
-            typer.echo("running the scaling lifecycle: profile, load sweep, sizing, rollout check...")
-            for line in scaling_demo(str(local_config) if local_config else None, echo=typer.echo).summary:
-                typer.echo(line)
+                typer.echo("running the scaling lifecycle: profile, load sweep, sizing, rollout check...")
+                for line in scaling_demo(str(local_config) if local_config else None, echo=typer.echo).summary:
+                    typer.echo(line)
     finally:
         if started:
             stack.down()

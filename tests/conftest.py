@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from simulators.settings import LocalStackConfig
 from tests.support.prefect_server import SessionPrefectServer
@@ -24,6 +25,10 @@ from tools.leftovers import MARK_VARIABLE, ancestors, kill, new_mark, report, wa
 
 # The local stack as fixtures (``running_stack``, ``start_stack``): the simulators' own pytest plugin.
 pytest_plugins = ["simulators.pytest_plugin"]
+
+# Property tests are judged on what they find, never on how fast an example ran: the machine may be busy.
+settings.register_profile("flywheel", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("flywheel")
 
 _SERVER = pytest.StashKey[SessionPrefectServer]()
 _HOME = pytest.StashKey[Path]()

@@ -39,7 +39,10 @@ pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent
 PROBE_ENTRYPOINT = "schedule_probe_flow.py:schedule_probe"  # relative to HERE, the deployment's source
 RUN_DEADLINE_S = 240.0  # from the deployment's creation to a completed scheduled run
-INTERVAL_S = 5
+# Hourly, anchored a few seconds from now: the scheduler makes exactly one run that comes due during the test
+# (the next is an hour later), so the worker starts one flow-run process, not one every few seconds.
+INTERVAL = timedelta(hours=1)
+FIRST_RUN_IN = timedelta(seconds=5)
 MARKER = "FLYWHEEL_SCHEDULE_PROBE"
 T = TypeVar("T")
 
@@ -157,6 +160,7 @@ def test_interval_schedule_runs_complete_on_a_process_worker(real_server: RealSe
     from prefect import Flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.schedules import Interval
 
     from tests.prefect.schedule_probe_flow import schedule_probe
 
@@ -167,10 +171,11 @@ def test_interval_schedule_runs_complete_on_a_process_worker(real_server: RealSe
         # from a local folder: the worker's flow run loads the entrypoint from there (no image, no push)
         probe = schedule_probe.from_source(source=str(HERE), entrypoint=PROBE_ENTRYPOINT)
         assert isinstance(probe, Flow)
-        deployment_id = probe.deploy(
-            name=f"every-{INTERVAL_S}s", work_pool_name=pool, interval=INTERVAL_S, print_next_steps=False
-        )
-    real_server.start("worker", "worker", "start", "--pool", pool, "--type", "process", "--name", "probe-worker")
+        hourly = Interval(INTERVAL, anchor_date=datetime.now(UTC) + FIRST_RUN_IN)
+        deployment_id = probe.deploy(name="hourly", work_pool_name=pool, schedules=[hourly], print_next_steps=False)
+    worker = real_server.start(
+        "worker", "worker", "start", "--pool", pool, "--type", "process", "--name", "probe-worker", "--limit", "1"
+    )
 
     def scheduled_runs() -> list[dict[str, Any]]:
         body = {"deployments": {"id": {"any_": [str(deployment_id)]}}, "sort": "EXPECTED_START_TIME_ASC"}
@@ -185,6 +190,7 @@ def test_interval_schedule_runs_complete_on_a_process_worker(real_server: RealSe
         return f"runs the scheduler made: {states or 'none'}\n{real_server.diagnostics()}"
 
     run = _wait_for("scheduled run completed by the worker", completed_run, RUN_DEADLINE_S, why)
+    _kill_group(worker)  # done: the next test needs no worker
     assert run["deployment_id"] == str(deployment_id)
     assert "auto-scheduled" in run["tags"]
     assert run["created_by"]["type"] == "SCHEDULE"

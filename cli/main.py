@@ -171,23 +171,28 @@ def _run_flywheel(
     from blocks.resolve import load_block
     from flows.flywheel import FlywheelRunError, flywheel
 
-    for block_type, name in ((NemoPlatform, nemo_block), (LogStore, log_store_block), (MlflowTracking, mlflow_block)):
-        load_block(block_type, name)  # so does a missing block, before the flow run starts
-    try:
-        return asyncio.run(
-            flywheel(
-                workload_id=workload_id,
-                client_id=client_id,
-                config_path=str(config),
-                config=cfg,
-                nemo_block=nemo_block,
-                log_store_block=log_store_block,
-                mlflow_block=mlflow_block,
-                full_rebuild=full_rebuild,
+    with temporary_prefect_server():
+        for block_type, name in (
+            (NemoPlatform, nemo_block),
+            (LogStore, log_store_block),
+            (MlflowTracking, mlflow_block),
+        ):
+            load_block(block_type, name)  # so does a missing block, before the flow run starts
+        try:
+            return asyncio.run(
+                flywheel(
+                    workload_id=workload_id,
+                    client_id=client_id,
+                    config_path=str(config),
+                    config=cfg,
+                    nemo_block=nemo_block,
+                    log_store_block=log_store_block,
+                    mlflow_block=mlflow_block,
+                    full_rebuild=full_rebuild,
+                )
             )
-        )
-    except FlywheelRunError as exc:  # its message names the failed steps, services, job ids and what to do
-        raise CliError(str(exc)) from None
+        except FlywheelRunError as exc:  # its message names the failed steps, services, job ids and what to do
+            raise CliError(str(exc)) from None
 
 
 def _print_decision(result: FlywheelOutcome) -> None:
@@ -209,10 +214,9 @@ def run(
 ) -> None:
     """Run the flywheel once, in process, against the configured blocks, and print the decision."""
     configure_local_environment()
-    with temporary_prefect_server():
-        _print_decision(
-            _run_flywheel(workload_id, client_id, config, nemo_block, log_store_block, mlflow_block, full_rebuild)
-        )
+    _print_decision(
+        _run_flywheel(workload_id, client_id, config, nemo_block, log_store_block, mlflow_block, full_rebuild)
+    )
 
 
 @app.command("demo")

@@ -11,7 +11,9 @@ from typing import Annotated
 
 import typer
 
+from agent_flywheel.paths import configure_local_environment
 from cli.errors import one_line_errors
+from cli.temporary_server import temporary_prefect_server
 
 
 @one_line_errors
@@ -26,7 +28,11 @@ def scale_demo_command(
     """Profile the demo agent, sweep it, size it for 200 users under a 2 s p95, check a canary rollout."""
     from cli.scaling_demo import scaling_demo
 
-    result = scaling_demo(str(local_config) if local_config else None, str(config) if config else None, echo=typer.echo)
+    configure_local_environment()
+    with temporary_prefect_server():
+        result = scaling_demo(
+            str(local_config) if local_config else None, str(config) if config else None, echo=typer.echo
+        )
     typer.echo(result.scaling.markdown)
     for line in result.summary:
         typer.echo(line)

@@ -39,7 +39,8 @@ def _sigterm_unwinds() -> Iterator[None]:
 @contextlib.contextmanager
 def temporary_prefect_server() -> Iterator[None]:
     """The configured Prefect server if there is one (nothing to start or stop), else Prefect's temporary
-    server, started now and stopped when the block ends. Call after ``configure_local_environment()``."""
+    server, started now and stopped when the block ends (blocks may nest: the outermost one owns it).
+    Call after ``configure_local_environment()``."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
     if PREFECT_API_URL.value():
@@ -48,6 +49,9 @@ def temporary_prefect_server() -> Iterator[None]:
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()  # the one Prefect's clients use in this process
+    if server.running:  # started by an enclosing block, which stops it
+        yield
+        return
     timeout_s = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
     with _sigterm_unwinds():
         try:

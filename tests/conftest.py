@@ -68,6 +68,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     os.environ.pop("PREFECT_API_URL", None)
+    # Nothing touches the project's .flywheel/ (``make`` exports these): state goes to temporary directories
+    # (each test gets a FLYWHEEL_HOME of its own; see _isolated_flywheel_home), MLflow to FLYWHEEL_HOME.
+    os.environ["FLYWHEEL_HOME"] = str(home / "flywheel")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     if config.option.collectonly or not _needs_prefect_server(config):
         os.environ["PREFECT_SERVER_EPHEMERAL_ENABLED"] = "false"  # a test that wants a server fails, and says so
     else:

@@ -218,20 +218,20 @@ def _retry_busy(request: Callable[[], httpx.Response], attempts: int = 5) -> htt
 
 
 def _deployment(api: str, flow: str, name: str) -> dict[str, Any]:
-    response = httpx.get(f"{api}/deployments/name/{flow}/{name}", timeout=10)
+    response = httpx.get(f"{api}/deployments/name/{flow}/{name}", timeout=60)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
 
 def _runs_of(api: str, deployment_id: str) -> list[dict[str, Any]]:
     body = {"deployments": {"id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_ASC"}
-    response = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10)
+    response = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=60)
     assert response.status_code == 200, response.text
     return list(response.json())
 
 
 def _flow_run(api: str, run_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10)
+    response = httpx.get(f"{api}/flow_runs/{run_id}", timeout=60)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -255,7 +255,7 @@ def _run_logs(api: str, run_id: str) -> str:
     """The end of a flow run's log, for assertion messages."""
     body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
     try:
-        logs = httpx.post(f"{api}/logs/filter", json=body, timeout=10).json()
+        logs = httpx.post(f"{api}/logs/filter", json=body, timeout=60).json()
     except httpx.HTTPError as exc:
         return f"(no logs: {exc})"
     return "\n".join(str(line.get("message")) for line in logs)[-4000:]
@@ -265,7 +265,7 @@ def _cancel(api: str, run_id: str) -> None:
     """Cancel a flow run: at once while it waits to start, through the worker (which kills it) once started."""
     waiting = _state(_flow_run(api, run_id))[0] == "SCHEDULED"
     state = {"state": {"type": "CANCELLED" if waiting else "CANCELLING"}, "force": True}
-    response = _retry_busy(lambda: httpx.post(f"{api}/flow_runs/{run_id}/set_state", json=state, timeout=10))
+    response = _retry_busy(lambda: httpx.post(f"{api}/flow_runs/{run_id}/set_state", json=state, timeout=60))
     assert response.status_code in (200, 201), response.text
 
 
@@ -278,7 +278,7 @@ def _unfinished_runs(api: str) -> list[dict[str, Any]]:
             "expected_start_time": {"before_": due},
         }
     }
-    response = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10)
+    response = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=60)
     assert response.status_code == 200, response.text
     return list(response.json())
 
@@ -287,10 +287,10 @@ def _cancel_unfinished_runs(api: str) -> None:
     """Cancel whatever still runs, so that no flow-run process outlives the test."""
     try:
         body = {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING"]}}}}
-        runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=5).json()
+        runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=60).json()
         for run in runs:
             state = {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True}
-            httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json=state, timeout=5)
+            httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json=state, timeout=60)
         if runs:
             time.sleep(3)  # the worker's cancellation observer kills the processes
     except httpx.HTTPError:
@@ -307,7 +307,7 @@ def _send_traffic(ops: Ops) -> int:
     report = run_traffic(agent, requests=REQUESTS, concurrency=16, seed=3)
     assert report.failed == 0, report.errors
     assert httpx.post(f"{agent}/admin/flush", timeout=60).status_code == 200
-    count = httpx.get(f"{ops.stack.url('logserver')}/flywheel/_count", timeout=10).json()["count"]
+    count = httpx.get(f"{ops.stack.url('logserver')}/flywheel/_count", timeout=60).json()["count"]
     assert count == report.llm_calls, (count, report.llm_calls)
     return int(count)
 
@@ -330,7 +330,7 @@ def _completed(process: subprocess.Popen[str], timeout_s: float = 600) -> str:
 
 def _latest_watch_table(api: str) -> list[dict[str, Any]]:
     body = {"artifacts": {"key": {"any_": ["traffic-watch"]}}, "sort": "CREATED_DESC", "limit": 1}
-    (artifact,) = httpx.post(f"{api}/artifacts/filter", json=body, timeout=10).json()
+    (artifact,) = httpx.post(f"{api}/artifacts/filter", json=body, timeout=60).json()
     data = artifact["data"]
     return list(json.loads(data) if isinstance(data, str) else data)
 
@@ -350,14 +350,14 @@ def _emit(api: str, client_id: str = CLIENT) -> str:
         },
         "payload": payload,
     }
-    response = _retry_busy(lambda: httpx.post(f"{api}/events", json=[event], timeout=10))
+    response = _retry_busy(lambda: httpx.post(f"{api}/events", json=[event], timeout=60))
     assert response.status_code == 204, response.text
     return event_id
 
 
 def _event_stored(api: str, event_id: str) -> bool:
     body = {"filter": {"id": {"id": [event_id]}, "occurred": {"since": "2000-01-01T00:00:00Z"}}, "limit": 5}
-    response = httpx.post(f"{api}/events/filter", json=body, timeout=10)
+    response = httpx.post(f"{api}/events/filter", json=body, timeout=60)
     return response.status_code == 200 and bool(response.json().get("events"))
 
 
@@ -366,7 +366,7 @@ def _mlflow_parent_run(mlflow_url: str, flow_run_id: str) -> dict[str, Any]:
     experiment = httpx.get(
         f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
         params={"experiment_name": f"flywheel/{WORKLOAD}"},
-        timeout=10,
+        timeout=60,
     )
     assert experiment.status_code == 200, experiment.text
     body = {
@@ -374,7 +374,7 @@ def _mlflow_parent_run(mlflow_url: str, flow_run_id: str) -> dict[str, Any]:
         "filter": f"tags.`prefect.flow_run_id` = '{flow_run_id}'",
         "max_results": 100,
     }
-    response = httpx.post(f"{mlflow_url}/api/2.0/mlflow/runs/search", json=body, timeout=10)
+    response = httpx.post(f"{mlflow_url}/api/2.0/mlflow/runs/search", json=body, timeout=60)
     assert response.status_code == 200, response.text
     runs = response.json().get("runs", [])
     parents = [run for run in runs if "mlflow.parentRunId" not in _tags(run)]
@@ -413,7 +413,7 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
     assert "prefect-server" in up.stdout and "mlflow-server" in up.stdout
     assert (ops.home / "run" / "prefect-server.pid").is_file()
     assert f"PREFECT_API_URL={ops.api}" in (ops.home / "run" / "env.sh").read_text()
-    assert httpx.get(f"{ops.mlflow_url}/health", timeout=5).status_code == 200
+    assert httpx.get(f"{ops.mlflow_url}/health", timeout=60).status_code == 200
     ops.phase("server up")
 
     # flywheel deploy --worker: blocks, pool, `gpu` limit, every deployment of prefect.yaml, a worker
@@ -510,7 +510,7 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
     changed = {"schedule": {"cron": "30 3 * * *", "timezone": "UTC"}}
     patched = _retry_busy(
         lambda: httpx.patch(
-            f"{ops.api}/deployments/{nightly['id']}/schedules/{schedule['id']}", json=changed, timeout=10
+            f"{ops.api}/deployments/{nightly['id']}/schedules/{schedule['id']}", json=changed, timeout=60
         )
     )
     assert patched.status_code == 204, patched.text

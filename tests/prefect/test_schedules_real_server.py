@@ -39,10 +39,12 @@ pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent
 PROBE_ENTRYPOINT = "schedule_probe_flow.py:schedule_probe"  # relative to HERE, the deployment's source
 RUN_DEADLINE_S = 240.0  # from the deployment's creation to a completed scheduled run
-# Hourly, anchored a few seconds from now: the scheduler makes exactly one run that comes due during the test
-# (the next is an hour later), so the worker starts one flow-run process, not one every few seconds.
+# Hourly, anchored half a minute from now: the scheduler makes exactly one run that comes due during the test
+# (the next is an hour later), so the worker starts one flow-run process, not one every few seconds. Half a
+# minute: the server's loop for new deployments (every 5 s) only makes runs that are still ahead of it, and
+# the worker starts meanwhile.
 INTERVAL = timedelta(hours=1)
-FIRST_RUN_IN = timedelta(seconds=5)
+FIRST_RUN_IN = timedelta(seconds=30)
 MARKER = "FLYWHEEL_SCHEDULE_PROBE"
 T = TypeVar("T")
 

@@ -45,7 +45,7 @@ def test_stack_up_status_down(stack_env: tuple[dict[str, str], dict[str, int], P
     assert [line.split()[0] for line in lines] == ["logserver", "datastore", "nim", "nemo", "agent"]
     assert all("healthy (simulated)" in line for line in lines)
 
-    models = httpx.get(f"http://127.0.0.1:{ports['nim']}/v1/models", timeout=5)
+    models = httpx.get(f"http://127.0.0.1:{ports['nim']}/v1/models", timeout=60)
     assert models.status_code == 200
     body = models.json()
     assert body["object"] == "list"
@@ -53,8 +53,8 @@ def test_stack_up_status_down(stack_env: tuple[dict[str, str], dict[str, int], P
     assert models.headers["X-Flywheel-Simulated"] == "true"
 
     es = f"http://127.0.0.1:{ports['logserver']}"
-    assert httpx.put(f"{es}/flywheel", json={}, timeout=5).status_code == 200
-    count = httpx.get(f"{es}/flywheel/_count", timeout=5)
+    assert httpx.put(f"{es}/flywheel", json={}, timeout=60).status_code == 200
+    count = httpx.get(f"{es}/flywheel/_count", timeout=60)
     assert count.headers["X-Elastic-Product"] == "Elasticsearch"
     assert count.json()["count"] == 0
     assert "_shards" in count.json()

@@ -29,13 +29,11 @@ from simulators.threaded import free_port
 
 START_TIMEOUT_S = 300.0  # migrations and services on a machine whose cores are busy with other work
 
-# The scheduler's loops: every deployment short of runs every 5 s instead of 60 s, deployments changed
-# just now every second instead of 5 s; a few runs ahead (at least 2, at least 30 s, at most 5), not the
-# default hour of runs. The process worker polls every second. (tests/prefect/test_schedules_real_server.py)
+# The scheduler on (its loops at their defaults: deployments changed just now are scheduled within 5 s), a few
+# runs ahead of a schedule (at least 2, at least 30 s ahead, at most 5) instead of the default hour of runs.
+# Workers started by tests poll every second. (tests/prefect/test_schedules_real_server.py)
 SCHEDULER_SETTINGS = {
     "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "true",
-    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
-    "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
     "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "2",
     "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": "5",
     "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME": "PT30S",

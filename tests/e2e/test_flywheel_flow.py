@@ -26,9 +26,6 @@ pytestmark = pytest.mark.integration
 WORKLOAD, CLIENT = "customer-support", "demo"
 TEACHER = "meta/llama-3.3-70b-instruct"
 SMALL, MEDIUM = "meta/llama-3.2-1b-instruct", "meta/llama-3.2-3b-instruct"
-# 500 conversations, 100 of them held out: the fine-tune (~0.99) still clears the teacher's non-inferiority
-# margin (0.05) by far ([-0.03, +0.03]); more data only makes the run slower.
-EVAL_SIZE = 100
 
 
 def _config() -> FlywheelConfig:
@@ -42,7 +39,7 @@ def _config() -> FlywheelConfig:
                 },
                 {"model_name": MEDIUM},
             ],
-            "data_split_config": {"eval_size": EVAL_SIZE, "min_total_records": 50, "limit": 1000},
+            "data_split_config": {"eval_size": 200, "min_total_records": 50, "limit": 1000},
             "evaluation_config": {"poll_interval_s": 0.2, "timeout_s": 120},
         },
         FlywheelConfig,
@@ -60,7 +57,10 @@ def flywheel_run(
     tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     try:
-        report = run_traffic(local_stack.url("agent"), requests=500, concurrency=16, seed=3)
+        # 1,100 conversations, 200 held out: the fine-tune (~0.995 after ~800 training records) clears the
+        # teacher's non-inferiority margin by about four standard errors. With 500 and 100 it is ~0.97 and the
+        # decision goes either way (tried: one run promoted, the next did not).
+        report = run_traffic(local_stack.url("agent"), requests=1100, concurrency=16, seed=3)
         assert report.failed == 0
         assert httpx.post(f"{local_stack.url('agent')}/admin/flush", timeout=60).status_code == 200
 
@@ -97,7 +97,7 @@ def test_mlflow_has_one_parent_and_a_child_per_candidate_and_mode(
     assert parent.data.tags["workload_id"] == WORKLOAD
     assert parent.data.tags["simulated"] == "true"
     assert parent.data.tags["gate.outcome"] == "promoted"
-    assert parent.data.params["data_split_config.eval_size"] == str(EVAL_SIZE)
+    assert parent.data.params["data_split_config.eval_size"] == "200"
     pairs = {(r.data.tags["candidate"], r.data.tags["eval_mode"]) for r in children}
     assert pairs == {
         (TEACHER, "base-eval"),
@@ -111,7 +111,7 @@ def test_mlflow_has_one_parent_and_a_child_per_candidate_and_mode(
         metrics = run.data.metrics
         assert {"function_name_accuracy", "function_name_and_args_accuracy", "tool_calling_correctness"} <= set(metrics)
         assert metrics["function_name_and_args_accuracy_ci_low"] <= metrics["function_name_and_args_accuracy"]
-        assert metrics["samples"] == EVAL_SIZE
+        assert metrics["samples"] == 200
         assert run.data.tags["prefect.flow_run_id"] == parent.data.tags["prefect.flow_run_id"]
     tuned = next(r for r in children if r.data.tags["eval_mode"] == "customized-eval")
     loss = MlflowClient(tracking_uri).get_metric_history(tuned.info.run_id, "train_loss")

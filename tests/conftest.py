@@ -33,9 +33,9 @@ settings.load_profile("flywheel")
 _SERVER = pytest.StashKey[SessionPrefectServer]()
 _HOME = pytest.StashKey[Path]()
 
-# Tests here never need a Prefect server (the core and the simulators import no Prefect layer that talks to one):
+# Tests here never need a Prefect server (the core, the simulators and tools/ import no Prefect layer that talks to one):
 # a session of only these starts none, and Prefect refuses to start a temporary one.
-WITHOUT_PREFECT_SERVER = ("tests/core", "tests/simulators")
+WITHOUT_PREFECT_SERVER = ("tests/core", "tests/simulators", "tests/tools")
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -95,13 +95,16 @@ def pytest_runtestloop(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_server(pytestconfig: pytest.Config) -> SessionPrefectServer:
-    """The session's Prefect server (scheduler on, fast loops): its API URL, home, log and environment."""
+    """The session's Prefect server (its scheduler on): its API URL, home, log and environment."""
+    if _SERVER not in pytestconfig.stash:
+        pytest.fail(f"no Prefect server in a session of only {' and '.join(WITHOUT_PREFECT_SERVER)}")
     return pytestconfig.stash[_SERVER]
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Stop the session's Prefect server, then fail the run if any process it started still runs.
+    """Stop the session's Prefect server, then fail the run if any process it started still runs: one that
+    carries the session's mark, or whose parent chain leads to pytest.
 
     Prefect's home (the server's database and log) is removed after a run that passed, kept after one that failed.
     """
@@ -110,16 +113,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     if _SERVER in config.stash:
         config.stash[_SERVER].stop()
-    mark, mine = os.environ[MARK_VARIABLE], ancestors(os.getpid())
-    leftovers = wait_until_gone(mark, exclude=mine)
+    mark, me = os.environ[MARK_VARIABLE], os.getpid()
+    leftovers = wait_until_gone(mark, exclude=ancestors(me), below=me)
     if leftovers:
         message = report(leftovers, "the test session")
-        still = kill(leftovers, mark, exclude=mine)
+        still = kill(leftovers, mark, exclude=ancestors(me), below=me)
         if still:
             message += f"\ncould not kill: {', '.join(str(p.pid) for p in still)}"
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.ensure_newline()
+            reporter.write_line("")  # ends the progress line
             reporter.write_sep("=", "processes left running", red=True)
             reporter.write_line(message)
         if session.exitstatus == pytest.ExitCode.OK:

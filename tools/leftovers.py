@@ -72,8 +72,16 @@ def ancestors(pid: int) -> set[int]:
     return seen
 
 
-def marked_processes(mark: str, exclude: Iterable[int] = (), variable: str = MARK_VARIABLE) -> list[Leftover]:
-    """Running processes (not zombies) whose environment holds ``variable=mark``, less ``exclude``."""
+def _leftover(pid: int) -> Leftover:
+    command = _read(PROC / str(pid) / "cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
+    return Leftover(pid, command[:300])
+
+
+def marked_processes(
+    mark: str, exclude: Iterable[int] = (), variable: str = MARK_VARIABLE, below: int | None = None
+) -> list[Leftover]:
+    """Running processes (not zombies) whose environment holds ``variable=mark``, and with ``below`` also those
+    whose parent chain leads to that pid (children started with an environment of their own); less ``exclude``."""
     if not PROC.is_dir():
         return []
     wanted = f"{variable}={mark}".encode()
@@ -82,27 +90,36 @@ def marked_processes(mark: str, exclude: Iterable[int] = (), variable: str = MAR
     for entry in PROC.iterdir():
         if not entry.name.isdigit() or int(entry.name) in skip:
             continue
-        if wanted in _read(entry / "environ").split(b"\0") and not _is_zombie(int(entry.name)):
-            command = _read(entry / "cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
-            found.append(Leftover(int(entry.name), command[:300]))
+        pid = int(entry.name)
+        marked = wanted in _read(entry / "environ").split(b"\0")
+        if (marked or (below is not None and below in ancestors(pid) - {pid})) and not _is_zombie(pid):
+            found.append(_leftover(pid))
     return sorted(found, key=lambda p: p.pid)
 
 
 def wait_until_gone(
-    mark: str, exclude: Iterable[int] = (), grace_s: float = 15.0, variable: str = MARK_VARIABLE
+    mark: str,
+    exclude: Iterable[int] = (),
+    grace_s: float = 15.0,
+    variable: str = MARK_VARIABLE,
+    below: int | None = None,
 ) -> list[Leftover]:
     """The marked processes still running after ``grace_s`` (processes that are shutting down get that long)."""
     skip = set(exclude)
     deadline = time.monotonic() + grace_s
-    left = marked_processes(mark, skip, variable)
+    left = marked_processes(mark, skip, variable, below)
     while left and time.monotonic() < deadline:
         time.sleep(0.5)
-        left = marked_processes(mark, skip, variable)
+        left = marked_processes(mark, skip, variable, below)
     return left
 
 
 def kill(
-    processes: Sequence[Leftover], mark: str, exclude: Iterable[int] = (), variable: str = MARK_VARIABLE
+    processes: Sequence[Leftover],
+    mark: str,
+    exclude: Iterable[int] = (),
+    variable: str = MARK_VARIABLE,
+    below: int | None = None,
 ) -> list[Leftover]:
     """SIGKILL each leftover (and what it starts meanwhile); returns those that still run after 10 s."""
     skip = set(exclude)
@@ -113,7 +130,7 @@ def kill(
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(process.pid, signal.SIGKILL)
         time.sleep(0.2)
-        left = marked_processes(mark, skip, variable)
+        left = marked_processes(mark, skip, variable, below)
     return left
 
 
@@ -124,8 +141,9 @@ def report(leftovers: Sequence[Leftover], what: str) -> str:
     return "\n".join(lines)
 
 
-def run(command: Sequence[str]) -> int:
-    """Run ``command`` with a fresh mark; its exit code, or 1 when it succeeded but left processes behind."""
+def run(command: Sequence[str], grace_s: float = 15.0) -> int:
+    """Run ``command`` with a fresh mark; its exit code, or 1 when it succeeded but left processes behind
+    (still running ``grace_s`` after it ended)."""
     mark = new_mark()
     env = {**os.environ, MARK_VARIABLE: mark}
     process = subprocess.Popen(list(command), env=env)
@@ -137,7 +155,7 @@ def run(command: Sequence[str]) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, forward)
-    leftovers = wait_until_gone(mark, exclude={os.getpid()})
+    leftovers = wait_until_gone(mark, exclude={os.getpid()}, grace_s=grace_s)
     if not leftovers:
         return code
     print(report(leftovers, " ".join(command)), file=sys.stderr)

@@ -636,14 +636,6 @@ def test_cancelling_a_run_stops_the_fine_tune_the_evaluations_and_the_deployment
     FIGURES["cancelled"].update({"customization_jobs_cancelled": 1, "evaluation_jobs": dict(evaluations)})
 
 
-def _prefect_api_url() -> str:
-    """The Prefect server this test process uses (a temporary one), for subprocesses to share it."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value() or SubprocessASGIServer().api_url
-
-
 def _set_clock(stack: LocalStackConfig, speed: float) -> None:
     httpx.post(f"{stack.url('nemo')}/admin/clock", json={"speed": speed}, timeout=10).raise_for_status()
 
@@ -670,7 +662,7 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
     sub_env = {
         **os.environ,
         "FLYWHEEL_HOME": str(home),
-        "PREFECT_API_URL": _prefect_api_url(),
+        "PREFECT_API_URL": os.environ["PREFECT_API_URL"],  # the session's server (tests/conftest.py)
         "PREFECT_LOGGING_LEVEL": "INFO",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }

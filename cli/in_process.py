@@ -53,7 +53,8 @@ def prefect_server() -> Iterator[str]:
         yield os.environ["PREFECT_API_URL"]
         return
     cfg = current_server_config()
-    if running_servers_file().exists() and http_health(f"{cfg.local_api_url}/health")()[0]:
+    # a busy server may take long to answer; one that is gone refuses at once
+    if running_servers_file().exists() and http_health(f"{cfg.local_api_url}/health", timeout_s=30)()[0]:
         with _api_url(cfg.local_api_url):
             yield cfg.local_api_url
         return

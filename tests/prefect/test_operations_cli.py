@@ -146,9 +146,10 @@ def _no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def _error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The command's last line on stderr: its error."""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines, result.stdout[-2000:]
+    """The command's error: its last line on stderr that starts with ``error:`` (a report's lines follow it,
+    indented)."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert lines, result.stdout[-2000:] + result.stderr[-2000:]
     return lines[-1]
 
 

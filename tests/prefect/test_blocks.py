@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from agent_flywheel.nemo.client import NemoEndpoints
+from agent_flywheel.tracking_artifacts import ArtifactLocationError
 from blocks.log_store import LogStore
 from blocks.mlflow_tracking import MlflowTracking
 from blocks.nemo_platform import NemoPlatform
@@ -79,3 +80,10 @@ def test_flywheel_run_with_a_missing_block_is_one_line_before_any_flow_run() -> 
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no "), result.output
     assert "block named 'never-saved'" in lines[0]
+
+
+def test_the_mlflow_block_keeps_a_database_password_in_its_secret_field() -> None:
+    with pytest.raises(ValueError, match="password field"):
+        MlflowTracking(tracking_uri="postgresql://mlflow:pw@db/mlflow", artifact_root="s3://b/p").get_tracker()
+    with pytest.raises(ArtifactLocationError, match="artifact_root"):
+        MlflowTracking(tracking_uri="postgresql://mlflow@db/mlflow", password=SecretStr("pw")).get_tracker()

@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from agent_flywheel.logstore.elastic import ElasticsearchClient
 from agent_flywheel.nemo.client import NemoEndpoints
 from agent_flywheel.tracking_artifacts import ArtifactLocationError
 from blocks.log_store import LogStore
@@ -48,7 +49,9 @@ def test_the_log_store_block_names_its_url_without_credentials_and_masks_its_sec
     store = LogStore(url="https://reader:pw-123@es.test:9200", password=SecretStr("pw-123"), api_key=SecretStr("k-9"))
     assert store.public_url() == "https://es.test:9200"
     assert store.redact("auth pw-123 and k-9 refused") == "auth *** and *** refused"
-    assert store.get_client().transport.node_pool.all()[0].base_url == "https://es.test:9200"
+    client = store.get_client()
+    assert isinstance(client, ElasticsearchClient)
+    assert client.es.transport.node_pool.all()[0].base_url == "https://es.test:9200"
 
 
 def test_the_mlflow_block_builds_a_tracker_on_its_store(tmp_path: Path) -> None:

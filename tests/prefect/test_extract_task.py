@@ -27,12 +27,12 @@ from agent_flywheel.records.validation import validate_record
 from blocks.log_store import LogStore
 from tasks.extract import ExtractedLogs, extract_logs, record_cache
 from tests.support.blueprint_records import AIVA
-from tests.support.fake_es import CLIENT, INDEX, WORKLOAD, FakeElasticsearch
+from tests.support.fake_es import CLIENT, INDEX, WORKLOAD, FakeLogStoreClient
 
 TEACHER = "meta/llama-3.3-70b-instruct"
 
 
-class Store(FakeElasticsearch):
+class Store(FakeLogStoreClient):
     """The paging fake, closable, and failing from search number ``fail_at`` on (a dropped connection)."""
 
     def __init__(self, documents: list[tuple[str, Any]], fail_at: int | None = None) -> None:
@@ -42,13 +42,13 @@ class Store(FakeElasticsearch):
         self.look: Any = None
         self.closed = False
 
-    def search(self, **kwargs: Any) -> dict[str, Any]:
+    def search_pit(self, pit_id: str, keep_alive: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.fail_at is not None and self.searches + 1 >= self.fail_at:
             self.searches += 1
             if self.look is not None:
                 self.before_failing.append(self.look())
             raise TransportConnectionError("connection reset by peer")
-        return super().search(**kwargs)
+        return super().search_pit(pit_id, keep_alive, body)
 
     def close(self) -> None:
         self.closed = True

@@ -89,11 +89,18 @@ class LogStoreClient(Protocol):
 
 
 _SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\]\s*([^()]*)")
+_FINGERPRINT = re.compile(r'Fingerprints did not match\. Expected "([0-9a-fA-F:]+)", got "([0-9a-fA-F:]+)"')
 
 
 def trust_error(where: str, exc: BaseException) -> TrustError:
     """One line for a TLS failure: what the store's certificate (or ours) did wrong, and what to set."""
     text = str(exc)
+    pinned = _FINGERPRINT.search(text)
+    if pinned:
+        return TrustError(
+            f"log store at {where}: TLS failed (its certificate's SHA-256 fingerprint is {pinned.group(2)}, not the "
+            f"pinned {pinned.group(1)}); correct the LogStore block's ssl_assert_fingerprint, or give it ca_certs"
+        )
     match = _SSL_REASON.search(text)
     code, reason = (match.group(1), match.group(2).strip().rstrip(":").strip()) if match else ("", text[:300])
     lowered = reason.lower()
@@ -111,5 +118,5 @@ def trust_error(where: str, exc: BaseException) -> TrustError:
         )
     else:
         fix = "check the LogStore block's ca_certs, client_cert and client_key"
-    detail = f"{code.lower().replace('_', ' ')}: {reason}" if code else reason
+    detail = reason or code.lower().replace("_", " ")
     return TrustError(f"log store at {where}: TLS failed ({detail}); {fix}")

@@ -12,7 +12,7 @@ import pytest
 
 from agent_flywheel.config import ExtractionConfig
 from agent_flywheel.logstore import reader
-from agent_flywheel.logstore.client import SHARD_DOC
+from agent_flywheel.logstore.client import SHARD_DOC, trust_error
 from agent_flywheel.logstore.errors import LogStoreError
 from agent_flywheel.logstore.index import LOG_INDEX_MAPPING
 from agent_flywheel.logstore.reader import scan_records
@@ -122,15 +122,14 @@ def test_an_unmapped_field_reads_nothing_and_says_so() -> None:
 class FakeES:
     """Just enough of a log store client for scan_records: PIT open/close, search with sort + search_after."""
 
-    def __init__(self, hits: list[dict[str, Any]], tiebreaker: str = SHARD_DOC) -> None:
+    def __init__(self, hits: list[dict[str, Any]]) -> None:
         self.hits = hits
         self.open_pits: set[str] = set()
         self.searches: list[dict[str, Any]] = []
         self._next = 0
-        self._tiebreaker = tiebreaker
 
     def tiebreaker(self) -> str:
-        return self._tiebreaker
+        return SHARD_DOC
 
     def get_mapping(self, index: str) -> dict[str, Any]:
         if index == "missing":
@@ -149,7 +148,7 @@ class FakeES:
     def search_pit(self, pit_id: str, keep_alive: str, body: dict[str, Any]) -> dict[str, Any]:
         self.searches.append({"pit": {"id": pit_id, "keep_alive": keep_alive}, **body})
         assert pit_id.split("/")[0] in self.open_pits
-        assert body["sort"][1] == {self._tiebreaker: body["sort"][0]["timestamp"]["order"]}
+        assert body["sort"][1] == {SHARD_DOC: body["sort"][0]["timestamp"]["order"]}
         start = 0
         if "search_after" in body:
             start = next(i for i, h in enumerate(self.hits) if h["sort"] == body["search_after"]) + 1
@@ -336,3 +335,20 @@ def test_a_hits_position_is_its_timestamp_sort_value_when_that_is_a_time(
     sort: Any, unit: TimeUnit, position: int | None
 ) -> None:
     assert reader._position(sort, unit) == position
+
+
+@pytest.mark.parametrize(
+    ("failure", "says"),
+    [
+        ("SSLError([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1006))",
+         "(certificate verify failed: self-signed certificate); its certificate is not signed by a CA"),
+        ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, certificate is not valid for "
+         "'es.internal'. (_ssl.c:1006)", "use the host name its certificate names"),
+        ("[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required (_ssl.c:2580)", "client_cert"),
+        ('Fingerprints did not match. Expected "aa11", got "bb22"', "fingerprint is bb22, not the pinned aa11"),
+    ],
+)  # fmt: skip
+def test_a_tls_failure_is_one_line_naming_the_setting_to_fix(failure: str, says: str) -> None:
+    message = str(trust_error("https://es.internal:9200", ConnectionError(failure)))
+    assert "\n" not in message and message.startswith("log store at https://es.internal:9200: TLS failed")
+    assert says in message

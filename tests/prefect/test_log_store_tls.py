@@ -126,7 +126,7 @@ def test_a_pinned_fingerprint_replaces_the_ca(
     pinned = LogStore(kind=kind, url=https, ssl_assert_fingerprint=ca.server.sha256_fingerprint)
     assert _round_trip(pinned.get_client(), tmp_path) == 3
     wrong = LogStore(kind=kind, url=https, ssl_assert_fingerprint=ca.stranger.sha256_fingerprint).get_client()
-    with pytest.raises(TrustError):
+    with pytest.raises(TrustError, match="not the pinned"):
         inspect_index(wrong, "flywheel")
     wrong.close()
 

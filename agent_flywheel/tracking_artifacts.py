@@ -8,7 +8,8 @@ the worker's current directory, lost with the pod). So:
 - a **tracking server** (``http(s)://``) decides: started with ``--artifacts-destination`` it proxies them
   (``mlflow-artifacts:/``), so workers need no storage credentials;
 - a **database** URI needs a configured ``artifact_root`` (``s3://bucket/path``, ``gs://``, a ``file:`` path on
-  a shared volume ...), else the tracker refuses to start.
+  a shared volume ...), else the tracker refuses to start. It cannot use a server's artifact proxy
+  (``mlflow-artifacts:``): MLflow reaches that only through a tracking server's URL.
 
 A configured ``artifact_root`` wins in every case. An experiment that already exists keeps its location;
 :func:`check_artifact_location` refuses one that lies on the worker's disk when the store does not.
@@ -84,6 +85,8 @@ def artifact_root(tracking_uri: str, configured: str | None, local_default: Call
                 f"MLflow artifact_root {configured!r} is a relative path, which lands in each worker's current "
                 "directory: give a URI such as s3://bucket/flywheel or an absolute path on a shared volume"
             )
+        if store_kind(tracking_uri) == "database" and _is_proxied(configured):
+            raise _unreachable_proxy("MLflow artifact_root", configured, tracking_uri)
         return configured.rstrip("/")
     kind = store_kind(tracking_uri)
     if kind == "local":
@@ -103,9 +106,13 @@ def check_artifact_location(experiment: str, location: str, tracking_uri: str, c
 
     A local store may keep local artifacts; so may a ``file:`` ``artifact_root`` the block names (a shared
     volume chosen on purpose). Anything else local is an experiment made by a server that does not proxy
-    artifacts, or made before the artifact root was set.
+    artifacts, or made before the artifact root was set. A worker on the database itself cannot reach a
+    server's artifact proxy either (an experiment the server made).
     """
-    if store_kind(tracking_uri) == "local" or not is_local_location(location):
+    kind = store_kind(tracking_uri)
+    if kind == "database" and _is_proxied(location):
+        raise _unreachable_proxy(f"MLflow experiment {experiment!r} keeps its artifacts at", location, tracking_uri)
+    if kind == "local" or not is_local_location(location):
         return
     if configured and not _is_relative_path(configured) and _same_place(location, configured):
         return
@@ -114,6 +121,20 @@ def check_artifact_location(experiment: str, location: str, tracking_uri: str, c
         f"runs are tracked at {public_uri(tracking_uri)}: they would be lost with the worker; start the MLflow "
         "server with --artifacts-destination (it then proxies artifacts) or set the MLflow block's "
         "artifact_root, and give the experiment a new name or delete it (its location cannot change)"
+    )
+
+
+def _is_proxied(location: str) -> bool:
+    """Whether a location is a tracking server's artifact proxy (``mlflow-artifacts:``)."""
+    return urlsplit(location).scheme == "mlflow-artifacts"
+
+
+def _unreachable_proxy(what: str, location: str, tracking_uri: str) -> ArtifactLocationError:
+    return ArtifactLocationError(
+        f"{what} {location}, an MLflow server's artifact proxy, which MLflow reaches only through that server, not "
+        f"from "
+        f"the database {public_uri(tracking_uri)}: set the MLflow block's tracking_uri to that server's "
+        "http(s):// URL, or give artifact_root the server's own artifact store (s3://...) and new experiment names"
     )
 
 

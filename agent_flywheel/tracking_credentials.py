@@ -22,6 +22,8 @@ from typing import Any, cast
 
 from mlflow.tracking import MlflowClient
 
+from agent_flywheel.tracking_artifacts import public_uri
+
 TOKEN_VARIABLE = "MLFLOW_TRACKING_TOKEN"
 USERNAME_VARIABLE = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_VARIABLE = "MLFLOW_TRACKING_PASSWORD"
@@ -105,7 +107,7 @@ class _CredentialedClient:
         return call
 
     def __repr__(self) -> str:
-        return f"<MlflowClient {self._client.tracking_uri} with credentials>"
+        return f"<MlflowClient {public_uri(self._client.tracking_uri)} with credentials>"  # a database login masked
 
 
 def credentialed_client(

@@ -55,6 +55,14 @@ def test_a_database_without_an_artifact_root_is_refused_in_one_line_without_its_
     assert "s3cret" not in message and "postgresql://mlflow:***@db/mlflow" in message
 
 
+def test_a_servers_artifact_proxy_as_the_artifact_root_of_a_database_is_refused() -> None:
+    with pytest.raises(ArtifactLocationError, match="through that server"):
+        artifact_root(PG, "mlflow-artifacts://mlflow.internal:5000/flywheel", lambda: LOCAL)
+    assert artifact_root("https://mlflow.example", "mlflow-artifacts:/flywheel", lambda: LOCAL) == (
+        "mlflow-artifacts:/flywheel"
+    )
+
+
 def test_a_relative_artifact_root_is_refused() -> None:
     with pytest.raises(ArtifactLocationError, match="relative path"):
         artifact_root(PG, "mlruns", lambda: LOCAL)
@@ -75,6 +83,7 @@ def test_the_tracker_refuses_a_database_without_artifact_root_before_connecting(
         ("file:///shared/mlartifacts/flywheel_w", PG, "/shared/mlartifacts", False),
         ("file:///shared/mlartifacts-old/x", PG, "/shared/mlartifacts", True),
         ("file:///home/me/.flywheel/mlartifacts/x", "sqlite:////home/me/.flywheel/mlflow.db", None, False),
+        ("mlflow-artifacts:/1", PG, "s3://b/p", True),  # a server's proxy: not reachable from the database
     ],
 )
 def test_experiments_with_artifacts_on_the_workers_disk(

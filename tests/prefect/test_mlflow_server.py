@@ -5,21 +5,21 @@ that is neither the test's nor the client's current directory; the client runs f
 nothing may land there. In front of it an authenticating gateway (as a company's ingress) lets through only the
 block's token or basic-auth login, so a run that completes proves the credentials went with every request,
 artifact uploads included.
+
+The server's store is PostgreSQL with a password login where PostgreSQL is installed (as companies run MLflow),
+else SQLite; the tests of a worker on the PostgreSQL store itself (the block's ``tracking_uri`` a
+``postgresql://`` URI) skip without it.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg2
 import pytest
 from mlflow.exceptions import MlflowException
 from pydantic import SecretStr
@@ -28,77 +28,43 @@ from agent_flywheel.tracking import flywheel_experiment
 from agent_flywheel.tracking_artifacts import ArtifactLocationError
 from agent_flywheel.tracking_credentials import PASSWORD_VARIABLE, TOKEN_VARIABLE, USERNAME_VARIABLE
 from blocks.mlflow_tracking import MlflowTracking
-from simulators.threaded import free_port
+from tests.support import postgres
 from tests.support.auth_gateway import AuthGateway
+from tests.support.mlflow_server import MlflowServer, running_mlflow_server
+from tests.support.postgres import PostgresServer, running_postgres
 
 pytestmark = pytest.mark.integration
 
-START_TIMEOUT_S = 180.0  # about 8 s on an idle machine
 TOKEN = "mlflow-token-7f3a"
 USER, PASSWORD = "flywheel", "pw-basic-91"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-
-
-@dataclass
-class MlflowServer:
-    url: str
-    artifacts: Path
-    process: subprocess.Popen[bytes]
-    log: Path
+DATABASE_PASSWORD = "pg-pw-5e2b"
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """``mlflow server`` with a SQLite store and its own artifact destination, in its own process group."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    (root / "cwd").mkdir()
-    artifacts = root / "artifacts"
-    port = free_port()
-    log = root / "server.log"
-    command = [
-        *(sys.executable, "-m", "mlflow", "server"),
-        *("--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"),
-        *("--artifacts-destination", str(artifacts)),
-        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=root / "cwd", env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = MlflowServer(f"http://127.0.0.1:{port}", artifacts, process, log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _healthy(server.url):
-            assert process.poll() is None, f"mlflow server exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"mlflow server not healthy:\n{log.read_text()[-3000:]}"
-            time.sleep(0.5)
+def database() -> Iterator[PostgresServer | None]:
+    """The tracking server's PostgreSQL store, or None (SQLite) where PostgreSQL is not installed."""
+    if postgres.missing() is not None:
+        yield None
+        return
+    with running_postgres(DATABASE_PASSWORD) as server:
         yield server
-    finally:
-        _stop(process)
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, database: PostgresServer | None) -> Iterator[MlflowServer]:
+    root = tmp_path_factory.mktemp("mlflow-server")
+    store = database.uri() if database is not None else f"sqlite:///{root / 'mlflow.db'}"
+    with running_mlflow_server(root, store) as server:
+        yield server
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server's process group (it runs as a parent and a worker process)."""
-    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-            os.killpg(process.pid, signal.SIGKILL)  # anything of the group still left
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
+@pytest.fixture
+def postgresql(database: PostgresServer | None) -> PostgresServer:
+    """The PostgreSQL store (the test skips without one)."""
+    if database is None:
+        pytest.skip(postgres.missing() or "no PostgreSQL")
+    return database
 
 
 @pytest.fixture
@@ -174,3 +140,68 @@ def test_an_experiment_with_artifacts_on_the_workers_disk_is_refused_before_a_ru
     assert "\n" not in message and "flywheel/local-artifacts" in message and "--artifacts-destination" in message
     experiment = tracker.client.get_experiment_by_name("flywheel/local-artifacts")
     assert experiment is not None and tracker.client.search_runs([experiment.experiment_id]) == []
+
+
+def _runs_in(database: PostgresServer) -> set[str]:
+    """The ids of the runs MLflow keeps in the PostgreSQL store."""
+    with psycopg2.connect(database.uri(), connect_timeout=30) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT run_uuid FROM runs")
+        return {str(row[0]) for row in cursor.fetchall()}
+
+
+def _on_the_database(database: PostgresServer, artifact_root: Path) -> MlflowTracking:
+    """The block of a worker that tracks straight into the PostgreSQL store, its login in the secret fields."""
+    return MlflowTracking(
+        tracking_uri=database.uri(with_login=False),
+        username=database.user,
+        password=SecretStr(database.password),
+        artifact_root=artifact_root.as_uri(),
+    )
+
+
+def test_with_a_postgresql_store_artifacts_land_on_the_server(
+    postgresql: PostgresServer, mlflow_server: MlflowServer, client_cwd: Path
+) -> None:
+    tracker = MlflowTracking(tracking_uri=mlflow_server.url).get_tracker()
+    run_id = tracker.start_run(flywheel_experiment("pg-server"), "parent")
+    tracker.log_json(run_id, "manifest.json", {"records": 3})
+    tracker.end_run(run_id)
+
+    assert run_id in _runs_in(postgresql)
+    assert tracker.client.get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:/")
+    assert any(p.name == "manifest.json" and run_id in p.parts for p in _files(mlflow_server.artifacts))
+    assert _files(client_cwd) == []
+
+
+def test_a_worker_on_the_postgresql_store_puts_artifacts_under_the_artifact_root_the_server_serves(
+    postgresql: PostgresServer, mlflow_server: MlflowServer, client_cwd: Path, tmp_path: Path
+) -> None:
+    shared = tmp_path / "artifact-store"  # stands for the bucket (s3://...) the server reads too
+    tracker = _on_the_database(postgresql, shared).get_tracker()
+    run_id = tracker.start_run(flywheel_experiment("pg-direct"), "parent")
+    tracker.log_json(run_id, "manifest.json", {"records": 3})
+    tracker.end_run(run_id)
+
+    assert run_id in _runs_in(postgresql)
+    assert any(p.name == "manifest.json" and run_id in p.parts for p in _files(shared))
+    assert _files(client_cwd) == [] and not (client_cwd / "mlruns").exists()
+    served = httpx.get(
+        f"{mlflow_server.url}/get-artifact", params={"path": "manifest.json", "run_uuid": run_id}, timeout=60
+    )
+    assert served.status_code == 200 and served.json() == {"records": 3}
+    assert postgresql.password not in repr(tracker.client)
+
+
+def test_a_worker_on_the_postgresql_store_refuses_an_experiment_behind_the_servers_artifact_proxy(
+    postgresql: PostgresServer, mlflow_server: MlflowServer, client_cwd: Path, tmp_path: Path
+) -> None:
+    name = flywheel_experiment("pg-proxied")
+    MlflowTracking(tracking_uri=mlflow_server.url).get_tracker().experiment_id(name)  # made by the server
+    tracker = _on_the_database(postgresql, tmp_path / "artifact-store").get_tracker()
+    runs_before = _runs_in(postgresql)
+    with pytest.raises(ArtifactLocationError) as refused:
+        tracker.start_run(name, "parent")
+    message = str(refused.value)
+    assert "\n" not in message and name in message and "mlflow-artifacts:/" in message
+    assert postgresql.password not in message
+    assert _runs_in(postgresql) == runs_before

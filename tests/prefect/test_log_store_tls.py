@@ -7,6 +7,7 @@ Nothing here relies on the process-wide ``SSL_CERT_FILE``: it is removed for the
 
 from __future__ import annotations
 
+import base64
 import copy
 import uuid
 from collections.abc import Iterator
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from pydantic import SecretStr
 
 from agent_flywheel.logstore.client import LogStoreClient, TrustError
+from agent_flywheel.logstore.elastic import ElasticsearchClient
 from agent_flywheel.logstore.index import ensure_index
 from agent_flywheel.logstore.reader import extract
 from agent_flywheel.logstore.shape import inspect_index
@@ -166,3 +169,16 @@ def test_bad_tls_settings_are_one_line_errors(ca: PrivateCA) -> None:
         ).get_client()
     with pytest.raises(ValueError, match="not https"):
         LogStore(url="http://logs.internal:9200", ca_certs=ca.ca.cert_pem).get_client()
+
+
+def test_cloud_id_reaches_the_elastic_cloud_deployment_over_tls_with_the_api_key(ca: PrivateCA) -> None:
+    cloud_id = "flywheel-prod:" + base64.b64encode(b"eu-west-1.aws.found.io$es0123$kb4567").decode()
+    store = LogStore(cloud_id=cloud_id, api_key=SecretStr("a2V5OnNlY3JldA=="), ca_certs=ca.ca.cert_pem)
+    client = store.get_client()
+    assert isinstance(client, ElasticsearchClient)
+    nodes = [(node.config.scheme, node.config.host, node.config.port) for node in client.es.transport.node_pool.all()]
+    assert nodes == [("https", "es0123.eu-west-1.aws.found.io", 443)]
+    assert store.public_url() == "Elastic Cloud deployment 'flywheel-prod'" and "a2V5" not in client.where
+    client.close()
+    with pytest.raises(ValueError, match="cloud_id is Elastic Cloud's"):
+        LogStore(kind="opensearch", cloud_id=cloud_id).get_client()

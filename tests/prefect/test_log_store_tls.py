@@ -110,8 +110,8 @@ def test_without_the_ca_the_error_names_the_ca_problem(
     https: str, ca: PrivateCA, kind: Literal["elasticsearch", "opensearch"]
 ) -> None:
     for store in (
-        LogStore(kind=kind, url=https, request_timeout_s=10),
-        LogStore(kind=kind, url=https, ca_certs=ca.stranger.cert_pem, request_timeout_s=10),  # another CA
+        LogStore(kind=kind, url=https, request_timeout_s=60),
+        LogStore(kind=kind, url=https, ca_certs=ca.stranger.cert_pem, request_timeout_s=60),  # another CA
     ):
         client = store.get_client()
         with pytest.raises(TrustError) as refused:
@@ -150,7 +150,7 @@ def test_mutual_tls_with_the_client_certificate_from_the_block(
     by_path = store.model_copy(update={"client_cert": str(ca.client.cert_file)})
     assert _round_trip(by_path.get_client(), tmp_path) == 3
     # without it the server hangs up (under TLS 1.3 the client learns no reason: a connection error)
-    anonymous = LogStore(kind=kind, url=mutual, ca_certs=ca.ca.cert_pem, request_timeout_s=10).get_client()
+    anonymous = LogStore(kind=kind, url=mutual, ca_certs=ca.ca.cert_pem, request_timeout_s=60).get_client()
     with pytest.raises(anonymous.failures):
         inspect_index(anonymous, "flywheel")
     anonymous.close()

@@ -15,6 +15,7 @@ from agent_flywheel.logstore.elastic import ElasticsearchClient
 from agent_flywheel.logstore.opensearch import OpenSearchClient
 from agent_flywheel.logstore.serializer import LogStoreSerializer
 from agent_flywheel.logstore.tls import ssl_context
+from agent_flywheel.transient import RETRY_STATUSES
 
 
 class LogStore(Block):
@@ -81,6 +82,7 @@ class LogStore(Block):
             "serializer": LogStoreSerializer(),
             "request_timeout": self.request_timeout_s,
             "retry_on_timeout": True,
+            "retry_on_status": sorted(RETRY_STATUSES),  # never a 4xx answer but 408/425/429
             "max_retries": 3,
             **self._tls(),
         }
@@ -101,6 +103,7 @@ class LogStore(Block):
         kwargs: dict[str, Any] = {
             "timeout": self.request_timeout_s,
             "retry_on_timeout": True,
+            "retry_on_status": tuple(sorted(RETRY_STATUSES)),  # never a 4xx answer but 408/425/429
             "max_retries": 3,
             "use_ssl": bool(tls),
             **tls,

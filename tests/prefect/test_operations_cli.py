@@ -74,7 +74,7 @@ def _small_flywheel_config(target: Path) -> Path:
     data = yaml.safe_load((ROOT / "configs" / "flywheel.yaml").read_text())
     data["namespace"] = "ops-cli-test"
     data["nims"] = data["nims"][:1]
-    data["data_split_config"].update({"eval_size": 40, "min_total_records": 50, "limit": 1000})
+    data["data_split_config"].update({"eval_size": 40, "min_total_records": 50, "limit": 1000, "min_train_records": 20})
     data["evaluation_config"].update({"poll_interval_s": 0.2, "timeout_s": 300})
     target.write_text(yaml.safe_dump(data, sort_keys=False))
     return target

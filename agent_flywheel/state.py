@@ -30,9 +30,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent_flywheel.paths import flywheel_home
+
 #: The environment variable that sets the prefix of every state name (see :func:`state_name`).
 STATE_PREFIX_ENV = "FLYWHEEL_STATE_PREFIX"
 DEFAULT_STATE_PREFIX = "flywheel"
+#: The prefix value that makes a prefix of ``FLYWHEEL_HOME``: each home its own state (tests, experiments).
+PER_HOME = "@home"
 #: The longest state name (Prefect's limit on a Variable name).
 MAX_NAME_LENGTH = 255
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -46,10 +50,14 @@ class StateError(RuntimeError):
 def state_prefix() -> str:
     """The prefix of every state name: ``$FLYWHEEL_STATE_PREFIX`` or ``flywheel``.
 
-    One Prefect server can host several flywheel installations (staging and production, or the tests'
-    isolated runs): each with its own prefix keeps its watermarks and cooldowns apart.
+    One Prefect server can host several flywheel installations (staging and production): each with its own
+    prefix keeps its watermarks and cooldowns apart. ``@home`` makes one of ``FLYWHEEL_HOME``, so that every
+    home has state of its own on a shared server, as when state was files in the home (the tests do this;
+    workers that should share state must not).
     """
     prefix = os.environ.get(STATE_PREFIX_ENV) or DEFAULT_STATE_PREFIX
+    if prefix == PER_HOME:
+        return "home-" + _digest(str(flywheel_home()), 12)
     if not _NAME.fullmatch(prefix) or len(prefix) > 64:
         raise StateError(
             f"{STATE_PREFIX_ENV}={prefix!r}: use at most 64 lowercase letters, digits, '-' and '_', "

@@ -66,7 +66,7 @@ from agent_flywheel.nemo.payloads import (
 from agent_flywheel.nemo.poller import JobFailedError, JobWaitError, PollSettings
 from agent_flywheel.nemo.status import Phase, classify
 from tasks.ownership import deployment_users_lock, release_deployment, release_line
-from tasks.state_store import result_storage, state_store
+from tasks.state_store import state_store, task_result_storage
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -305,7 +305,7 @@ def _nim_error(exc: JobWaitError, model: str, base_url: str) -> FlywheelStepErro
 
 
 def _resumable(task_: Task[P, R]) -> Task[P, R]:
-    return task_.with_options(result_storage=result_storage())
+    return task_.with_options(result_storage=task_result_storage())
 
 
 def _served_as(model: str, ctx: RunContext) -> dict[str, Any]:

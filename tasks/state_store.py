@@ -67,6 +67,15 @@ def result_storage() -> WritableFileSystem:
     return LocalFileSystem(basepath=str(state_dir("results")))
 
 
+def task_result_storage() -> WritableFileSystem | Path:
+    """:func:`result_storage` as a task's ``result_storage`` option: Prefect takes a saved block, or a local
+    directory as a path (the default one is not saved)."""
+    storage = result_storage()
+    if isinstance(storage, LocalFileSystem) and storage._block_document_id is None:
+        return Path(storage.basepath or ".")
+    return storage
+
+
 @functools.lru_cache(maxsize=8)
 def _load_storage(slug: str) -> WritableFileSystem:
     try:

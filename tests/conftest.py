@@ -34,6 +34,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Prefect logs "Stopping temporary server" at interpreter exit, after pytest closed its streams.
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     os.environ.pop("PREFECT_API_URL", None)
+    # Run state (watermarks, cooldowns) lives on the Prefect server the tests share: each FLYWHEEL_HOME its own.
+    os.environ["FLYWHEEL_STATE_PREFIX"] = "@home"
 
 
 @pytest.fixture(autouse=True)

@@ -271,6 +271,12 @@ def test_a_crowded_late_arrival_window_is_shortened_to_whole_positions(monkeypat
     assert got == Watermark.at(TimeUnit.MILLIS, P, frozenset({"a", "b"}), P)  # never half of position P - 1
 
 
+@pytest.fixture(autouse=True)
+def _default_state_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """State names as an installation without FLYWHEEL_STATE_PREFIX makes them (the tests' harness sets one)."""
+    monkeypatch.delenv("FLYWHEEL_STATE_PREFIX", raising=False)
+
+
 MS = timedelta(milliseconds=1)
 
 

@@ -24,6 +24,12 @@ from agent_flywheel.state import (
 VARIABLE_NAME = re.compile(r"[a-z0-9_-]+")  # what Prefect accepts as a Variable name
 
 
+@pytest.fixture(autouse=True)
+def _default_state_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """State names as an installation without FLYWHEEL_STATE_PREFIX makes them (the tests' harness sets one)."""
+    monkeypatch.delenv("FLYWHEEL_STATE_PREFIX", raising=False)
+
+
 # --- names --------------------------------------------------------------------------------------------
 
 
@@ -206,3 +212,12 @@ def test_in_place_storage_copies_nothing(tmp_path: Path) -> None:
     files = sorted(p.name for p in cache.dir.iterdir())
     assert files == sorted([*manifest.files, MANIFEST_FILE, READS_FILE])
     assert CacheManifest.model_validate_json((cache.dir / MANIFEST_FILE).read_text()) == manifest
+
+
+def test_a_per_home_prefix_gives_every_home_its_own_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(STATE_PREFIX_ENV, "@home")
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "a"))
+    in_a = state_name("watermark", "w", "c")
+    assert VARIABLE_NAME.fullmatch(in_a) and in_a == state_name("watermark", "w", "c")
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "b"))
+    assert state_name("watermark", "w", "c") != in_a

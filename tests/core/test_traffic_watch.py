@@ -225,6 +225,12 @@ def test_survey_counts_since_each_watermark(monkeypatch: pytest.MonkeyPatch) -> 
     assert [c.workload_id for c in survey(object(), "flywheel", marks, ["billing"], shape)] == ["billing"]  # type: ignore[arg-type]
 
 
+@pytest.fixture(autouse=True)
+def _default_state_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """State names as an installation without FLYWHEEL_STATE_PREFIX makes them (the tests' harness sets one)."""
+    monkeypatch.delenv("FLYWHEEL_STATE_PREFIX", raising=False)
+
+
 def test_emit_log_round_trip_keeps_other_pairs(tmp_path: Path) -> None:
     log = EmitLog(FileStateStore(tmp_path / "state"))
     keys = [("support", "web"), ("billing", "web")]

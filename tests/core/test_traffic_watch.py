@@ -167,6 +167,7 @@ def test_prefect_yaml_deployments_and_concurrency_choices() -> None:
         ("scaling", "on-promotion"),
         ("scaling", "manual"),
         ("rollout_check", "manual"),
+        ("reaper", "every-10m"),
     }
     strategy = {key: d["concurrency_limit"]["collision_strategy"] for key, d in found.items()}
     assert all(d["concurrency_limit"]["limit"] == 1 for d in found.values())
@@ -176,6 +177,10 @@ def test_prefect_yaml_deployments_and_concurrency_choices() -> None:
     assert {d["work_pool"]["name"] for d in found.values()} == {"flywheel-local"}
     assert found[("flywheel", "nightly")]["schedules"][0]["cron"]
     assert found[("traffic_watch", "every-15m")]["schedules"][0]["interval"] == 900
+    assert strategy[("reaper", "every-10m")] == "CANCEL_NEW"
+    assert found[("reaper", "every-10m")]["schedules"][0]["interval"] == 600
+    # the reaper tells a dead run by its stopped heartbeats: every run of the pool sends them
+    assert all(d["work_pool"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] for d in found.values())
     for d in found.values():
         config = d["parameters"].get("config_path")
         assert config is None or (PREFECT_YAML.parent / config).is_file()

@@ -224,15 +224,19 @@ def _deployment(api: str, flow: str, name: str) -> dict[str, Any]:
 
 
 def _state_document(ops: Ops, kind: str, *parts: str) -> Any:
-    """A run state document of the installation (a Prefect variable), as the flows name it."""
-    from agent_flywheel.state import STATE_PREFIX_ENV, state_name
+    """A run state document of the installation, as the worker's flows stored it: a Prefect variable of the
+    scenario's server (a large one points at the worker's result storage, its home's ``results``)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with pytest.MonkeyPatch.context() as patch:
+    from agent_flywheel.state import STATE_PREFIX_ENV, FileBlobStore, state_name
+    from tasks.state_store import VariableStateStore
+
+    with pytest.MonkeyPatch.context() as patch, temporary_settings(updates={PREFECT_API_URL: ops.api}):
         patch.setenv(STATE_PREFIX_ENV, STATE_PREFIX)
         name = state_name(kind, *parts)
-    response = httpx.get(f"{ops.api}/variables/name/{name}", timeout=10)
-    assert response.status_code == 200, f"{name}: {response.text}"
-    return response.json()["value"]
+        document = VariableStateStore(FileBlobStore(ops.home / "results")).get(name)
+    assert document is not None, f"no state document {name}"
+    return document
 
 
 def _runs_of(api: str, deployment_id: str) -> list[dict[str, Any]]:
@@ -580,6 +584,7 @@ FLOW_NAMES = {
     "traffic_watch": "traffic-watch",
     "scaling": "scaling",
     "rollout_check": "rollout-check",
+    "reaper": "reaper",
 }
 
 

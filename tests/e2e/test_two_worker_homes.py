@@ -94,15 +94,16 @@ def _prefect_api_url() -> str:
     return PREFECT_API_URL.value() or SubprocessASGIServer().api_url
 
 
-def _wait(condition: Callable[[], Any], timeout_s: float, what: str, process: subprocess.Popen[str]) -> Any:
+def _wait(
+    condition: Callable[[], Any], timeout_s: float, what: str, process: subprocess.Popen[bytes], log: Path
+) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            raise AssertionError(f"worker A exited ({process.returncode}) before {what}: {output[-3000:]}")
+            raise AssertionError(f"worker A exited ({process.returncode}) before {what}: {log.read_text()[-3000:]}")
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -196,12 +197,13 @@ def shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
         yield values
 
 
-def _worker_a(home: Path, shared: dict[str, str], config_file: Path, *extra: str) -> subprocess.Popen[str]:
-    """``flywheel run`` on worker A: its own home, the installation's shared settings."""
+def _worker_a(home: Path, shared: dict[str, str], config_file: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """``flywheel run`` on worker A: its own home, the installation's shared settings; its output in ``log``."""
     env = {**os.environ, **shared, "FLYWHEEL_HOME": str(home), "PREFECT_LOGGING_LEVEL": "INFO"}
     command = [sys.executable, "-m", "cli.main", "run", "--workload-id", WORKLOAD, "--client-id", CLIENT]
     command += ["--config", str(config_file), *extra]
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with log.open("wb") as out:  # a file, not a pipe: nobody reads a pipe while the run works
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _config_file(tmp_path: Path, namespace: str) -> Path:
@@ -222,8 +224,15 @@ def test_done_when_two_worker_homes_behave_as_one_machine_and_the_reaper_on_b_st
     tracking_uri = shared["MLFLOW_TRACKING_URI"]
 
     # 1. a run on A promotes ...
-    first = _worker_a(home_a, shared, _config_file(tmp_path, FIRST))
-    output, _ = first.communicate(timeout=300)
+    first_log = tmp_path / "first.log"
+    first = _worker_a(home_a, shared, _config_file(tmp_path, FIRST), first_log)
+    try:
+        first.wait(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=30)
+    output = first_log.read_text()
     assert first.returncode == 0 and "decision: promoted" in output, output[-3000:]
     versions, parents = _versions(tracking_uri), _parent_runs(tracking_uri)
     assert versions == [1] and len(parents) == 1
@@ -246,25 +255,26 @@ def test_done_when_two_worker_homes_behave_as_one_machine_and_the_reaper_on_b_st
 
     # 2. a run on A (reading everything again, in a namespace of its own) is killed while it fine-tunes
     _set_clock(stack, 20)  # training takes ~20 s: time to kill it
-    killed = _worker_a(home_a, shared, _config_file(tmp_path, KILLED), "--full-rebuild")
+    killed_log = tmp_path / "killed.log"
+    killed = _worker_a(home_a, shared, _config_file(tmp_path, KILLED), killed_log, "--full-rebuild")
     try:
         job = _wait(
             lambda: next((j for j in _nemo(stack, "/v1/customization/jobs", KILLED) if j["status"] == "running"), None),
             180,
             "the fine-tune to run",
             killed,
+            killed_log,
         )
         dead_run = job["custom_fields"]["flywheel_run_id"]  # the label on NeMo says whose it is
-        _wait(lambda: _live(stack, KILLED)["deployments"], 60, "a NIM deployment", killed)
-        _wait(lambda: _heartbeat_seen(dead_run), 60, "a heartbeat of the run on the Prefect server", killed)
+        _wait(lambda: _live(stack, KILLED)["deployments"], 60, "a NIM deployment", killed, killed_log)
+        _wait(lambda: _heartbeat_seen(dead_run), 60, "a heartbeat of the run on the Prefect server", killed, killed_log)
         _set_clock(stack, 0.001)  # frozen: nothing it started finishes on its own
         killed.send_signal(signal.SIGKILL)
         killed.wait(timeout=30)
     finally:
         if killed.poll() is None:
             killed.kill()
-        if killed.stdout:
-            killed.stdout.close()
+            killed.wait(timeout=30)
     assert killed.returncode == -signal.SIGKILL
     left = _live(stack, KILLED)
     assert left["customization_jobs"] == [job["id"]] and left["deployments"], left

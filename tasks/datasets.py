@@ -18,6 +18,7 @@ from agent_flywheel.endpoints import embeddings_url
 from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.names import dataset_name
 from agent_flywheel.records.stored_cache import CacheManifest, pull
+from tasks.retries import retry_if_transient
 from tasks.state_store import blob_store, record_cache
 
 
@@ -145,7 +146,14 @@ def content_digest(files: dict[str, bytes]) -> str:
     return digest.hexdigest()[:12]
 
 
-@task(name="upload-datasets", retries=2, retry_delay_seconds=[10, 60], timeout_seconds=1800, cache_policy=NO_CACHE)
+@task(
+    name="upload-datasets",
+    retries=2,
+    retry_delay_seconds=[10, 60],
+    retry_condition_fn=retry_if_transient,
+    timeout_seconds=1800,
+    cache_policy=NO_CACHE,
+)
 async def upload_datasets(
     workload_id: str, built: BuiltDatasets, cfg: FlywheelConfig, nemo: NemoClient
 ) -> UploadedDatasets:

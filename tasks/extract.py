@@ -26,7 +26,8 @@ from agent_flywheel.records.model_filter import ModelFilter
 from agent_flywheel.records.quarantine import QuarantineWriter
 from agent_flywheel.records.stored_cache import CacheManifest, pull, push, read_manifest
 from blocks.log_store import LogStore
-from tasks.log_index import log_index_shape, retry_unless_unreadable
+from tasks.log_index import log_index_shape
+from tasks.retries import retry_if_transient
 from tasks.state_store import blob_store, record_cache
 from tasks.watermarks import watermark_store
 
@@ -72,7 +73,7 @@ def _log_store_failure(store: LogStore, exc: Exception) -> RuntimeError:
     name="extract-logs",
     retries=2,
     retry_delay_seconds=[5, 30],
-    retry_condition_fn=retry_unless_unreadable,
+    retry_condition_fn=retry_if_transient,
     timeout_seconds=3600,
     cache_policy=NO_CACHE,
 )

@@ -1,7 +1,7 @@
 """Issue #17, "Done when", in a light form: two workers with different homes behave as one machine.
 
 Worker A is a ``flywheel run`` subprocess with ``FLYWHEEL_HOME=A``; worker B is this test process with
-``FLYWHEEL_HOME=B``. They share only what a platform team's pods would share: one Prefect server (the tests'),
+``FLYWHEEL_HOME=B``. They share only what a platform team's pods would share: one Prefect server (the session's),
 one MLflow store, the result storage (a ``RemoteFileSystem`` block on an fsspec "bucket", a directory outside
 both homes, named by ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK``) and the installation's state prefix. Nothing of
 A's home is read by B: it is deleted before B starts, as a fresh pod would have none.
@@ -84,14 +84,6 @@ def _live(stack: LocalStackConfig, namespace: str) -> dict[str, list[str]]:
 
 def _set_clock(stack: LocalStackConfig, speed: float) -> None:
     httpx.post(f"{stack.url('nemo')}/admin/clock", json={"speed": speed}, timeout=10).raise_for_status()
-
-
-def _prefect_api_url() -> str:
-    """The Prefect server this test process uses (a temporary one), for worker A to share it."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value() or SubprocessASGIServer().api_url
 
 
 def _wait(
@@ -184,7 +176,7 @@ def shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     )
     bucket.save(block, overwrite=True)
     values = {
-        "PREFECT_API_URL": _prefect_api_url(),
+        "PREFECT_API_URL": os.environ["PREFECT_API_URL"],  # the session's server (tests/conftest.py)
         "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": f"remote-file-system/{block}",
         "FLYWHEEL_STATE_PREFIX": f"two-homes-{suffix}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",

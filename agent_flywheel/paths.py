@@ -30,9 +30,11 @@ def configure_local_environment() -> None:
 
     Without ``PREFECT_API_URL`` the first block load or flow run starts Prefect's temporary server in a
     subprocess; on a busy machine that takes far longer than Prefect's default wait, hence a generous one.
+    Flow runs send a heartbeat a minute, so that the ``reaper`` can tell a run killed outright from a live one.
     """
     os.environ.setdefault("PREFECT_HOME", str(flywheel_home() / "prefect"))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect's SQLite cannot create it
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("MLFLOW_TRACKING_URI", default_mlflow_uri())
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")

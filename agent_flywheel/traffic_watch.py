@@ -17,20 +17,17 @@ guards keep that from turning into a storm of runs:
   per window for one (workload, client), and the deployment never runs two flywheels at once.
 
 Nothing here imports Prefect: :func:`decide` is pure, :func:`survey` only talks to the log store, and
-:class:`EmitLog` is a small JSON file, so all of it is tested without a server.
+:class:`EmitLog` keeps its documents in any :class:`~agent_flywheel.state.StateStore`, so all of it is
+tested without a server.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import os
-import tempfile
 from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from agent_flywheel.logstore.client import LogStoreClient
@@ -38,6 +35,7 @@ from agent_flywheel.logstore.shape import IndexMissing, IndexShape, inspect_inde
 from agent_flywheel.logstore.traffic import count_since, list_workloads
 from agent_flywheel.logstore.watermarks import WatermarkStore
 from agent_flywheel.records.timestamps import format_timestamp, parse_timestamp
+from agent_flywheel.state import StateError, StateStore, state_name
 
 __all__ = [
     "EVENT_NAME",
@@ -252,61 +250,53 @@ def survey(
 
 
 class EmitLog:
-    """The last event emitted per (workload, client), in one small JSON file, for the cooldown.
+    """The last event emitted per (workload, client), for the cooldown: one small state document per pair,
+    ``<prefix>-cooldown-<workload>--<client>``, where every worker sees it (Prefect Variables in production).
 
-    Written atomically (temporary file + ``os.replace``); the ``traffic-watch`` deployment runs one
-    watch at a time, so there is no lock. An unreadable file is treated as empty, which at worst
-    re-emits once: the trigger window and the deployment's concurrency limit still hold.
+    The ``traffic-watch`` deployment runs one watch at a time, so there is no lock. A document that cannot
+    be read counts as no event, which at worst re-emits once: the trigger window and the deployment's
+    concurrency limit still hold.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    KIND = "cooldown"
 
-    def load(self) -> dict[Key, LastEmit]:
-        """Every remembered event; empty when the file is missing or unreadable."""
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        entries = data.get("emitted") if isinstance(data, dict) else None
-        if not isinstance(entries, dict):
-            return {}
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+
+    @staticmethod
+    def name(key: Key) -> str:
+        """The state document of one (workload, client)."""
+        return state_name(EmitLog.KIND, *key)
+
+    def load(self, keys: Iterable[Key]) -> dict[Key, LastEmit]:
+        """The remembered event of each of ``keys`` that has one (unreadable ones left out)."""
         result: dict[Key, LastEmit] = {}
-        for workload_id, clients in entries.items():
-            if not isinstance(clients, dict):
-                continue
-            for client_id, entry in clients.items():
-                with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
-                    since = entry.get("since")
-                    result[(str(workload_id), str(client_id))] = LastEmit(
-                        at=parse_timestamp(entry["at"]),
-                        since=parse_timestamp(since) if since is not None else None,
-                        new_records=int(entry.get("new_records", 0)),
-                    )
+        for key in dict.fromkeys(keys):
+            with contextlib.suppress(StateError, ValueError, TypeError, KeyError, AttributeError):
+                entry = self.state.get(self.name(key))
+                if entry is None:
+                    continue
+                since = entry.get("since")
+                result[key] = LastEmit(
+                    at=parse_timestamp(entry["at"]),
+                    since=parse_timestamp(since) if since is not None else None,
+                    new_records=int(entry.get("new_records", 0)),
+                )
         return result
 
     def record(self, emitted: Mapping[Key, LastEmit]) -> None:
-        """Remember these events (keeping every other pair's)."""
-        if not emitted:
-            return
-        merged = {**self.load(), **emitted}
-        data: dict[str, Any] = {"version": 1, "emitted": {}}
-        for (workload_id, client_id), last in sorted(merged.items()):
-            data["emitted"].setdefault(workload_id, {})[client_id] = {
-                "at": format_timestamp(last.at),
-                "since": _iso(last.since),
-                "new_records": last.new_records,
-            }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        """Remember these events (every other pair's stay as they are)."""
+        for (workload_id, client_id), last in sorted(emitted.items()):
+            self.state.set(
+                self.name((workload_id, client_id)),
+                {
+                    "workload_id": workload_id,
+                    "client_id": client_id,
+                    "at": format_timestamp(last.at),
+                    "since": _iso(last.since),
+                    "new_records": last.new_records,
+                },
+            )
 
 
 def utc_now() -> datetime:

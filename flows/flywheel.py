@@ -16,9 +16,11 @@ A run with nothing new to learn from stops early: no new records since the water
 (outcome ``unchanged``: no new model version, no ``flywheel.candidate.promoted``).
 
 A run that fails, crashes or is cancelled stops every job it started and leaves every deployment it used
-(the hooks below; a deployment another live run uses stays up). A run killed outright leaves them in its
-ledger: the next run adopts what it needs and stops the rest. Evaluations and fine-tunes are cached by
-their inputs, so running again after any failure redoes only what did not finish. When an evaluation fails
+(the hooks below; a job or deployment another live run uses stays up). What a run started carries its flow
+run id on the NeMo side, so a run killed outright is cleaned up from any machine: the next run takes over
+the jobs it needs, the ``reaper`` flow marks the dead run crashed and stops the rest (:mod:`tasks.reaping`).
+Evaluations and fine-tunes are cached by their inputs, so running again after any failure redoes only
+what did not finish. When an evaluation fails
 for good, the run records what it has and fails without a decision: a decision made on a partial
 comparison could be the wrong one.
 
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from pathlib import Path
 from typing import Any, cast
 
 from prefect import flow, get_run_logger
@@ -47,7 +48,6 @@ from pydantic import BaseModel
 from agent_flywheel.config import FlywheelConfig, NIMConfig, load_config
 from agent_flywheel.evaluation.gate import GateDecision, decide_promotion
 from agent_flywheel.evaluation.metrics import ALL_METRICS
-from agent_flywheel.ledger import Ledger
 from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.names import registered_model_name
 from agent_flywheel.nemo.payloads import DEFAULT_NIM_TAG
@@ -62,14 +62,14 @@ from tasks.links import flow_run_ui_url
 from tasks.nemo_jobs import (
     EvalOutcome,
     RunContext,
-    cleanup_run,
     customize,
     deploy_nim,
     evaluate,
-    reap_orphans,
     teardown_deployment,
+    was_on_nemo,
 )
 from tasks.ownership import claim_run_dir, run_dir
+from tasks.reaping import cleanup_run, reap_orphans
 from tasks.tracking import (
     current_champion,
     end_parent_run,
@@ -118,23 +118,28 @@ class FlywheelOutcome(BaseModel):
         return f"flywheel {workload_id}/{client_id}: {self.outcome}: {self.reason}"
 
 
-async def _stop_left_behind(ledger: Path, platform: NemoPlatform) -> list[str]:
+async def _stop_left_behind(run_id: str, platform: NemoPlatform) -> list[str]:
     async with platform.get_client() as nemo:
-        return await cleanup_run(ledger, nemo)
+        return await cleanup_run(run_id, nemo)
 
 
 def _cleanup_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
-    """On failure, crash or cancellation: stop every job and deployment this run started and left behind.
+    """On failure, crash or cancellation: stop every job this run started or took over that no other live run
+    uses, and leave every deployment it used; NeMo lists them (their labels), no file does.
 
     The flow's client is closed by then, so the hook builds one of its own from the run's ``nemo_block``,
-    and only when the run's ledger lists something.
+    and only when the run created or joined anything on NeMo.
     """
-    ledger = run_dir(str(flow_run.id)) / "resources.json"
-    if not Ledger(ledger).resources():
+    run_id = str(flow_run.id)
+    if not was_on_nemo(run_id):
         return
-    platform = load_block(NemoPlatform, str((flow_run.parameters or {}).get("nemo_block", "local")))
+    try:
+        platform = load_block(NemoPlatform, str((flow_run.parameters or {}).get("nemo_block", "local")))
+    except Exception as exc:
+        print(f"flywheel cleanup ({state.name}): could not load the NeMo block ({exc}); the reaper stops what is left")
+        return
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the hook may run inside the flow's event loop
-        done = pool.submit(asyncio.run, _stop_left_behind(ledger, platform)).result()
+        done = pool.submit(asyncio.run, _stop_left_behind(run_id, platform)).result()
     for line in done:
         print(f"flywheel cleanup ({state.name}): {line}")
 
@@ -349,14 +354,14 @@ async def _run(
     )
     nemo = platform.get_client()
     try:
-        built = build_datasets_task(workload_id, client_id, cfg, platform.nim_url, directory)
+        built = build_datasets_task(extracted.records, workload_id, client_id, cfg, platform.nim_url, directory)
         log_datasets(
             mlflow,
             parent_run_id,
             built.manifest_path,
             extracted.quarantine_file,
             {
-                "extraction": extracted.model_dump(exclude={"watermark"}),
+                "extraction": extracted.model_dump(exclude={"watermark", "records"}),
                 "datasets": built.counts,
                 "removed": built.removed,
             },
@@ -367,7 +372,6 @@ async def _run(
             client_id=client_id,
             flow_run_id=flow_run_id,
             cfg=cfg,
-            ledger_path=str(directory / "resources.json"),
             tool_calling=built.tool_calling,
             namespace=cfg.namespace,
         )
@@ -458,7 +462,7 @@ async def _run(
             payload={k: v for k, v in payload.items() if k != "rows"},
         )
         commit_watermark(workload_id, client_id, extracted.watermark)
-        await reap_orphans(str(directory), nemo)
+        await reap_orphans(cfg.namespace, nemo)
         end_parent_run(mlflow, parent_run_id, "FINISHED")
         return FlywheelOutcome(
             outcome=outcome_word,

@@ -9,7 +9,6 @@ the log store block, the query for flywheel runs already in flight, the events a
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -31,7 +30,6 @@ from prefect.settings import PREFECT_API_URL
 from pydantic import BaseModel
 
 from agent_flywheel.logstore.shape import IndexMissing, inspect_index
-from agent_flywheel.paths import flywheel_home
 from agent_flywheel.traffic_watch import (
     EVENT_NAME,
     Action,
@@ -49,6 +47,7 @@ from blocks.log_store import LogStore
 from blocks.resolve import load_block
 from tasks.log_index import log_index_shape
 from tasks.retries import retry_if_transient
+from tasks.state_store import state_store
 from tasks.watermarks import watermark_store
 
 FLYWHEEL_FLOW_NAME = "flywheel"
@@ -58,11 +57,6 @@ DUE_MARGIN = timedelta(minutes=2)
 # The most flow runs a Prefect server returns for one request (its PREFECT_SERVER_API_DEFAULT_LIMIT,
 # 200 by default); it answers a larger ``limit`` with 422, so longer lists are read page by page.
 PAGE_SIZE = 200
-
-
-def emit_log_path() -> Path:
-    """Where the watch remembers its last events (for the cooldown), next to the watermarks."""
-    return flywheel_home() / "traffic-watch.json"
 
 
 class TrafficDecision(BaseModel):
@@ -187,13 +181,13 @@ def traffic_watch(
         logger.warning("could not read flywheel runs in flight (%s); assuming none", exc)
         active = set()
 
-    emit_log = EmitLog(emit_log_path())
+    emit_log = EmitLog(state_store())
     now = utc_now()
     decisions = decide(
         counts,
         threshold=threshold,
         cooldown=timedelta(minutes=cooldown_minutes),
-        last_emits=emit_log.load(),
+        last_emits=emit_log.load(count.key for count in counts),
         active=active,
         now=now,
     )

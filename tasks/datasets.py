@@ -17,8 +17,9 @@ from agent_flywheel.datasets.shortfall import SourceFilters
 from agent_flywheel.endpoints import embeddings_url
 from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.names import dataset_name
-from tasks.extract import record_cache
+from agent_flywheel.records.stored_cache import CacheManifest, pull
 from tasks.retries import retry_if_transient
+from tasks.state_store import blob_store, record_cache
 
 
 class BuiltDatasets(BaseModel):
@@ -66,20 +67,25 @@ def nim_embedder(nim_url: str, model: str) -> Callable[[list[str]], list[list[fl
 
 @task(name="build-datasets", timeout_seconds=3600)
 def build_datasets_task(
-    workload_id: str, client_id: str, cfg: FlywheelConfig, nim_url: str, run_dir: Path
+    records: CacheManifest, workload_id: str, client_id: str, cfg: FlywheelConfig, nim_url: str, run_dir: Path
 ) -> BuiltDatasets:
     """Dedupe, filter, split and select ICL examples from every record the workload has accumulated.
 
-    ``nim_url`` serves the embeddings of semantic ICL selection unless the config names its own URL.
+    ``records`` is the record cache as extraction left it (its result): this worker's copy is brought in line
+    with it first, so the build reads exactly those segments whichever worker extracted them. ``nim_url``
+    serves the embeddings of semantic ICL selection unless the config names its own URL.
     """
     logger = get_run_logger()
+    blobs = blob_store()
+    cache, _ = record_cache(workload_id, client_id, blobs)
+    pull(cache, blobs, records)
     embed = None
     if cfg.icl_config.example_selection == ExampleSelection.SEMANTIC:
         emb = cfg.icl_config.similarity_config.embedding_nim_config
         assert emb is not None  # the config validator guarantees it
         embed = nim_embedder(emb.url or nim_url, emb.model_name)
     build: DatasetBuild = build_datasets(
-        record_cache(workload_id, client_id),
+        cache,
         cfg.data_split_config,
         cfg.icl_config,
         cfg.evaluation_config,

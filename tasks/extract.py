@@ -1,4 +1,8 @@
-"""Task: read a workload's new log records from the log store, validated, with bad ones quarantined."""
+"""Task: read a workload's new log records from the log store, validated, with bad ones quarantined.
+
+The records go into the workload's record cache in the result storage (:mod:`tasks.state_store`); the task
+returns the cache's manifest, which is what the dataset build reads (on whichever worker it runs).
+"""
 
 from __future__ import annotations
 
@@ -17,13 +21,13 @@ from agent_flywheel.logstore.errors import LogStoreError
 from agent_flywheel.logstore.reader import extract
 from agent_flywheel.logstore.shape import IndexShapeError, inspect_index
 from agent_flywheel.logstore.watermarks import Watermark, extraction_window
-from agent_flywheel.paths import state_dir
-from agent_flywheel.records.cache import RecordCache
 from agent_flywheel.records.model_filter import ModelFilter
 from agent_flywheel.records.quarantine import QuarantineWriter
+from agent_flywheel.records.stored_cache import CacheManifest, pull, push, read_manifest
 from blocks.log_store import LogStore
 from tasks.log_index import log_index_shape
 from tasks.retries import retry_if_transient
+from tasks.state_store import blob_store, record_cache
 from tasks.watermarks import watermark_store
 
 
@@ -40,11 +44,7 @@ class ExtractedLogs(BaseModel):
     quarantine_file: str | None
     watermark: dict[str, object] | None
     incremental: bool
-
-
-def record_cache(workload_id: str, client_id: str) -> RecordCache:
-    """The local store of this workload's validated records."""
-    return RecordCache(state_dir("records"), workload_id, client_id)
+    records: CacheManifest
 
 
 def _window_label(since: datetime | Watermark | None, until: datetime | None) -> str:
@@ -79,16 +79,21 @@ def _log_store_failure(store: LogStore, product: str, exc: Exception) -> Runtime
 def extract_logs(
     workload_id: str, client_id: str, cfg: FlywheelConfig, store: LogStore, run_dir: Path
 ) -> ExtractedLogs:
-    """Read records newer than the watermark (all of them on a full rebuild) into the local record cache.
+    """Read records newer than the watermark (all of them on a full rebuild) into the workload's record cache.
 
-    The watermark is not moved here: :func:`commit_watermark` moves it once the whole run succeeded, so a
+    The new segment is written on this worker's disk, then stored in the result storage with the cache's
+    manifest (in place when that storage is this disk). The watermark is not moved here: :func:`commit_watermark` moves it once the whole run succeeded, so a
     failed run reads the same records again. The index's mapping is read first: an index the flywheel cannot
     read correctly stops the run here, in one line that says how to fix it (and is not retried).
     """
     logger = get_run_logger()
-    cache = record_cache(workload_id, client_id)
-    if cfg.extraction.full_rebuild:
-        cache.clear()
+    blobs = blob_store()
+    cache, prefix = record_cache(workload_id, client_id, blobs)
+    stored = read_manifest(blobs, prefix)
+    if cfg.extraction.full_rebuild or (stored is None and blobs.local_root() is None):
+        cache.clear()  # a full rebuild, or a working copy of a storage that holds nothing (any more)
+    elif stored is not None:
+        pull(cache, blobs, stored)  # what earlier runs read, on whichever worker they ran
     since, until = extraction_window(cfg.extraction, watermark_store(), workload_id, client_id)
     quarantine_path = run_dir / "quarantine.jsonl"
     teacher = ModelFilter({cfg.teacher.model_name}) if cfg.extraction.teacher_only else None
@@ -126,6 +131,7 @@ def extract_logs(
         raise _log_store_failure(store, es.product, exc) from exc
     finally:
         es.close()
+    manifest = push(cache, blobs, prefix, stored)
     other_models = teacher.skipped if teacher is not None else Counter[str]()
     if other_models:
         logger.warning(
@@ -159,6 +165,7 @@ def extract_logs(
         quarantine_file=str(quarantine_path) if quarantined else None,
         watermark=result.watermark.to_json() if result.watermark else None,
         incremental=isinstance(since, Watermark),
+        records=manifest,
     )
 
 

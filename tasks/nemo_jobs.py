@@ -6,14 +6,18 @@ What makes a run safe to retry, resume or kill:
   content-addressed dataset name, the configs) and nothing else, not the flow run id: a *new* run
   after a crash finds the job the dead run started, running or completed, and waits for it instead of
   starting a second one (a failed or cancelled job is never reused).
-- **Task caching**: ``evaluate`` persists its results under ``.flywheel/results``, keyed on the same
-  inputs plus the Evaluator's URL (never on the client it is handed), so a rerun does not evaluate again
-  what was already evaluated. A fine-tune's persisted result is the Customizer's job itself: ``customize``
-  finds it by its key (a cached copy could name an adapter that a reset platform no longer serves).
-- **The ledger**: every job and deployment a run starts or uses is written to
-  ``.flywheel/runs/<id>/resources.json``; the failure, crash and cancellation hooks stop what it lists, and a
-  later run adopts the jobs that a run that died without its hooks (SIGKILL, power loss) left behind, so
-  those too are stopped.
+- **Task caching**: ``evaluate`` persists its results in the result storage (:func:`tasks.state_store.result_storage`:
+  ``.flywheel/results`` on one machine, the block ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` names for several),
+  keyed on the same inputs plus the Evaluator's URL (never on the client it is handed), so a rerun on any
+  worker does not evaluate again what was already evaluated. A fine-tune's persisted result is the
+  Customizer's job itself: ``customize`` finds it by its key (a cached copy could name an adapter that a
+  reset platform no longer serves).
+- **No ledger file**: every job carries the flow run id that created it (``custom_fields.flywheel_run_id``),
+  so the platform itself lists what a run started, to any machine (:mod:`agent_flywheel.ledger`). A run that
+  finds the job another run started (a run that died, or a live one with the same inputs) waits for it and
+  adds itself to the job's users (a state document: jobs cannot be relabelled), so nobody stops a job a
+  live run waits for. The failure, crash and cancellation hooks, and the ``reaper`` flow for runs that died
+  without them, stop what no live run uses (:mod:`tasks.reaping`).
 - **Deployments are shared**, never torn down under another run: a run joins a deployment's users before
   using it and leaves when done; only the last live user deletes it (see
   :mod:`agent_flywheel.nemo.deployments`). Joining and leaving hold the ``flywheel-deployment-users`` lock.
@@ -21,8 +25,6 @@ What makes a run safe to retry, resume or kill:
   once; a model or adapter that NIM does not serve within :data:`SERVE_GRACE_S` of its deployment being
   ready or its fine-tune completing fails the step; a completed fine-tune whose output model is no longer in
   the Entity Store is not reused.
-- **Ownership labels**: every job carries the flow run id that created it (``custom_fields.flywheel_run_id``),
-  every deployment its users, so a reaper on any machine can ask Prefect whether their runs are alive.
 
 Failures that retrying cannot fix (a job that failed, stalled or timed out) raise
 :class:`FlywheelStepError`, which names the service, the job and what to do, and are not retried by
@@ -35,7 +37,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Mapping
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
@@ -49,10 +50,9 @@ from pydantic import BaseModel
 
 from agent_flywheel.config import FlywheelConfig, NIMConfig
 from agent_flywheel.evaluation.results import parse_aggregate_results, parse_sample_results
-from agent_flywheel.ledger import Ledger, Resource
+from agent_flywheel.ledger import ResourceKind, add_job_user, remove_job_user
 from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.customizer import NOT_ENOUGH_RESOURCES
-from agent_flywheel.nemo.deployments import Release
 from agent_flywheel.nemo.entity_store import split_ref
 from agent_flywheel.nemo.http import NemoAPIError
 from agent_flywheel.nemo.idempotency import RUN_FIELD, IdempotencyKey, content_hash
@@ -65,10 +65,10 @@ from agent_flywheel.nemo.payloads import (
 )
 from agent_flywheel.nemo.poller import JobFailedError, JobWaitError, PollSettings
 from agent_flywheel.nemo.status import Phase, classify
-from agent_flywheel.paths import state_dir
 from agent_flywheel.transient import is_transient
-from tasks.ownership import deployment_users_lock, flow_run_is_over, owner_is_dead
+from tasks.ownership import deployment_users_lock, release_deployment, release_line
 from tasks.retries import retry_if_transient
+from tasks.state_store import state_store, task_result_storage
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -103,12 +103,8 @@ class RunContext(BaseModel):
     client_id: str
     flow_run_id: str
     cfg: FlywheelConfig
-    ledger_path: str
     tool_calling: bool
     namespace: str
-
-    def ledger(self) -> Ledger:
-        return Ledger(Path(self.ledger_path))
 
     def key(self, *parts: Any) -> IdempotencyKey:
         """The idempotency key of a job: a hash of what it is made of, the same in every run.
@@ -199,53 +195,38 @@ def _artifact_key(*parts: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-")[:100]
 
 
-# --- resuming: adopting the jobs a dead run left behind; releasing deployments -----------------------
+# --- resuming: taking over the jobs another run started ---------------------------------------------
+
+#: The flow runs of this process that started or joined something on NeMo (their failure hooks ask NeMo
+#: what to stop only then). Marked before the request, so a job created as the run dies is covered too.
+_ON_NEMO: set[str] = set()
 
 
-def adopt_orphan(ctx: RunContext, resource: Resource) -> bool:
-    """Take over ``resource`` when a run that died without its cleanup hooks left it in its ledger.
+def mark_on_nemo(flow_run_id: str) -> None:
+    """This run is about to create or join something on NeMo."""
+    _ON_NEMO.add(flow_run_id)
 
-    The dead run can no longer tear it down, so this run lists it in its own ledger (its hooks and
-    teardown then stop it) and removes it from the dead one. Returns whether it was adopted.
-    """
-    own_dir = Path(ctx.ledger_path).parent
-    adopted = False
-    for ledger_file in sorted(state_dir("runs").glob("*/resources.json")):
-        if ledger_file.parent == own_dir or not owner_is_dead(ledger_file.parent):
-            continue
-        ledger = Ledger(ledger_file)
-        if any((r.kind, r.ref) == (resource.kind, resource.ref) for r in ledger.resources()):
-            ledger.discard(resource)
-            adopted = True
+
+def was_on_nemo(flow_run_id: str) -> bool:
+    """Whether this process created or joined anything on NeMo for the run."""
+    return flow_run_id in _ON_NEMO
+
+
+def adopt(ctx: RunContext, kind: ResourceKind, job_id: str, status: str, fields: Mapping[str, Any] | None) -> bool:
+    """Join the users of a job another run started (its label names that run): this run now waits for it, so
+    no reaper and no hook of the other run stops it while this run is alive. Returns whether it adopted."""
+    label = str((fields or {}).get(RUN_FIELD) or "")
+    if not label or label == ctx.flow_run_id or classify(status).terminal:
+        return False
+    add_job_user(state_store(), job_id, kind, ctx.flow_run_id)
+    get_run_logger().warning("%s job %s was started by flow run %s; this run takes it over", kind, job_id, label)
+    return True
+
+
+def leave_job(ctx: RunContext, job_id: str, adopted: bool) -> None:
+    """This run no longer waits for a job it adopted (it ended, or this run stopped waiting)."""
     if adopted:
-        ctx.ledger().add(resource)
-        get_run_logger().warning(
-            "%s %s was started by a flywheel run that died; this run adopts it", resource.kind, resource.ref
-        )
-    return adopted
-
-
-async def release_deployment(namespace: str, name: str, run_id: str, nemo: NemoClient) -> Release | None:
-    """Run ``run_id`` is done with a deployment: leave its users and delete it if nobody live is left.
-
-    None when the ``flywheel-deployment-users`` lock could not be taken: the deployment is then left alone
-    (the next run that releases it, or a reaper, finds this run over and finishes the job).
-    """
-    async with deployment_users_lock(run_id) as locked:
-        if not locked:  # also called from the flow's hooks, outside any run context: the module's logger
-            logger.warning("deployment %s/%s left running: the lock on its users could not be taken", namespace, name)
-            return None
-        return await nemo.deployments.release(namespace, name, run_id, is_over=flow_run_is_over)
-
-
-def _release_line(kind: str, ref: str, release: Release | None) -> str:
-    if release is None:
-        return f"left {kind} {ref} running (its users could not be updated)"
-    if release.deleted or not release.existed:
-        return f"stopped {kind} {ref}"
-    if not release.managed:
-        return f"left {kind} {ref} running (not created by agent-flywheel)"
-    return f"left {kind} {ref} running for {len(release.users)} other run(s) using it: {', '.join(release.users)}"
+        remove_job_user(state_store(), job_id, ctx.flow_run_id)
 
 
 # --- failures: retry what is transient, explain what is not --------------------------------------------
@@ -322,16 +303,11 @@ def _nim_error(exc: JobWaitError, model: str, base_url: str) -> FlywheelStepErro
     return FlywheelStepError("NIM", f"model {model}", _problem(exc), todo)
 
 
-# --- caching: results persisted under .flywheel/results, keyed on the inputs that matter ----------------
-
-
-def results_storage() -> Path:
-    """Where cached task results live: ``.flywheel/results`` (resolved at call time: FLYWHEEL_HOME may change)."""
-    return state_dir("results")
+# --- caching: results persisted in the result storage, keyed on the inputs that matter -------------------
 
 
 def _resumable(task_: Task[P, R]) -> Task[P, R]:
-    return task_.with_options(result_storage=results_storage())
+    return task_.with_options(result_storage=task_result_storage())
 
 
 def _served_as(model: str, ctx: RunContext) -> dict[str, Any]:
@@ -390,11 +366,9 @@ async def deploy_nim(nim: NIMConfig, ctx: RunContext, nemo: NemoClient) -> Deplo
         description=f"agent-flywheel candidate for {ctx.workload_id} (created by run {ctx.flow_run_id})",
     )
     name = str(body["name"])
-    resource = Resource("deployment", f"{ctx.namespace}/{name}", nim.model_name)
+    mark_on_nemo(ctx.flow_run_id)
     async with deployment_users_lock(ctx.flow_run_id):
         use = await nemo.deployments.use(body, ctx.flow_run_id)
-    if use.managed:
-        ctx.ledger().add(resource)
     ref = DeploymentRef(
         namespace=ctx.namespace, name=name, model=nim.model_name, managed=use.managed, created=use.created
     )
@@ -412,9 +386,7 @@ async def deploy_nim(nim: NIMConfig, ctx: RunContext, nemo: NemoClient) -> Deplo
         removed = False
         if use.managed:
             released = await release_deployment(ctx.namespace, name, ctx.flow_run_id, nemo)
-            if released is not None:
-                ctx.ledger().discard(resource)
-                removed = released.deleted
+            removed = released is not None and released.deleted
         raise _deployment_error(exc, ref, nemo.deployments.http.base_url, removed) from exc
     try:
         await nemo.nim.wait_for_model(nim.model_name, settings=ctx.serve_poll())
@@ -439,9 +411,7 @@ async def teardown_deployment(ref: DeploymentRef, ctx: RunContext, nemo: NemoCli
         )
         return False
     release = await release_deployment(ref.namespace, ref.name, ctx.flow_run_id, nemo)
-    if release is not None:
-        ctx.ledger().discard(Resource("deployment", f"{ref.namespace}/{ref.name}", ref.model))
-    get_run_logger().info("teardown: %s", _release_line("deployment", f"{ref.namespace}/{ref.name}", release))
+    get_run_logger().info("teardown: %s", release_line("deployment", f"{ref.namespace}/{ref.name}", release))
     return release is not None and release.deleted
 
 
@@ -462,21 +432,20 @@ async def evaluate_task(model: str, eval_mode: str, dataset: str, ctx: RunContex
             config, model, ctx.namespace, idempotency=key, eval_mode=eval_mode, workload_id=ctx.workload_id
         )
     )
+    mark_on_nemo(ctx.flow_run_id)
     job = await nemo.evaluator.create_job(body, idempotency=key)
-    resource = Resource("evaluation", job.id, f"{eval_mode} {model}")
-    adopt_orphan(ctx, resource)
-    ctx.ledger().add(resource)
+    adopted = adopt(ctx, "evaluation", job.id, job.status, job.custom_fields)
     progress = _Progress(_artifact_key(eval_mode, model), f"{eval_mode} {model}")
     try:
         await nemo.evaluator.wait_for_job(job.id, settings=ctx.poll(), on_progress=progress, cancel_on_abort=True)
     except JobWaitError as exc:
         ended = isinstance(exc, JobFailedError) or await _quietly(nemo.evaluator.cancel_job(job.id))
         if ended:
-            ctx.ledger().discard(resource)
+            leave_job(ctx, job.id, adopted)
         raise _evaluation_error(exc, job.id, eval_mode, model, dataset, nemo.evaluator.http.base_url) from exc
+    leave_job(ctx, job.id, adopted)
     results = await nemo.evaluator.get_results(job.id)
     archive = await nemo.evaluator.download_results(job.id)
-    ctx.ledger().discard(resource)
     samples = parse_sample_results(archive)
     metrics = parse_aggregate_results(results.model_dump())
     get_run_logger().info(
@@ -557,10 +526,9 @@ async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext, nemo: N
     )
     await nemo.customizer.ensure_config(customization_config_body(nim, ctx.namespace, cfg.training_config))
     stale = await _stale_completed_jobs(key, ctx, nemo)
+    mark_on_nemo(ctx.flow_run_id)
     job = await nemo.customizer.create_job(body, idempotency=key, exclude=stale)
-    resource = Resource("customization", job.id, nim.model_name)
-    adopt_orphan(ctx, resource)
-    ctx.ledger().add(resource)
+    adopted = adopt(ctx, "customization", job.id, job.status, job.custom_fields)
     progress = _Progress(_artifact_key("customize", nim.model_name), f"customize {nim.model_name}")
     try:
         status = await nemo.customizer.wait_for_job(
@@ -569,9 +537,9 @@ async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext, nemo: N
     except JobWaitError as exc:
         ended = isinstance(exc, JobFailedError) or await _quietly(nemo.customizer.cancel_job(job.id))
         if ended:
-            ctx.ledger().discard(resource)
+            leave_job(ctx, job.id, adopted)
         raise _customization_error(exc, job.id, nim.model_name, nemo.customizer.http.base_url) from exc
-    ctx.ledger().discard(resource)
+    leave_job(ctx, job.id, adopted)
     output_model = job.output_model or ""
     serve = ctx.serve_poll()
     try:
@@ -585,54 +553,3 @@ async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext, nemo: N
         val_loss=_loss_points(status.metrics, "val_loss"),
         seconds=time.monotonic() - started,
     )
-
-
-async def cleanup_run(ledger_path: Path, nemo: NemoClient) -> list[str]:
-    """Cancel the jobs a run left behind and leave the deployments it used; returns what was done.
-
-    The run is the one whose directory holds the ledger. A deployment is deleted only when no other live run
-    uses it. Called from the flow's failure and cancellation hooks, so it never raises: each failure is logged.
-    """
-    ledger = Ledger(ledger_path)
-    run_id = ledger_path.parent.name
-    done: list[str] = []
-    for resource in ledger.resources():
-        try:
-            if resource.kind == "customization":
-                await nemo.customizer.cancel_job(resource.ref)
-            elif resource.kind == "evaluation":
-                await nemo.evaluator.cancel_job(resource.ref)
-            else:
-                namespace, name = resource.ref.split("/", 1)
-                release = await release_deployment(namespace, name, run_id, nemo)
-                done.append(_release_line(resource.kind, resource.ref, release))
-                if release is not None:
-                    ledger.discard(resource)
-                continue
-        except Exception as exc:  # a hook must try every resource
-            done.append(f"could not stop {resource.kind} {resource.ref}: {exc}")
-            continue
-        ledger.discard(resource)
-        done.append(f"stopped {resource.kind} {resource.ref}")
-    return done
-
-
-@task(name="reap-orphans", cache_policy=NO_CACHE)
-async def reap_orphans(own_run_dir: str, nemo: NemoClient) -> list[str]:
-    """Stop what runs that died without their hooks left behind and no later run took over.
-
-    Called once this run is done: any job it needed from a dead run it adopted by then (same inputs, same
-    keys), so a job still listed in a dead run's ledger is waited on by nobody (say its candidate was
-    dropped from the config, or new records changed its inputs) and would run on for nothing. A deployment
-    listed there is left by the dead run: deleted unless another live run uses it.
-    """
-    done: list[str] = []
-    for ledger_file in sorted(state_dir("runs").glob("*/resources.json")):
-        if str(ledger_file.parent) == own_run_dir or not owner_is_dead(ledger_file.parent):
-            continue
-        done += [
-            f"{line} (left by dead run {ledger_file.parent.name})" for line in await cleanup_run(ledger_file, nemo)
-        ]
-    for line in done:
-        get_run_logger().warning("reap-orphans: %s", line)
-    return done

@@ -1,9 +1,10 @@
 """Who owns what across flywheel runs: is a run still alive, and short-held locks on the Prefect server.
 
-Liveness comes from the Prefect API (a run in a final state is over) and, for runs on this host, from the
-process that claimed the run's directory (a run killed with SIGKILL stays ``Running`` in Prefect until
-something marks it crashed, but its process is gone). Unsure means alive: nothing is taken from a run that
-might still use it.
+Liveness comes from the Prefect API (a run in a final state is over; the ``reaper`` flow marks a run whose
+heartbeats stopped ``Crashed``, on any machine) and, as a shortcut for runs on this host, from the process
+that claimed the run's directory (a run killed with SIGKILL stays ``Running`` in Prefect until the reaper
+marks it, but its process is gone at once). Unsure means alive: nothing is taken from a run that might
+still use it. Leaving a shared deployment (:func:`release_deployment`) is here too.
 
 Locks are Prefect global concurrency limits of one slot, created on first use, held with a lease that a
 thread renews (so a run whose event loop is busy in a long synchronous task keeps its lease) and that the
@@ -19,7 +20,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from uuid import UUID
@@ -27,10 +28,13 @@ from uuid import UUID
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder, FlowRun
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from agent_flywheel.paths import state_dir
+from agent_flywheel.nemo.client import NemoClient
+from agent_flywheel.nemo.deployments import Release
+from agent_flywheel.paths import flywheel_home, state_dir
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +99,45 @@ async def read_flow_run(flow_run_id: str) -> FlowRun | None:
         return None
 
 
+def _gone_on_this_host(flow_run_id: str) -> bool:
+    """The run claimed a directory on this host and its process is gone (nothing is created to find out)."""
+    directory = flywheel_home() / "runs" / flow_run_id
+    return directory.is_dir() and owner_is_dead(directory)
+
+
 async def flow_run_is_over(flow_run_id: str) -> bool:
-    """True when the run can no longer use anything: Prefect has it in a final state, or its process on this
-    host is gone. A run Prefect does not know, or that cannot be asked about, counts as alive."""
-    if owner_is_dead(run_dir(flow_run_id)):
+    """True when the run can no longer use anything: Prefect has it in a final state (the reaper marks a run
+    whose heartbeats stopped ``Crashed``), or its process on this host is gone. A run Prefect does not know,
+    or that cannot be asked about, counts as alive."""
+    if _gone_on_this_host(flow_run_id):
         return True
     run = await read_flow_run(flow_run_id)
     return run is not None and run.state is not None and run.state.is_final()
+
+
+async def runs_over(flow_run_ids: Collection[str]) -> set[str]:
+    """Which of these runs are over (as :func:`flow_run_is_over`), asking Prefect for up to 200 at a time.
+
+    Ids that are not flow runs of this server, and all of them when the server cannot be asked, count as alive.
+    """
+    over = {run_id for run_id in flow_run_ids if _gone_on_this_host(run_id)}
+    ids: list[UUID] = []
+    for run_id in set(flow_run_ids) - over:
+        try:
+            ids.append(UUID(run_id))
+        except ValueError:
+            continue
+    try:
+        async with get_client() as client:
+            for start in range(0, len(ids), 200):
+                chunk = ids[start : start + 200]
+                runs = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=len(chunk)
+                )
+                over |= {str(run.id) for run in runs if run.state is not None and run.state.is_final()}
+    except (httpx.HTTPError, RuntimeError) as exc:
+        logger.warning("could not read flow runs from Prefect (%s); counting them as alive", exc)
+    return over
 
 
 def flow_run_label(run: FlowRun | None, flow_run_id: str) -> str:
@@ -249,3 +285,30 @@ async def deployment_users_lock(holder_run_id: str | None) -> AsyncIterator[bool
     finally:
         if lease is not None:
             await lease.release()
+
+
+# --- leaving a shared deployment ----------------------------------------------------------------------
+
+
+async def release_deployment(namespace: str, name: str, run_id: str, nemo: NemoClient) -> Release | None:
+    """Run ``run_id`` is done with a deployment: leave its users and delete it if nobody live is left.
+
+    None when the ``flywheel-deployment-users`` lock could not be taken: the deployment is then left alone
+    (the next run that releases it, or the reaper, finds this run over and finishes the job).
+    """
+    async with deployment_users_lock(run_id) as locked:
+        if not locked:  # also called from the flow's hooks, outside any run context: the module's logger
+            logger.warning("deployment %s/%s left running: the lock on its users could not be taken", namespace, name)
+            return None
+        return await nemo.deployments.release(namespace, name, run_id, is_over=flow_run_is_over)
+
+
+def release_line(kind: str, ref: str, release: Release | None) -> str:
+    """What releasing did, in words (for logs and the hooks' output)."""
+    if release is None:
+        return f"left {kind} {ref} running (its users could not be updated)"
+    if release.deleted or not release.existed:
+        return f"stopped {kind} {ref}"
+    if not release.managed:
+        return f"left {kind} {ref} running (not created by agent-flywheel)"
+    return f"left {kind} {ref} running for {len(release.users)} other run(s) using it: {', '.join(release.users)}"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agent_flywheel.logstore.watermarks import FileWatermarkStore
-from agent_flywheel.paths import flywheel_home
+from agent_flywheel.logstore.watermarks import StateWatermarkStore
+from tasks.state_store import state_store
 
 
-def watermark_store() -> FileWatermarkStore:
-    """The watermark file under the flywheel home."""
-    return FileWatermarkStore(flywheel_home() / "watermarks.json")
+def watermark_store() -> StateWatermarkStore:
+    """The watermarks, where every worker sees them (Prefect Variables; see :mod:`tasks.state_store`)."""
+    return StateWatermarkStore(state_store())

@@ -72,6 +72,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # (each test gets a FLYWHEEL_HOME of its own; see _isolated_flywheel_home), MLflow to FLYWHEEL_HOME.
     os.environ["FLYWHEEL_HOME"] = str(home / "flywheel")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    # Run state (watermarks, cooldowns) lives on the session's Prefect server: each FLYWHEEL_HOME its own.
+    os.environ["FLYWHEEL_STATE_PREFIX"] = "@home"
     if config.option.collectonly or not _needs_prefect_server(config):
         os.environ["PREFECT_SERVER_EPHEMERAL_ENABLED"] = "false"  # a test that wants a server fails, and says so
     else:

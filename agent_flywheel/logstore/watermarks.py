@@ -12,25 +12,15 @@ and none is read twice. A record that arrives later still is not seen by increme
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import os
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from agent_flywheel.config import ExtractionConfig
 from agent_flywheel.logstore.errors import LogStoreError
 from agent_flywheel.logstore.shape import IndexShape, TimeUnit
 from agent_flywheel.records.timestamps import format_timestamp, parse_timestamp
-
-try:  # POSIX only; without it concurrent writers of one watermark file are not serialised
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from agent_flywheel.state import StateError, StateStore, state_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,70 +118,48 @@ class MemoryWatermarkStore:
         self._marks[(workload_id, client_id)] = watermark
 
 
-class FileWatermarkStore:
-    """Watermarks in one JSON file, ``{"version": 1, "watermarks": {workload: {client: {...}}}}``.
+class StateWatermarkStore:
+    """Watermarks as state documents, one per (workload, client), named ``<prefix>-watermark-<workload>--<client>``.
 
-    Writes are atomic (temporary file + ``os.replace``), so a crash leaves the old or the new file,
-    never half of one; a lock file serialises concurrent flows updating different workloads. An
-    unreadable file raises rather than reading as "no watermark", which would silently re-read everything.
+    In production the :class:`~agent_flywheel.state.StateStore` is Prefect's (Variables, large documents in the
+    result storage), so a run on any worker continues where the last successful run stopped, on whichever
+    worker that was; for development, files (:class:`~agent_flywheel.state.FileStateStore`). A document that
+    cannot be read raises rather than reading as "no watermark", which would silently re-read everything.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    KIND = "watermark"
 
-    def _load(self) -> dict[str, Any]:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {"version": 1, "watermarks": {}}
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise LogStoreError(f"{self.path}: not valid JSON: {exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("watermarks"), dict):
-            raise LogStoreError(f"{self.path}: not a watermark file (no 'watermarks' object)")
-        return data
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+
+    @staticmethod
+    def name(workload_id: str, client_id: str) -> str:
+        """The state document of one (workload, client)."""
+        return state_name(StateWatermarkStore.KIND, workload_id, client_id)
 
     def get(self, workload_id: str, client_id: str) -> Watermark | None:
         """The saved watermark, or None when this workload and client have none yet."""
-        entry = self._load()["watermarks"].get(workload_id, {}).get(client_id)
+        name = self.name(workload_id, client_id)
+        try:
+            entry = self.state.get(name)
+        except StateError as exc:
+            raise LogStoreError(f"watermark of {workload_id}/{client_id}: {exc}") from None
         if entry is None:
             return None
         try:
             return Watermark.from_json(entry)
         except ValueError as exc:
-            raise LogStoreError(f"{self.path}: watermark of {workload_id}/{client_id}: {exc}") from None
+            raise LogStoreError(f"watermark of {workload_id}/{client_id} ({name}): {exc}") from None
 
     def set(self, workload_id: str, client_id: str, watermark: Watermark) -> None:
-        """Save the watermark, keeping every other workload's."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            data = self._load()
-            entry = {**watermark.to_json(), "updated_at": format_timestamp(datetime.now(UTC))}
-            data["watermarks"].setdefault(workload_id, {})[client_id] = entry
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump(data, handle, indent=1, sort_keys=True)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        if fcntl is None:  # pragma: no cover
-            yield
-            return
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        """Save the watermark (the workload and client are kept in the document, for people reading it)."""
+        entry = {
+            **watermark.to_json(),
+            "workload_id": workload_id,
+            "client_id": client_id,
+            "updated_at": format_timestamp(datetime.now(UTC)),
+        }
+        self.state.set(self.name(workload_id, client_id), entry)
 
 
 def extraction_window(

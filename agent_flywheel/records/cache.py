@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, TypeVar
 
 from agent_flywheel.jsonlines import IO_BUFFER_BYTES, dump_line, load_line
@@ -107,11 +107,17 @@ class ReadSummary:
     skipped_models: Counter[str] = field(default_factory=Counter)
 
 
+def cache_directory(workload_id: str, client_id: str) -> PurePosixPath:
+    """The cache's directory of one (workload, client) relative to the root of all record caches (the same
+    path in a local directory and in the result storage)."""
+    return PurePosixPath(_directory_name(workload_id), _directory_name(client_id))
+
+
 class RecordCache:
     """Append-only segments of validated records for one (workload, client)."""
 
     def __init__(self, root: Path, workload_id: str, client_id: str) -> None:
-        self.dir = root / _directory_name(workload_id) / _directory_name(client_id)
+        self.dir = root.joinpath(*cache_directory(workload_id, client_id).parts)
 
     def clear(self) -> None:
         """Forget every segment (a full rebuild)."""

@@ -17,7 +17,13 @@ from agent_flywheel.logstore.errors import LogStoreError
 from agent_flywheel.logstore.index import LOG_INDEX_MAPPING
 from agent_flywheel.logstore.reader import scan_records
 from agent_flywheel.logstore.shape import SECONDS_BELOW, IndexMissing, IndexShape, TimeUnit
-from agent_flywheel.logstore.watermarks import FileWatermarkStore, MemoryWatermarkStore, Watermark, extraction_window
+from agent_flywheel.logstore.watermarks import (
+    MemoryWatermarkStore,
+    StateWatermarkStore,
+    Watermark,
+    extraction_window,
+)
+from agent_flywheel.state import FileStateStore, MemoryStateStore
 
 T0 = datetime(2025, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -264,41 +270,53 @@ def test_a_crowded_late_arrival_window_is_shortened_to_whole_positions(monkeypat
     assert got == Watermark.at(TimeUnit.MILLIS, P, frozenset({"a", "b"}), P)  # never half of position P - 1
 
 
+@pytest.fixture(autouse=True)
+def _default_state_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """State names as an installation without FLYWHEEL_STATE_PREFIX makes them (the tests' harness sets one)."""
+    monkeypatch.delenv("FLYWHEEL_STATE_PREFIX", raising=False)
+
+
 MS = timedelta(milliseconds=1)
 
 
-def test_file_watermark_store(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "watermarks.json"
-    store = FileWatermarkStore(path)
+def test_watermarks_are_state_documents_a_fresh_process_reads_back(tmp_path: Path) -> None:
+    store = StateWatermarkStore(FileStateStore(tmp_path / "state"))
     assert store.get("w", "c") is None
     store.set("w", "c", Watermark(T0, frozenset({"id1"})))
     store.set("w", "c2", Watermark(T0 + MS))
     store.set("w2", "c", Watermark(T0 + 2 * MS))
-    again = FileWatermarkStore(path)  # a fresh process reads the same
+    again = StateWatermarkStore(FileStateStore(tmp_path / "state"))  # a fresh process reads the same
     assert again.get("w", "c") == Watermark(T0, frozenset({"id1"}))
     assert again.get("w", "c2") == Watermark(T0 + MS)
     assert again.get("w2", "c") == Watermark(T0 + 2 * MS)
     assert again.get("w2", "other") is None
     store.set("w", "c", Watermark(T0 + 5 * MS))
     assert again.get("w", "c") == Watermark(T0 + 5 * MS)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["watermarks.json", "watermarks.json.lock"]  # no temp files
-    data = json.loads(path.read_text())
-    assert data["version"] == 1 and "updated_at" in data["watermarks"]["w"]["c"]
+    names = sorted(p.name for p in (tmp_path / "state").iterdir())
+    assert names == ["flywheel-watermark-w--c.json", "flywheel-watermark-w--c2.json", "flywheel-watermark-w2--c.json"]
+    document = json.loads((tmp_path / "state" / "flywheel-watermark-w--c.json").read_text())
+    assert document["workload_id"] == "w" and document["client_id"] == "c" and "updated_at" in document
 
 
-@pytest.mark.parametrize("content", ["{not json", "[]", '{"watermarks": 3}'])
-def test_an_unreadable_watermark_file_is_an_error_not_a_full_rescan(tmp_path: Path, content: str) -> None:
-    path = tmp_path / "watermarks.json"
-    path.write_text(content)
-    with pytest.raises(LogStoreError, match=r"watermarks\.json"):
-        FileWatermarkStore(path).get("w", "c")
+def test_each_pair_has_its_own_document_whatever_the_ids_look_like() -> None:
+    state = MemoryStateStore()
+    store = StateWatermarkStore(state)
+    pairs = [("a-b", "c"), ("a", "b-c"), ("A-b", "c"), ("a/b", "c"), ("a_b", "c"), ("a--b", "c"), ("a-", "b")]
+    for number, (workload, client) in enumerate(pairs):
+        store.set(workload, client, Watermark(T0 + number * MS))
+    assert len(state.names("flywheel-watermark-")) == len(pairs)
+    for number, (workload, client) in enumerate(pairs):
+        assert store.get(workload, client) == Watermark(T0 + number * MS)
 
 
-def test_a_bad_entry_names_the_workload(tmp_path: Path) -> None:
-    path = tmp_path / "watermarks.json"
-    path.write_text(json.dumps({"version": 1, "watermarks": {"w": {"c": {"timestamp": "soon"}}}}))
-    with pytest.raises(LogStoreError, match="w/c"):
-        FileWatermarkStore(path).get("w", "c")
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"timestamp": "soon"}'])
+def test_an_unreadable_watermark_is_an_error_naming_the_workload_not_a_full_rescan(
+    tmp_path: Path, content: str
+) -> None:
+    store = StateWatermarkStore(FileStateStore(tmp_path))
+    (tmp_path / f"{store.name('w', 'c')}.json").write_text(content)
+    with pytest.raises(LogStoreError, match="watermark of w/c"):
+        store.get("w", "c")
 
 
 def test_extraction_window_precedence() -> None:

@@ -1,4 +1,4 @@
-"""The traffic watch's decisions, its event, its cooldown file, and that prefect.yaml's trigger fits the event."""
+"""The traffic watch's decisions, its event, its cooldown documents, and that prefect.yaml's trigger fits the event."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import agent_flywheel.traffic_watch as tw
 from agent_flywheel.logstore.shape import IndexShape
 from agent_flywheel.logstore.traffic import WorkloadStats
 from agent_flywheel.logstore.watermarks import MemoryWatermarkStore, Watermark
+from agent_flywheel.state import FileStateStore
 from agent_flywheel.traffic_watch import (
     EVENT_NAME,
     Action,
@@ -166,6 +167,7 @@ def test_prefect_yaml_deployments_and_concurrency_choices() -> None:
         ("scaling", "on-promotion"),
         ("scaling", "manual"),
         ("rollout_check", "manual"),
+        ("reaper", "every-10m"),
     }
     strategy = {key: d["concurrency_limit"]["collision_strategy"] for key, d in found.items()}
     assert all(d["concurrency_limit"]["limit"] == 1 for d in found.values())
@@ -175,6 +177,10 @@ def test_prefect_yaml_deployments_and_concurrency_choices() -> None:
     assert {d["work_pool"]["name"] for d in found.values()} == {"flywheel-local"}
     assert found[("flywheel", "nightly")]["schedules"][0]["cron"]
     assert found[("traffic_watch", "every-15m")]["schedules"][0]["interval"] == 900
+    assert strategy[("reaper", "every-10m")] == "CANCEL_NEW"
+    assert found[("reaper", "every-10m")]["schedules"][0]["interval"] == 600
+    # the reaper tells a dead run by its stopped heartbeats: every run of the pool sends them
+    assert all(d["work_pool"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] for d in found.values())
     for d in found.values():
         config = d["parameters"].get("config_path")
         assert config is None or (PREFECT_YAML.parent / config).is_file()
@@ -224,21 +230,35 @@ def test_survey_counts_since_each_watermark(monkeypatch: pytest.MonkeyPatch) -> 
     assert [c.workload_id for c in survey(object(), "flywheel", marks, ["billing"], shape)] == ["billing"]  # type: ignore[arg-type]
 
 
+@pytest.fixture(autouse=True)
+def _default_state_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """State names as an installation without FLYWHEEL_STATE_PREFIX makes them (the tests' harness sets one)."""
+    monkeypatch.delenv("FLYWHEEL_STATE_PREFIX", raising=False)
+
+
 def test_emit_log_round_trip_keeps_other_pairs(tmp_path: Path) -> None:
-    log = EmitLog(tmp_path / "state" / "traffic-watch.json")
-    assert log.load() == {}
+    log = EmitLog(FileStateStore(tmp_path / "state"))
+    keys = [("support", "web"), ("billing", "web")]
+    assert log.load(keys) == {}
     first = LastEmit(at=NOW, since=MARK, new_records=250)
     log.record({("support", "web"): first})
     second = LastEmit(at=NOW + HOUR, since=None, new_records=9)
     log.record({("billing", "web"): second})
-    assert log.load() == {("support", "web"): first, ("billing", "web"): second}
-    log.record({})  # nothing emitted: the file is not rewritten
-    assert not list((tmp_path / "state").glob(".*.tmp"))
+    again = EmitLog(FileStateStore(tmp_path / "state"))  # another worker, the same state
+    assert again.load(keys) == {("support", "web"): first, ("billing", "web"): second}
+    assert again.load([("support", "web")]) == {("support", "web"): first}
+    log.record({})  # nothing emitted: nothing written
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [
+        "flywheel-cooldown-billing--web.json",
+        "flywheel-cooldown-support--web.json",
+    ]
 
 
-def test_emit_log_unreadable_file_reads_as_empty(tmp_path: Path) -> None:
-    path = tmp_path / "traffic-watch.json"
-    path.write_text("{not json")
-    assert EmitLog(path).load() == {}
-    path.write_text('{"emitted": {"support": {"web": {"at": "garbage"}, "mobile": {"at": "2026-03-01T12:00:00Z"}}}}')
-    assert EmitLog(path).load() == {("support", "mobile"): LastEmit(at=NOW, since=None, new_records=0)}
+def test_emit_log_unreadable_documents_read_as_no_event(tmp_path: Path) -> None:
+    state = FileStateStore(tmp_path)
+    log = EmitLog(state)
+    (tmp_path / f"{log.name(('support', 'web'))}.json").write_text("{not json")
+    state.set(log.name(("support", "api")), {"at": "garbage"})
+    state.set(log.name(("support", "mobile")), {"at": "2026-03-01T12:00:00Z"})
+    keys = [("support", "web"), ("support", "api"), ("support", "mobile")]
+    assert log.load(keys) == {("support", "mobile"): LastEmit(at=NOW, since=None, new_records=0)}

@@ -213,16 +213,17 @@ def test_a_run_without_new_records_stops_before_any_dataset_or_job(
     flywheel_run: tuple[FlywheelOutcome, str, LocalStackConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, tracking_uri, stack = flywheel_run
-    home = _first_runs_home(tracking_uri, monkeypatch)
+    _first_runs_home(tracking_uri, monkeypatch)
     nemo = stack.url("nemo")
-    watermarks = (home / "watermarks.json").read_text()
+    watermark = _watermark_document()
+    assert watermark is not None and watermark["workload_id"] == WORKLOAD
     jobs_before = _job_ids(nemo)
     parents_before = _parent_run_ids(tracking_uri)
     state = _run_again()
     outcome = state.result()
     assert outcome.outcome == "no-new-data" and outcome.mlflow_run_id == ""
     assert state.message.startswith(f"flywheel {WORKLOAD}/{CLIENT}: no-new-data: no new records since")
-    assert (home / "watermarks.json").read_text() == watermarks
+    assert _watermark_document() == watermark  # not even rewritten
     assert _job_ids(nemo) == jobs_before
     assert _parent_run_ids(tracking_uri) == parents_before
     assert _versions(tracking_uri) == [1]
@@ -249,11 +250,19 @@ def test_a_run_whose_winner_already_is_the_champion_registers_nothing(
 
 
 def _first_runs_home(tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in the first run's FLYWHEEL_HOME (its watermark, record cache and evaluation cache), next to its
-    MLflow database."""
+    """Run in the first run's FLYWHEEL_HOME (its state prefix, so its watermark; its record cache and evaluation
+    cache), next to its MLflow database."""
     home = Path(tracking_uri.removeprefix("sqlite:///")).parent
     monkeypatch.setenv("FLYWHEEL_HOME", str(home))
     return home
+
+
+def _watermark_document() -> Any:
+    """The first run's watermark as stored (a Prefect variable), with its ``updated_at``."""
+    from tasks.watermarks import watermark_store
+
+    store = watermark_store()
+    return store.state.get(store.name(WORKLOAD, CLIENT))
 
 
 def _run_again(full_rebuild: bool = False) -> Any:

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from typer.testing import CliRunner
 
 from agent_flywheel.config import FlywheelConfig, parse_config
-from agent_flywheel.ledger import Ledger, Resource
+from agent_flywheel.ledger import job_users_prefix, read_job_users
 from agent_flywheel.nemo.deployments import managed_fields
 from agent_flywheel.nemo.payloads import dms_deployment_body_for
 from simulators.agent.traffic import run_traffic
@@ -229,19 +229,25 @@ def nemo_list(stack: LocalStackConfig, path: str, namespace: str | None = None) 
     return data
 
 
+def job_users_left(home: Path) -> list[str]:
+    """The jobs that a run of ``home`` took over and still lists itself as using (its state documents)."""
+    from tasks.state_store import state_store
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FLYWHEEL_HOME", str(home))  # the home's state prefix
+        return state_store().names(job_users_prefix())
+
+
 def leaked(stack: LocalStackConfig, namespace: str, home: Path) -> dict[str, list[str]]:
-    """Everything a finished run left behind: live deployments and jobs, and ledger entries."""
-    found = {
+    """Everything a finished run left behind: live deployments and jobs, and jobs still listed as taken over."""
+    return {
         "deployments": [d["name"] for d in nemo_list(stack, "/v1/deployment/model-deployments", namespace)],
         "customization_jobs": [
             j["id"] for j in nemo_list(stack, "/v1/customization/jobs", namespace) if j["status"] in LIVE
         ],
         "evaluation_jobs": [j["id"] for j in nemo_list(stack, "/v1/evaluation/jobs", namespace) if j["status"] in LIVE],
-        "ledger_entries": [],
+        "job_users": job_users_left(home),
     }
-    for ledger in (home / "runs").glob("*/resources.json"):
-        found["ledger_entries"] += list(json.loads(ledger.read_text() or "{}"))
-    return found
 
 
 def assert_nothing_left(stack: LocalStackConfig, namespace: str, home: Path, scenario: str) -> None:
@@ -373,7 +379,8 @@ def _write_figures() -> Iterator[None]:
 
 @pytest.fixture
 def home(_isolated_flywheel_home: Path) -> Path:
-    """This test's FLYWHEEL_HOME (fresh: its own record cache, ledgers and task cache)."""
+    """This test's FLYWHEEL_HOME (fresh: its own record cache, task cache and, through its state prefix, its
+    own watermarks)."""
     return _isolated_flywheel_home
 
 
@@ -621,7 +628,9 @@ def test_a_log_store_that_refuses_fails_the_run_in_one_clear_message(
     message = str(failure.value)
     assert message.startswith(f"Log store (Elasticsearch at {stack.url('logserver')}, index 'flywheel')")
     assert "503" in message and "What to do:" in message and "nothing was lost" in message
-    assert not (home / "watermarks.json").exists()
+    from tasks.watermarks import watermark_store
+
+    assert watermark_store().get(WORKLOAD, CLIENT) is None
     assert nemo_list(stack, "/v1/evaluation/jobs", "refused") == []
     FIGURES["log_store_refuses"] = {"requests_refused": refused, "message": message}
 
@@ -726,28 +735,21 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
     assert first.returncode == -signal.SIGKILL, first_output[-2000:]
     assert [j["status"] for j in jobs("/v1/customization/jobs")] == ["running"]
     # One more thing the dead run "left": a deployment of a model the next run does not evaluate at all.
-    dead_ledger = next(
-        ledger
-        for ledger in (home / "runs").glob("*/resources.json")
-        if json.loads((ledger.parent / "owner.json").read_text())["pid"] == first.pid
-    )
-    extra = {**dms_deployment_body_for(MEDIUM, "resume"), "custom_fields": managed_fields(dead_ledger.parent.name)}
+    dead_run = job["custom_fields"]["flywheel_run_id"]  # the platform says whose it is: no file does
+    assert json.loads((home / "runs" / dead_run / "owner.json").read_text())["pid"] == first.pid
+    extra = {**dms_deployment_body_for(MEDIUM, "resume"), "custom_fields": managed_fields(dead_run)}
     httpx.post(f"{stack.url('nemo')}/v1/deployment/model-deployments", json=extra, timeout=10).raise_for_status()
-    Ledger(dead_ledger).add(Resource("deployment", f"resume/{extra['name']}", MEDIUM))
     orphaned = leaked(stack, "resume", home)
-    assert len(orphaned["deployments"]) == 2 and job["id"] in str(orphaned["ledger_entries"])
+    assert len(orphaned["deployments"]) == 2 and orphaned["customization_jobs"] == [job["id"]]
 
     second = start()
     try:
+        from tasks.state_store import state_store
 
         def adopted() -> bool:
-            for ledger in (home / "runs").glob("*/resources.json"):
-                owner = json.loads((ledger.parent / "owner.json").read_text())
-                if owner["pid"] == second.pid and f"customization:{job['id']}" in ledger.read_text():
-                    return True
-            return False
+            return bool(read_job_users(state_store(), job["id"]))  # this test's home: the runs' state prefix
 
-        _wait(adopted, 300, "the second run to pick up the running fine-tune", second)
+        _wait(adopted, 300, "the second run to take over the running fine-tune", second)
         _set_clock(stack, 1000)
         output, _ = second.communicate(timeout=600)
     finally:
@@ -770,7 +772,7 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
             "customization_jobs": len(customizations),
             "evaluation_jobs": len(evaluations),
             "evaluations_reused_from_cache": len(cached),
-            "resources_adopted": len(orphaned["ledger_entries"]) - 1,
+            "resources_adopted": len(re.findall(r"this run takes it over|exists, joined", output)),
             "orphans_reaped": 1,
             "seconds": round(time.monotonic() - started, 1),
         }

@@ -23,9 +23,11 @@ from agent_flywheel.records.documents import to_document
 from agent_flywheel.records.keys import key_file
 from agent_flywheel.records.quarantine import QuarantineWriter
 from agent_flywheel.records.schema import LogRecord
+from agent_flywheel.records.stored_cache import MANIFEST_FILE
 from agent_flywheel.records.validation import validate_record
 from blocks.log_store import LogStore
-from tasks.extract import ExtractedLogs, extract_logs, record_cache
+from tasks.extract import ExtractedLogs, extract_logs
+from tasks.state_store import record_cache
 from tests.support.blueprint_records import AIVA
 from tests.support.fake_es import CLIENT, INDEX, WORKLOAD, FakeLogStoreClient
 
@@ -120,16 +122,19 @@ def test_extract_logs_writes_the_teachers_records_into_one_segment_and_a_rerun_r
     assert first.other_models == {"student": 2}
     assert first.quarantined == {"missing_field": 1} and first.quarantine_file is not None
     assert first.watermark is not None and not first.incremental
-    cache = record_cache(WORKLOAD, CLIENT)
+    cache, _ = record_cache(WORKLOAD, CLIENT)
     (segment,) = cache.segments()
     assert key_file(segment).exists()
     assert _segment_documents(segment) == _expected_documents(documents)
+    assert first.records.segments == [segment.name]  # what the dataset build is handed
+    assert first.records.files[segment.name] == segment.stat().st_size
 
     # the watermark was not committed (the run "died" later): the same window is read and replaces its segment
     second = run(Store(documents))
     (again,) = cache.segments()
     assert again != segment and not key_file(segment).exists()
     assert second.new_records == second.cached_records == 6
+    assert second.records.segments == [again.name]
     assert _segment_documents(again) == _expected_documents(documents)
 
 
@@ -155,7 +160,7 @@ def test_by_default_every_new_record_is_read_not_only_twice_the_dataset_limit(
 def test_a_log_store_failing_mid_way_leaves_no_partial_segment_and_keeps_the_earlier_one(run: Any) -> None:
     documents = _documents()
     run(Store(documents))
-    cache = record_cache(WORKLOAD, CLIENT)
+    cache, _ = record_cache(WORKLOAD, CLIENT)
     (earlier,) = cache.segments()
     earlier_bytes, earlier_keys = earlier.read_bytes(), key_file(earlier).read_bytes()
 
@@ -180,7 +185,8 @@ def test_a_log_store_failing_mid_way_leaves_no_partial_segment_and_keeps_the_ear
     # after the failure: the partial segment is gone, the earlier one is there and unchanged
     assert cache.segments() == [earlier]
     assert earlier.read_bytes() == earlier_bytes and key_file(earlier).read_bytes() == earlier_keys
-    expected = [earlier.name, key_file(earlier).name, READS_FILE]  # and what the earlier run read (reads.json)
+    # and what the earlier run read (reads.json), and the cache's manifest (the storage is this disk)
+    expected = [earlier.name, key_file(earlier).name, READS_FILE, MANIFEST_FILE]
     assert sorted(p.name for p in cache.dir.iterdir()) == sorted(expected)
     assert failing.closed and failing.open_pits == 0
 

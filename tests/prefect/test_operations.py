@@ -53,6 +53,7 @@ REQUESTS = 300  # agent conversations; each logs one or more LLM calls
 THRESHOLD = 200
 WATCH_PARAMS = (f"threshold={THRESHOLD}", f'workload_ids=["{WORKLOAD}"]')
 FINISHED = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+STATE_PREFIX = "ops"  # FLYWHEEL_STATE_PREFIX of the scenario's installation
 T = TypeVar("T")
 
 
@@ -116,7 +117,7 @@ def _test_prefect_file(target: Path, flywheel_config: Path) -> Path:
         function = deployment["entrypoint"].split(":")[1]
         if function == "flywheel":
             deployment["parameters"]["config_path"] = str(flywheel_config)
-        elif function != "traffic_watch":
+        elif function not in ("traffic_watch", "reaper"):
             deployment["entrypoint"] = f"{STUBS}:{function}"
     target.write_text(yaml.safe_dump(data, sort_keys=False))
     return target
@@ -149,6 +150,7 @@ def ops(tmp_path: Path) -> Iterator[Ops]:
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         "PREFECT_LOGGING_LEVEL": "INFO",
+        "FLYWHEEL_STATE_PREFIX": STATE_PREFIX,  # one installation, on a server of its own
         # The MLflow UI's job runner (seven more Python processes) serves nothing the flywheel uses.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
@@ -221,6 +223,22 @@ def _deployment(api: str, flow: str, name: str) -> dict[str, Any]:
     response = httpx.get(f"{api}/deployments/name/{flow}/{name}", timeout=60)
     assert response.status_code == 200, response.text
     return dict(response.json())
+
+
+def _state_document(ops: Ops, kind: str, *parts: str) -> Any:
+    """A run state document of the installation, as the worker's flows stored it: a Prefect variable of the
+    scenario's server (a large one points at the worker's result storage, its home's ``results``)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from agent_flywheel.state import STATE_PREFIX_ENV, FileBlobStore, state_name
+    from tasks.state_store import VariableStateStore
+
+    with pytest.MonkeyPatch.context() as patch, temporary_settings(updates={PREFECT_API_URL: ops.api}):
+        patch.setenv(STATE_PREFIX_ENV, STATE_PREFIX)
+        name = state_name(kind, *parts)
+        document = VariableStateStore(FileBlobStore(ops.home / "results")).get(name)
+    assert document is not None, f"no state document {name}"
+    return document
 
 
 def _runs_of(api: str, deployment_id: str) -> list[dict[str, Any]]:
@@ -447,6 +465,7 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
         "scaling/on-promotion",
         "scaling/manual",
         "rollout-check/manual",
+        "reaper/every-10m",
     ):
         assert f"deployment   {name}" in deployed.stdout, deployed.stdout
     assert "gpu=3 (created)" in deployed.stdout
@@ -503,8 +522,8 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
     # the worker ran the real flywheel for the event's workload to completion, and it moved the watermark
     finished = _finished(ops.api, run["id"], timeout_s=600)
     assert _state(finished)[0] == "COMPLETED", _run_logs(ops.api, run["id"])
-    watermarks = json.loads((ops.home / "watermarks.json").read_text())["watermarks"]
-    assert watermarks[WORKLOAD][CLIENT]["updated_at"], watermarks
+    watermark = _state_document(ops, "watermark", WORKLOAD, CLIENT)  # a Prefect variable: any worker sees it
+    assert watermark["workload_id"] == WORKLOAD and watermark["updated_at"], watermark
     ops.phase("triggered flywheel completed")
 
     # the event sent anyway fell in the trigger's window: still exactly one triggered run for (workload, client)
@@ -575,6 +594,7 @@ FLOW_NAMES = {
     "traffic_watch": "traffic-watch",
     "scaling": "scaling",
     "rollout_check": "rollout-check",
+    "reaper": "reaper",
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 from prefect.server.schemas.actions import validate_base_job_template
 from prefect.utilities.schema_tools import is_valid_schema, validate
 from prefect.utilities.templating import apply_values, find_placeholders
+from typer.testing import CliRunner
 
 from cli.main import app
 from deployments.deploy import render_prefect_file
@@ -245,7 +247,9 @@ def _parse_cli(argv: list[str]) -> str:
 def test_the_manifests_are_sound_and_run_real_commands_of_the_flows_image() -> None:
     docs = _manifests()
     kinds = {doc["kind"] for doc in docs}
-    assert {"Deployment", "Service", "Job"} <= kinds
+    assert {"Deployment", "Service", "Job", "ServiceAccount"} <= kinds
+    accounts = {doc["metadata"]["name"] for doc in docs if doc["kind"] == "ServiceAccount"}
+    assert _template()["variables"]["properties"]["service_account_name"]["default"] in accounts
     assert [p for doc in docs for p in manifest_problems(doc)] == []
     assert unselected_services(docs) == []
     commands = []
@@ -256,3 +260,20 @@ def test_the_manifests_are_sound_and_run_real_commands_of_the_flows_image() -> N
             assert container["image"].rsplit(":", 1)[0].endswith("agent-flywheel")
             commands.append(_parse_cli([*container.get("command", []), *container.get("args", [])]))
     assert sorted(commands) == ["otlp serve", "sweep run"]  # the trace receiver and the load generator
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--image", IMAGE], "--image needs --pool"),
+        (["--pool", "flywheel-k8s", "--image", IMAGE, "--blocks"], "--blocks saves blocks pointing at the local"),
+        (["--pool", "flywheel-k8s", "--image", IMAGE, "--worker"], "--worker starts a local process worker"),
+        (["--build"], "--build goes with --image"),
+        (["--block-name", "prod"], "--block-name goes with --image"),
+    ],
+)
+def test_deploy_flags_that_do_not_go_together_stop_before_anything_is_deployed(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["deploy", *args, "--api-url", "http://127.0.0.1:9/api"])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "prefect.deploy.yaml" not in {p.name for p in (Path(os.environ["FLYWHEEL_HOME"]) / "run").glob("*")}

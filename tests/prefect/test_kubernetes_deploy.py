@@ -140,6 +140,8 @@ def test_each_flow_run_becomes_a_job_the_worker_accepts_with_the_image_secret_an
             "limits": {"cpu": job_variables["cpu_limit"], "memory": job_variables["memory_limit"]},
         }
         assert pod["securityContext"]["runAsUser"] == int(uid[1])  # the image's user: runAsNonRoot holds
+        prefect_home = re.search(r"PREFECT_HOME=(\S+)", _dockerfile())
+        assert prefect_home is not None and {"name": "PREFECT_HOME", "value": prefect_home[1]} in container["env"]
         assert isinstance(job["spec"]["ttlSecondsAfterFinished"], int)
 
 

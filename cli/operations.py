@@ -204,6 +204,9 @@ def deploy_command(
     for block in report.blocks:
         typer.echo(f"block        {block}")
     typer.echo(f"work pool    {report.work_pool}")
+    if target is not None:
+        typer.echo(f"image        {target.image}" + (" (built and pushed by prefect deploy)" if target.build else ""))
+        typer.echo(f"blocks       every *_block parameter: {target.block_name}")
     for limit in report.concurrency_limits:
         typer.echo(f"concurrency  {limit}")
     for name in report.deployments:

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,9 @@ from prefect.utilities.templating import apply_values, find_placeholders
 from typer.testing import CliRunner
 
 from cli.main import app
-from deployments.deploy import render_prefect_file
+from deployments.deploy import deploy, render_prefect_file
 from deployments.kubernetes import JOB_TEMPLATE, ImageRef, KubernetesTarget, kubernetes_definitions, referenced_blocks
-from deployments.settings import PROJECT_ROOT, DeployError
+from deployments.settings import DEFAULT_SERVER_CONFIG, PROJECT_ROOT, DeployError, load_server_config
 from tests.support.kubernetes_manifests import manifest_problems, unselected_services
 
 PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
@@ -279,3 +280,30 @@ def test_deploy_flags_that_do_not_go_together_stop_before_anything_is_deployed(a
     assert result.exit_code == 2
     assert message in result.output
     assert "prefect.deploy.yaml" not in {p.name for p in (Path(os.environ["FLYWHEEL_HOME"]) / "run").glob("*")}
+
+
+def test_a_production_deploy_stops_at_a_pool_of_another_type_or_a_missing_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the tests' Prefect server: nothing is deployed when the pool is not a Kubernetes one, or when a block
+    the production deployments name is not saved (their runs would all fail at their first step)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # deploy() sets a default
+    suffix = uuid.uuid4().hex[:8]
+    process_pool, kubernetes_pool = f"process-{suffix}", f"k8s-{suffix}"
+    with get_client(sync_client=True) as client:
+        cfg = load_server_config(DEFAULT_SERVER_CONFIG, api_url=str(client.api_url))
+        client.create_work_pool(WorkPoolCreate(name=process_pool, type="process"))
+        # the server checks the template and its defaults when the pool is created
+        client.create_work_pool(WorkPoolCreate(name=kubernetes_pool, type="kubernetes", base_job_template=_template()))
+    target = KubernetesTarget(image=IMAGE, block_name=f"missing-{suffix}")
+    with pytest.raises(DeployError, match=f"{process_pool!r} is of type 'process', not 'kubernetes'"):
+        deploy(cfg, pool=process_pool, kubernetes=target)
+    missing = ", ".join(f"{slug}/missing-{suffix}" for slug in sorted(BLOCK_SLUGS))
+    with pytest.raises(DeployError, match=f"no block {missing} on the Prefect server"):
+        deploy(cfg, pool=kubernetes_pool, kubernetes=target)
+    with get_client(sync_client=True) as client:
+        deployed = client.read_deployments()
+    assert not [d for d in deployed if d.work_pool_name in {process_pool, kubernetes_pool}]

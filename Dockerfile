@@ -6,9 +6,9 @@
 #   docker build -t registry.example.com/agent-flywheel:0.1.0 .
 #
 # The project is installed from requirements.lock (the versions that were tested) without the `dev`, `simulators`
-# or `bench` extras: no test tool, no server of the local stack. The
-# code stays at /opt/agent-flywheel, the directory the deployments' `pull` step sets: a flow run loads its
-# entrypoint (flows/flywheel.py) and its config (configs/flywheel.yaml) relative to it.
+# or `bench` extras: no test tool, no server of the local stack. The code stays at /opt/agent-flywheel, the
+# directory the deployments' `pull` step enters (prefect.yaml, definitions.kubernetes.code_dir): a flow run loads
+# its entrypoint (flows/flywheel.py) and its config (configs/flywheel.yaml) relative to it.
 #
 # The Kubernetes worker starts each flow run as a Job whose container args are `prefect flow-run execute`; the
 # default command only prints the CLI's help. tini is PID 1, so SIGTERM (a cancelled run, a deleted pod) reaches

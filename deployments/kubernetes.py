@@ -22,7 +22,6 @@ from deployments.settings import PROJECT_ROOT, DeployError
 JOB_TEMPLATE = PROJECT_ROOT / "deploy" / "kubernetes" / "base-job-template.json"
 PRODUCTION_BLOCK_NAME = "prod"
 BUILD_STEP = "prefect_docker.deployments.steps.build_docker_image"
-PUSH_STEP = "prefect_docker.deployments.steps.push_docker_image"
 
 
 def block_parameters() -> dict[str, str]:
@@ -130,6 +129,12 @@ def apply_kubernetes(data: dict[str, Any], target: KubernetesTarget, *, source: 
     and with ``target.build`` the file's ``build``/``push`` steps build and push ``target.image``.
     """
     definitions = kubernetes_definitions(data, source)
+    entrypoints = {str(deployment.get("entrypoint")) for deployment in data["deployments"]}
+    unknown = sorted(set(definitions.resources) - entrypoints - {"default"})
+    if unknown:
+        raise DeployError(
+            f"{source}: definitions.kubernetes.resources: no deployment has the entrypoint {unknown[0]!r}"
+        )
     image = ImageRef.parse(target.image)
     image_value = target.image
     if target.build:

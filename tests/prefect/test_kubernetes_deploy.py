@@ -206,6 +206,11 @@ def test_a_prefect_file_without_kubernetes_definitions_names_what_is_missing(tmp
     broken.write_text(yaml.safe_dump(data))
     with pytest.raises(DeployError, match=r"definitions\.kubernetes\.resources\.default\.memory_request"):
         render_prefect_file(broken, pool="k8s", kubernetes=KubernetesTarget(image=IMAGE))
+    resources = data["definitions"]["kubernetes"]["resources"]
+    resources["default"] = resources["flows/flywhel.py:flywheel"] = resources.pop("flows/flywheel.py:flywheel")
+    broken.write_text(yaml.safe_dump(data))  # a misspelt entrypoint would silently get the defaults
+    with pytest.raises(DeployError, match=r"no deployment has the entrypoint 'flows/flywhel\.py:flywheel'"):
+        render_prefect_file(broken, pool="k8s", kubernetes=KubernetesTarget(image=IMAGE))
 
 
 def test_the_image_has_the_code_where_the_deployments_look_for_it() -> None:

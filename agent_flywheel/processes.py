@@ -63,12 +63,12 @@ def log_tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def http_health(url: str, expect: Callable[[httpx.Response], bool] | None = None) -> Health:
+def http_health(url: str, expect: Callable[[httpx.Response], bool] | None = None, timeout_s: float = 2.0) -> Health:
     """A health check that GETs ``url`` and wants a 200 (and ``expect(response)`` when given)."""
 
     def check() -> tuple[bool, str]:
         try:
-            response = httpx.get(url, timeout=2.0)
+            response = httpx.get(url, timeout=timeout_s)
         except httpx.HTTPError as exc:
             return False, f"no answer from {url}: {type(exc).__name__}"
         if response.status_code != 200 or (expect is not None and not expect(response)):

@@ -10,7 +10,9 @@ server shares the terminal's process group, so Ctrl-C stops it too and the runs 
 - :func:`prefect_server`: the runs (and blocks) go to ``PREFECT_API_URL`` when set, else to the server
   ``flywheel server up`` started (its UI shows them, and no second server opens its database), else, at a
   terminal, to a temporary server in a process group of its own; only otherwise (no terminal, so no Ctrl-C
-  to fear) to Prefect's own temporary server.
+  to fear) to Prefect's own temporary server, started here once with a generous start-up wait
+  (``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``: left to itself, on a busy machine Prefect gives up and
+  leaves that process running) and stopped however the command ends, SIGTERM included.
 - :class:`RunGuard`: remembers the flow runs the command starts and, after Ctrl-C, marks every one of them and
   of their subflow runs that did not end ``Cancelled`` through the API (Ctrl-C is ignored meanwhile).
 """
@@ -21,12 +23,14 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from agent_flywheel.processes import http_health
-from cli.errors import Interrupted, deliver_prefect_pending
+from cli.errors import CliError, Interrupted, deliver_prefect_pending
 from deployments.settings import current_server_config, running_servers_file
 
 if TYPE_CHECKING:  # Prefect is imported only once the command chose its server
@@ -49,7 +53,8 @@ def prefect_server() -> Iterator[str]:
         yield os.environ["PREFECT_API_URL"]
         return
     cfg = current_server_config()
-    if running_servers_file().exists() and http_health(f"{cfg.local_api_url}/health")()[0]:
+    # a busy server may take long to answer; one that is gone refuses at once
+    if running_servers_file().exists() and http_health(f"{cfg.local_api_url}/health", timeout_s=30)()[0]:
         with _api_url(cfg.local_api_url):
             yield cfg.local_api_url
         return
@@ -62,7 +67,52 @@ def prefect_server() -> Iterator[str]:
             finally:
                 deliver_prefect_pending()
         return
-    yield "Prefect's temporary server"
+    with _prefect_temporary_server():
+        yield "Prefect's temporary server"
+
+
+@contextlib.contextmanager
+def _prefect_temporary_server() -> Iterator[None]:
+    """Prefect's own temporary server, started now and stopped when the block ends (blocks may nest: the
+    outermost one owns it). Call after ``configure_local_environment()``."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    server = SubprocessASGIServer()  # the one Prefect's clients use in this process
+    if server.running:  # started by an enclosing block, which stops it
+        yield
+        return
+    timeout_s = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+    with _sigterm_unwinds():
+        try:
+            try:
+                server.start(timeout=timeout_s)
+            except RuntimeError:
+                raise CliError(
+                    f"Prefect's temporary server did not answer within {timeout_s} s (a busy machine?): raise "
+                    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a server with `flywheel server up` "
+                    "and `source .flywheel/run/env.sh`"
+                ) from None
+            yield
+        finally:
+            server.stop()
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While inside: SIGTERM unwinds the stack (so ``finally`` blocks run) instead of ending the process at once."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextlib.contextmanager

@@ -236,7 +236,7 @@ def _traffic(servers: Servers) -> None:
     assert httpx.post(f"{agent}/admin/flush", timeout=60).status_code == 200
 
 
-def _run(servers: Servers, *args: str, workload: str = WORKLOAD) -> list[str]:
+def _run(servers: Servers, *args: str, workload: str = WORKLOAD, config: Path | None = None) -> list[str]:
     return [
         "run",
         "--workload-id",
@@ -244,7 +244,7 @@ def _run(servers: Servers, *args: str, workload: str = WORKLOAD) -> list[str]:
         "--client-id",
         CLIENT,
         "--config",
-        str(servers.flywheel_config),
+        str(config or servers.flywheel_config),
         "--full-rebuild",
         *args,
     ]
@@ -255,12 +255,23 @@ def test_errors_a_user_can_fix_are_one_line_with_exit_code_2(servers: Servers) -
     _traffic(servers)
     log = servers.home / "logs" / "cli.log"
 
-    # 0 records: the flow fails at the dataset build, and says so in one line
+    # no records at all is no error: nothing new to learn from, said in the decision (on the servers started
+    # by `flywheel server up`, found without flags, not on a temporary server of the command's own)
     empty = _flywheel(servers, *_run(servers, workload="nobody-logs-this"))
-    assert empty.returncode == 2, empty.stdout[-3000:] + empty.stderr
-    _no_traceback(empty)
-    line = _error_line(empty)
-    assert line.startswith("error: 0 usable records") and f"(traceback in {log})" in line, line
+    assert empty.returncode == 0, empty.stdout[-3000:] + empty.stderr
+    assert "decision: no-new-data: " in empty.stdout and "temporary server" not in empty.stdout + empty.stderr
+
+    # too few records for the split the config asks for: the flow fails at the dataset build, in one line
+    data = yaml.safe_load(servers.flywheel_config.read_text())
+    data["data_split_config"]["min_total_records"] = 100_000
+    greedy = servers.home.parent / "flywheel-greedy.yaml"
+    greedy.write_text(yaml.safe_dump(data, sort_keys=False))
+    short = _flywheel(servers, *_run(servers, config=greedy))
+    assert short.returncode == 2, short.stdout[-3000:] + short.stderr
+    _no_traceback(short)
+    line = _error_line(short)
+    assert "usable records" in line and "min_total_records=100000" in line, line
+    assert f"(traceback in {log})" in line, line
     assert "InsufficientRecordsError" in log.read_text()
 
     # an unknown block

@@ -26,6 +26,7 @@ from deployments.deploy import deploy, render_prefect_file
 from deployments.kubernetes import JOB_TEMPLATE, ImageRef, KubernetesTarget, kubernetes_definitions, referenced_blocks
 from deployments.settings import DEFAULT_SERVER_CONFIG, PROJECT_ROOT, DeployError, load_server_config
 from tests.support.kubernetes_manifests import manifest_problems, unselected_services
+from tests.support.prefect_server import SessionPrefectServer
 
 PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 IMAGE = "registry.example.com:5000/platform/agent-flywheel:0.1.0"
@@ -288,7 +289,7 @@ def test_deploy_flags_that_do_not_go_together_stop_before_anything_is_deployed(a
 
 
 def test_a_production_deploy_stops_at_a_pool_of_another_type_or_a_missing_block(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_server: SessionPrefectServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Against the tests' Prefect server: nothing is deployed when the pool is not a Kubernetes one, or when a block
     the production deployments name is not saved (their runs would all fail at their first step)."""
@@ -298,8 +299,8 @@ def test_a_production_deploy_stops_at_a_pool_of_another_type_or_a_missing_block(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # deploy() sets a default
     suffix = uuid.uuid4().hex[:8]
     process_pool, kubernetes_pool = f"process-{suffix}", f"k8s-{suffix}"
+    cfg = load_server_config(DEFAULT_SERVER_CONFIG, api_url=prefect_server.api)
     with get_client(sync_client=True) as client:
-        cfg = load_server_config(DEFAULT_SERVER_CONFIG, api_url=str(client.api_url))
         client.create_work_pool(WorkPoolCreate(name=process_pool, type="process"))
         # the server checks the template and its defaults when the pool is created
         client.create_work_pool(WorkPoolCreate(name=kubernetes_pool, type="kubernetes", base_job_template=_template()))

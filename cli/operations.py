@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.errors import install
+from cli.errors import CliError, install
 from deployments.settings import ServerConfig, ServiceStatus, current_server_config
+
+if TYPE_CHECKING:
+    from deployments.kubernetes import KubernetesTarget
 
 server_app = typer.Typer(help="The local Prefect server and MLflow UI (background processes on loopback).")
 worker_app = typer.Typer(help="The local process worker that runs deployed flows.")
@@ -132,13 +135,31 @@ def deploy_command(
     pool: Annotated[
         str | None, typer.Option(help="Deploy to this existing work pool instead (e.g. a Kubernetes pool)")
     ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="Production: the flows' image (./Dockerfile) on every deployment, with its resources, for the "
+            "Kubernetes work pool --pool (prefect.yaml definitions.kubernetes)"
+        ),
+    ] = None,
+    block_name: Annotated[
+        str | None, typer.Option(help="With --image: the blocks the deployments use (default: prod)")
+    ] = None,
+    build: Annotated[
+        bool,
+        typer.Option("--build", help="With --image: build ./Dockerfile as that image and push it (prefect-docker)"),
+    ] = False,
     code_dir: Annotated[
-        str | None, typer.Option(help="Where the code lives on the workers (e.g. in the image); default: here")
+        str | None,
+        typer.Option(help="Where the code lives on the workers; default: here, or with --image the image's directory"),
     ] = None,
     prefect_file: Annotated[Path | None, typer.Option(help="Default: prefect.yaml in the project root")] = None,
     blocks: Annotated[
-        bool, typer.Option("--blocks/--no-blocks", help="Register blocks pointing at the local stack")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--blocks/--no-blocks", help="Register blocks pointing at the local stack (default: not with --image)"
+        ),
+    ] = None,
     reset_schedules: Annotated[
         bool, typer.Option(help="Put prefect.yaml's schedules back (default: keep what was changed in the UI)")
     ] = False,
@@ -151,7 +172,14 @@ def deploy_command(
         typer.Option("--local-config", help="Local stack YAML for the blocks (default: configs/local.yaml)"),
     ] = None,
 ) -> None:
-    """Register blocks, work pool, concurrency limits and every deployment in prefect.yaml (and a worker)."""
+    """Register blocks, work pool, concurrency limits and every deployment in prefect.yaml (and a worker).
+
+    With --pool and --image, the deployments are production ones for a Kubernetes work pool (docs/operations.md,
+    "Production on Kubernetes").
+    """
+    target = _kubernetes_target(
+        pool=pool, image=image, block_name=block_name, build=build, blocks=blocks, worker=worker
+    )
     cfg = _config(server_config, api_url=api_url)
     from cli.local_blocks import local_blocks
     from deployments.deploy import DEFAULT_PREFECT_FILE, deploy
@@ -160,18 +188,25 @@ def deploy_command(
     file = prefect_file or DEFAULT_PREFECT_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file")
+    register_local_blocks = target is None if blocks is None else blocks
     report = deploy(
         cfg,
-        blocks=local_blocks(load_local_config(local_config), mlflow_ui_url=cfg.mlflow_url) if blocks else (),
+        blocks=local_blocks(load_local_config(local_config), mlflow_ui_url=cfg.mlflow_url)
+        if register_local_blocks
+        else (),
         prefect_file=file.resolve(),
         pool=pool,
         code_dir=code_dir,
+        kubernetes=target,
         start_worker=worker,
         reset_schedules=reset_schedules,
     )
     for block in report.blocks:
         typer.echo(f"block        {block}")
     typer.echo(f"work pool    {report.work_pool}")
+    if target is not None:
+        typer.echo(f"image        {target.image}" + (" (built and pushed by prefect deploy)" if target.build else ""))
+        typer.echo(f"blocks       every *_block parameter: {target.block_name}")
     for limit in report.concurrency_limits:
         typer.echo(f"concurrency  {limit}")
     for name in report.deployments:
@@ -181,6 +216,27 @@ def deploy_command(
     if report.worker is not None:
         _show([report.worker])
     typer.echo(f"try: prefect deployment run 'flywheel/nightly'   (UI: {cfg.prefect_ui_url})")
+
+
+def _kubernetes_target(
+    *, pool: str | None, image: str | None, block_name: str | None, build: bool, blocks: bool | None, worker: bool
+) -> KubernetesTarget | None:
+    """The production target the flags ask for, or None for the local pool; flags that do not go together are an
+    error before anything is deployed."""
+    from deployments.kubernetes import PRODUCTION_BLOCK_NAME, KubernetesTarget
+
+    if image is None:
+        for flag, given in (("--block-name", block_name is not None), ("--build", build)):
+            if given:
+                raise CliError(f"{flag} goes with --image (a production deployment)")
+        return None
+    if pool is None:
+        raise CliError("--image needs --pool: the Kubernetes work pool the deployments run on")
+    if blocks:
+        raise CliError("--blocks saves blocks pointing at the local stack; not with --image")
+    if worker:
+        raise CliError("--worker starts a local process worker; a Kubernetes pool has its own")
+    return KubernetesTarget(image=image, block_name=block_name or PRODUCTION_BLOCK_NAME, build=build)
 
 
 def mount(app: typer.Typer) -> None:

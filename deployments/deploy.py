@@ -22,6 +22,7 @@ import yaml
 
 from agent_flywheel.paths import configure_local_environment, state_dir
 from agent_flywheel.processes import log_tail
+from deployments.kubernetes import KubernetesTarget, apply_kubernetes, referenced_blocks
 from deployments.settings import PROJECT_ROOT, DeployError, ServerConfig, ServiceStatus, prefect_env, require_server
 from deployments.worker import LocalWorker
 
@@ -57,11 +58,11 @@ def prefect_api(cfg: ServerConfig, api_url: str | None = None) -> Iterator[None]
         yield
 
 
-def ensure_work_pool(name: str, *, create: bool = True) -> str:
+def ensure_work_pool(name: str, *, create: bool = True, pool_type: str | None = None) -> str:
     """Create the process work pool ``name`` with Prefect's default job template unless it exists.
 
-    With ``create=False`` (a production pool, e.g. Kubernetes, whose job template names an image and
-    is set up by hand) a missing pool is an error instead.
+    With ``create=False`` (a production pool, e.g. Kubernetes, whose base job template is set up by
+    hand) a missing pool is an error instead, and so is one whose type is not ``pool_type`` (when given).
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -73,6 +74,11 @@ def ensure_work_pool(name: str, *, create: bool = True) -> str:
         except ObjectNotFound:
             existing = None
         if existing is not None:
+            if pool_type and existing.type != pool_type:
+                raise DeployError(
+                    f"work pool {name!r} is of type {existing.type!r}, not {pool_type!r}; --image deploys to a "
+                    'Kubernetes work pool (docs/operations.md, "Production on Kubernetes")'
+                )
             return f"{name} ({existing.type}, exists)"
         if not create:
             raise DeployError(
@@ -115,6 +121,7 @@ def render_prefect_file(
     *,
     pool: str | None = None,
     code_dir: str | None = None,
+    kubernetes: KubernetesTarget | None = None,
     keep_schedules_of: Collection[tuple[str, str]] = (),
     keep_paused: Collection[tuple[str, str, str]] = (),
 ) -> Path:
@@ -122,8 +129,10 @@ def render_prefect_file(
 
     ``pool``/``code_dir`` aim every deployment at another work pool and code location (``prefect deploy
     --all`` takes each pool from the file and ignores ``--pool``): how the same file deploys to a
-    Kubernetes pool whose image has the code at ``code_dir``. Deployments in ``keep_schedules_of``
-    (``(entrypoint, name)`` pairs already on the server) lose their ``schedules:``, so that Prefect
+    Kubernetes pool whose image has the code at ``code_dir``; ``kubernetes`` makes them production
+    deployments (:func:`deployments.kubernetes.apply_kubernetes`: image, resources, blocks, build/push
+    steps). Deployments in ``keep_schedules_of`` (``(entrypoint, name)`` pairs already on the server)
+    lose their ``schedules:``, so that Prefect
     leaves the schedules people changed in the UI alone; the file's schedules only seed new deployments.
     ``keep_paused`` (``(entrypoint, name, trigger name)``) are the triggers whose automation someone paused:
     ``prefect deploy`` deletes and re-creates every automation of a deployment, so they are written
@@ -144,12 +153,35 @@ def render_prefect_file(
         for trigger in deployment.get("triggers") or []:
             if (*key, trigger.get("name")) in paused:
                 trigger["enabled"] = False
-    if code_dir:
+    if kubernetes is not None:
+        apply_kubernetes(data, kubernetes, source=str(prefect_file), code_dir=code_dir)
+    elif code_dir:
         data["pull"] = [{"prefect.deployments.steps.set_working_directory": {"directory": code_dir}}]
     data.pop("definitions", None)  # anchors are already expanded
     target = state_dir("run") / "prefect.deploy.yaml"
     target.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return target
+
+
+def require_blocks(cfg: ServerConfig, blocks: Collection[tuple[str, str]]) -> None:
+    """Stop before deploying when a block the deployments name (``(type slug, name)``) is not saved: their runs
+    would all fail at their first step."""
+    with prefect_api(cfg):
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
+
+        missing = []
+        with get_client(sync_client=True) as client:
+            for slug, name in blocks:
+                try:
+                    client.read_block_document_by_name(name, slug)
+                except ObjectNotFound:
+                    missing.append(f"{slug}/{name}")
+    if missing:
+        raise DeployError(
+            f"no block {', '.join(missing)} on the Prefect server; save the production blocks first "
+            '(docs/operations.md, "Production on Kubernetes") or name others with --block-name'
+        )
 
 
 def existing_deployments(cfg: ServerConfig) -> set[tuple[str, str]]:
@@ -245,14 +277,16 @@ def deploy(
     prefect_file: Path = DEFAULT_PREFECT_FILE,
     pool: str | None = None,
     code_dir: str | None = None,
+    kubernetes: KubernetesTarget | None = None,
     start_worker: bool = False,
     reset_schedules: bool = False,
 ) -> DeployReport:
     """Save ``blocks`` as ``block_name``, then the work pool, the concurrency limits and every deployment;
     optionally a worker.
 
-    ``pool``/``code_dir`` retarget the deployments (see :func:`render_prefect_file`); only the local
-    process pool is created here, any other pool must exist already. Schedules of deployments that
+    ``pool``/``code_dir``/``kubernetes`` retarget the deployments (see :func:`render_prefect_file`); only
+    the local process pool is created here, any other pool must exist already (of type ``kubernetes``
+    with ``kubernetes``), and so must the blocks the production deployments name. Schedules of deployments that
     already exist are kept as they are on the server unless ``reset_schedules``; automations paused on the
     server stay paused.
     """
@@ -264,13 +298,20 @@ def deploy(
             from deployments.blocks import save_blocks
 
             report.blocks = save_blocks(blocks, block_name)
-        report.work_pool = ensure_work_pool(target_pool, create=target_pool == cfg.worker.pool)
-        report.concurrency_limits = ensure_concurrency_limits(cfg.concurrency_limits)
+        report.work_pool = ensure_work_pool(
+            target_pool,
+            create=target_pool == cfg.worker.pool,
+            pool_type="kubernetes" if kubernetes is not None else None,
+        )
     keep = set() if reset_schedules else existing_deployments(cfg)
     paused = paused_triggers(cfg)
     deploy_file = render_prefect_file(
-        prefect_file, pool=pool, code_dir=code_dir, keep_schedules_of=keep, keep_paused=paused
+        prefect_file, pool=pool, code_dir=code_dir, kubernetes=kubernetes, keep_schedules_of=keep, keep_paused=paused
     )
+    if kubernetes is not None:
+        require_blocks(cfg, referenced_blocks(yaml.safe_load(deploy_file.read_text(encoding="utf-8"))))
+    with prefect_api(cfg):
+        report.concurrency_limits = ensure_concurrency_limits(cfg.concurrency_limits)
     run_prefect_deploy(cfg, deploy_file)
     names = set(deployment_names(deploy_file))
     report.deployments = [name for name in deployed(cfg) if name.split("/", 1)[1] in names]

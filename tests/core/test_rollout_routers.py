@@ -6,12 +6,13 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from agent_flywheel.config import ConfigError, RolloutConfig, RouterConfig, ScalingConfig, parse_config
+from agent_flywheel.config import ConfigError, RolloutConfig, RouterConfig, ScalingConfig, load_config, parse_config
 from agent_flywheel.scaling.rollout.routers import (
     DemoAgentRouter,
     HttpHookRouter,
@@ -148,3 +149,11 @@ def test_router_config_is_explicit() -> None:
         {"rollout": {"synthetic_traffic": True, "router": {"kind": "demo-agent"}}}, ScalingConfig, "scaling.yaml"
     )
     assert demo.rollout.synthetic_traffic
+
+
+def test_production_config_observes_only_and_only_the_demo_config_drives_simulated_users() -> None:
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    production = load_config(configs / "scaling.yaml", ScalingConfig).rollout
+    assert (production.router.kind, production.synthetic_traffic) == ("none", False)
+    demo = load_config(configs / "scaling-demo.yaml", ScalingConfig).rollout
+    assert (demo.router.kind, demo.synthetic_traffic) == ("demo-agent", True)

@@ -7,7 +7,7 @@ worker runs to completion; the same event again, which must not create a second 
 window ignores it, while another client's event queues for the deployment's slot); the watch again,
 which finds nothing new past the watermark the run moved; ``prefect deployment run 'flywheel/nightly'``
 to completion; each run's parent run in MLflow, tagged with its
-flow run id; the promotion event starting ``scaling/on-promotion``; then ``flywheel server down``.
+flow run id; the promotion event starting ``rollout-check/on-promotion``; then ``flywheel server down``.
 
 The flywheel and the traffic watch are the real flows (``flows/flywheel.py``, ``flows/traffic_watch.py``),
 run by the worker in subprocesses against the whole local stack, which this test serves in-process on
@@ -431,7 +431,7 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
         "flywheel/nightly",
         "flywheel/on-new-traffic",
         "traffic-watch/every-15m",
-        "scaling/on-promotion",
+        "rollout-check/on-promotion",
         "scaling/manual",
         "rollout-check/manual",
     ):
@@ -539,9 +539,9 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
         assert tags["gate.outcome"] == "promoted", tags
         assert tags["gate.promoted"] == f"{SMALL} (customized-eval)"
 
-    # the promotion event started scaling/on-promotion (a stand-in) with the served LoRA model
-    served = _wait_for("scaling/on-promotion", lambda: _stub_runs(ops.home, "scaling"), timeout_s=30)
-    assert served[0]["parameters"]["candidate_model"].startswith(f"{NAMESPACE}/customized-"), served
+    # the promotion event started rollout-check/on-promotion (a stand-in) with the served LoRA model as the canary
+    served = _wait_for("rollout-check/on-promotion", lambda: _stub_runs(ops.home, "rollout-check"), timeout_s=30)
+    assert served[0]["parameters"]["canary_model"].startswith(f"{NAMESPACE}/customized-"), served
 
     # flywheel server down (in the fixture) stops the worker first; here, the worker stops on its own command
     _wait_for("every flow run to finish", lambda: not _unfinished_runs(ops.api), timeout_s=60, every_s=0.5)

@@ -25,7 +25,7 @@ from agent_flywheel.scaling.loadgen.sweep import sweep_timeout_s
 from agent_flywheel.scaling.outcomes import ProfileOutcome, SizingOutcome, SweepOutcome
 from agent_flywheel.scaling.profile_run import profile_timeout_s
 from agent_flywheel.scaling.reports import image_markdown, profile_markdown, sizing_markdown, sweep_table
-from agent_flywheel.scaling.rollout.routers import Router
+from agent_flywheel.scaling.rollout.routers import ObserveOnly, Router
 from agent_flywheel.tracking import sizing_experiment
 from blocks.agent_target import AgentTarget
 from blocks.mlflow_tracking import MlflowTracking
@@ -114,8 +114,10 @@ def _candidate_router(cfg: ScalingConfig, agent: AgentTarget, candidate_model: s
 
     Why: sizing a candidate sends every user of the agent to it; only a config that names a router may do that.
     """
+    if not candidate_model:
+        return ObserveOnly()  # nothing to route: the configured router (and its secret) is not even built
     router = build_router(cfg.rollout.router, agent)
-    if candidate_model and router.kind == "none":
+    if router.kind == "none":
         router.route(candidate_model, 1.0)  # raises RoutingRefused, saying how to route or to observe instead
     return router
 

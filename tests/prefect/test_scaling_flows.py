@@ -295,6 +295,18 @@ def test_a_candidate_is_never_routed_without_a_router_in_the_config(
     assert len(mlflow.client.search_runs([experiment])) == runs_before  # refused before any run started
 
 
+def test_a_candidate_is_routed_by_the_router_the_config_names_and_the_routing_restored(
+    scaling_run: ScalingOutcome, stack: LocalStackConfig
+) -> None:
+    from flows.scaling import profile
+
+    httpx.post(f"{stack.url('nim')}/admin/models", json={"id": HEALTHY_CANARY}, timeout=5).raise_for_status()
+    outcome = profile(config=_config(), candidate_model=HEALTHY_CANARY)  # router: demo-agent, named explicitly
+    report = json.loads(Path(str(outcome.report_json)).read_text())
+    assert set(report["llm_by_model"]) == {HEALTHY_CANARY}  # every profiled request was served by the candidate
+    assert _routing(stack)["canary_model"] is None
+
+
 def test_rollout_check_without_canary_or_champion_is_skipped(scaling_run: ScalingOutcome) -> None:
     from flows.rollout_check import rollout_check
 

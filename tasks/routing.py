@@ -10,16 +10,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from prefect import Task, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
 
 from agent_flywheel.config import RouterConfig
-from agent_flywheel.scaling.rollout.routers import DemoAgentRouter, HttpHookRouter, ObserveOnly, Router, RoutingError
+from agent_flywheel.scaling.rollout.routers import DemoAgentRouter, HttpHookRouter, ObserveOnly, Router
 from blocks.agent_target import AgentTarget
 from blocks.resolve import load_block
+from tasks.retries import retry_if_transient
 
 
 def build_router(cfg: RouterConfig, agent: AgentTarget | None = None) -> Router:
@@ -38,17 +37,11 @@ def build_router(cfg: RouterConfig, agent: AgentTarget | None = None) -> Router:
     return ObserveOnly()
 
 
-def _transient(task_: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Prefect's retry condition: retry an unreachable router or a 5xx, never a refusal or a missing route."""
-    error = state.data if isinstance(state.data, BaseException) else None
-    return not isinstance(error, RoutingError) or error.transient
-
-
 @task(
     name="route-canary",
     retries=2,
     retry_delay_seconds=[1, 5],
-    retry_condition_fn=_transient,
+    retry_condition_fn=retry_if_transient,
     cache_policy=NO_CACHE,
 )
 def route_canary(router: Router, canary_model: str, weight: float) -> dict[str, Any]:
@@ -65,7 +58,7 @@ def route_canary(router: Router, canary_model: str, weight: float) -> dict[str, 
     name="restore-routing",
     retries=3,
     retry_delay_seconds=[1, 5, 15],
-    retry_condition_fn=_transient,
+    retry_condition_fn=retry_if_transient,
     cache_policy=NO_CACHE,
 )
 def restore_routing(router: Router, previous: Mapping[str, Any]) -> None:

@@ -20,6 +20,7 @@ from agent_flywheel.scaling.rollout.routers import (
     RoutingError,
     RoutingRefused,
 )
+from agent_flywheel.transient import is_transient
 
 
 class _Hook(ThreadingHTTPServer):
@@ -83,7 +84,7 @@ def test_the_http_hook_posts_the_weight_with_the_secret_header_and_restores_weig
     assert "s3cret" not in router.describe() and hook.url in router.describe()
 
 
-def test_a_hook_that_refuses_is_an_error_transient_only_for_5xx(hook: _Hook) -> None:
+def test_a_hook_that_refuses_is_an_error_transient_only_by_the_one_retry_rule(hook: _Hook) -> None:
     router = HttpHookRouter(hook.url)
     hook.status = 403
     with pytest.raises(RoutingError, match="answered 403") as refused:
@@ -93,6 +94,10 @@ def test_a_hook_that_refuses_is_an_error_transient_only_for_5xx(hook: _Hook) -> 
     with pytest.raises(RoutingError, match="answered 503") as busy:
         router.route("acme/canary", 0.1)
     assert busy.value.transient
+    hook.status = 429  # rate limited: the project's one retry rule (agent_flywheel.transient) says try again
+    with pytest.raises(RoutingError, match="answered 429") as limited:
+        router.route("acme/canary", 0.1)
+    assert limited.value.transient and is_transient(limited.value) and not is_transient(refused.value)
     assert "Authorization" not in hook.received[0][1]  # no secret configured, no header sent
     unreachable = HttpHookRouter("http://127.0.0.1:9/nothing", timeout_s=2)
     with pytest.raises(RoutingError, match="could not be reached") as down:

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from agent_flywheel.transient import retryable_status
+
 ROUTING_PATH = "/admin/routing"
 
 
@@ -41,7 +43,7 @@ class RoutingRefused(RoutingError):
 def _failure(where: str, exc: httpx.HTTPError) -> RoutingError:
     if isinstance(exc, httpx.HTTPStatusError):
         status = exc.response.status_code
-        return RoutingError(f"{where} answered {status}: {exc.response.text[:200]}", transient=status >= 500)
+        return RoutingError(f"{where} answered {status}: {exc.response.text[:200]}", transient=retryable_status(status))
     return RoutingError(f"{where} could not be reached: {exc}", transient=True)
 
 

@@ -490,9 +490,39 @@ class RolloutStage(_Section):
 
 class RolloutSLO(_Section):
     availability: float = Field(default=0.99, gt=0, lt=1, description="Target share of successful requests")
-    p95_latency_s: float = Field(default=2.0, gt=0)
+    p95_latency_s: float = Field(default=2.0, gt=0, description="Workflow (whole request) p95 target")
+    llm_p95_latency_s: float | None = Field(
+        default=None, gt=0, description="Per-LLM-call p95 target; null: the calls' SLIs are reported, not judged"
+    )
     min_quality: float | None = Field(default=None, ge=0, le=1)
     slo_period_s: float = Field(default=30 * 24 * 3600, gt=0, description="The error budget's period")
+
+
+RouterKind = Literal["none", "demo-agent", "http-hook"]
+
+
+class RouterConfig(_Section):
+    """Who shifts users to the canary: nobody (observe only, the default), the demo agent, or an HTTP hook."""
+
+    kind: RouterKind = Field(
+        default="none",
+        description="none: observe only, never route a user; demo-agent: its /admin/routing; "
+        "http-hook: POST {canary_model, weight} to url",
+    )
+    url: str | None = Field(default=None, description="http-hook: where to POST {canary_model, weight}")
+    auth_header: str = Field(default="Authorization", description="http-hook: the header that carries the secret")
+    auth_secret_block: str | None = Field(
+        default=None, description="http-hook: name of a Prefect Secret block holding the auth header's value"
+    )
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _hook_has_url(self) -> RouterConfig:
+        if self.kind == "http-hook" and not self.url:
+            raise ValueError("router.kind http-hook needs router.url")
+        if self.kind != "http-hook" and (self.url or self.auth_secret_block):
+            raise ValueError(f"router.url and router.auth_secret_block are for kind http-hook, not {self.kind!r}")
+        return self
 
 
 class RolloutConfig(_Section):
@@ -507,6 +537,30 @@ class RolloutConfig(_Section):
     slo: RolloutSLO = Field(default_factory=RolloutSLO)
     baseline_model: str = "meta/llama-3.3-70b-instruct"
     canary_model: str | None = Field(default=None, description="Default: the MLflow `champion` of the workload")
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    synthetic_traffic: bool = Field(
+        default=False,
+        description="Drive simulated users through the demo agent's router instead of observing real traffic "
+        "(needs router.kind demo-agent; for demos and staging only)",
+    )
+    window_s: float = Field(
+        default=3600.0, gt=0, description="Observe only: the check judges the traffic of this long a window"
+    )
+    check_interval_s: float = Field(
+        default=60.0, gt=0, description="Routed stages: how often a running stage is judged for an early rollback"
+    )
+    quality_attribute: str = Field(
+        default="flywheel.quality", description="Span attribute holding a per-request quality score in [0, 1]"
+    )
+
+    @model_validator(mode="after")
+    def _synthetic_needs_the_demo_router(self) -> RolloutConfig:
+        if self.synthetic_traffic and self.router.kind != "demo-agent":
+            raise ValueError(
+                "synthetic_traffic drives simulated users through the demo agent's router: set router.kind: "
+                f"demo-agent (it is {self.router.kind!r}), or observe real traffic with synthetic_traffic: false"
+            )
+        return self
 
 
 class OtlpReceiverConfig(_Section):

@@ -64,13 +64,17 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
 def is_transient(exc: BaseException) -> bool:
     """Whether trying again may succeed: a lost connection, a timeout, ``408``/``425``/``429``/``5xx``.
 
-    The first error in the ``raise ... from`` chain that says something decides (a task's own error wrapping
+    An error with a boolean ``transient`` attribute says so itself. Otherwise the first error in the
+    ``raise ... from`` chain that says something decides (a task's own error wrapping
     an Elasticsearch ``400`` is not transient). Bad input (``ValueError``, a config error) and what the log
     store reports (a missing index) are not; an error
     that says nothing either way is, as Prefect's retries assumed before. A NeMo call that got no answer
     carries no status; the transport error it was raised from decides.
     """
     for error in causes(exc):
+        said = getattr(error, "transient", None)  # an error that knows (the rollout routers' RoutingError)
+        if isinstance(said, bool):
+            return said
         status = http_status(error)
         if status is not None:
             return retryable_status(status)

@@ -21,6 +21,7 @@ from cli.errors import CliError, install
 from cli.in_process import RunGuard, prefect_server
 from cli.operations import mount as mount_operations
 from cli.otlp import otlp_app
+from cli.rollout import rollout_app
 from cli.scale_demo import scale_demo_command
 from cli.scaling import profile_app, sizing_app, sweep_app
 from simulators.settings import LocalStackConfig, load_local_config
@@ -46,6 +47,7 @@ app.add_typer(sizing_app, name="sizing")
 app.add_typer(profile_app, name="profile")
 app.add_typer(sweep_app, name="sweep")
 app.add_typer(otlp_app, name="otlp")
+app.add_typer(rollout_app, name="rollout")
 mount_operations(app)
 app.command("scale-demo")(scale_demo_command)
 

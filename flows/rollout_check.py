@@ -1,8 +1,11 @@
-"""The staged rollout check: canary vs baseline through the real agent, stage by stage → promote | hold | rollback.
+"""The rollout check: canary vs baseline → promote | hold | rollback, from the traffic the canary really served.
 
-resolve canary (parameter → config → the registry's `champion`) → MLflow run in `rollout/<app>` →
-per stage: route the stage's weight to the canary, drive traffic, judge (early rollback on an alarm) →
-report (MLflow, `rollout-report` artifact) → event `flywheel.rollout.decided` on `flywheel.app.<app>`.
+resolve canary (parameter → config → the registry's `champion`) → MLflow run in `rollout/<app>` → one of
+  observe    (router `none`, the default) judge the last window of the agent's spans; nobody is routed
+  routed     (router `demo-agent` / `http-hook`) per stage: the router gives the canary its weight, real users,
+             the stage judged from its spans (early rollback on an alarm)
+  synthetic  (`synthetic_traffic: true`, demo and staging) per stage: simulated users through the demo agent
+→ report (MLflow, `rollout-report` artifact) → event `flywheel.rollout.decided` on `flywheel.app.<app>`.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from pydantic import BaseModel
 from agent_flywheel.config import ScalingConfig, load_config
 from agent_flywheel.nemo.names import registered_model_name
 from agent_flywheel.paths import state_dir
+from agent_flywheel.scaling.outcomes import RolloutOutcome
 from agent_flywheel.scaling.reports import rollout_markdown, run_link
+from agent_flywheel.scaling.rollout.routers import DemoAgentRouter
 from agent_flywheel.tracking import flatten_params, rollout_experiment
 from blocks.agent_target import AgentTarget
 from blocks.mlflow_tracking import MlflowTracking
 from blocks.resolve import load_block
-from tasks.rollout import run_rollout_stages
-from tasks.routing import agent_routing_state
+from tasks.rollout import observe_rollout, run_rollout_stages, run_routed_stages
+from tasks.routing import build_router
 from tasks.scaling_tracking import (
     champion_served_model,
     end_tracking_run,
@@ -72,6 +77,7 @@ def rollout_event(
         "payload": {
             "app": app,
             "decision": report.get("decision"),
+            "mode": report.get("mode"),
             "canary_model": canary_model,
             "baseline_model": baseline_model,
             "stages": stages,
@@ -100,6 +106,8 @@ class RolloutCheckOutcome(BaseModel):
     canary_model: str | None = None
     canary_source: str | None = None
     baseline_model: str | None = None
+    mode: str | None = None  # observe | routed | synthetic
+    router: str | None = None
     stopped_early: str | None = None
     requests: int = 0
     canary_requests: int = 0
@@ -107,6 +115,21 @@ class RolloutCheckOutcome(BaseModel):
     mlflow_run_id: str | None = None
     mlflow_url: str | None = None
     markdown: str = ""
+
+
+def _skipped(app: str, reason: str) -> RolloutCheckOutcome:
+    get_run_logger().warning(reason)
+    create_markdown_artifact(
+        markdown=f"# Rollout check: skipped\n\n{reason}.\n", key="rollout-report", description=reason
+    )
+    return RolloutCheckOutcome(app=app, skipped=reason)
+
+
+def rollout_mode(cfg: ScalingConfig) -> str:
+    """``synthetic`` when the config turns simulated users on, ``routed`` when it names a router, else ``observe``."""
+    if cfg.rollout.synthetic_traffic:
+        return "synthetic"
+    return "observe" if cfg.rollout.router.kind == "none" else "routed"
 
 
 @flow(name="rollout-check", log_prints=True)
@@ -119,17 +142,23 @@ def rollout_check(
     workload_id: str = DEFAULT_WORKLOAD,
     concurrency: int = 8,
     min_canary_requests: int | None = None,
+    baseline_model: str | None = None,
+    traces_file: str | None = None,
+    window_s: float | None = None,
 ) -> RolloutCheckOutcome:
-    """Check a canary stage by stage against the baseline and decide promote, hold or rollback.
+    """Check a canary against the baseline and decide promote, hold or rollback.
 
-    The canary is ``canary_model``, else ``rollout.canary_model`` of the config, else the model the
-    registry's ``champion`` of ``flywheel-<workload_id>`` is served as; with none of them the check is
-    skipped (a result saying why, no failure). ``concurrency`` simulated users drive the agent in a
-    closed loop; ``min_canary_requests`` overrides how many canary requests a stage needs to promote.
+    The canary is ``canary_model``, else ``rollout.canary_model`` of the config, else the model the registry's
+    ``champion`` of ``flywheel-<workload_id>`` is served as; with none of them the check is skipped (a result
+    saying why, no failure). How the canary gets users is the config's (:func:`rollout_mode`): by default
+    nobody is routed and the check judges the last ``window_s`` (default ``rollout.window_s``) of the agent's
+    spans in ``traces_file`` (default ``spans.traces_file``), split by the model that served each request.
+    ``agent_block`` is read only for the demo agent's router; ``concurrency`` is the simulated users of
+    synthetic traffic; ``min_canary_requests`` overrides how many canary requests a stage needs to promote.
     """
     logger = get_run_logger()
     cfg = config or load_config(config_path, ScalingConfig)
-    agent = load_block(AgentTarget, agent_block)
+    mode = rollout_mode(cfg)
     tracking = load_block(MlflowTracking, mlflow_block)
     tracker = tracking.get_tracker()
     canary = canary_model or cfg.rollout.canary_model
@@ -139,32 +168,46 @@ def rollout_check(
         canary = champion_served_model(tracker, registered)
         source = f"MLflow registry {registered}@champion"
         if not canary:
-            reason = (
+            return _skipped(
+                cfg.app,
                 f"rollout check skipped: no canary_model given, none in the config, and no `champion` in the "
-                f"MLflow registry under {registered} (run the flywheel until it promotes a candidate)"
+                f"MLflow registry under {registered} (run the flywheel until it promotes a candidate)",
             )
-            logger.warning(reason)
-            create_markdown_artifact(
-                markdown=f"# Rollout check: skipped\n\n{reason}.\n", key="rollout-report", description=reason
-            )
-            return RolloutCheckOutcome(app=cfg.app, skipped=reason)
-    baseline = str((agent_routing_state(agent) or {}).get("teacher_model") or cfg.rollout.baseline_model)
-    if baseline != cfg.rollout.baseline_model:
-        logger.warning("the agent's baseline is %s, not %s as configured", baseline, cfg.rollout.baseline_model)
+    spans_file = traces_file or cfg.spans.traces_file
+    if mode != "synthetic" and not spans_file:
+        return _skipped(
+            cfg.app,
+            f"rollout check of {canary} skipped: judging observed traffic needs the agent's spans, and neither "
+            "traces_file nor spans.traces_file is set (run `flywheel otlp serve --out FILE`, or a collector's "
+            "file exporter, where the agent exports, and give the check that FILE)",
+        )
+    agent = load_block(AgentTarget, agent_block) if cfg.rollout.router.kind == "demo-agent" else None
+    router = build_router(cfg.rollout.router, agent)
+    baseline = baseline_model or cfg.rollout.baseline_model
+    if baseline_model is None and isinstance(router, DemoAgentRouter):
+        baseline = str((router.state() or {}).get("teacher_model") or baseline)
+        if baseline != cfg.rollout.baseline_model:
+            logger.warning("the agent's baseline is %s, not %s as configured", baseline, cfg.rollout.baseline_model)
     run_of_flow = flow_run_id()
     tags = {
         "app": cfg.app,
         "prefect.flow_run_id": run_of_flow,
-        "simulated": str(agent.simulated).lower(),
+        "simulated": str(agent.simulated if agent else False).lower(),
         "canary_model": canary,
         "canary_source": source,
         "baseline_model": baseline,
-        "agent_url": agent.url,
+        "rollout.mode": mode,
+        "router": cfg.rollout.router.kind,
     }
+    if agent is not None:
+        tags["agent_url"] = agent.url
+    if spans_file and mode != "synthetic":
+        tags["traces_file"] = spans_file
     params = flatten_params({"rollout": cfg.rollout.model_dump(mode="json")}) | {
         "concurrency": concurrency,
         "min_canary_requests": min_canary_requests or "",
         "canary_model": canary,
+        "window_s": window_s or "",
     }
     run_id, mlflow_url = start_tracking_run(
         tracker,
@@ -174,25 +217,58 @@ def rollout_check(
         tags,
         params,
     )
-    logger.info("rollout check of %s (from %s) vs %s: MLflow run %s", canary, source, baseline, mlflow_url)
+    logger.info(
+        "rollout check of %s (from %s) vs %s, %s via %s: MLflow run %s",
+        canary,
+        source,
+        baseline,
+        mode,
+        router.describe(),
+        mlflow_url,
+    )
+    out_dir = str(state_dir("rollout", run_of_flow))
+    duration = sum(s.duration_s for s in cfg.rollout.stages)
     status = "FAILED"
     try:
-        duration = sum(s.duration_s for s in cfg.rollout.stages)
-        stages_task = run_rollout_stages.with_options(timeout_seconds=duration + STAGE_SLACK_S)
-        outcome = stages_task(
-            agent,
-            canary,
-            cfg.rollout,
-            cfg.profile,
-            str(state_dir("rollout", run_of_flow)),
-            concurrency=concurrency,
-            min_canary_requests=min_canary_requests,
-        )
+        outcome: RolloutOutcome
+        if mode == "synthetic":
+            assert agent is not None  # synthetic traffic needs the demo agent's router (RolloutConfig says so)
+            stages_task = run_rollout_stages.with_options(timeout_seconds=duration + STAGE_SLACK_S)
+            outcome = stages_task(
+                agent,
+                router,
+                canary,
+                cfg.rollout,
+                cfg.profile,
+                out_dir,
+                concurrency=concurrency,
+                min_canary_requests=min_canary_requests,
+            )
+        elif mode == "routed":
+            assert spans_file is not None
+            routed_task = run_routed_stages.with_options(
+                timeout_seconds=duration + len(cfg.rollout.stages) * cfg.spans.wait_s + STAGE_SLACK_S
+            )
+            outcome = routed_task(
+                router,
+                spans_file,
+                baseline,
+                canary,
+                cfg.rollout,
+                out_dir,
+                span_wait_s=cfg.spans.wait_s,
+                min_canary_requests=min_canary_requests,
+            )
+        else:
+            assert spans_file is not None
+            outcome = observe_rollout(
+                spans_file, baseline, canary, cfg.rollout, out_dir, window_s, None, min_canary_requests
+            )
         log_rollout(tracker, run_id, outcome)
         create_markdown_artifact(
             markdown=rollout_markdown(outcome, canary, baseline, run_link(run_id, mlflow_url)),
             key="rollout-report",
-            description=f"Rollout check of {canary} on {cfg.app}: {outcome.decision}",
+            description=f"Rollout check ({mode}) of {canary} on {cfg.app}: {outcome.decision}",
         )
         emit_event(**rollout_event(cfg.app, canary, baseline, outcome.report, run_id, mlflow_url))
         status = "FINISHED"
@@ -205,6 +281,8 @@ def rollout_check(
         canary_model=canary,
         canary_source=source,
         baseline_model=baseline,
+        mode=mode,
+        router=router.describe(),
         stopped_early=outcome.stopped_early,
         requests=outcome.requests,
         canary_requests=outcome.canary_requests,

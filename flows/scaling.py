@@ -4,7 +4,8 @@ profile      the example inputs one at a time → spans → per-step stats, crit
 load-sweep   closed loop at every concurrency (open loop at every rate), interleaved passes; LLM calls from spans
 sizing       C*, replicas and GPUs with an interval, never a crash when the SLO cannot be met; optionally
              confirmed by measuring again at the recommended load per replica
-scaling      the three in a row; with ``candidate_model`` the agent routes every user to it meanwhile
+scaling      the three in a row; with ``candidate_model``, every user is routed to it meanwhile, which only a
+             router the config names explicitly does (``rollout.router``; the default ``none`` refuses)
 
 Each flow also runs on its own (a deployment, a person); it then opens and closes its own MLflow run. Each
 flow resolves its blocks once and hands the tasks the agent and the MLflow tracker.
@@ -25,13 +26,14 @@ from agent_flywheel.scaling.loadgen.sweep import sweep_timeout_s
 from agent_flywheel.scaling.outcomes import ProfileOutcome, SizingOutcome, SweepOutcome
 from agent_flywheel.scaling.profile_run import profile_timeout_s
 from agent_flywheel.scaling.reports import image_markdown, profile_markdown, sizing_markdown, sweep_table
+from agent_flywheel.scaling.rollout.routers import ObserveOnly, Router
 from agent_flywheel.scaling.sizing.confirm import plan_confirmation
 from agent_flywheel.tracking import sizing_experiment
 from blocks.agent_target import AgentTarget
 from blocks.mlflow_tracking import MlflowTracking
 from blocks.resolve import load_block
 from tasks.profile import run_profile
-from tasks.routing import routed_to
+from tasks.routing import build_router, routed_to
 from tasks.scaling_tracking import (
     SizingRun,
     end_tracking_run,
@@ -109,6 +111,19 @@ def _out_dir(kind: str) -> str:
     return str(state_dir("scaling", flow_run_id(), kind))
 
 
+def _candidate_router(cfg: ScalingConfig, agent: AgentTarget, candidate_model: str | None) -> Router:
+    """The configured router, refused up front (before any MLflow run) when a candidate asks the default ``none``.
+
+    Why: sizing a candidate sends every user of the agent to it; only a config that names a router may do that.
+    """
+    if not candidate_model:
+        return ObserveOnly()  # nothing to route: the configured router (and its secret) is not even built
+    router = build_router(cfg.rollout.router, agent)
+    if router.kind == "none":
+        router.route(candidate_model, 1.0)  # raises RoutingRefused, saying how to route or to observe instead
+    return router
+
+
 @flow(name="profile", log_prints=True)
 def profile(
     config_path: str = DEFAULT_CONFIG,
@@ -118,15 +133,19 @@ def profile(
     config: ScalingConfig | None = None,
     mlflow_run_id: str | None = None,
 ) -> ProfileFlowOutcome:
-    """Profile the agent at concurrency 1: per-step latency, LLM calls, the critical path and a Gantt chart."""
+    """Profile the agent at concurrency 1: per-step latency, LLM calls, the critical path and a Gantt chart.
+
+    With ``candidate_model``, the configured router sends every user to it meanwhile (the default router refuses).
+    """
     cfg = _config(config, config_path)
     agent = load_block(AgentTarget, agent_block)
+    router = _candidate_router(cfg, agent, candidate_model)
     tracking = load_block(MlflowTracking, mlflow_block)
     tags = sizing_tags(cfg, agent.url, agent.simulated, candidate_model, "profile")
     run = SizingRun(tracking.get_tracker(), tracking.ui_url, mlflow_run_id, cfg, "profile", tags, ("profile",))
     ok = False
     try:
-        with routed_to(agent, candidate_model):
+        with routed_to(router, candidate_model):
             profile_task = run_profile.with_options(timeout_seconds=profile_timeout_s(cfg.profile, cfg.spans.wait_s))
             outcome = profile_task(agent, cfg.profile, cfg.spans, _out_dir("profile"))
         log_profile(run.tracker, run.run_id, outcome)
@@ -151,15 +170,19 @@ def load_sweep(
     config: ScalingConfig | None = None,
     mlflow_run_id: str | None = None,
 ) -> SweepFlowOutcome:
-    """Sweep the agent with load (closed loop per concurrency, open loop per rate); the tables go to MLflow."""
+    """Sweep the agent with load (closed loop per concurrency, open loop per rate); the tables go to MLflow.
+
+    With ``candidate_model``, the configured router sends every user to it meanwhile (the default router refuses).
+    """
     cfg = _config(config, config_path)
     agent = load_block(AgentTarget, agent_block)
+    router = _candidate_router(cfg, agent, candidate_model)
     tracking = load_block(MlflowTracking, mlflow_block)
     tags = sizing_tags(cfg, agent.url, agent.simulated, candidate_model, "load-sweep")
     run = SizingRun(tracking.get_tracker(), tracking.ui_url, mlflow_run_id, cfg, "load-sweep", tags, ("load_sweep",))
     ok = False
     try:
-        with routed_to(agent, candidate_model):
+        with routed_to(router, candidate_model):
             sweep_task = run_load_sweep.with_options(timeout_seconds=sweep_timeout_s(cfg.load_sweep) + cfg.spans.wait_s)
             outcome = sweep_task(agent, cfg.load_sweep, cfg.profile, cfg.spans, _out_dir("sweep"))
         log_sweep(run.tracker, run.run_id, outcome)
@@ -175,7 +198,7 @@ def load_sweep(
 
 
 def _confirm(
-    outcome: SizingOutcome, cfg: ScalingConfig, agent: AgentTarget, candidate_model: str | None
+    outcome: SizingOutcome, cfg: ScalingConfig, agent: AgentTarget, router: Router, candidate_model: str | None
 ) -> SizingOutcome:
     """Re-measure at the load the answer puts on each replica (same passes and requests as the sweep)."""
     plan = plan_confirmation(outcome.answer)
@@ -185,7 +208,7 @@ def _confirm(
     check = LoadSweepConfig.model_validate(
         cfg.load_sweep.model_dump() | {"concurrencies": plan.concurrencies, "arrival_rates": []}
     )
-    with routed_to(agent, candidate_model):
+    with routed_to(router, candidate_model):
         sweep_task = run_load_sweep.with_options(name="confirm-sizing-load", timeout_seconds=sweep_timeout_s(check))
         measured = sweep_task(agent, check, cfg.profile, cfg.spans, _out_dir("confirm"))
     return confirm_sizing(outcome, measured.requests_csv, measured.llm_calls_csv, cfg.sizing)
@@ -204,14 +227,18 @@ def sizing(
 ) -> SizingFlowOutcome:
     """Size from a sweep table (per request or per level): C*, replicas and GPUs with an interval, cost, plots.
 
-    With ``sizing.confirm`` the agent (``agent_block``, serving ``candidate_model`` when given) is measured
-    again at the recommended load per replica; otherwise ``agent_block`` only names the agent in the tags of
-    a run this flow opens itself.
+    With ``sizing.confirm`` the agent (``agent_block``, serving ``candidate_model`` when given, through the
+    configured router, which the default refuses) is measured again at the recommended load per replica;
+    otherwise ``agent_block`` only names the agent in the tags of a run this flow opens itself.
     """
     cfg = _config(config, config_path)
     tracking = load_block(MlflowTracking, mlflow_block)
     tags = None
     agent = load_block(AgentTarget, agent_block) if mlflow_run_id is None or cfg.sizing.confirm else None
+    router: Router = ObserveOnly()
+    if cfg.sizing.confirm:
+        assert agent is not None
+        router = _candidate_router(cfg, agent, candidate_model)
     if mlflow_run_id is None:
         assert agent is not None
         tags = sizing_tags(cfg, agent.url, agent.simulated, candidate_model, "sizing")
@@ -221,7 +248,7 @@ def sizing(
         outcome = run_sizing(sweep_csv, llm_calls_csv, cfg.sizing, _out_dir("sizing"))
         if cfg.sizing.confirm:
             assert agent is not None
-            outcome = _confirm(outcome, cfg, agent, candidate_model)
+            outcome = _confirm(outcome, cfg, agent, router, candidate_model)
         log_sizing(run.tracker, run.run_id, outcome)
         plots = [
             image_markdown(run.ui_url, run.run_id, "latency_vs_concurrency.png", "p95 latency vs concurrency"),
@@ -249,11 +276,14 @@ def scaling(
     """Profile, load-sweep and size the agent (with ``candidate_model`` serving every user, when given).
 
     One MLflow run in ``sizing/<app>`` holds the profile, the sweep and the answer; ``config`` (a form in
-    the Prefect UI) wins over ``config_path``.
+    the Prefect UI) wins over ``config_path``. A ``candidate_model`` is routed only by a router the config
+    names (``rollout.router``: ``demo-agent`` or ``http-hook``); with the default ``none`` the flow refuses
+    before it starts: a promotion is checked by ``rollout-check`` on observed traffic instead.
     """
     logger = get_run_logger()
     cfg = _config(config, config_path)
     agent = load_block(AgentTarget, agent_block)
+    _candidate_router(cfg, agent, candidate_model)
     tracking = load_block(MlflowTracking, mlflow_block)
     tracker = tracking.get_tracker()
     run_id, mlflow_url = start_tracking_run(

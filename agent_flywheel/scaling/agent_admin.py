@@ -1,22 +1,19 @@
-"""The demo agent's admin API, where an agent offers it: its OTLP export target and its canary router.
+"""The demo agent's OTLP admin API, where an agent offers it: where its spans go.
 
 ``/admin/otlp`` (``GET``: where spans go; ``POST {"endpoint": url}``) lets a run point the agent's exporter
-at its receiver for its duration, when the ``AgentTarget`` says the agent has it (nothing requires it);
-``/admin/routing`` (``GET``: teacher, canary, weight; ``POST {"canary_model", "canary_weight"}``) lets a run
-send a share of the agent's users to a candidate.
-Every function takes the agent's HTTP client (``AgentTarget.get_client()``), whose base URL is the agent.
+at its receiver for its duration, when the ``AgentTarget`` says the agent has it (nothing requires it). The
+function takes the agent's HTTP client (``AgentTarget.get_client()``), whose base URL is the agent. (The demo
+agent's canary router, ``/admin/routing``, is one of the rollout's routers: :mod:`.rollout.routers`.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 
-ROUTING_PATH = "/admin/routing"
 OTLP_PATH = "/admin/otlp"
 _log = logging.getLogger(__name__)
 
@@ -45,40 +42,3 @@ def otlp_pointed_at(http: httpx.Client, endpoint: str) -> Iterator[bool]:
             http.post(OTLP_PATH, json={"endpoint": previous})
         except httpx.HTTPError as exc:
             _log.warning("could not restore the agent's OTLP endpoint %r: %s", previous, exc)
-
-
-def routing_state(http: httpx.Client) -> dict[str, Any] | None:
-    """The agent's routing (teacher, canary, weight), or None when it has no such endpoint."""
-    try:
-        answer = http.get(ROUTING_PATH)
-        return dict(answer.json()) if answer.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, TypeError):
-        return None
-
-
-def set_routing(http: httpx.Client, canary_model: str | None, weight: float) -> dict[str, Any]:
-    """Send ``weight`` of the agent's users to ``canary_model``; returns the routing before, to restore it.
-
-    An agent without the endpoint cannot be pointed at a candidate; that is an error, not a silent
-    measurement of the wrong model.
-    """
-    before = http.get(ROUTING_PATH)
-    if before.status_code == 404:
-        raise RuntimeError(
-            f"the agent at {str(http.base_url).rstrip('/')} has no {ROUTING_PATH} endpoint, so it cannot be routed to "
-            f"{canary_model!r}; deploy the candidate behind the agent yourself and run without a candidate"
-        )
-    before.raise_for_status()
-    answer = http.post(ROUTING_PATH, json={"canary_model": canary_model, "canary_weight": weight})
-    answer.raise_for_status()
-    return dict(before.json())
-
-
-def restore_routing(http: httpx.Client, previous: Mapping[str, Any]) -> dict[str, Any]:
-    """Put the agent's routing back as :func:`set_routing` found it; returns what was sent."""
-    body = {
-        "canary_model": previous.get("canary_model"),
-        "canary_weight": float(previous.get("canary_weight") or 0.0) if previous.get("canary_model") else 0.0,
-    }
-    http.post(ROUTING_PATH, json=body).raise_for_status()
-    return body

@@ -54,9 +54,14 @@ class SizingOutcome(BaseModel):
 
 
 class RolloutOutcome(BaseModel):
-    """A staged rollout check: the decision, the core's report, counts and files."""
+    """A rollout check: the decision, the core's report, counts and files.
+
+    ``mode``: ``observe`` (the traffic of a window, nobody routed), ``routed`` (stages routed by the configured
+    router, real traffic observed) or ``synthetic`` (stages of simulated users through the demo agent's router).
+    """
 
     decision: str
+    mode: str = "synthetic"
     report: dict[str, Any]
     markdown: str
     requests: int

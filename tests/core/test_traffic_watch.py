@@ -164,7 +164,7 @@ def test_prefect_yaml_deployments_and_concurrency_choices() -> None:
         ("flywheel", "nightly"),
         ("flywheel", "on-new-traffic"),
         ("traffic_watch", "every-15m"),
-        ("scaling", "on-promotion"),
+        ("rollout_check", "on-promotion"),
         ("scaling", "manual"),
         ("rollout_check", "manual"),
         ("reaper", "every-10m"),
@@ -173,7 +173,7 @@ def test_prefect_yaml_deployments_and_concurrency_choices() -> None:
     assert all(d["concurrency_limit"]["limit"] == 1 for d in found.values())
     # repeatable signals drop the extra run, one-off signals queue it (docs/operations.md)
     assert strategy[("flywheel", "nightly")] == strategy[("traffic_watch", "every-15m")] == "CANCEL_NEW"
-    assert strategy[("flywheel", "on-new-traffic")] == strategy[("scaling", "on-promotion")] == "ENQUEUE"
+    assert strategy[("flywheel", "on-new-traffic")] == strategy[("rollout_check", "on-promotion")] == "ENQUEUE"
     assert {d["work_pool"]["name"] for d in found.values()} == {"flywheel-local"}
     assert found[("flywheel", "nightly")]["schedules"][0]["cron"]
     assert found[("traffic_watch", "every-15m")]["schedules"][0]["interval"] == 900

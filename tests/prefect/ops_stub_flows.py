@@ -5,7 +5,7 @@ lifecycle (``scaling``: profile, load sweep, sizing; ``rollout-check``: a staged
 of load testing and has its own tests (``test_scaling_flows.py``), so its deployments point here. A
 stand-in records its parameters and Prefect flow run id in ``$FLYWHEEL_HOME/stub-runs.jsonl``, which
 shows that the worker ran it with the parameters the deployment or the trigger gave it (for
-``scaling/on-promotion``: the promoted model from the flywheel's ``flywheel.candidate.promoted`` event).
+``rollout-check/on-promotion``: the promoted model from the flywheel's ``flywheel.candidate.promoted`` event).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ worker runs to completion; the same event again, which must not create a second 
 window ignores it, while another client's event queues for the deployment's slot); the watch again,
 which finds nothing new past the watermark the run moved; ``prefect deployment run 'flywheel/nightly'``
 to completion; a schedule changed and an automation paused in the UI, both kept by ``flywheel deploy``; each run's parent run in MLflow, tagged with its
-flow run id; the promotion event starting ``scaling/on-promotion``; then ``flywheel server down``.
+flow run id; the promotion event starting ``rollout-check/on-promotion``; then ``flywheel server down``.
 
 The flywheel and the traffic watch are the real flows (``flows/flywheel.py``, ``flows/traffic_watch.py``),
 run by the worker in subprocesses against the whole local stack, which this test serves in-process on
@@ -462,7 +462,7 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
         "flywheel/nightly",
         "flywheel/on-new-traffic",
         "traffic-watch/every-15m",
-        "scaling/on-promotion",
+        "rollout-check/on-promotion",
         "scaling/manual",
         "rollout-check/manual",
         "reaper/every-10m",
@@ -577,13 +577,13 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
     assert nightly_message.startswith(f"flywheel {WORKLOAD}/{CLIENT}: no-new-data: "), nightly_message
     assert _mlflow_runs_of(ops.mlflow_url, nightly_flow_run["id"]) == []
 
-    # the promotion event started scaling/on-promotion (a stand-in) with the served LoRA model
-    served = _wait_for("scaling/on-promotion", lambda: _stub_runs(ops.home, "scaling"))
-    assert served[0]["parameters"]["candidate_model"].startswith(f"{NAMESPACE}/customized-"), served
+    # the promotion event started rollout-check/on-promotion (a stand-in) with the served LoRA model as the canary
+    served = _wait_for("rollout-check/on-promotion", lambda: _stub_runs(ops.home, "rollout-check"))
+    assert served[0]["parameters"]["canary_model"].startswith(f"{NAMESPACE}/customized-"), served
 
     # flywheel server down (in the fixture) stops the worker first; here, the worker stops on its own command
     _wait_for("every flow run to finish", lambda: not _unfinished_runs(ops.api), every_s=0.5)
-    assert len(_stub_runs(ops.home, "scaling")) == 1  # the nightly run promoted nothing: no second load test
+    assert len(_stub_runs(ops.home, "rollout-check")) == 1  # the nightly run promoted nothing: no second check
     worker_down = _cli(ops, "worker", "down")
     assert worker_down.returncode == 0 and "prefect-worker" in worker_down.stdout, worker_down.stdout
     ops.phase("worker down")

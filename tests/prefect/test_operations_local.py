@@ -136,4 +136,4 @@ def test_render_prefect_file_keeps_paused_automations_paused() -> None:
     data = yaml.safe_load(render_prefect_file(PREFECT_YAML, keep_paused=paused).read_text())
     triggers = {t["name"]: t for d in data["deployments"] for t in d.get("triggers") or []}
     assert triggers["flywheel-on-new-traffic"]["enabled"] is False
-    assert triggers["scaling-on-promotion"]["enabled"] is True
+    assert triggers["rollout-check-on-promotion"]["enabled"] is True

@@ -5,8 +5,11 @@
   Checked: the MLflow run in ``sizing/<app>`` (tags, params, per-level metrics at step = concurrency, the
   sweep tables, the plots, the profile files, ``sizing.json`` with a consistent interval) and the Prefect
   artifacts that link to it.
-- ``rollout-check``: a canary nobody serves (the agent answers 502) is rolled back and the routing restored;
-  a healthy canary is not rolled back; no canary and no champion is a skip; the event payload.
+- ``rollout-check`` with synthetic traffic through the demo agent's router (configured explicitly): a canary
+  nobody serves (the agent answers 502) is rolled back and the routing restored; a healthy canary is not rolled
+  back; no canary and no champion is a skip; the event payload.
+- A candidate is routed only by a router the config names: with the default ``none`` the scaling flow refuses
+  before any run starts; with ``demo-agent`` every profiled request is served by the candidate.
 
 The sizing's accuracy against the simulator's true capacity is checked on a simulated clock in
 ``tests/core/test_sizing_accuracy.py``; here only the plumbing, whatever the busy machine measured.
@@ -107,6 +110,8 @@ def _config(target_p95_s: float = 0.15, **rollout: Any) -> ScalingConfig:
             },
             "rollout": {
                 "baseline_model": TEACHER,
+                "router": {"kind": "demo-agent"},  # the demo agent's own router, with simulated users
+                "synthetic_traffic": True,
                 "stages": [
                     {"name": "canary-50", "weight": 0.5, "duration_s": 2.5},
                     {"name": "full", "weight": 1.0, "duration_s": 1.5},
@@ -273,7 +278,7 @@ def test_rollout_check_rolls_back_a_canary_that_fails(
     from flows.rollout_check import rollout_check
 
     result = rollout_check(config=_config(), canary_model="acme/not-deployed", min_canary_requests=10)
-    assert result.decision == "rollback"
+    assert (result.decision, result.mode) == ("rollback", "synthetic")
     assert result.stages[0].stage == "canary-50"
     assert result.stages[0].decision == "rollback"
     assert result.stopped_early == "canary-50"  # the alarm cut the stage short
@@ -282,6 +287,7 @@ def test_rollout_check_rolls_back_a_canary_that_fails(
     assert run.data.tags["rollout.decision"] == "rollback"
     assert run.data.tags["stage.canary-50.decision"] == "rollback"
     assert run.data.tags["canary_model"] == "acme/not-deployed"
+    assert (run.data.tags["rollout.mode"], run.data.tags["router"]) == ("synthetic", "demo-agent")
     experiment = mlflow.client.get_experiment(run.info.experiment_id)
     assert experiment.name == rollout_experiment(APP)
     files = {a.path for a in mlflow.client.list_artifacts(run.info.run_id)}
@@ -298,6 +304,34 @@ def test_rollout_check_does_not_roll_back_a_healthy_canary(
     assert result.decision in ("promote", "hold")
     assert all(s.decision != "rollback" for s in result.stages)
     assert result.canary_requests >= 10
+    assert _routing(stack)["canary_model"] is None
+
+
+def test_a_candidate_is_never_routed_without_a_router_in_the_config(
+    scaling_run: ScalingOutcome, stack: LocalStackConfig, mlflow: Tracker
+) -> None:
+    from agent_flywheel.scaling.rollout.routers import RoutingRefused
+    from flows.scaling import scaling
+
+    data = _config().model_dump(mode="json")
+    data["rollout"].update(router={"kind": "none"}, synthetic_traffic=False)  # the production default
+    experiment = mlflow.client.get_experiment_by_name(sizing_experiment(APP)).experiment_id
+    runs_before = len(mlflow.client.search_runs([experiment]))
+    with pytest.raises(RoutingRefused, match="observe only"):
+        scaling(config=ScalingConfig.model_validate(data), candidate_model=HEALTHY_CANARY)
+    assert _routing(stack)["canary_model"] is None
+    assert len(mlflow.client.search_runs([experiment])) == runs_before  # refused before any run started
+
+
+def test_a_candidate_is_routed_by_the_router_the_config_names_and_the_routing_restored(
+    scaling_run: ScalingOutcome, stack: LocalStackConfig
+) -> None:
+    from flows.scaling import profile
+
+    httpx.post(f"{stack.url('nim')}/admin/models", json={"id": HEALTHY_CANARY}, timeout=5).raise_for_status()
+    outcome = profile(config=_config(), candidate_model=HEALTHY_CANARY)  # router: demo-agent, named explicitly
+    report = json.loads(Path(str(outcome.report_json)).read_text())
+    assert set(report["llm_by_model"]) == {HEALTHY_CANARY}  # every profiled request was served by the candidate
     assert _routing(stack)["canary_model"] is None
 
 

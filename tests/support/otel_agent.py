@@ -8,7 +8,12 @@
   spans carry OpenInference attribute names (``openinference.span.kind``, ``llm.model_name``,
   ``llm.token_count.*``, ``tool.name``), and a ``BatchSpanProcessor`` sends them with the protobuf
   ``OTLPSpanExporter`` to ``otlp_endpoint`` (what ``OTEL_EXPORTER_OTLP_ENDPOINT`` would say).
-- :class:`StubLLM`: an OpenAI-compatible chat endpoint that answers after a fixed delay per model, with usage.
+  It can serve two models, as a platform's canary does: :meth:`OtelAgent.route` (or the constructor) gives a
+  ``canary_model`` a ``weight`` of the requests, which it answers with instead of the responder (exactly that
+  share, in a fixed order); an ``X-Variant: canary|baseline`` header picks the arm of one request. Which model
+  served a request shows only in its spans (``llm.model_name``), never in the answer.
+- :class:`StubLLM`: an OpenAI-compatible chat endpoint that answers after a fixed delay per model, with usage;
+  the models in ``failing`` answer 503.
 """
 
 from __future__ import annotations
@@ -93,6 +98,9 @@ class _StubLLMHandler(BaseHTTPRequestHandler):
             _answer(self, 404, {"error": {"message": f"no model {model!r} at {self.path}"}})
             return
         time.sleep(stub.delays_s[model])
+        if model in stub.failing:
+            _answer(self, 503, {"error": {"message": f"{model} is overloaded"}})
+            return
         prompt = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", []))
         _answer(
             self,
@@ -111,10 +119,11 @@ class _StubLLMHandler(BaseHTTPRequestHandler):
 
 
 class StubLLM(_Background):
-    """``POST /v1/chat/completions`` answering each model after its delay."""
+    """``POST /v1/chat/completions`` answering each model after its delay (the ``failing`` ones with a 503)."""
 
-    def __init__(self, delays_s: dict[str, float]) -> None:
+    def __init__(self, delays_s: dict[str, float], failing: set[str] | None = None) -> None:
         self.delays_s = dict(delays_s)
+        self.failing = set(failing or ())
         super().__init__(_StubLLMHandler)
 
 
@@ -133,6 +142,7 @@ class _AgentHandler(BaseHTTPRequestHandler):
             _answer(self, 422, {"detail": "input_message is required"})
             return
         parent = TraceContextTextMapPropagator().extract(carrier=dict(self.headers.items()))
+        responder = agent.responder(self.headers.get("X-Variant"))
         try:
             with agent.tracer.start_as_current_span(
                 "react_agent", context=parent, kind=SpanKind.SERVER, attributes={"openinference.span.kind": "AGENT"}
@@ -142,7 +152,7 @@ class _AgentHandler(BaseHTTPRequestHandler):
                     "lookup_order", attributes={"openinference.span.kind": "TOOL", "tool.name": "lookup_order"}
                 ):
                     time.sleep(TOOL_S)
-                value = agent.chat(RESPONDER, f"{plan}\nAnswer: {message}")
+                value = agent.chat(responder, f"{plan}\nAnswer: {message}")
                 root.set_attribute("output.value", value)
         except (RuntimeError, httpx.HTTPError) as exc:
             _answer(self, 502, {"detail": str(exc)})
@@ -156,13 +166,47 @@ class _AgentHandler(BaseHTTPRequestHandler):
 class OtelAgent(_Background):
     """The NAT-like agent (see the module docstring), its spans exported to ``otlp_endpoint``."""
 
-    def __init__(self, llm_url: str, otlp_endpoint: str, export_delay_ms: int = 200) -> None:
+    def __init__(
+        self,
+        llm_url: str,
+        otlp_endpoint: str,
+        export_delay_ms: int = 200,
+        canary_model: str | None = None,
+        canary_weight: float = 0.0,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._credit = 0.0
+        self.canary_model: str | None = None
+        self.canary_weight = 0.0
+        self.route(canary_model, canary_weight)
         self.llm = httpx.Client(base_url=llm_url, timeout=30)
         self.provider = TracerProvider(resource=Resource.create({"service.name": "otel-fixture-agent"}))
         exporter = OTLPSpanExporter(endpoint=otlp_endpoint.rstrip("/") + "/v1/traces")
         self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=export_delay_ms))
         self.tracer: Tracer = self.provider.get_tracer("tests.otel_agent")
         super().__init__(_AgentHandler)
+
+    def route(self, canary_model: str | None, weight: float) -> None:
+        """Answer ``weight`` of the requests with ``canary_model`` instead of the responder (None: none)."""
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"weight must be in [0, 1], got {weight}")
+        with self._lock:
+            self.canary_model, self.canary_weight = canary_model, weight if canary_model else 0.0
+            self._credit = 0.0
+
+    def responder(self, variant: str | None = None) -> str:
+        """The model that answers this request: the canary for its share of requests (or when asked), else the
+        responder. The share is exact: the canary's credit grows by the weight per request and pays 1 per use."""
+        with self._lock:
+            if not self.canary_model or variant == "baseline":
+                return RESPONDER
+            if variant == "canary":
+                return self.canary_model
+            self._credit += self.canary_weight
+            if self._credit >= 1.0 - 1e-9:
+                self._credit -= 1.0
+                return self.canary_model
+            return RESPONDER
 
     def chat(self, model: str, content: str) -> str:
         """One model call, as an OpenInference LLM span."""

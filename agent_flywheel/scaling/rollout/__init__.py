@@ -1,4 +1,9 @@
-"""Staged (canary) rollout check: per stage, canary vs baseline SLIs, error-budget burn rates, a decision.
+"""Rollout check: canary vs baseline SLIs, error-budget burn rates, a decision, from the traffic each served.
+
+The observations come from what the agent's users really got (:mod:`.observed`: the agent's spans, split by the
+model that served each request, judged over a time window by :mod:`.check`), or, for demos, from simulated
+users (:mod:`.traffic`). Who shifts users to the canary is a pluggable router (:mod:`.routers`: ``none``, observe
+only, by default). :mod:`.service` answers the check over HTTP for rollout engines (Argo Rollouts' web metric).
 
 Input: per-request observations ``(t_s, variant, ok, latency_s, quality | None)`` with ``t_s`` in seconds since
 the rollout began and ``variant`` ``"baseline"`` or ``"canary"``. Stages (``RolloutStage``: weight, duration)
@@ -30,5 +35,7 @@ bound) is a ``rollback``; a breach within doubt is a ``hold``.
 
 Modules: :mod:`.observations` (what one request says), :mod:`.policy` (the burn rules and the knobs),
 :mod:`.statistics` (Wilson, Fisher, Mann-Whitney), :mod:`.burn_rates`, :mod:`.stages` (one stage judged),
-:mod:`.report` (the stages walked in order), :mod:`.traffic` (synthetic traffic through the agent's router).
+:mod:`.report` (the stages walked in order), :mod:`.observed` (observations from spans), :mod:`.check` (a window
+of observed traffic judged), :mod:`.window` (durations and instants), :mod:`.routers`, :mod:`.service` (``GET
+/check``), :mod:`.traffic` (synthetic traffic through the demo agent's router).
 """

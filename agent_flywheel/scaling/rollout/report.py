@@ -32,22 +32,28 @@ class RolloutReport:
         """Human-readable: one section per stage with its decision, reasons and SLIs."""
         lines = [f"# Rollout check: **{self.decision}**", ""]
         for s in self.stages:
-            lines += [f"## {s.stage} ({s.weight:.0%} canary): **{s.decision}**", ""]
-            lines += [f"- {r}" for r in s.reasons]
-            lines += [
-                "",
-                "| variant | requests | error rate | p95 s | quality |",
-                "| --- | ---: | ---: | ---: | ---: |",
-            ]
-            for name, v in (("baseline", s.baseline), ("canary", s.canary)):
-                er = "—" if v.error_rate is None else f"{v.error_rate:.2%}"
-                p95 = "—" if v.p95_latency_s is None else f"{v.p95_latency_s:.3f}"
-                q = "—" if v.quality_mean is None else f"{v.quality_mean:.3f} (n={v.quality_samples})"
-                lines.append(f"| {name} | {v.requests} | {er} | {p95} | {q} |")
-            lines += ["", f"Burn-rate windows scaled by {s.window_scale:.3g} to the stage length.", ""]
+            lines += stage_markdown(s)
         if self.not_reached:
             lines.append(f"Not reached: {', '.join(self.not_reached)}.")
         return "\n".join(lines) + "\n"
+
+
+def stage_markdown(s: StageReport, unit: str = "requests") -> list[str]:
+    """One stage as markdown lines: its decision, reasons and both arms' SLIs (``unit``: what was counted)."""
+    lines = [f"## {s.stage} ({s.weight:.0%} canary): **{s.decision}**", ""]
+    lines += [f"- {r}" for r in s.reasons]
+    lines += [
+        "",
+        f"| variant | {unit} | error rate | p95 s | quality |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, v in (("baseline", s.baseline), ("canary", s.canary)):
+        er = "—" if v.error_rate is None else f"{v.error_rate:.2%}"
+        p95 = "—" if v.p95_latency_s is None else f"{v.p95_latency_s:.3f}"
+        q = "—" if v.quality_mean is None else f"{v.quality_mean:.3f} (n={v.quality_samples})"
+        lines.append(f"| {name} | {v.requests} | {er} | {p95} | {q} |")
+    lines += ["", f"Burn-rate windows scaled by {s.window_scale:.3g} to the stage length.", ""]
+    return lines
 
 
 def analyze_rollout(

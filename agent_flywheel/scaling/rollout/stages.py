@@ -52,7 +52,8 @@ class VariantSLIs:
         return dict(self.__dict__)
 
 
-def _slis(obs: Sequence[Observation], slo: RolloutSLO) -> VariantSLIs:
+def variant_slis(obs: Sequence[Observation], slo: RolloutSLO) -> VariantSLIs:
+    """One arm's SLIs: requests, errors, error rate, p95 of the successful ones, slow share, mean quality."""
     n = len(obs)
     errors = sum(not o.ok for o in obs)
     lat = np.array([o.latency_s for o in obs if o.ok], dtype=float)
@@ -124,7 +125,7 @@ def analyze_stage(
     obs = [o for o in obs if start_s <= o.t_s < end_s]
     base = [o for o in obs if o.variant == "baseline"]
     can = [o for o in obs if o.variant == "canary"]
-    b_sli, c_sli = _slis(base, slo), _slis(can, slo)
+    b_sli, c_sli = variant_slis(base, slo), variant_slis(can, slo)
     checks: list[Check] = []
     scale = min(1.0, stage.duration_s / pol.reference_window_s)
     err_budget = 1.0 - slo.availability

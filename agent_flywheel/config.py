@@ -434,10 +434,11 @@ class LoadSweepConfig(_Section):
     workers: int = Field(
         default=1, ge=1, description="Generator tasks every level is split over, run by `worker_runner`; 1: none"
     )
-    worker_runner: Literal["threads", "processes", "task-workers"] = Field(
-        default="processes",
-        description="Where the generator tasks run: threads or a process pool beside the sweep, or Prefect task "
-        "workers (`prefect task serve tasks/sweep.py:load_generator`, e.g. pods on Kubernetes)",
+    worker_runner: Literal["task-workers", "processes", "threads"] = Field(
+        default="task-workers",
+        description="Where the generator tasks run: Prefect task workers (`prefect task serve "
+        "tasks/sweep.py:load_generator --limit 1`, e.g. pods on Kubernetes), or, to try it, a process pool or "
+        "threads beside the sweep",
     )
     start_lead_s: float = Field(
         default=5.0, gt=0, description="How far ahead each level's common start time is set for generator tasks"

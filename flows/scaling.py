@@ -2,6 +2,7 @@
 
 profile      the example inputs one at a time → spans → per-step stats, critical path, Gantt
 load-sweep   closed loop at every concurrency (open loop at every rate), interleaved passes; LLM calls from spans
+             (each level split over ``load_sweep.processes`` processes or ``load_sweep.workers`` generator tasks)
 sizing       C* and GPUs with a bootstrap interval, never a crash when the SLO cannot be met
 scaling      the three in a row; with ``candidate_model`` the agent routes every user to it meanwhile
 

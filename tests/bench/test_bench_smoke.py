@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import data, extraction, flywheel_overhead, loadgen_bench, report, sizing_accuracy
+from bench import data, extraction, flywheel_overhead, loadgen_bench, multiload_bench, report, sizing_accuracy
 from bench.__main__ import main
 from bench.measure import Isolated, median, spread
 
@@ -143,6 +143,26 @@ def _flywheel_results() -> dict:
     )
 
 
+def _multiload_results() -> dict:
+    """Two real configurations, tiny: 8 users from one process and from two, against the stub agent."""
+    from bench.servers import agent_stub
+
+    with agent_stub() as url:
+        runs = [multiload_bench.measure(url, users=8, processes=p, rounds=1) for p in (1, 2)]
+    for run in runs:
+        assert run["requests"] == 8 and run["errors"] == 0 and run["server"]["requests"] >= 16
+        assert len(run["generators"]) == run["processes"]
+        assert sum(g["requests"] for g in run["generators"]) == 8
+        assert run["overhead_p50_s"] is not None and run["overhead_p50_s"] > -0.001  # a call never beats its plan
+    return {
+        "rounds": 1,
+        "late_limit": 0.01,
+        "cores": 2,
+        "aiperf": {"overhead_s": [0.067, 0.115], "users": 1000, "source": "issue #14"},
+        "runs": runs,
+    }
+
+
 def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None:
     results = {
         "machine": {"cpu": "test", "cores": 2, "libraries": {"orjson": "x"}, "date": "today"},
@@ -152,6 +172,7 @@ def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None
         "loadgen": _loadgen_results(),
         "sizing": _sizing_results(),
         "flywheel": _flywheel_results(),
+        "multiload": _multiload_results(),
     }
     assert results["flywheel"]["per_candidate_s"] == 1.5
     text = report.render(json.loads(json.dumps(results, default=str)), findings="Findings text.")
@@ -163,6 +184,7 @@ def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None
         "## 2. Load",
         "## 3. Sizing",
         "## 4. Flywheel",
+        "## 5. Load beyond one process",
     ):
         assert heading in text
     assert "over the 6.00 GB memory cap" in text  # a killed measurement is reported, not dropped
@@ -171,6 +193,7 @@ def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None
     assert "**met**" in text or "**missed**" in text
     assert "Not run in this invocation" not in text
     assert "(in CPU time 1.0×" in text  # every fake measurement took 0.1 s of CPU
+    assert "8 agent-shaped users: sent late from 1 / 2 processes" in text and "quoted from issue #14" in text
 
 
 def test_a_partial_rerun_keeps_the_other_sizes_and_the_other_part_of_its_size() -> None:
@@ -192,7 +215,7 @@ def test_report_only_rewrites_the_document_from_saved_results(tmp_path: Path) ->
     assert main(["--report-only", "--results", str(saved), "--out", str(out)]) == 0
     text = out.read_text()
     assert "measured under load" in text
-    assert text.count("Not run in this invocation") == 4
+    assert text.count("Not run in this invocation") == 5
 
 
 def test_medians_and_spreads_ignore_missing_values() -> None:

@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--locust-python", default=None, help="an interpreter with locust installed (default: autodetect)"
     )
     parser.add_argument(
-        "--multiload-users", type=int, default=None, help="multiload: concurrent users (default 3000; 600 quick)"
+        "--multiload-users", default=None, help="multiload: concurrent users, e.g. 1000,3000 (default: see the bench)"
     )
     parser.add_argument(
         "--multiload-processes", default=None, help="multiload: generator process counts to compare, e.g. 1,2,4"
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
             results[name] = multiload_bench.run(
                 quick=args.quick,
-                users=args.multiload_users,
+                users=_sizes(args.multiload_users),
                 processes=_sizes(args.multiload_processes),
                 log=log,
             )

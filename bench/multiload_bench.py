@@ -30,7 +30,8 @@ from typing import Any
 from bench.measure import load_average, run_isolated
 
 LATE_LIMIT = 0.01
-FULL_CONFIGS = ((1000, 1), (3000, 1), (3000, 2), (3000, 4))
+TARGET_USERS = 3000  # issue #14: under 1 % late at 3,000 users from several processes where one alone is late
+FULL_CONFIGS = ((1000, 1), (1000, 2), (3000, 1), (3000, 2), (3000, 4))
 QUICK_CONFIGS = ((300, 1), (600, 1), (600, 2))
 INPUTS = ["Where is order ORD-1?", "Can I return ORD-2?", "Refund ORD-3, please."]
 # Issue #14 (the session that filed it, on this project's machine, not re-measured here): AIPerf added
@@ -131,18 +132,18 @@ def measure(url: str, users: int, processes: int, rounds: int, warmup_rounds: in
 
 
 def configurations(
-    quick: bool, users: int | None = None, processes: Sequence[int] | None = None
+    quick: bool, users: Sequence[int] | None = None, processes: Sequence[int] | None = None
 ) -> list[tuple[int, int]]:
-    """(users, processes) to measure: the defaults, or every given process count at ``users``."""
-    if users is None and processes is None:
+    """(users, processes) to measure: the defaults, or every given process count at every given user count."""
+    if not users and not processes:
         return list(QUICK_CONFIGS if quick else FULL_CONFIGS)
-    return [(users or (600 if quick else 3000), p) for p in (processes or (1, 2))]
+    return [(u, p) for u in (users or [600 if quick else 3000]) for p in (processes or (1, 2))]
 
 
 def run(
     *,
     quick: bool,
-    users: int | None = None,
+    users: Sequence[int] | None = None,
     processes: Sequence[int] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -153,6 +154,7 @@ def run(
     results: dict[str, Any] = {
         "rounds": rounds,
         "late_limit": LATE_LIMIT,
+        "target_users": TARGET_USERS,
         "cores": os.cpu_count(),
         "aiperf": {"overhead_s": list(AIPERF_OVERHEAD_S), "users": AIPERF_USERS, "source": "issue #14"},
         "loads": [load_average()],

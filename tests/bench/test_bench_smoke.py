@@ -222,3 +222,34 @@ def test_medians_and_spreads_ignore_missing_values() -> None:
     assert median([3.0, None, 1.0, 2.0]) == 2.0
     assert median([None]) is None
     assert spread([2.0, None, 5.0]) == (2.0, 5.0)
+
+
+def _run(users: int, processes: int, late: float) -> dict:
+    return {"users": users, "processes": processes, "late_share": late, "overhead_p50_s": 0.002, "overhead_p95_s": 0.01}
+
+
+def test_the_multiload_verdict_shows_where_several_processes_hold_and_one_does_not() -> None:
+    """Several user counts: the verdict sentence picks the most users where one process is late and several are
+    not; the summary gives a row per user count and judges the target only at the target's user count."""
+    runs = [
+        _run(1000, 1, 0.05),
+        _run(1000, 2, 0.004),
+        _run(3000, 1, 0.7),
+        _run(3000, 2, 0.2),
+        _run(3000, 4, 0.03),
+    ]
+    one, best = report._multiload_verdict(runs, 0.01)
+    assert (one["users"], one["processes"], best["processes"]) == (1000, 1, 2)
+    one, best = report._multiload_verdict([*runs[2:], {"users": 5000, "processes": 1, "error": "boom"}], 0.01)
+    assert (one["users"], best["processes"]) == (3000, 4)  # none holds: the most users measured, best of several
+    results = {"multiload": {"late_limit": 0.01, "target_users": 3000, "cores": 2, "runs": runs}}
+    summary = "\n".join(report._summary(results))
+    assert "1,000 agent-shaped users: sent late from 1 / 2 processes | 5.0% / 0.4% | several under 1 %" in summary
+    assert "3,000 agent-shaped users: sent late from 1 / 2 / 4 processes | 70.0% / 20.0% / 3.0%" in summary
+    assert "< 1 % from several processes: **missed** (2 cores)" in summary
+    assert multiload_bench.configurations(False, users=[1000, 3000], processes=[1, 4]) == [
+        (1000, 1),
+        (1000, 4),
+        (3000, 1),
+        (3000, 4),
+    ]

@@ -460,9 +460,28 @@ class SizingTargets(_Section):
     target_workflow_p95_s: float = Field(default=2.0, gt=0)
     target_llm_p95_s: float | None = Field(default=None, gt=0)
     test_gpus: int = Field(default=1, ge=1, description="GPUs behind the system under test")
+    gpus_per_replica: int | None = Field(
+        default=None, ge=1, description="GPUs of one serving replica; default: the system under test is one replica"
+    )
+    sticky_sessions: bool = Field(
+        default=False,
+        description="Users pinned to a replica (whole users per replica); default: requests balanced over replicas",
+    )
     gpu_price_per_hour: float | None = Field(default=None, ge=0)
     confidence: float = Field(default=0.90, gt=0.5, lt=1.0)
     bootstrap_samples: int = Field(default=1000, ge=100)
+    confirm: bool = Field(
+        default=False, description="Re-measure at the recommended load per replica and report whether the SLO held"
+    )
+
+    @model_validator(mode="after")
+    def _whole_replicas(self) -> SizingTargets:
+        if self.gpus_per_replica is not None and self.test_gpus % self.gpus_per_replica:
+            raise ValueError(
+                f"the system under test must be whole replicas: test_gpus {self.test_gpus} is not a multiple of "
+                f"gpus_per_replica {self.gpus_per_replica}"
+            )
+        return self
 
 
 class RolloutStage(_Section):

@@ -19,10 +19,17 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from agent_flywheel.evaluation.gate import GateDecision
 from agent_flywheel.paths import flywheel_home
 
 MAX_PARAM_LENGTH = 6000
 CHAMPION_ALIAS = "champion"
+#: The experiment tag MLflow 3's UI reads to choose an experiment's first page: "Machine learning"
+#: experiments open on the runs table, GenAI ones (and untagged ones it guesses are) on traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+RUNS_TABLE_KIND = "custom_model_development"
+#: The child-run tag with the gate's verdict on that candidate, for sorting and filtering in the compare view.
+VERDICT_TAG = "gate.verdict"
 
 
 def flywheel_experiment(workload_id: str) -> str:
@@ -35,6 +42,24 @@ def sizing_experiment(app: str) -> str:
 
 def rollout_experiment(app: str) -> str:
     return f"rollout/{app}"
+
+
+def gate_verdicts(decision: GateDecision) -> dict[tuple[str, str], str]:
+    """The ``gate.verdict`` of each candidate (model, eval mode), in the gate's words made filterable
+    (``non-inferiority not shown`` → ``non-inferiority-not-shown``): ``promoted`` for the winner, and a
+    non-inferior candidate that lost says why (``non-inferior-not-cheaper``: not cheaper than the teacher,
+    ``non-inferior-not-cheapest``: another candidate was cheaper)."""
+    verdicts: dict[tuple[str, str], str] = {}
+    for assessment in decision.assessments:
+        candidate = assessment.candidate
+        if decision.promoted == candidate:
+            verdict = "promoted"
+        elif assessment.verdict == "non-inferior":
+            verdict = "non-inferior-not-cheapest" if assessment.cheaper else "non-inferior-not-cheaper"
+        else:
+            verdict = assessment.verdict.replace(" ", "-")
+        verdicts[(candidate.model_name, candidate.eval_mode)] = verdict
+    return verdicts
 
 
 def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -58,12 +83,21 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
 
     def experiment_id(self, name: str) -> str:
-        """The id of experiment ``name``, created on first use."""
+        """The id of experiment ``name``, created on first use as a "Machine learning" experiment, so the
+        MLflow UI opens it on the runs table (an experiment made before that is tagged the first time)."""
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
+            if EXPERIMENT_KIND_TAG not in experiment.tags:
+                self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, RUNS_TABLE_KIND)
             return str(experiment.experiment_id)
         try:
-            return str(self.client.create_experiment(name, artifact_location=self._artifact_location(name)))
+            return str(
+                self.client.create_experiment(
+                    name,
+                    artifact_location=self._artifact_location(name),
+                    tags={EXPERIMENT_KIND_TAG: RUNS_TABLE_KIND},
+                )
+            )
         except MlflowException:  # created concurrently by another run
             experiment = self.client.get_experiment_by_name(name)
             assert experiment is not None
@@ -134,6 +168,14 @@ class Tracker:
         if not ui_url:
             return f"runs:/{run_id}"
         return f"{ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+    def champion(self, registered_model: str) -> tuple[int, dict[str, str]] | None:
+        """The version the ``champion`` alias points at and its tags, or None (no model or no alias yet)."""
+        try:
+            version = self.client.get_model_version_by_alias(registered_model, CHAMPION_ALIAS)
+        except MlflowException:
+            return None
+        return int(version.version), dict(version.tags or {})
 
     def set_champion(self, registered_model: str, run_id: str, description: Mapping[str, Any]) -> int:
         """Register the promoted candidate as a new model version and point the ``champion`` alias at it."""

@@ -510,6 +510,94 @@ def _loadgen(results: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _gpu_cell(answer: dict[str, Any] | None) -> str:
+    """``**GPUs** [low–high]``; an open end as ``open``; ``(interval unknown)`` without per-request rows."""
+    if not answer or answer.get("gpus") is None:
+        return "—"
+    if not answer.get("interval_known"):
+        return f"**{answer['gpus']}** (interval unknown)"
+    low, high = answer.get("gpus_low"), answer.get("gpus_high")
+    return f"**{answer['gpus']}** [{'open' if low is None else low}–{'open' if high is None else high}]"
+
+
+def _inside(answer: dict[str, Any], value: int) -> bool:
+    low, high = answer.get("gpus_low"), answer.get("gpus_high")
+    return bool(answer.get("interval_known")) and (low is None or low <= value) and (high is None or value <= high)
+
+
+def _sizing_cases(cases: list[dict[str, Any]]) -> list[str]:
+    """The side-by-side table of one set of cases and its one-paragraph tally."""
+    rows = []
+    for case in cases:
+        t, ours, nat = case["truth"], case["ours"], case.get("nat") or {}
+        lat = case["latency"]
+        params = (
+            f"{lat['replicas']}×batch {lat['max_batch']}, d0 {lat['decode_s_per_token']}, d1 {lat['decode_s_per_token_per_request']}; "
+            f"{case['tokens']['input']}→{case['tokens']['output']} tokens"
+        )
+        c_low, c_high = ours.get("c_star_low"), ours.get("c_star_high")
+        rows.append(
+            [
+                f"{case['case']}: {case['description']}",
+                params,
+                f"{t['target_s']:.2f} s",
+                f"{t['c_star']} / **{t['gpus']}**",
+                f"{_num(ours.get('c_star'), '.1f')} [{'open' if c_low is None else format(c_low, '.1f')}–"
+                f"{'open' if c_high is None else format(c_high, '.1f')}]",
+                _gpu_cell(ours),
+                _gpu_cell(case.get("ours_pinned")),
+                _gpu_cell(case.get("ours_per_level")),
+                _num(nat.get("c_star"), ".1f") if nat.get("c_star") is not None else (nat.get("error") or "—"),
+                f"**{_num(nat.get('gpus'), '.2f')}** (ceil {_num(nat.get('gpus_rounded_up'), 'd')})",
+                ", ".join(f"{x:g}" for x in nat.get("outliers_removed") or []) or "none",
+            ]
+        )
+    lines = _table(
+        [
+            "case",
+            "server, request",
+            "p95 target",
+            "truth C* / GPUs",
+            "ours C* [90 %]",
+            "ours GPUs, balanced [90 %]",
+            "ours GPUs, pinned [90 %]",
+            "ours, per-level table only",
+            "NAT C*",
+            "NAT GPUs",
+            "NAT dropped levels",
+        ],
+        rows,
+    )
+    lines.append("")
+    exact = [c for c in cases if c["ours"].get("gpus") is not None and c["truth"]["gpus"] is not None]
+    if exact:
+
+        def error(key: str) -> str:
+            errs = [
+                abs(c[key]["gpus"] - c["truth"]["gpus"]) / c["truth"]["gpus"]
+                for c in exact
+                if (c.get(key) or {}).get("gpus")
+            ]
+            return f"{sum(errs) / len(errs):.0%}" if errs else "—"
+
+        def under(key: str) -> int:
+            return sum(
+                1 for c in exact if (c.get(key) or {}).get("gpus") is not None and c[key]["gpus"] < c["truth"]["gpus"]
+            )
+
+        covered = {
+            key: sum(_inside(c.get(key) or {}, c["truth"]["gpus"]) for c in exact) for key in ("ours", "ours_pinned")
+        }
+        lines += [
+            f"Mean absolute GPU error: ours balanced {error('ours')}, pinned {error('ours_pinned')}, NAT {error('nat')}. "
+            f"Under-provisioned (fewer GPUs than the truth): balanced {under('ours')}, pinned {under('ours_pinned')}, "
+            f"NAT {under('nat')} of {len(exact)}. The truth lies inside our interval in {covered['ours_pinned']} of "
+            f"{len(exact)} cases pinned and {covered['ours']} balanced.",
+            "",
+        ]
+    return lines
+
+
 def _sizing(results: dict[str, Any] | None) -> list[str]:
     lines = ["## 3. Sizing accuracy", ""]
     if not results:
@@ -517,89 +605,39 @@ def _sizing(results: dict[str, Any] | None) -> list[str]:
     lines += [
         "The NIM simulator's latency model is a continuous-batching server with a known steady state, so for each "
         "parameter set the true answer is computed exactly (`max_concurrency_under`: the largest concurrency whose "
-        f"p95 meets the target; `replicas_needed`: replicas for {results.get('users')} users). Each set is then measured "
-        f"as a user would: a closed-loop sweep over HTTP with `agent_flywheel.scaling.loadgen` against the simulator in its own "
-        f"process (`time_scale` {results.get('time_scale')}, the target scaled alike; passes per level: {results.get('passes')}; "
-        f"{results.get('requests_per_level')}; levels from replicas × max batch only: 1, 2, 4 and ½, 1, 1½, 2 "
-        "and 3 times it). The same sweep is sized by `agent_flywheel.scaling.sizing.solve.size` (ours: measured bracketing, whole "
-        "replicas, 90 % bootstrap interval) and by the NeMo Agent Toolkit's straight line "
-        "(`nat_linear_estimate`: IQR outlier removal, OLS, `GPUs = users / C* × test GPUs`, fractional as it reports "
-        "it). One GPU per replica. Fewer GPUs than the truth means the SLO is missed in production.",
+        f"p95 meets the target; `replicas_needed`: replicas for {results.get('users')} users). Each set is swept "
+        f"with `agent_flywheel.scaling.loadgen` ({results.get('requests_per_level')}; levels from replicas × max "
+        "batch only: 1, 2, 4 and ½, 1, 1½, 2 and 3 times it) and the same sweep is sized four ways: by "
+        "`agent_flywheel.scaling.sizing.solve.size` with requests balanced over replicas (the default: "
+        "`ceil(users / C* per replica)`) and with users pinned to replicas (`--sticky-sessions`: whole users per "
+        "replica), each with its 90 % interval from the per-request rows; by the same method from the sweep's "
+        "per-level table alone (one p95 per level, so the interval is unknown); and by the NeMo Agent Toolkit's "
+        "straight line (`nat_linear_estimate`: IQR outlier removal, OLS, `GPUs = users / C* × test GPUs`, "
+        "fractional as it reports it). A replica is one simulated replica of one GPU. The simulator's requests are "
+        "identical and its balancer keeps each client on its replica, so its truth is the pinned one; the balanced "
+        "answer divides by the fraction of a user, which is right when requests vary and a balancer evens out the "
+        "load, and up to one user per replica short here. Fewer GPUs than the truth means the SLO is missed in "
+        "production.",
         "",
     ]
-    rows = []
-    for case in results.get("cases", []):
-        t, ours, nat = case["truth"], case["ours"], case.get("nat") or {}
-        lat = case["latency"]
-        params = (
-            f"{lat['replicas']}×batch {lat['max_batch']}, d0 {lat['decode_s_per_token']}, d1 {lat['decode_s_per_token_per_request']}; "
-            f"{case['tokens']['input']}→{case['tokens']['output']} tokens"
-        )
-        nat_gpus = nat.get("gpus")
-        rows.append(
-            [
-                f"{case['case']}: {case['description']}",
-                params,
-                f"{t['target_s']:.2f} s",
-                f"{t['c_star']} / **{t['gpus']}**",
-                f"{_num(ours.get('c_star'), '.1f')} [{_num(ours.get('c_star_low'), '.1f')}–{_num(ours.get('c_star_high'), '.1f')}]",
-                f"**{_num(ours.get('gpus'), 'd')}** [{_num(ours.get('gpus_low'), 'd')}–{_num(ours.get('gpus_high'), 'd')}]",
-                _signed(ours.get("gpus"), t["gpus"]),
-                _num(nat.get("c_star"), ".1f") if nat.get("c_star") is not None else (nat.get("error") or "—"),
-                f"**{_num(nat_gpus, '.2f')}** (ceil {_num(nat.get('gpus_rounded_up'), 'd')})",
-                _signed(nat_gpus, t["gpus"], ".2f"),
-                ", ".join(f"{x:g}" for x in nat.get("outliers_removed") or []) or "none",
-            ]
-        )
-    lines += _table(
-        [
-            "case",
-            "server, request",
-            "p95 target",
-            "truth C* / GPUs",
-            "ours C* [90 %]",
-            "ours GPUs [90 %]",
-            "ours − truth",
-            "NAT C*",
-            "NAT GPUs",
-            "NAT − truth",
-            "NAT dropped levels",
-        ],
-        rows,
-    )
-    lines.append("")
-    exact = [
-        c for c in results.get("cases", []) if c["ours"].get("gpus") is not None and c["truth"]["gpus"] is not None
-    ]
-    if exact:
-        ours_err = [abs(c["ours"]["gpus"] - c["truth"]["gpus"]) / c["truth"]["gpus"] for c in exact]
-        nat_err = [
-            abs(c["nat"]["gpus"] - c["truth"]["gpus"]) / c["truth"]["gpus"]
-            for c in exact
-            if c.get("nat") and c["nat"].get("gpus") is not None
-        ]
-        under_ours = sum(c["ours"]["gpus"] < c["truth"]["gpus"] for c in exact)
-        under_nat = sum(
-            1
-            for c in exact
-            if c.get("nat") and c["nat"].get("gpus") is not None and c["nat"]["gpus"] < c["truth"]["gpus"]
-        )
-        covered = sum(
-            1
-            for c in exact
-            if (c["ours"].get("gpus_low") or 0) <= c["truth"]["gpus"] <= (c["ours"].get("gpus_high") or -1)
-        )
+    simulated = results.get("simulated")
+    if simulated:
         lines += [
-            f"Mean absolute GPU error: ours {sum(ours_err) / len(ours_err):.0%}, NAT "
-            + (f"{sum(nat_err) / len(nat_err):.0%}" if nat_err else "—")
-            + f" ({len(nat_err)} of {len(exact)} cases answered). Under-provisioned (fewer GPUs than the truth): "
-            f"ours {under_ours} of {len(exact)}, NAT {under_nat} of {len(nat_err)}. The truth lies inside our interval in "
-            f"{covered} of {len(exact)} cases. Measured p95 includes the HTTP round trip and any delay from other "
-            "processes on the machine, which the exact model does not have; that bias pushes both methods towards "
-            "more GPUs.",
+            "**On a simulated clock** (the simulator's scheduler in-process, driven by the load generator in an event "
+            f"loop whose time moves only when every request waits: the latency model exactly, no HTTP, whatever else "
+            f"the machine does; {simulated.get('passes')} passes per level):",
             "",
+            *_sizing_cases(simulated.get("cases", [])),
         ]
-    lines += ["Measured p95 per level (simulated seconds):", ""]
+    lines += [
+        "**Over HTTP**, as a user would measure: against the simulator in its own process (`time_scale` "
+        f"{results.get('time_scale')}, the target scaled alike; passes per level: {results.get('passes')}). Measured "
+        "p95 includes the HTTP round trip and any delay from other processes on the machine, which the exact model "
+        "does not have; that bias pushes every method towards more GPUs.",
+        "",
+        *_sizing_cases(results.get("cases", [])),
+    ]
+    lines += ["Measured p95 per level over HTTP (simulated seconds):", ""]
     for case in results.get("cases", []):
         points = ", ".join(f"{float(c):g}: {_num(v, '.2f')}" for c, v in case["measured_p95_s"].items())
         lines.append(f"- {case['case']}: {points}")
@@ -866,14 +904,18 @@ def _summary(results: dict[str, Any]) -> list[str]:
                 "",
             ]
         )
-    for case in (results.get("sizing") or {}).get("cases", []):
+    sizing = results.get("sizing") or {}
+    for case, how in [(c, "simulated clock") for c in (sizing.get("simulated") or {}).get("cases", [])] + [
+        (c, "HTTP") for c in sizing.get("cases", [])
+    ]:
         nat = case.get("nat") or {}
         rows.append(
             [
                 "3",
-                f"GPUs for {results['sizing']['users']} users, case {case['case']}: truth / ours [90 %] / NAT",
-                f"{case['truth']['gpus']} / {_num(case['ours'].get('gpus'), 'd')} [{_num(case['ours'].get('gpus_low'), 'd')}–"
-                f"{_num(case['ours'].get('gpus_high'), 'd')}] / {_num(nat.get('gpus'), '.2f')}",
+                f"GPUs for {sizing['users']} users, case {case['case']} ({how}): truth / ours balanced [90 %] / "
+                "pinned / NAT",
+                f"{case['truth']['gpus']} / {_gpu_cell(case['ours'])} / {_gpu_cell(case.get('ours_pinned'))} / "
+                f"{_num(nat.get('gpus'), '.2f')}",
                 "",
             ]
         )

@@ -3,7 +3,8 @@
 
 Offline, from files:
 
-- ``sizing calc --sweep FILE.csv --target-workflow-p95 S [--target-llm-p95 S] --target-users N --test-gpus G [--json]``
+- ``sizing calc --sweep FILE.csv --target-workflow-p95 S [--target-llm-p95 S] --target-users N --test-gpus G
+  [--gpus-per-replica R] [--sticky-sessions] [--json]``
 - ``profile analyze --traces FILE [--json] [--gantt PNG]``
 
 Against a running agent the project did not write (no Prefect server needed; spans from ``--traces FILE``, written
@@ -107,6 +108,19 @@ def sizing_calc(
     ] = None,
     target_users: Annotated[int | None, typer.Option("--target-users", help="Concurrent workflows to serve")] = None,
     test_gpus: Annotated[int | None, typer.Option("--test-gpus", help="GPUs behind the system under test")] = None,
+    gpus_per_replica: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus-per-replica", help="GPUs of one serving replica (default: the system under test is one replica)"
+        ),
+    ] = None,
+    sticky_sessions: Annotated[
+        bool,
+        typer.Option(
+            "--sticky-sessions",
+            help="Users are pinned to replicas (whole users per replica); default: requests balanced over replicas",
+        ),
+    ] = False,
     gpu_price_per_hour: Annotated[
         float | None, typer.Option("--gpu-price-per-hour", help="For cost per 1,000 workflows")
     ] = None,
@@ -116,7 +130,10 @@ def sizing_calc(
     plots: Annotated[Path | None, typer.Option("--plots", help="Directory for the PNG plots")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
 ) -> None:
-    """C* (largest concurrency meeting the p95 targets), GPUs with an interval, cost; offline from a CSV."""
+    """C* (largest concurrency meeting the p95 targets), replicas and GPUs with an interval, cost; offline from a CSV.
+
+    The answer states its assumptions: how many GPUs a replica has and whether users are pinned to replicas.
+    """
     missing = [
         name
         for name, value in (
@@ -135,17 +152,22 @@ def sizing_calc(
             target_workflow_p95_s=target_workflow_p95,
             target_llm_p95_s=target_llm_p95,
             test_gpus=test_gpus,
+            gpus_per_replica=gpus_per_replica,
+            sticky_sessions=sticky_sessions,
             gpu_price_per_hour=gpu_price_per_hour,
             confidence=confidence,
             bootstrap_samples=bootstrap_samples,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a check across fields: test GPUs in whole replicas
+            raise _fail(f"--gpus-per-replica: {first['msg'].removeprefix('Value error, ')}") from None
         flag = {
             "target_users": "--target-users",
             "target_workflow_p95_s": "--target-workflow-p95",
             "target_llm_p95_s": "--target-llm-p95",
             "test_gpus": "--test-gpus",
+            "gpus_per_replica": "--gpus-per-replica",
             "gpu_price_per_hour": "--gpu-price-per-hour",
             "confidence": "--confidence",
             "bootstrap_samples": "--bootstrap-samples",

@@ -18,7 +18,8 @@ import httpx
 
 from agent_flywheel.config import ScalingConfig, load_config
 from agent_flywheel.paths import configure_local_environment
-from agent_flywheel.scaling.sizing.result import users_per_replica
+from cli.console import tracebacks_to_log
+from cli.in_process import RunGuard
 from simulators.settings import load_local_config
 from simulators.stack import LocalStack
 
@@ -53,11 +54,12 @@ def _serve_canary(nim_url: str, canary: str, root: str | None) -> str:
 
 def _champion(workload_id: str) -> tuple[str | None, str | None]:
     """(served model, base model) of the registry's champion for the workload, when there is one."""
+    from agent_flywheel.nemo.names import registered_model_name
     from blocks.mlflow_tracking import MlflowTracking
     from blocks.resolve import load_block
     from tasks.scaling_tracking import served_champion
 
-    return served_champion(load_block(MlflowTracking, "local").get_tracker(), f"flywheel-{workload_id}")
+    return served_champion(load_block(MlflowTracking, "local").get_tracker(), registered_model_name(workload_id))
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,21 @@ def summary_lines(scaling: ScalingOutcome, rollout: RolloutCheckOutcome, seconds
     lines = [f"scaling demo ({seconds:.0f} s, simulated):"]
     if sizing["reachable"]:
         bound = "≥ " if sizing["slo_concurrency_is_lower_bound"] else ""
+        assumptions = sizing["assumptions"]
+        if sizing["interval_known"]:
+            low, high = sizing["gpus_low"], sizing["gpus_high"]
+            interval = f"interval {'open' if low is None else low}–{'open' if high is None else high}"
+        else:
+            interval = "interval unknown"
         lines.append(
-            f"  sizing: C* = {bound}{sizing['slo_concurrency']:.2f} concurrent users per GPU under a "
-            f"{targets['target_workflow_p95_s']:g} s workflow p95 ({users_per_replica(sizing['slo_concurrency']):g} whole "
-            f"users per replica) -> {sizing['gpus']} GPUs for "
-            f"{targets['target_users']} users (interval {sizing['gpus_low']}–{sizing['gpus_high']})"
+            f"  sizing: C* = {bound}{sizing['slo_concurrency_per_replica']:.2f} concurrent users per replica under a "
+            f"{targets['target_workflow_p95_s']:g} s workflow p95 -> {sizing['replicas']} replicas × "
+            f"{assumptions['gpus_per_replica']} GPU(s) = {sizing['gpus']} GPUs for {targets['target_users']} users "
+            f"({'pinned' if assumptions['sticky_sessions'] else 'balanced per request'}; {interval})"
         )
+        confirmation = sizing.get("confirmation")
+        if confirmation:
+            lines.append(f"  confirmation: {confirmation['summary']}")
     else:
         lines.append(f"  sizing: {sizing['reason']}")
     bottleneck = scaling.profile.summary.get("bottleneck")
@@ -133,19 +144,23 @@ def scaling_demo(
             f"{levels}, {cfg.load_sweep.num_passes} passes), sizing for {cfg.sizing.target_users} users under a "
             f"{cfg.sizing.target_workflow_p95_s:g} s p95..."
         )
-        scaled = scaling(config=cfg, agent_block="local", mlflow_block="local")
+        tracebacks_to_log()
+        guard = RunGuard()
+        scaled = guard.run(lambda: guard.watch(scaling)(config=cfg, agent_block="local", mlflow_block="local"))
         champion, root = _champion(DEMO_WORKLOAD)
         canary = champion or DEFAULT_CANARY
         served = _serve_canary(local.url("nim"), canary, root)
         stages = ", ".join(f"{s.weight:.0%} for {s.duration_s:g} s" for s in cfg.rollout.stages)
         say(f"rollout check of {canary} ({served}): {stages}...")
-        checked = rollout_check(
-            config=cfg,
-            agent_block="local",
-            mlflow_block="local",
-            canary_model=canary,
-            workload_id=DEMO_WORKLOAD,
-            min_canary_requests=DEMO_MIN_CANARY_REQUESTS,
+        checked = guard.run(
+            lambda: guard.watch(rollout_check)(
+                config=cfg,
+                agent_block="local",
+                mlflow_block="local",
+                canary_model=canary,
+                workload_id=DEMO_WORKLOAD,
+                min_canary_requests=DEMO_MIN_CANARY_REQUESTS,
+            )
         )
         canary_note = served + (" (the flywheel's champion)" if champion else " (no champion yet)")
     finally:

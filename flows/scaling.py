@@ -3,7 +3,8 @@
 profile      the example inputs one at a time → spans → per-step stats, critical path, Gantt
 load-sweep   closed loop at every concurrency (open loop at every rate), interleaved passes; LLM calls from spans
              (each level split over ``load_sweep.processes`` processes or ``load_sweep.workers`` generator tasks)
-sizing       C* and GPUs with a bootstrap interval, never a crash when the SLO cannot be met
+sizing       C*, replicas and GPUs with an interval, never a crash when the SLO cannot be met; optionally
+             confirmed by measuring again at the recommended load per replica
 scaling      the three in a row; with ``candidate_model`` the agent routes every user to it meanwhile
 
 Each flow also runs on its own (a deployment, a person); it then opens and closes its own MLflow run. Each
@@ -19,12 +20,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run as current_run
 from pydantic import BaseModel
 
-from agent_flywheel.config import ScalingConfig, load_config
+from agent_flywheel.config import LoadSweepConfig, ScalingConfig, load_config
 from agent_flywheel.paths import state_dir
 from agent_flywheel.scaling.loadgen.sweep import sweep_timeout_s
 from agent_flywheel.scaling.outcomes import ProfileOutcome, SizingOutcome, SweepOutcome
 from agent_flywheel.scaling.profile_run import profile_timeout_s
 from agent_flywheel.scaling.reports import image_markdown, profile_markdown, sizing_markdown, sweep_table
+from agent_flywheel.scaling.sizing.confirm import plan_confirmation
 from agent_flywheel.tracking import sizing_experiment
 from blocks.agent_target import AgentTarget
 from blocks.mlflow_tracking import MlflowTracking
@@ -42,7 +44,7 @@ from tasks.scaling_tracking import (
     sizing_tags,
     start_tracking_run,
 )
-from tasks.sizing import run_sizing
+from tasks.sizing import confirm_sizing, run_sizing
 from tasks.sweep import run_load_sweep
 
 DEFAULT_CONFIG = "configs/scaling.yaml"
@@ -173,6 +175,23 @@ def load_sweep(
         run.close(ok)
 
 
+def _confirm(
+    outcome: SizingOutcome, cfg: ScalingConfig, agent: AgentTarget, candidate_model: str | None
+) -> SizingOutcome:
+    """Re-measure at the load the answer puts on each replica (same passes and requests as the sweep)."""
+    plan = plan_confirmation(outcome.answer)
+    if plan is None:
+        get_run_logger().warning("sizing confirmation skipped: %s", outcome.answer["reason"])
+        return outcome
+    check = LoadSweepConfig.model_validate(
+        cfg.load_sweep.model_dump() | {"concurrencies": plan.concurrencies, "arrival_rates": []}
+    )
+    with routed_to(agent, candidate_model):
+        sweep_task = run_load_sweep.with_options(name="confirm-sizing-load", timeout_seconds=sweep_timeout_s(check))
+        measured = sweep_task(agent, check, cfg.profile, cfg.spans, _out_dir("confirm"))
+    return confirm_sizing(outcome, measured.requests_csv, measured.llm_calls_csv, cfg.sizing)
+
+
 @flow(name="sizing", log_prints=True)
 def sizing(
     sweep_csv: str,
@@ -182,21 +201,28 @@ def sizing(
     llm_calls_csv: str | None = None,
     mlflow_run_id: str | None = None,
     agent_block: str = "local",
+    candidate_model: str | None = None,
 ) -> SizingFlowOutcome:
-    """Size from a sweep table (per request or per level): C*, GPUs with an interval, cost, plots.
+    """Size from a sweep table (per request or per level): C*, replicas and GPUs with an interval, cost, plots.
 
-    ``agent_block`` only names the agent in the tags of a run this flow opens itself.
+    With ``sizing.confirm`` the agent (``agent_block``, serving ``candidate_model`` when given) is measured
+    again at the recommended load per replica; otherwise ``agent_block`` only names the agent in the tags of
+    a run this flow opens itself.
     """
     cfg = _config(config, config_path)
     tracking = load_block(MlflowTracking, mlflow_block)
     tags = None
+    agent = load_block(AgentTarget, agent_block) if mlflow_run_id is None or cfg.sizing.confirm else None
     if mlflow_run_id is None:
-        agent = load_block(AgentTarget, agent_block)
-        tags = sizing_tags(cfg, agent.url, agent.simulated, None, "sizing")
+        assert agent is not None
+        tags = sizing_tags(cfg, agent.url, agent.simulated, candidate_model, "sizing")
     run = SizingRun(tracking.get_tracker(), tracking.ui_url, mlflow_run_id, cfg, "sizing", tags, ("sizing",))
     ok = False
     try:
         outcome = run_sizing(sweep_csv, llm_calls_csv, cfg.sizing, _out_dir("sizing"))
+        if cfg.sizing.confirm:
+            assert agent is not None
+            outcome = _confirm(outcome, cfg, agent, candidate_model)
         log_sizing(run.tracker, run.run_id, outcome)
         plots = [
             image_markdown(run.ui_url, run.run_id, "latency_vs_concurrency.png", "p95 latency vs concurrency"),
@@ -267,6 +293,7 @@ def scaling(
             config=cfg,
             mlflow_run_id=run_id,
             agent_block=agent_block,
+            candidate_model=candidate_model,
         )
         status = "FINISHED"
     finally:

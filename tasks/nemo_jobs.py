@@ -10,9 +10,19 @@ What makes a run safe to retry, resume or kill:
   inputs plus the Evaluator's URL (never on the client it is handed), so a rerun does not evaluate again
   what was already evaluated. A fine-tune's persisted result is the Customizer's job itself: ``customize``
   finds it by its key (a cached copy could name an adapter that a reset platform no longer serves).
-- **The ledger**: every job and deployment a run starts is written to ``.flywheel/runs/<id>/resources.json``;
-  the failure, crash and cancellation hooks stop what it lists, and a later run adopts what a run that
-  died without its hooks (SIGKILL, power loss) left behind, so that too is torn down.
+- **The ledger**: every job and deployment a run starts or uses is written to
+  ``.flywheel/runs/<id>/resources.json``; the failure, crash and cancellation hooks stop what it lists, and a
+  later run adopts the jobs that a run that died without its hooks (SIGKILL, power loss) left behind, so
+  those too are stopped.
+- **Deployments are shared**, never torn down under another run: a run joins a deployment's users before
+  using it and leaves when done; only the last live user deletes it (see
+  :mod:`agent_flywheel.nemo.deployments`). Joining and leaving hold the ``flywheel-deployment-users`` lock.
+- **Waits end when the output cannot come**: a fine-tune that reports ``NotEnoughResources`` is cancelled at
+  once; a model or adapter that NIM does not serve within :data:`SERVE_GRACE_S` of its deployment being
+  ready or its fine-tune completing fails the step; a completed fine-tune whose output model is no longer in
+  the Entity Store is not reused.
+- **Ownership labels**: every job carries the flow run id that created it (``custom_fields.flywheel_run_id``),
+  every deployment its users, so a reaper on any machine can ask Prefect whether their runs are alive.
 
 Failures that retrying cannot fix (a job that failed, stalled or timed out) raise
 :class:`FlywheelStepError`, which names the service, the job and what to do, and are not retried by
@@ -22,9 +32,7 @@ once more by the task.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
+import logging
 import time
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
@@ -44,8 +52,10 @@ from agent_flywheel.evaluation.results import parse_aggregate_results, parse_sam
 from agent_flywheel.ledger import Ledger, Resource
 from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.customizer import NOT_ENOUGH_RESOURCES
+from agent_flywheel.nemo.deployments import Release
+from agent_flywheel.nemo.entity_store import split_ref
 from agent_flywheel.nemo.http import NemoAPIError
-from agent_flywheel.nemo.idempotency import IdempotencyKey, content_hash
+from agent_flywheel.nemo.idempotency import RUN_FIELD, IdempotencyKey, content_hash
 from agent_flywheel.nemo.payloads import (
     customization_config_body,
     customization_job_body,
@@ -56,13 +66,19 @@ from agent_flywheel.nemo.payloads import (
 from agent_flywheel.nemo.poller import JobFailedError, JobWaitError, PollSettings
 from agent_flywheel.nemo.status import Phase, classify
 from agent_flywheel.paths import state_dir
+from agent_flywheel.transient import is_transient
+from tasks.ownership import deployment_users_lock, flow_run_is_over, owner_is_dead
+from tasks.retries import retry_if_transient
 
+logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Part of every cache key: bump it when what ``evaluate`` returns changes meaning.
 CACHE_VERSION = "1"
-OWNER_FILE = "owner.json"
+#: How long NIM may take to serve a model once its deployment is ready or its fine-tune completed (the NIM
+#: proxy syncs, LoRA adapters load on a refresh interval: minutes at most); after that it never will.
+SERVE_GRACE_S = 600.0
 RERUN = "then run the flywheel again: what already finished is cached and reused, only this step runs again"
 
 
@@ -107,12 +123,27 @@ class RunContext(BaseModel):
             interval_s=interval_s or ev.poll_interval_s, stall_timeout_s=ev.timeout_s, timeout_s=4 * ev.timeout_s
         )
 
+    def serve_poll(self) -> PollSettings:
+        """Waiting for NIM to serve a model that is ready: bounded by :data:`SERVE_GRACE_S` (or the stall timeout
+        when that is shorter), since nothing else will move it along."""
+        ev = self.cfg.evaluation_config
+        grace = min(SERVE_GRACE_S, ev.timeout_s)
+        return PollSettings(interval_s=ev.poll_interval_s, stall_timeout_s=grace, timeout_s=grace)
+
+    def labelled(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A job body with this run as its owner in ``custom_fields`` (for a reaper on any machine)."""
+        return {**body, "custom_fields": {**dict(body.get("custom_fields") or {}), RUN_FIELD: self.flow_run_id}}
+
 
 class DeploymentRef(BaseModel):
+    """A deployment this run uses: ``managed`` when agent-flywheel created it (then this run is one of its
+    users and the last user deletes it), ``created`` when this very run did."""
+
     namespace: str
     name: str
     model: str
-    created_by_run: bool
+    managed: bool
+    created: bool = False
 
 
 class EvalOutcome(BaseModel):
@@ -168,32 +199,7 @@ def _artifact_key(*parts: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-")[:100]
 
 
-# --- resuming: who owns a run directory, adopting what a dead run left behind ------------------------
-
-
-def claim_run_dir(run_dir: Path) -> None:
-    """Record which process runs in ``run_dir``, so a later run can tell that it died (see :func:`adopt_orphan`)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    (run_dir / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
-
-
-def _owner_is_dead(run_dir: Path) -> bool:
-    """True only when the run's process is known to be gone (same host, no such pid); unsure means alive."""
-    try:
-        owner = json.loads((run_dir / OWNER_FILE).read_text(encoding="utf-8"))
-        pid, host = int(owner["pid"]), str(owner["host"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    if host != socket.gethostname() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # e.g. EPERM: the pid exists
-        return False
-    return False
+# --- resuming: adopting the jobs a dead run left behind; releasing deployments -----------------------
 
 
 def adopt_orphan(ctx: RunContext, resource: Resource) -> bool:
@@ -205,7 +211,7 @@ def adopt_orphan(ctx: RunContext, resource: Resource) -> bool:
     own_dir = Path(ctx.ledger_path).parent
     adopted = False
     for ledger_file in sorted(state_dir("runs").glob("*/resources.json")):
-        if ledger_file.parent == own_dir or not _owner_is_dead(ledger_file.parent):
+        if ledger_file.parent == own_dir or not owner_is_dead(ledger_file.parent):
             continue
         ledger = Ledger(ledger_file)
         if any((r.kind, r.ref) == (resource.kind, resource.ref) for r in ledger.resources()):
@@ -219,6 +225,29 @@ def adopt_orphan(ctx: RunContext, resource: Resource) -> bool:
     return adopted
 
 
+async def release_deployment(namespace: str, name: str, run_id: str, nemo: NemoClient) -> Release | None:
+    """Run ``run_id`` is done with a deployment: leave its users and delete it if nobody live is left.
+
+    None when the ``flywheel-deployment-users`` lock could not be taken: the deployment is then left alone
+    (the next run that releases it, or a reaper, finds this run over and finishes the job).
+    """
+    async with deployment_users_lock(run_id) as locked:
+        if not locked:  # also called from the flow's hooks, outside any run context: the module's logger
+            logger.warning("deployment %s/%s left running: the lock on its users could not be taken", namespace, name)
+            return None
+        return await nemo.deployments.release(namespace, name, run_id, is_over=flow_run_is_over)
+
+
+def _release_line(kind: str, ref: str, release: Release | None) -> str:
+    if release is None:
+        return f"left {kind} {ref} running (its users could not be updated)"
+    if release.deleted or not release.existed:
+        return f"stopped {kind} {ref}"
+    if not release.managed:
+        return f"left {kind} {ref} running (not created by agent-flywheel)"
+    return f"left {kind} {ref} running for {len(release.users)} other run(s) using it: {', '.join(release.users)}"
+
+
 # --- failures: retry what is transient, explain what is not --------------------------------------------
 
 
@@ -229,7 +258,7 @@ def _transient(task_: Task[..., Any], task_run: TaskRun, state: State[Any]) -> b
         return False
     if isinstance(error, NemoAPIError):
         return error.retryable
-    return True
+    return error is None or is_transient(error)
 
 
 def _problem(exc: JobWaitError) -> str:
@@ -255,10 +284,7 @@ def _customization_error(exc: JobWaitError, job_id: str, model: str, base_url: s
             f"(training data, customizer_configs, GPUs), {RERUN}"
         )
     elif NOT_ENOUGH_RESOURCES in problem:
-        todo = (
-            "free GPUs in the cluster or lower customizer_configs.gpus (or raise evaluation_config.timeout_s "
-            f"to wait longer for them); the job was cancelled; {RERUN}"
-        )
+        todo = f"free GPUs in the cluster or lower customizer_configs.gpus; the job was cancelled; {RERUN}"
     else:
         todo = (
             "check the Customizer's job queue and GPU nodes (or raise evaluation_config.timeout_s); "
@@ -348,12 +374,12 @@ def _evaluation_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -
 
 @task(name="deploy-nim", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_transient, cache_policy=NO_CACHE)
 async def deploy_nim(nim: NIMConfig, ctx: RunContext, nemo: NemoClient) -> DeploymentRef:
-    """Deploy the NIM through DMS, or reuse a deployment that exists; wait until NIM serves the model.
+    """Deploy the NIM through DMS, or join the deployment that exists; wait until NIM serves the model.
 
-    A deployment that exists but failed is replaced; one left by a run that died is adopted (so this run
-    tears it down); one this run created and that fails is deleted before the error is raised.
+    The run is added to the deployment's users first (a deployment that agent-flywheel did not create is
+    used as it is), so no other run deletes it meanwhile. When it never becomes ready, this run leaves it
+    again (deleting it when no other run uses it) before the error is raised.
     """
-    logger = get_run_logger()
     body = dms_deployment_body_for(
         nim.model_name,
         ctx.namespace,
@@ -361,46 +387,62 @@ async def deploy_nim(nim: NIMConfig, ctx: RunContext, nemo: NemoClient) -> Deplo
         tag=nim.tag,
         pvc_size=nim.pvc_size,
         registry_base=nim.registry_base,
-        description=f"agent-flywheel candidate for {ctx.workload_id} (run {ctx.flow_run_id})",
+        description=f"agent-flywheel candidate for {ctx.workload_id} (created by run {ctx.flow_run_id})",
     )
     name = str(body["name"])
     resource = Resource("deployment", f"{ctx.namespace}/{name}", nim.model_name)
-    deployment, created = await nemo.deployments.ensure(body)
-    if deployment.failed and not created:
-        logger.warning("deploy: %s/%s exists but failed; replacing it", ctx.namespace, name)
-        await nemo.deployments.delete(ctx.namespace, name)
-        deployment, created = await nemo.deployments.create(body)
-    if created:
+    async with deployment_users_lock(ctx.flow_run_id):
+        use = await nemo.deployments.use(body, ctx.flow_run_id)
+    if use.managed:
         ctx.ledger().add(resource)
-    else:
-        created = adopt_orphan(ctx, resource)
-    ref = DeploymentRef(namespace=ctx.namespace, name=name, model=nim.model_name, created_by_run=created)
+    ref = DeploymentRef(
+        namespace=ctx.namespace, name=name, model=nim.model_name, managed=use.managed, created=use.created
+    )
+    get_run_logger().info(
+        "deploy: %s/%s %s%s",
+        ctx.namespace,
+        name,
+        "created" if use.created else "exists, joined" if use.managed else "exists (not ours), used as it is",
+        f"; users: {', '.join(use.users)}" if use.managed and not use.created else "",
+    )
     progress = _Progress(_artifact_key("deploy", nim.model_name), f"deploy {nim.model_name}")
     try:
         await nemo.deployments.wait_until_ready(ctx.namespace, name, settings=ctx.poll(), on_progress=progress)
     except JobWaitError as exc:
-        removed = created and await _quietly(nemo.deployments.delete(ctx.namespace, name))
-        if removed:
-            ctx.ledger().discard(resource)
+        removed = False
+        if use.managed:
+            released = await release_deployment(ctx.namespace, name, ctx.flow_run_id, nemo)
+            if released is not None:
+                ctx.ledger().discard(resource)
+                removed = released.deleted
         raise _deployment_error(exc, ref, nemo.deployments.http.base_url, removed) from exc
     try:
-        await nemo.nim.wait_for_model(nim.model_name, settings=ctx.poll())
+        await nemo.nim.wait_for_model(nim.model_name, settings=ctx.serve_poll())
     except JobWaitError as exc:
         raise _nim_error(exc, nim.model_name, nemo.nim.http.base_url) from exc
     return ref
 
 
-@task(name="teardown-deployment", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
+@task(
+    name="teardown-deployment",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 async def teardown_deployment(ref: DeploymentRef, ctx: RunContext, nemo: NemoClient) -> bool:
-    """Delete a deployment this run created (one it found and reused is left alone)."""
-    if not ref.created_by_run:
+    """Leave the deployment: deleted when no other live run uses it (one agent-flywheel did not create is
+    never deleted). True when it was deleted."""
+    if not ref.managed:
         get_run_logger().info(
-            "teardown: %s/%s was reused, not created by this run; left running", ref.namespace, ref.name
+            "teardown: %s/%s was not created by agent-flywheel; left running", ref.namespace, ref.name
         )
         return False
-    deleted = await nemo.deployments.delete(ref.namespace, ref.name)
-    ctx.ledger().discard(Resource("deployment", f"{ref.namespace}/{ref.name}", ref.model))
-    return deleted
+    release = await release_deployment(ref.namespace, ref.name, ctx.flow_run_id, nemo)
+    if release is not None:
+        ctx.ledger().discard(Resource("deployment", f"{ref.namespace}/{ref.name}", ref.model))
+    get_run_logger().info("teardown: %s", _release_line("deployment", f"{ref.namespace}/{ref.name}", release))
+    return release is not None and release.deleted
 
 
 @task(
@@ -415,8 +457,10 @@ async def evaluate_task(model: str, eval_mode: str, dataset: str, ctx: RunContex
     """Run one NeMo Evaluator job on ``dataset``'s eval file and return aggregate and per-sample scores."""
     started = time.monotonic()
     config, key = _evaluation_inputs(model, eval_mode, dataset, ctx)
-    body = evaluation_job_body(
-        config, model, ctx.namespace, idempotency=key, eval_mode=eval_mode, workload_id=ctx.workload_id
+    body = ctx.labelled(
+        evaluation_job_body(
+            config, model, ctx.namespace, idempotency=key, eval_mode=eval_mode, workload_id=ctx.workload_id
+        )
     )
     job = await nemo.evaluator.create_job(body, idempotency=key)
     resource = Resource("evaluation", job.id, f"{eval_mode} {model}")
@@ -464,23 +508,56 @@ def _loss_points(status_metrics: Any, key: str) -> list[tuple[int, float]]:
     return points
 
 
+async def _stale_completed_jobs(key: IdempotencyKey, ctx: RunContext, nemo: NemoClient) -> set[str]:
+    """Completed fine-tunes with this key whose output model is gone from the Entity Store: their adapter
+    can never be served again, so they are not reused (a new fine-tune is started instead)."""
+    job = await nemo.customizer.find_job(key, namespace=ctx.namespace)
+    if job is None or classify(job.status) is not Phase.SUCCEEDED or not job.output_model:
+        return set()
+    namespace, name = split_ref(job.output_model)
+    if await nemo.entity_store.get_model(namespace, name) is not None:
+        return set()
+    get_run_logger().warning(
+        "customize: job %s completed, but its output model %s is no longer in the Entity Store; training again",
+        job.id,
+        job.output_model,
+    )
+    return {job.id}
+
+
+def _adapter_error(
+    exc: JobWaitError, job_id: str, output_model: str, base_url: str, waited_s: float
+) -> FlywheelStepError:
+    seen = exc.last.reason if exc.last is not None and exc.last.reason else "NIM could not be asked"
+    problem = f"was not served within {waited_s:.0f} s of its fine-tune completing ({seen})"
+    todo = (
+        f"check that NIM at {base_url} loads LoRA adapters from the platform (its PEFT source and refresh "
+        f"interval) and that {output_model} is in the Entity Store; if the adapter was lost, delete the "
+        f"output model from the Entity Store so that the next run trains again; {RERUN}"
+    )
+    return FlywheelStepError("NIM", f"adapter {output_model} (output of customization job {job_id})", problem, todo)
+
+
 @task(name="customize", retries=1, retry_delay_seconds=[60], retry_condition_fn=_transient, cache_policy=NO_CACHE)
 async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext, nemo: NemoClient) -> CustomizationOutcome:
     """LoRA fine-tune through NeMo Customizer (or wait for the job an earlier run started); returns once NIM serves it."""
     started = time.monotonic()
     cfg = ctx.cfg
     key = _customization_key(nim, train_dataset, ctx)
-    body = customization_job_body(
-        nim,
-        ctx.namespace,
-        train_dataset,
-        training=cfg.training_config,
-        lora=cfg.lora_config,
-        idempotency=key,
-        workload_id=ctx.workload_id,
+    body = ctx.labelled(
+        customization_job_body(
+            nim,
+            ctx.namespace,
+            train_dataset,
+            training=cfg.training_config,
+            lora=cfg.lora_config,
+            idempotency=key,
+            workload_id=ctx.workload_id,
+        )
     )
     await nemo.customizer.ensure_config(customization_config_body(nim, ctx.namespace, cfg.training_config))
-    job = await nemo.customizer.create_job(body, idempotency=key)
+    stale = await _stale_completed_jobs(key, ctx, nemo)
+    job = await nemo.customizer.create_job(body, idempotency=key, exclude=stale)
     resource = Resource("customization", job.id, nim.model_name)
     adopt_orphan(ctx, resource)
     ctx.ledger().add(resource)
@@ -496,10 +573,11 @@ async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext, nemo: N
         raise _customization_error(exc, job.id, nim.model_name, nemo.customizer.http.base_url) from exc
     ctx.ledger().discard(resource)
     output_model = job.output_model or ""
+    serve = ctx.serve_poll()
     try:
-        await nemo.nim.wait_for_model(output_model, settings=ctx.poll())
+        await nemo.nim.wait_for_model(output_model, settings=serve)
     except JobWaitError as exc:
-        raise _nim_error(exc, output_model, nemo.nim.http.base_url) from exc
+        raise _adapter_error(exc, job.id, output_model, nemo.nim.http.base_url, serve.stall_timeout_s) from exc
     return CustomizationOutcome(
         job_id=job.id,
         output_model=output_model,
@@ -510,16 +588,15 @@ async def customize(nim: NIMConfig, train_dataset: str, ctx: RunContext, nemo: N
 
 
 async def cleanup_run(ledger_path: Path, nemo: NemoClient) -> list[str]:
-    """Cancel the jobs and delete the deployments a run left behind; returns what was done.
+    """Cancel the jobs a run left behind and leave the deployments it used; returns what was done.
 
-    Called from the flow's failure and cancellation hooks, so it never raises: each failure is logged.
+    The run is the one whose directory holds the ledger. A deployment is deleted only when no other live run
+    uses it. Called from the flow's failure and cancellation hooks, so it never raises: each failure is logged.
     """
     ledger = Ledger(ledger_path)
+    run_id = ledger_path.parent.name
     done: list[str] = []
-    resources = ledger.resources()
-    if not resources:
-        return done
-    for resource in resources:
+    for resource in ledger.resources():
         try:
             if resource.kind == "customization":
                 await nemo.customizer.cancel_job(resource.ref)
@@ -527,7 +604,11 @@ async def cleanup_run(ledger_path: Path, nemo: NemoClient) -> list[str]:
                 await nemo.evaluator.cancel_job(resource.ref)
             else:
                 namespace, name = resource.ref.split("/", 1)
-                await nemo.deployments.delete(namespace, name)
+                release = await release_deployment(namespace, name, run_id, nemo)
+                done.append(_release_line(resource.kind, resource.ref, release))
+                if release is not None:
+                    ledger.discard(resource)
+                continue
         except Exception as exc:  # a hook must try every resource
             done.append(f"could not stop {resource.kind} {resource.ref}: {exc}")
             continue
@@ -540,13 +621,14 @@ async def cleanup_run(ledger_path: Path, nemo: NemoClient) -> list[str]:
 async def reap_orphans(own_run_dir: str, nemo: NemoClient) -> list[str]:
     """Stop what runs that died without their hooks left behind and no later run took over.
 
-    Called once this run is done: anything it needed from a dead run it adopted by then (same inputs, same
-    keys), so what is still listed in a dead run's ledger is waited on by nobody (say its candidate was
-    dropped from the config, or new records changed its inputs) and would run on for nothing.
+    Called once this run is done: any job it needed from a dead run it adopted by then (same inputs, same
+    keys), so a job still listed in a dead run's ledger is waited on by nobody (say its candidate was
+    dropped from the config, or new records changed its inputs) and would run on for nothing. A deployment
+    listed there is left by the dead run: deleted unless another live run uses it.
     """
     done: list[str] = []
     for ledger_file in sorted(state_dir("runs").glob("*/resources.json")):
-        if str(ledger_file.parent) == own_run_dir or not _owner_is_dead(ledger_file.parent):
+        if str(ledger_file.parent) == own_run_dir or not owner_is_dead(ledger_file.parent):
             continue
         done += [
             f"{line} (left by dead run {ledger_file.parent.name})" for line in await cleanup_run(ledger_file, nemo)

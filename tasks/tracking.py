@@ -14,10 +14,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from agent_flywheel.config import FlywheelConfig
-from agent_flywheel.evaluation.bootstrap import bootstrap_mean_interval
+from agent_flywheel.evaluation.bootstrap import Interval, bootstrap_mean_interval
 from agent_flywheel.evaluation.gate import GateDecision
 from agent_flywheel.evaluation.results import scores_by_sample
-from agent_flywheel.tracking import Tracker, flatten_params, flywheel_experiment
+from agent_flywheel.tracking import VERDICT_TAG, Tracker, flatten_params, flywheel_experiment, gate_verdicts
 from tasks.nemo_jobs import EvalOutcome
 
 
@@ -77,6 +77,17 @@ def _flat_numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
+def metric_intervals(outcome: EvalOutcome, confidence: float) -> dict[str, Interval]:
+    """Each metric's mean with its bootstrap interval over the evaluation's samples (metrics without
+    per-sample scores are left out)."""
+    intervals = {}
+    for name in outcome.metrics:
+        interval = bootstrap_mean_interval(scores_by_sample(outcome.samples, name).values(), confidence=confidence)
+        if interval.n:
+            intervals[name] = interval
+    return intervals
+
+
 @task(name="mlflow-log-eval", cache_policy=NO_CACHE)
 def log_eval_run(
     mlflow: Tracker,
@@ -86,8 +97,16 @@ def log_eval_run(
     tags: dict[str, str],
     confidence: float,
 ) -> str:
-    """A child run for one candidate x eval mode: metrics with intervals, sample counts, loss curve."""
+    """A child run for one candidate x eval mode: metrics with intervals, sample counts, loss curve.
+
+    The teacher's run gets ``gate.verdict`` ``teacher`` and a failed evaluation ``failed`` at once; the
+    candidates get theirs from :func:`tag_verdicts` once the gate has decided.
+    """
     child_tags = {**tags, "candidate": outcome.model, "eval_mode": outcome.eval_mode, "role": role}
+    if outcome.error is not None:
+        child_tags[VERDICT_TAG] = "failed"
+    elif role == "teacher":
+        child_tags[VERDICT_TAG] = "teacher"
     run_id = mlflow.start_run(
         flywheel_experiment(tags["workload_id"]),
         f"{outcome.model} · {outcome.eval_mode}",
@@ -100,13 +119,11 @@ def log_eval_run(
         "evaluation_job_id": outcome.job_id,
     }
     metrics: dict[str, float] = {}
-    for name, value in outcome.metrics.items():
-        metrics[name] = value
-        interval = bootstrap_mean_interval(scores_by_sample(outcome.samples, name).values(), confidence=confidence)
-        if interval.n:
-            metrics[f"{name}_ci_low"] = round(interval.low, 6)
-            metrics[f"{name}_ci_high"] = round(interval.high, 6)
-            metrics[f"{name}_n"] = float(interval.n)
+    metrics.update(outcome.metrics)
+    for name, interval in metric_intervals(outcome, confidence).items():
+        metrics[f"{name}_ci_low"] = round(interval.low, 6)
+        metrics[f"{name}_ci_high"] = round(interval.high, 6)
+        metrics[f"{name}_n"] = float(interval.n)
     metrics["samples"] = float(len(outcome.samples))
     metrics["eval_seconds"] = outcome.seconds
     if outcome.customization is not None:
@@ -121,6 +138,24 @@ def log_eval_run(
     return run_id
 
 
+@task(name="mlflow-tag-verdicts", cache_policy=NO_CACHE)
+def tag_verdicts(mlflow: Tracker, child_runs: dict[str, str], decision: GateDecision) -> dict[str, str]:
+    """``gate.verdict`` on each candidate's child run (keys of ``child_runs``: ``model|eval_mode``)."""
+    tagged = {}
+    for (model, mode), verdict in gate_verdicts(decision).items():
+        run_id = child_runs.get(f"{model}|{mode}")
+        if run_id is not None:
+            mlflow.log(run_id, tags={VERDICT_TAG: verdict})
+            tagged[f"{model}|{mode}"] = verdict
+    return tagged
+
+
+@task(name="mlflow-current-champion", cache_policy=NO_CACHE)
+def current_champion(mlflow: Tracker, registered_model: str) -> tuple[int, dict[str, str]] | None:
+    """The version the ``champion`` alias points at, with its tags (``served_model``, ``image``), or None."""
+    return mlflow.champion(registered_model)
+
+
 @task(name="mlflow-record-decision", cache_policy=NO_CACHE)
 def record_decision(
     mlflow: Tracker,
@@ -128,26 +163,34 @@ def record_decision(
     decision: GateDecision,
     child_runs: dict[str, str],
     registered_model: str,
-    promoted_model_id: str | None,
+    champion_card: dict[str, str] | None,
+    unchanged_version: int | None = None,
 ) -> int | None:
-    """The decision as tags and an artifact on the parent run; the promoted candidate becomes ``champion``."""
+    """The decision as tags and an artifact on the parent run; the promoted candidate becomes ``champion``.
+
+    ``champion_card`` describes the promoted candidate (``served_model``, ``image``). With
+    ``unchanged_version`` the promoted candidate already is that champion version: no new version is
+    registered, the parent run says so (tag ``champion.unchanged``).
+    """
     tags = {
         "gate.outcome": decision.outcome,
         "gate.promoted": decision.promoted.name if decision.promoted else "none",
         "gate.reason": decision.reasons[-1][:5000],
     }
+    if unchanged_version is not None:
+        tags["champion.unchanged"] = str(unchanged_version)
     mlflow.log(parent_run_id, tags=tags)
     mlflow.log_json(parent_run_id, "gate/decision.json", decision.to_dict())
     mlflow.log_text(parent_run_id, decision.to_markdown(), "gate/decision.md")
-    if decision.promoted is None:
+    if decision.promoted is None or unchanged_version is not None:
         return None
     child = child_runs.get(f"{decision.promoted.model_name}|{decision.promoted.eval_mode}", parent_run_id)
     card = {
         "candidate": decision.promoted.model_name,
         "eval_mode": decision.promoted.eval_mode,
-        "served_model": promoted_model_id or decision.promoted.model_name,
         "metric": decision.metric,
         "parent_run_id": parent_run_id,
+        **(champion_card or {}),
     }
     return mlflow.set_champion(registered_model, child, card)
 

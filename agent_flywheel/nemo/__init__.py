@@ -8,6 +8,7 @@ from agent_flywheel.nemo.client import NemoClient, NemoEndpoints
 from agent_flywheel.nemo.http import NemoAPIError, RetryPolicy
 from agent_flywheel.nemo.idempotency import IdempotencyKey, content_hash
 from agent_flywheel.nemo.poller import (
+    JobBlockedError,
     JobFailedError,
     JobStalledError,
     JobTimeoutError,
@@ -21,6 +22,7 @@ from agent_flywheel.nemo.status import JobStatus, Phase, classify
 
 __all__ = [
     "IdempotencyKey",
+    "JobBlockedError",
     "JobFailedError",
     "JobStalledError",
     "JobStatus",

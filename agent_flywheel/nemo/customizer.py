@@ -4,6 +4,8 @@
 - Jobs are created once per idempotency key: before POSTing, the namespace's jobs are searched for one
   carrying the same content hash (and flow run id) that is not failed or cancelled; the POST expects
   exactly 200 (the Customizer's contract) and is never blindly resent after an ambiguous failure.
+- A job whose latest status log is ``NotEnoughResources`` (pending or running) is *blocked*: the wait ends
+  at once (:class:`~agent_flywheel.nemo.poller.JobBlockedError`) and the caller cancels the job.
 - Cancel uses the real path ``/v1/customization/jobs/{id}/cancel`` (blueprint bug 3 posted to
   ``/v1/customizations/{id}/cancel``, which does not exist).
 """
@@ -11,7 +13,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -37,12 +39,16 @@ def cancel_path(job_id: str) -> str:
 def customization_observation(status: CustomizationStatus) -> Observation:
     """A status read as a poll observation: percentage, epochs, steps, losses, and why it failed or waits."""
     reason = None
+    blocked = False
     if status.phase is Phase.FAILED:
         reason = status.failure_reason()
-    else:
+    elif status.phase is not Phase.SUCCEEDED:
         last = status.last_log()
         if last is not None and last.message == NOT_ENOUGH_RESOURCES:
+            # pending or running alike: the job says no node can take it, so waiting out the stall timeout
+            # (an hour by default) would only hide that
             reason = f"{NOT_ENOUGH_RESOURCES}: the cluster has no free GPUs for this job ({last.detail or 'no detail'})"
+            blocked = True
     details = {
         key: value
         for key, value in {
@@ -56,7 +62,11 @@ def customization_observation(status: CustomizationStatus) -> Observation:
         if value is not None
     }
     return Observation(
-        status=normalize_status(status.status), progress=status.percentage_done, details=details, reason=reason
+        status=normalize_status(status.status),
+        progress=status.percentage_done,
+        details=details,
+        reason=reason,
+        blocked=blocked,
     )
 
 
@@ -96,9 +106,14 @@ class Customizer:
         return CustomizationJob.model_validate(self.http.parse(response, "POST", JOBS))
 
     async def create_job(
-        self, body: Mapping[str, Any], *, idempotency: IdempotencyKey | None = None
+        self,
+        body: Mapping[str, Any],
+        *,
+        idempotency: IdempotencyKey | None = None,
+        exclude: Collection[str] = (),
     ) -> CustomizationJob:
-        """Start a fine-tune, or return the live job that already has this idempotency key.
+        """Start a fine-tune, or return the live job that already has this idempotency key (unless its id is
+        in ``exclude``: a completed job whose adapter is gone).
 
         A 409 on the name (an old failed job may hold it) retries under ``<name>-2``, ``<name>-3``.
         """
@@ -108,7 +123,7 @@ class Customizer:
             key = idempotency
 
             async def find_existing() -> CustomizationJob | None:
-                return await self.find_job(key, namespace=namespace)
+                return await self.find_job(key, namespace=namespace, exclude=exclude)
 
             find = find_existing
 
@@ -128,10 +143,12 @@ class Customizer:
         logger.info("customizer job %s (%s) status %s, output model %s", job.id, job.name, job.status, job.output_model)
         return job
 
-    async def find_job(self, idempotency: IdempotencyKey, *, namespace: str | None = None) -> CustomizationJob | None:
-        """The newest job carrying this idempotency key that is not failed or cancelled, or None."""
+    async def find_job(
+        self, idempotency: IdempotencyKey, *, namespace: str | None = None, exclude: Collection[str] = ()
+    ) -> CustomizationJob | None:
+        """The newest job carrying this idempotency key that is not failed or cancelled (nor excluded), or None."""
         for job in await self.list_jobs(filters={"namespace": namespace} if namespace else None, max_items=500):
-            if normalize_status(job.status) in DEAD_STATUSES:
+            if normalize_status(job.status) in DEAD_STATUSES or job.id in exclude:
                 continue
             if idempotency.matches(name=job.name, description=job.description, custom_fields=job.custom_fields):
                 return job
@@ -180,7 +197,7 @@ class Customizer:
     ) -> CustomizationStatus:
         """Poll the job's status until ``completed`` (returned) or failed/stalled/timed out (raised).
 
-        ``pending``/``created`` wait; a stall whose last log is ``NotEnoughResources`` says so. With
+        ``pending``/``created`` wait; a last log ``NotEnoughResources`` ends the wait at once. With
         ``cancel_on_abort`` the job is cancelled when the waiting coroutine is cancelled.
         """
         latest: list[CustomizationStatus] = []

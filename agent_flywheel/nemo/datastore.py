@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from agent_flywheel.nemo.http import NemoAPIError, ServiceHTTP
 from agent_flywheel.nemo.payloads import dataset_files_url
+from agent_flywheel.transient import retryable_status
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class DataStore:
                 return await asyncio.to_thread(call)
             except HfHubHTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else None
-                retryable = status is None or status >= 500 or status == 429
+                retryable = status is None or retryable_status(status)
                 if retryable and attempt <= self.http.retry.max_retries:
                     await self._retry_sleep(method, path, attempt, str(status))
                     continue

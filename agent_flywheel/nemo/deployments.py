@@ -4,13 +4,22 @@
   already exists" (the 500 is not retried: it is an answer).
 - Ready means ``status_details.status == "ready"`` or ``deployed: true`` (blueprint bug 8 compared the
   status to ``"deployed"``, which never happens, so it redeployed every time).
-- Waiting fails fast on ``failed``/``cancelled`` instead of sitting out the timeout.
+- Waiting fails fast on ``failed``/``cancelled``, and on a ``pending`` deployment whose description names a
+  Kubernetes error that waiting cannot fix (:data:`BLOCKED_MARKERS`), instead of sitting out the timeout.
+- **Users**: several flywheel runs (of different workloads) may evaluate on one deployment, since its name
+  depends only on the model. A deployment agent-flywheel created carries, in ``custom_fields``,
+  ``flywheel_managed: "true"``, the creating run (``flywheel_run_id``) and the flow run ids of the runs
+  using it (``flywheel_users``, comma-separated). A run adds itself before using it (:meth:`Deployments.use`)
+  and removes itself when done (:meth:`Deployments.release`); the deployment is deleted only when no live
+  run is left on the list. A deployment without ``flywheel_managed`` (the platform team's) is used, never
+  deleted. The caller serialises ``use`` and ``release`` (they read, then write the list).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +34,16 @@ logger = logging.getLogger(__name__)
 
 DEPLOYMENTS = "/v1/deployment/model-deployments"
 ALREADY_EXISTS = "already exists"
+MANAGED_FIELD = "flywheel_managed"
+CREATOR_FIELD = "flywheel_run_id"
+USERS_FIELD = "flywheel_users"
+
+#: Words of a pending deployment's description that mean it will never become ready by waiting: the NIM
+#: image cannot be pulled or its container keeps crashing (Kubernetes' reasons, as DMS passes them on).
+BLOCKED_MARKERS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff", "CreateContainerError")
+
+IsOver = Callable[[str], Awaitable[bool]]
+"""Whether a flow run (by id) is over, so it can no longer use a deployment."""
 
 
 def _path(namespace: str, name: str) -> str:
@@ -39,6 +58,44 @@ def is_already_exists(response: httpx.Response) -> bool:
 def is_ready(deployment: ModelDeployment) -> bool:
     """Serving: status ``ready`` or ``deployed: true``."""
     return deployment.ready
+
+
+def is_managed(deployment: ModelDeployment) -> bool:
+    """True when agent-flywheel created the deployment (and so may delete it once nobody uses it)."""
+    return str((deployment.custom_fields or {}).get(MANAGED_FIELD, "")).lower() == "true"
+
+
+def deployment_users(deployment: ModelDeployment) -> list[str]:
+    """The flow run ids listed as using the deployment, in order, without repeats."""
+    raw = (deployment.custom_fields or {}).get(USERS_FIELD) or ""
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    return list(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+
+
+def managed_fields(run_id: str, users: list[str] | None = None) -> dict[str, str]:
+    """The ``custom_fields`` of a deployment a run creates: managed, by whom, used by whom."""
+    return {MANAGED_FIELD: "true", CREATOR_FIELD: run_id, USERS_FIELD: ",".join(users or [run_id])}
+
+
+@dataclass(frozen=True)
+class Use:
+    """A run's use of a deployment: whether the run created it, and whether agent-flywheel manages it."""
+
+    deployment: ModelDeployment
+    created: bool
+    managed: bool
+    users: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Release:
+    """What releasing a deployment did: deleted, or left for the runs still using it (or not ours)."""
+
+    existed: bool
+    managed: bool
+    deleted: bool
+    users: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
 
 
 def deployment_observation(deployment: ModelDeployment) -> Observation:
@@ -56,7 +113,8 @@ def deployment_observation(deployment: ModelDeployment) -> Observation:
     details: dict[str, Any] = {"deployed": bool(deployment.deployed)}
     if reason:
         details["description"] = reason
-    return Observation(status=status, phase=phase, details=details, reason=reason)
+    blocked = phase is Phase.WAITING and any(marker in (reason or "") for marker in BLOCKED_MARKERS)
+    return Observation(status=status, phase=phase, details=details, reason=reason, blocked=blocked)
 
 
 class Deployments:
@@ -99,6 +157,64 @@ class Deployments:
             )
             return existing, False
         return await self.create(body)
+
+    async def use(self, body: Mapping[str, Any], run_id: str) -> Use:
+        """Deploy for run ``run_id``, or join the deployment that exists: the run is added to its users.
+
+        A managed deployment that failed is replaced (its users carried over: they cannot use a failed one
+        either). An unmanaged one is used as it is and never written to.
+        """
+        namespace, name = str(body["namespace"]), str(body["name"])
+        existing = await self.get(namespace, name)
+        if existing is not None and is_managed(existing) and existing.failed:
+            logger.warning("dms deployment %s/%s failed; replacing it", namespace, name)
+            users = [u for u in deployment_users(existing) if u != run_id] + [run_id]
+            await self.delete(namespace, name)
+            existing = None
+        else:
+            users = [run_id]
+        if existing is None:
+            deployment, created = await self.create(
+                {**body, "custom_fields": {**dict(body.get("custom_fields") or {}), **managed_fields(run_id, users)}}
+            )
+            if created:
+                return Use(deployment, created=True, managed=True, users=users)
+            existing = deployment  # created by someone else meanwhile
+        if not is_managed(existing):
+            logger.info("dms deployment %s/%s was not made by agent-flywheel: used, never deleted", namespace, name)
+            return Use(existing, created=False, managed=False)
+        users = deployment_users(existing)
+        if run_id not in users:
+            users.append(run_id)
+            existing = await self._set_users(existing, namespace, name, users)
+        return Use(existing, created=False, managed=True, users=users)
+
+    async def release(self, namespace: str, name: str, run_id: str, *, is_over: IsOver) -> Release:
+        """Run ``run_id`` is done with the deployment: remove it from the users, drop users that are over,
+        and delete the deployment when none is left (only a managed one)."""
+        deployment = await self.get(namespace, name)
+        if deployment is None:
+            return Release(existed=False, managed=False, deleted=False)
+        if not is_managed(deployment):
+            return Release(existed=True, managed=False, deleted=False)
+        others = [u for u in deployment_users(deployment) if u != run_id]
+        dropped = [u for u in others if await is_over(u)]
+        users = [u for u in others if u not in dropped]
+        if not users:
+            deleted = await self.delete(namespace, name)
+            return Release(existed=True, managed=True, deleted=deleted, dropped=dropped)
+        await self._set_users(deployment, namespace, name, users)
+        logger.info("dms deployment %s/%s left running for %s", namespace, name, ", ".join(users))
+        return Release(existed=True, managed=True, deleted=False, users=users, dropped=dropped)
+
+    async def _set_users(
+        self, deployment: ModelDeployment, namespace: str, name: str, users: list[str]
+    ) -> ModelDeployment:
+        fields = {**(deployment.custom_fields or {}), USERS_FIELD: ",".join(users)}
+        path = _path(namespace, name)
+        response = await self.http.request("PATCH", path, json={"custom_fields": fields}, ok=(200,), idempotent=True)
+        body = self.http.parse(response, "PATCH", path)
+        return ModelDeployment.model_validate(body) if isinstance(body, dict) and body else deployment
 
     async def get(self, namespace: str, name: str) -> ModelDeployment | None:
         """The deployment, or None."""

@@ -267,6 +267,8 @@ class ModelDeployment(NemoModel):
     status_details: DeploymentStatusDetails = Field(default_factory=DeploymentStatusDetails)
     models: list[str] | None = None
     config: str | dict[str, Any] | None = None
+    description: str | None = None
+    custom_fields: dict[str, Any] | None = None
     created_at: str | None = None
 
     @property

@@ -8,6 +8,9 @@ One poller for every kind of job, so they all behave the same:
 - an optional **overall timeout**;
 - a **progress callback** ``(status, percent, details)`` called on every change, so Prefect can show
   progress (a failing callback is logged, never fatal);
+- a job that says it **cannot go on** (``blocked``: a fine-tune that reports ``NotEnoughResources``, a
+  deployment whose image cannot be pulled) ends the wait at once with :class:`JobBlockedError`, rather
+  than after the stall timeout: the job is still alive on the server, so the caller cancels it;
 - transient errors while polling (no response, 5xx after the HTTP layer's retries) count as "no
   progress" rather than failing the wait;
 - **cancellation-safe**: ``asyncio.CancelledError`` propagates untouched, after an optional
@@ -29,6 +32,7 @@ import httpx
 
 from agent_flywheel.nemo.http import NemoAPIError, SleepFn
 from agent_flywheel.nemo.status import Phase, classify
+from agent_flywheel.transient import retryable_status
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +44,8 @@ class Observation:
     """One poll's answer: the status, a percentage (0-100) when known, details for the callback.
 
     ``phase`` overrides the status's own classification (DMS: ``deployed: true`` means ready);
-    ``reason`` explains a failure or a stall (e.g. the last status log).
+    ``reason`` explains a failure or a stall (e.g. the last status log); ``blocked`` says that the job,
+    though not failed, cannot make progress by waiting (``reason`` says why).
     """
 
     status: str
@@ -48,6 +53,7 @@ class Observation:
     details: Mapping[str, Any] = field(default_factory=dict)
     phase: Phase | None = None
     reason: str | None = None
+    blocked: bool = False
 
     @property
     def resolved_phase(self) -> Phase:
@@ -84,6 +90,10 @@ class JobFailedError(JobWaitError):
     """The job reached ``failed`` or ``cancelled``."""
 
 
+class JobBlockedError(JobWaitError):
+    """The job is alive but says it cannot go on (e.g. ``NotEnoughResources``): cancel it, do not wait."""
+
+
 class JobStalledError(JobWaitError):
     """No progress for ``stall_timeout_s`` (e.g. pending for GPUs that never came)."""
 
@@ -94,7 +104,7 @@ class JobTimeoutError(JobWaitError):
 
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, NemoAPIError):
-        return exc.status is None or exc.status >= 500 or exc.status == 429
+        return exc.status is None or retryable_status(exc.status)
     return isinstance(exc, httpx.TransportError)
 
 
@@ -175,6 +185,12 @@ async def wait_for(
                 if phase is Phase.FAILED:
                     raise JobFailedError(
                         f"{what} ended with status {obs.status!r}: {obs.reason or 'no reason given'}",
+                        what=what,
+                        last=obs,
+                    )
+                if obs.blocked:
+                    raise JobBlockedError(
+                        f"{what} cannot go on (status {obs.status!r}): {obs.reason or 'no reason given'}",
                         what=what,
                         last=obs,
                     )

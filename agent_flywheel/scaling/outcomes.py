@@ -41,7 +41,8 @@ class SweepOutcome(BaseModel):
 
 
 class SizingOutcome(BaseModel):
-    """The sizing answer (``SizingResult.to_dict``, JSON-safe), its report and its files."""
+    """The sizing answer (``SizingResult.to_dict``, JSON-safe, with ``confirmation`` once confirmed), its report
+    and its files."""
 
     answer: dict[str, Any]
     markdown: str
@@ -49,6 +50,7 @@ class SizingOutcome(BaseModel):
     markdown_path: str
     latency_plot: str
     sizing_plot: str
+    confirmation_csv: str | None = None  # the re-measurement's requests, when the answer was confirmed
 
 
 class RolloutOutcome(BaseModel):

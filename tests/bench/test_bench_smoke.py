@@ -8,10 +8,12 @@ writer must turn them into a document with every section and the targets' verdic
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from bench import data, extraction, flywheel_overhead, loadgen_bench, multiload_bench, report, sizing_accuracy
 from bench.__main__ import main
@@ -117,10 +119,23 @@ def _sizing_results() -> dict:
             for c in levels
         ]
     )
-    entry = sizing_accuracy.evaluate(case, sweep, calls, scale=1.0)
+    table = SweepData.from_levels_frame(
+        pd.DataFrame({"concurrency": levels, "workflow_p95_s": [lv.p95("workflow") for lv in sweep.levels]})
+    )
+    entry = sizing_accuracy.evaluate(case, sweep, table, calls, scale=1.0)
     assert entry["truth"]["c_star"] == 25 and entry["truth"]["gpus"] == 8
     assert entry["ours"]["gpus"] is not None and entry["nat"] is not None
-    return {"users": 200, "time_scale": 1.0, "passes": 1, "requests_per_level": "40", "cases": [entry]}
+    assert entry["ours_pinned"]["gpus"] == entry["truth"]["gpus"]  # the simulator's truth: whole users per replica
+    assert entry["ours_per_level"]["interval_known"] is False and entry["ours_per_level"]["gpus_low"] is None
+    simulated = {"passes": 2, "requests_per_level": "40", "cases": [entry]}
+    return {
+        "users": 200,
+        "time_scale": 1.0,
+        "passes": 1,
+        "requests_per_level": "40",
+        "cases": [entry],
+        "simulated": simulated,
+    }
 
 
 def _flywheel_results() -> dict:
@@ -191,6 +206,8 @@ def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None
     assert "the naive pipeline was stopped when its memory passed the benchmark's 6.00 GB cap (at 6.05 GB)" in text
     assert "Peak memory per record read: ours ≈ 0 bytes (100–300)" in text
     assert "**met**" in text or "**missed**" in text
+    assert "ours GPUs, pinned [90 %]" in text and "(interval unknown)" in text  # the per-level-only column
+    assert "**On a simulated clock**" in text and "case a (simulated clock): truth" in text
     assert "Not run in this invocation" not in text
     assert "(in CPU time 1.0×" in text  # every fake measurement took 0.1 s of CPU
     assert "8 agent-shaped users: sent late from 1 / 2 processes" in text and "quoted from issue #14" in text
@@ -222,6 +239,22 @@ def test_medians_and_spreads_ignore_missing_values() -> None:
     assert median([3.0, None, 1.0, 2.0]) == 2.0
     assert median([None]) is None
     assert spread([2.0, None, 5.0]) == (2.0, 5.0)
+
+
+def test_the_simulated_clock_sweep_finds_the_pinned_truth() -> None:
+    """Case e (3 users per replica) on the simulated clock: the pinned answer is the simulator's truth exactly,
+    the balanced one divides by C* (3.5 here: 58 replicas), the per-level table has no interval."""
+    from agent_flywheel.scaling.sizing.sweeps import SweepData
+
+    case = next(c for c in sizing_accuracy.CASES if c.name == "e")
+    sweep = sizing_accuracy._simulated_sweep(case, sizing_accuracy.SIMULATED_TOKENS, 1, 64, lambda _: None)
+    table = SweepData.from_levels_frame(sweep.summary_frame())
+    entry = sizing_accuracy.evaluate(case, SweepData.from_sweep(sweep), table, [sizing_accuracy.SIMULATED_TOKENS], 1.0)
+    assert entry["truth"]["c_star"] == 3 and entry["truth"]["gpus"] == 67
+    assert entry["ours_pinned"]["gpus"] == 67
+    assert entry["ours"]["gpus"] == math.ceil(200 / entry["ours"]["c_star_per_replica"])
+    assert 50 <= entry["ours"]["gpus"] <= 67  # between one more pinned user per replica and the truth
+    assert entry["ours_per_level"]["interval_known"] is False
 
 
 def _run(users: int, processes: int, late: float) -> dict:

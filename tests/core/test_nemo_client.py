@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from agent_flywheel.nemo import (
     IdempotencyKey,
+    JobBlockedError,
     JobFailedError,
     JobStalledError,
     JobTimeoutError,
@@ -163,6 +164,27 @@ async def test_no_retry_on_4xx(nemo: NemoClient, fake: FakeNemo, sleeps: Sleeps,
     assert caught.value.status == status
     assert fake.calls("GET", "/v1/evaluation/jobs/eval-1") == 1
     assert sleeps.delays == []
+
+
+@pytest.mark.parametrize("status", [408, 425, 429])
+async def test_request_timeout_too_early_and_rate_limit_are_retried(
+    nemo: NemoClient, fake: FakeNemo, sleeps: Sleeps, status: int
+) -> None:
+    fake.on("GET", "/v1/evaluation/jobs/eval-1", reply(status, {"detail": "later"}), reply(200, {"id": "eval-1"}))
+    await nemo.evaluator.get_job("eval-1")
+    assert fake.calls("GET", "/v1/evaluation/jobs/eval-1") == 2
+    assert len(sleeps.delays) == 1
+
+
+async def test_a_wrong_but_live_url_fails_at_once_naming_the_url_and_status(
+    nemo: NemoClient, fake: FakeNemo, sleeps: Sleeps
+) -> None:
+    fake.on("POST", "/v1/customization/jobs", reply(400, {"error": "unknown path"}))
+    with pytest.raises(NemoAPIError) as caught:
+        await nemo.customizer.create_job({"name": "j", "config": "c@v1"})
+    assert fake.calls("POST", "/v1/customization/jobs") == 1 and sleeps.delays == []
+    assert not caught.value.retryable
+    assert "http://nemo.test answered 400" in caught.value.hint and "SDK" not in str(caught.value)
 
 
 async def test_409_is_an_answer_not_retried(nemo: NemoClient, fake: FakeNemo, sleeps: Sleeps) -> None:
@@ -329,6 +351,19 @@ async def test_customization_job_is_found_instead_of_recreated(nemo: NemoClient,
     assert listing.url.params["filter[namespace]"] == "ns"
 
 
+async def test_an_excluded_completed_job_is_not_reused(nemo: NemoClient, fake: FakeNemo) -> None:
+    """A completed fine-tune whose adapter is gone (its id excluded by the caller) is trained again."""
+    key = IdempotencyKey(content_hash("train-manifest", 2))
+    done = {"id": "cust-done", "status": "completed", "custom_fields": key.custom_fields()}
+    fake.on("GET", "/v1/customization/jobs", reply(200, {"data": [done]}), reply(200, {"data": []}))
+    fake.on("POST", "/v1/customization/jobs", reply(200, {"id": "cust-new", "status": "created"}))
+    assert (await nemo.customizer.find_job(key, namespace="ns")) is not None
+    fake.on("GET", "/v1/customization/jobs", reply(200, {"data": [done]}), reply(200, {"data": []}))
+    job = await nemo.customizer.create_job({"name": "j", "namespace": "ns"}, idempotency=key, exclude={"cust-done"})
+    assert job.id == "cust-new"
+    assert fake.calls("POST", "/v1/customization/jobs") == 1
+
+
 async def test_ambiguous_create_finds_the_job_the_service_made(nemo: NemoClient, fake: FakeNemo) -> None:
     key = IdempotencyKey(content_hash("x"), flow_run_id="run-2")
     made = {"id": "cust-made", "status": "created", "custom_fields": key.custom_fields()}
@@ -360,9 +395,11 @@ async def test_customization_failure_reports_the_last_log(nemo: NemoClient, fake
         await nemo.customizer.wait_for_job("cust-1")
 
 
-async def test_customization_stall_names_not_enough_resources(nemo: NemoClient, fake: FakeNemo) -> None:
-    status = {"status": "pending", "status_logs": [{"message": "NotEnoughResources", "detail": "0/4 GPUs"}]}
-    fake.on("GET", "/v1/customization/jobs/cust-1/status", reply(200, status))
+@pytest.mark.parametrize("status", ["pending", "running"])
+async def test_not_enough_resources_ends_the_wait_at_once(nemo: NemoClient, fake: FakeNemo, status: str) -> None:
+    """A job that says no node can take it would otherwise sit out the stall timeout (an hour by default)."""
+    logs = [{"message": "created"}, {"message": "NotEnoughResources", "detail": "0/4 GPUs"}]
+    fake.on("GET", "/v1/customization/jobs/cust-1/status", reply(200, {"status": status, "status_logs": logs}))
     clock = FakeClock()
 
     async def fetch() -> Observation:
@@ -370,10 +407,25 @@ async def test_customization_stall_names_not_enough_resources(nemo: NemoClient, 
 
         return customization_observation(await nemo.customizer.get_status("cust-1"))
 
-    with pytest.raises(JobStalledError, match="NotEnoughResources"):
+    with pytest.raises(JobBlockedError, match=r"NotEnoughResources.*0/4 GPUs"):
         await wait_for(
-            fetch, what="job", settings=PollSettings(30, stall_timeout_s=120), sleep=clock.sleep, clock=clock.now
+            fetch, what="job", settings=PollSettings(30, stall_timeout_s=3600), sleep=clock.sleep, clock=clock.now
         )
+    assert fake.calls("GET", "/v1/customization/jobs/cust-1/status") == 1
+    assert clock.t == 0
+
+
+async def test_a_job_that_moved_past_not_enough_resources_is_waited_for(nemo: NemoClient, fake: FakeNemo) -> None:
+    logs = [{"message": "NotEnoughResources", "detail": "0/4 GPUs"}, {"message": "running"}]
+    done = {"status": "completed", "status_logs": [*logs, {"message": "completed"}]}
+    fake.on(
+        "GET",
+        "/v1/customization/jobs/cust-1/status",
+        reply(200, {"status": "running", "percentage_done": 10, "status_logs": logs}),
+        reply(200, done),
+    )
+    status = await nemo.customizer.wait_for_job("cust-1", settings=PollSettings(0.01))
+    assert status.status == "completed"
 
 
 # --- deployments -----------------------------------------------------------------------------------
@@ -399,6 +451,30 @@ async def test_deployment_wait_reaches_ready_and_fails_fast(nemo: NemoClient, fa
     with pytest.raises(JobFailedError):
         await nemo.deployments.wait_until_ready("ns", "m")
     assert fake.calls("GET", path) == 5
+
+
+@pytest.mark.parametrize(
+    ("description", "blocked"),
+    [
+        ("Back-off pulling image nvcr.io/nim/meta/x:9.9: ImagePullBackOff", True),
+        ("container nim: CrashLoopBackOff", True),
+        ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu", False),  # GPUs may free up: wait
+        ("Model deployment created", False),
+    ],
+)
+async def test_a_pending_deployment_that_cannot_start_fails_at_once(
+    nemo: NemoClient, fake: FakeNemo, description: str, blocked: bool
+) -> None:
+    path = "/v1/deployment/model-deployments/ns/m"
+    pending = {"name": "m", "namespace": "ns", "status_details": {"status": "pending", "description": description}}
+    ready = {"name": "m", "namespace": "ns", "deployed": True, "status_details": {"status": "ready"}}
+    fake.on("GET", path, reply(200, pending), reply(200, ready))
+    if blocked:
+        with pytest.raises(JobBlockedError, match=description.split(":")[-1].strip()):
+            await nemo.deployments.wait_until_ready("ns", "m", settings=PollSettings(0.01))
+        assert fake.calls("GET", path) == 1
+    else:
+        assert (await nemo.deployments.wait_until_ready("ns", "m", settings=PollSettings(0.01))).ready
 
 
 async def test_500_already_exists_means_reuse(nemo: NemoClient, fake: FakeNemo, sleeps: Sleeps) -> None:

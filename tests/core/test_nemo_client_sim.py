@@ -19,6 +19,7 @@ import pytest
 from agent_flywheel.config import CustomizerConfig, EvaluationConfig, FlywheelConfig, NIMConfig
 from agent_flywheel.nemo import (
     IdempotencyKey,
+    JobFailedError,
     NemoAPIError,
     NemoClient,
     NemoEndpoints,
@@ -30,6 +31,7 @@ from agent_flywheel.nemo import (
     wait_for,
 )
 from agent_flywheel.nemo import payloads as p
+from agent_flywheel.nemo.deployments import CREATOR_FIELD, deployment_users, is_managed
 from simulators.settings import LocalStackConfig, Ports
 from simulators.threaded import ThreadedServer, free_port
 
@@ -294,3 +296,82 @@ async def test_errors_name_the_call(nemo: NemoClient) -> None:
         await nemo.customizer.get_job("cust-does-not-exist")
     assert caught.value.status == 404
     assert "/v1/customization/jobs/cust-does-not-exist" in str(caught.value)
+
+
+# --- deployments shared by runs ------------------------------------------------------------------------
+
+
+class Runs:
+    """Which flow runs are over, for ``Deployments.release``'s liveness check."""
+
+    def __init__(self) -> None:
+        self.over: set[str] = set()
+        self.asked: list[str] = []
+
+    async def is_over(self, run_id: str) -> bool:
+        self.asked.append(run_id)
+        return run_id in self.over
+
+
+async def test_a_shared_deployment_stays_up_until_its_last_live_user_leaves(nemo: NemoClient, nim: NIMConfig) -> None:
+    body = p.dms_deployment_body(nim, "shared")
+    name = str(body["name"])
+    runs = Runs()
+    first = await nemo.deployments.use(body, "run-a")
+    assert first.created and first.managed and first.users == ["run-a"]
+    second = await nemo.deployments.use(body, "run-b")
+    assert not second.created and second.managed and second.users == ["run-a", "run-b"]
+    assert (await nemo.deployments.use(body, "run-b")).users == ["run-a", "run-b"]  # joining again: once
+    stored = await nemo.deployments.get("shared", name)
+    assert stored is not None and stored.custom_fields is not None
+    assert stored.custom_fields[CREATOR_FIELD] == "run-a" and deployment_users(stored) == ["run-a", "run-b"]
+
+    # The creator leaves first (say it was cancelled): run-b is alive, so the deployment stays.
+    left = await nemo.deployments.release("shared", name, "run-a", is_over=runs.is_over)
+    assert (left.deleted, left.users, left.dropped) == (False, ["run-b"], [])
+    assert runs.asked == ["run-b"]
+    stored = await nemo.deployments.get("shared", name)
+    assert stored is not None and deployment_users(stored) == ["run-b"]
+
+    # run-c joins; run-b dies without leaving; run-c, the last live user, deletes it.
+    await nemo.deployments.use(body, "run-c")
+    runs.over.add("run-b")
+    last = await nemo.deployments.release("shared", name, "run-c", is_over=runs.is_over)
+    assert (last.deleted, last.users, last.dropped) == (True, [], ["run-b"])
+    assert await nemo.deployments.get("shared", name) is None
+    gone = await nemo.deployments.release("shared", name, "run-c", is_over=runs.is_over)
+    assert (gone.existed, gone.deleted) == (False, False)
+
+
+async def test_a_deployment_agent_flywheel_did_not_make_is_used_and_never_deleted(
+    nemo: NemoClient, nim: NIMConfig
+) -> None:
+    body = p.dms_deployment_body(nim, "platform")
+    await nemo.deployments.create(body)  # the platform team's own deployment
+    use = await nemo.deployments.use(body, "run-a")
+    assert (use.created, use.managed) == (False, False)
+    runs = Runs()
+    runs.over.add("run-a")
+    released = await nemo.deployments.release("platform", str(body["name"]), "run-a", is_over=runs.is_over)
+    assert (released.existed, released.managed, released.deleted) == (True, False, False)
+    stored = await nemo.deployments.get("platform", str(body["name"]))
+    assert stored is not None and not is_managed(stored) and deployment_users(stored) == []
+
+
+async def test_a_failed_managed_deployment_is_replaced_for_its_users(
+    nemo: NemoClient, nim: NIMConfig, stack: LocalStackConfig
+) -> None:
+    body = p.dms_deployment_body(nim, "replace")
+    await _admin(stack.url("nemo"), "/admin/faults", {"deployment_failed": True})
+    try:
+        await nemo.deployments.use(body, "run-a")
+        with pytest.raises(JobFailedError):
+            await nemo.deployments.wait_until_ready("replace", str(body["name"]), settings=FAST)
+    finally:
+        await _admin(stack.url("nemo"), "/admin/faults", {"deployment_failed": False})
+    use = await nemo.deployments.use(body, "run-b")
+    assert use.created and use.users == ["run-a", "run-b"]
+    assert (await nemo.deployments.wait_until_ready("replace", str(body["name"]), settings=FAST)).ready
+    runs = Runs()
+    runs.over |= {"run-a", "run-b"}
+    assert (await nemo.deployments.release("replace", str(body["name"]), "run-b", is_over=runs.is_over)).deleted

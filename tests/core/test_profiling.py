@@ -9,7 +9,7 @@ import pytest
 
 from agent_flywheel.scaling.profiling.critical_path import critical_chain, critical_path
 from agent_flywheel.scaling.profiling.files import TraceFormatError, load_traces, parse_traces
-from agent_flywheel.scaling.profiling.gantt import gantt_png
+from agent_flywheel.scaling.profiling.gantt import MAX_LABEL_CHARS, gantt_figure, gantt_png
 from agent_flywheel.scaling.profiling.report import analyze, analyze_file
 from agent_flywheel.scaling.profiling.spans import SYNTHETIC_ROOT_NAME, Span, Trace
 from tests.support.traces import CALL_A, CALL_B, PLAN, ROOT, T0, TOOL, TRACE_ID, nat_traces, otlp_document
@@ -154,3 +154,26 @@ def test_gantt_png_and_analyze_file(tmp_path: Path) -> None:
     trace = load_traces(path).traces[0]
     out = gantt_png(trace, tmp_path / "charts" / "gantt.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gantt_labels_title_and_legend_are_inside_the_picture() -> None:
+    """Long span names used to be cut off at the left edge: every text must lie within the figure."""
+    names = ["customer_support_workflow", "agent.plan_next_step_with_tools_and_a_very_long_function_name_indeed"]
+    names += [f"llm meta/llama-3.3-70b-instruct chat.completions (call {i})" + "x" * 20 * i for i in range(4)]
+    spans = [Span("t", "s0", None, names[0], 0.0, 4.0, kind="workflow")]
+    spans += [
+        Span("t", f"s{i}", "s0" if i == 1 else "s1", n, 0.1 * i, 0.1 * i + 1.5, kind="llm")
+        for i, n in enumerate(names[1:], 1)
+    ]
+    fig = gantt_figure(Trace("t", spans))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[0] == names[0] and labels[1].startswith("└ agent.plan_next_step")
+    assert any(label.endswith("…") and len(label.lstrip(" └")) == MAX_LABEL_CHARS for label in labels)
+    # everything drawn (row labels, bar annotations, ticks, title, axis label; the legend) is inside the figure
+    box = fig.bbox
+    for part in (fig.axes[0].get_tightbbox(renderer), fig.legends[0].get_window_extent(renderer)):
+        assert part is not None
+        assert box.x0 - 1 <= part.x0 and part.x1 <= box.x1 + 1, (part, box)
+        assert box.y0 - 1 <= part.y0 and part.y1 <= box.y1 + 1, (part, box)

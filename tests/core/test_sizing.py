@@ -18,12 +18,27 @@ import pytest
 
 from agent_flywheel.config import SizingTargets
 from agent_flywheel.scaling.sizing.capacity import fit_capacity
+from agent_flywheel.scaling.sizing.confirm import ConfirmationPlan, judge_confirmation, plan_confirmation
+from agent_flywheel.scaling.sizing.intervals import bootstrap_p95, level_bounds
 from agent_flywheel.scaling.sizing.nat_linear import nat_linear_estimate
 from agent_flywheel.scaling.sizing.plots import latency_vs_concurrency_png, sizing_png
-from agent_flywheel.scaling.sizing.quantiles import quantile_with_failures
-from agent_flywheel.scaling.sizing.result import users_per_replica
+from agent_flywheel.scaling.sizing.quantiles import (
+    min_requests_for_upper_bound,
+    order_statistic_bounds,
+    quantile_with_failures,
+)
+from agent_flywheel.scaling.sizing.replicas import ReplicaModel
+from agent_flywheel.scaling.sizing.result import SizingResult
 from agent_flywheel.scaling.sizing.solve import size
 from agent_flywheel.scaling.sizing.sweeps import LevelData, SweepData, SweepFormatError, read_sweep_csv
+from tests.support.sizing_samples import (
+    NAT_DOC_LINEAR_GPUS,
+    NAT_DOC_SAMPLE,
+    NAT_DOC_TARGETS,
+    LatencyCurve,
+    hinge,
+    nat_doc_curve,
+)
 
 
 def _erlang_cdf(k: int, rate: float, t: float) -> float:
@@ -74,7 +89,7 @@ def synthetic_sweep(
     )
 
 
-def targets(**kw: float | int | None) -> SizingTargets:
+def targets(**kw: float | int | bool | None) -> SizingTargets:
     base: dict = {"target_users": 200, "target_workflow_p95_s": 6.0, "test_gpus": 2, "bootstrap_samples": 400}
     base.update(kw)
     return SizingTargets(**base)
@@ -95,14 +110,14 @@ def test_c_star_within_15_percent_and_interval_covers_the_truth() -> None:
         assert result.reachable and result.bracket in ((16.0, 32.0), (32.0, 64.0))  # truth 30.5 is near 32
         assert result.slo_concurrency is not None
         assert abs(result.slo_concurrency - truth) / truth < 0.15, (seed, result.slo_concurrency, truth)
-        assert result.gpus == math.ceil(200 / math.floor(result.slo_concurrency)) * 2
+        assert result.gpus == math.ceil(200 / result.slo_concurrency) * 2  # requests balanced over replicas
         assert result.gpus_low is not None and result.gpus_high is not None
         assert result.gpus_low <= result.gpus <= result.gpus_high
         assert result.slo_concurrency_low is not None and result.slo_concurrency_high is not None
         covered += result.slo_concurrency_low <= truth <= result.slo_concurrency_high
     assert covered >= 6  # a 90 % interval covers the truth in 7 of these 8 fixed-seed sweeps
     first = size(synthetic_sweep(0), targets(), seed=0)
-    true_gpus = math.ceil(200 / math.floor(truth)) * 2
+    true_gpus = math.ceil(200 / truth) * 2
     assert first.gpus_low is not None and first.gpus_high is not None
     assert first.gpus_low <= true_gpus <= first.gpus_high
 
@@ -169,7 +184,8 @@ def test_llm_target_can_bind_and_cost_is_reported() -> None:
     result = size(SweepData.from_levels_frame(frame), targets(target_workflow_p95_s=2.0, target_llm_p95_s=0.6))
     assert result.binding_metric == "llm" and result.bracket == (4.0, 8.0)
     assert result.slo_concurrency is not None and 4 <= result.slo_concurrency <= 8
-    assert result.gpus_low == result.gpus == result.gpus_high  # per-level input: no interval
+    assert result.gpus_low is None and result.gpus_high is None  # per-level input: the interval is unknown
+    assert result.interval_known is False and result.gpus is not None
     priced = size(SweepData.from_levels_frame(frame), targets(target_workflow_p95_s=2.0, gpu_price_per_hour=3.0))
     assert priced.throughput_at_slo_rps is not None and priced.cost_per_1k_workflows is not None
     expected = 3.0 * 2 / (priced.throughput_at_slo_rps * 3600) * 1000
@@ -232,17 +248,227 @@ def test_plots_are_written(tmp_path: Path) -> None:
     p3 = sizing_png(size(synthetic_sweep(3), targets(target_workflow_p95_s=0.5)), tmp_path / "none.png")
     for p in (p1, p2, p3):
         assert p.read_bytes()[:4] == b"\x89PNG"
-    assert "C\\*" in result.to_markdown()
+    assert "- C* = " in result.to_markdown() and "replicas × 2 GPU(s) = " in result.to_markdown()
 
 
-@pytest.mark.parametrize(("c_star", "users"), [(10.6, 10), (8.0, 8), (8.0 - 1e-12, 8), (1.0, 1), (0.5, 0.5)])
-def test_a_replica_serves_whole_users(c_star: float, users: float) -> None:
-    assert users_per_replica(c_star) == users
+# --------------------------------------------------------------------------------------------------
+# What a replica is
+# --------------------------------------------------------------------------------------------------
 
 
-def test_the_answer_says_how_many_users_a_replica_serves() -> None:
-    result = size(synthetic_sweep(0), targets(), seed=0)
-    assert result.slo_concurrency is not None and result.gpus is not None
-    whole = math.floor(result.slo_concurrency)
-    assert f"{whole} users per replica: **{result.gpus} GPUs**" in result.to_markdown()
-    assert result.gpus == math.ceil(200 / whole) * 2
+@pytest.mark.parametrize(
+    ("test_gpus", "per_replica", "sticky", "c_star", "users", "replicas", "gpus"),
+    [
+        (8, None, False, 11.5, 100, 9, 72),  # the system under test is one replica; balanced: ceil(100 / 11.5)
+        (8, None, True, 11.5, 100, 10, 80),  # pinned users: 11 whole users per replica
+        (8, 1, False, 11.5, 100, 70, 70),  # 8 replicas in the test: 1.4375 per replica
+        (8, 2, False, 11.5, 100, 35, 70),  # 4 replicas in the test: 2.875 per replica
+        (8, 2, True, 11.5, 100, 50, 100),  # pinned: 2 whole users per replica
+        (1, None, False, 2.75, 100, 37, 37),  # the issue's agent: 100 / 2.75, not 100 / 2
+        (1, None, True, 2.75, 100, 50, 50),
+        (1, None, False, 8.0 - 1e-12, 8, 1, 1),  # a hair under a whole number is that number
+    ],
+)
+def test_replicas_and_gpus_follow_the_replica_model(
+    test_gpus: int, per_replica: int | None, sticky: bool, c_star: float, users: int, replicas: int, gpus: int
+) -> None:
+    model = ReplicaModel.from_targets(
+        SizingTargets(test_gpus=test_gpus, gpus_per_replica=per_replica, sticky_sessions=sticky)
+    )
+    assert model.replicas_for(c_star, users) == replicas
+    assert model.gpus_for(c_star, users) == gpus
+
+
+def test_a_replica_must_be_whole_gpus_of_the_system_under_test() -> None:
+    with pytest.raises(ValueError, match="test_gpus 8 is not a multiple of gpus_per_replica 3"):
+        SizingTargets(test_gpus=8, gpus_per_replica=3)
+    pinned = ReplicaModel(test_gpus=8, gpus_per_replica=1, sticky_sessions=True)
+    assert pinned.replicas_for(6.0, 100) is None  # 0.75 users per replica: not even one pinned user fits
+
+
+def test_the_answer_states_its_assumptions() -> None:
+    result = size(synthetic_sweep(0), targets(gpus_per_replica=1), seed=0)
+    assert result.slo_concurrency is not None and result.replicas is not None
+    d = result.to_dict()
+    assert d["assumptions"] == {
+        "test_gpus": 2,
+        "gpus_per_replica": 1,
+        "replicas_in_test": 2,
+        "traffic": "balanced",
+        "sticky_sessions": False,
+        "rule": "replicas = ceil(users / C* per replica) (requests balanced over the replicas)",
+    }
+    assert d["slo_concurrency_per_replica"] == pytest.approx(result.slo_concurrency / 2)
+    assert result.replicas == math.ceil(200 / (result.slo_concurrency / 2))
+    assert d["load_per_replica"] == pytest.approx(200 / result.replicas)
+    text = result.to_markdown()
+    assert "a replica has 1 GPU(s) (the system under test held 2 replicas); requests balanced per request" in text
+    assert f"**{result.replicas} replicas × 1 GPU(s) = {result.gpus} GPUs**" in text
+
+
+# --------------------------------------------------------------------------------------------------
+# The NeMo Agent Toolkit documentation's sample sweep
+# --------------------------------------------------------------------------------------------------
+
+
+def test_the_documentation_sample_needs_9_replicas_of_8_gpus() -> None:
+    data = SweepData.from_levels_frame(NAT_DOC_SAMPLE)
+    result = size(data, SizingTargets(**NAT_DOC_TARGETS))
+    assert result.slo_concurrency is not None and result.bracket == (8.0, 16.0)
+    assert result.slo_concurrency == pytest.approx(11.5, abs=0.05)
+    assert (result.replicas, result.gpus) == (math.ceil(100 / result.slo_concurrency), 72)
+    assert result.nat_linear is not None and result.nat_linear.gpus == pytest.approx(NAT_DOC_LINEAR_GPUS, abs=0.01)
+    pinned = size(data, SizingTargets(**NAT_DOC_TARGETS, sticky_sessions=True))
+    assert (pinned.replicas, pinned.gpus) == (10, 80)  # 11 whole users per replica
+
+
+def test_a_per_level_table_has_an_unknown_interval_not_a_point() -> None:
+    result = size(SweepData.from_levels_frame(NAT_DOC_SAMPLE), SizingTargets(**NAT_DOC_TARGETS))
+    d = result.to_dict()
+    assert d["interval_known"] is False
+    for key in ("gpus_low", "gpus_high", "slo_concurrency_low", "slo_concurrency_high"):
+        assert d[key] is None, key
+    assert any("one p95 per level and no per-request rows" in n for n in d["interval_notes"])
+    assert all(lv["workflow_p95_low_s"] is None and lv["workflow_p95_high_s"] is None for lv in d["levels"])
+    text = result.to_markdown()
+    assert "= 72 GPUs** for 100 concurrent users (interval unknown)" in text
+    assert "| 8 | — | 7.909 | unknown |" in text
+    assert "NeMo Agent Toolkit's straight line on the same p95s: C* = 10.62, 75.35 GPUs" in text
+
+
+def test_the_documentation_sample_with_its_requests_has_an_interval_around_the_truth() -> None:
+    """The documented sweep shape (2 passes of c requests at level c) drawn from a curve through its p95s."""
+    curve = nat_doc_curve()
+    truth = curve.true_c_star(10.0)
+    assert truth == pytest.approx(11.51, abs=0.01)
+    true_gpus = math.ceil(100 / truth) * 8
+    assert true_gpus == 72
+    for seed in range(5):
+        data = curve.sweep(seed, passes=2, requests_per_pass=lambda c: c, levels=(1, 2, 4, 8, 16, 32))
+        result = size(data, SizingTargets(**NAT_DOC_TARGETS, bootstrap_samples=400), seed=seed)
+        assert result.gpus is not None and result.gpus_low is not None
+        assert result.gpus_low <= min(result.gpus, true_gpus)
+        assert result.gpus_high is None  # 16 requests at level 8 cannot bound its p95 from above
+        assert any("no upper end" in n for n in result.interval_notes)
+        thin = [w for w in result.warnings if "too few for a p95" in w]
+        assert [w.split(":")[0] for w in thin] == [f"concurrency {c}" for c in (1, 2, 4, 8, 16)]
+        assert "concurrency 8: 16 requests" in thin[3] and "at least 59" in thin[3]
+    longer = curve.sweep(99, passes=6, requests_per_pass=64, levels=(1, 2, 4, 8, 16, 32))
+    result = size(longer, SizingTargets(**NAT_DOC_TARGETS, bootstrap_samples=400))
+    low, high = result.gpus_low, result.gpus_high
+    assert not result.warnings and low is not None and high is not None and result.gpus is not None
+    assert low <= true_gpus <= high
+    assert low <= result.gpus <= high
+
+
+# --------------------------------------------------------------------------------------------------
+# Honest intervals: passes resampled, too few requests admitted, a longer sweep inside a shorter one's interval
+# --------------------------------------------------------------------------------------------------
+
+
+def test_order_statistic_bounds_cover_the_true_p95() -> None:
+    assert min_requests_for_upper_bound(0.95, 0.90) == 59
+    assert min_requests_for_upper_bound(0.95, 0.95) == 72
+    rng = np.random.default_rng(11)
+    true_p95 = -math.log(0.05)  # of an exponential with mean 1
+    for n in (60, 200):
+        covered = 0
+        for _ in range(2000):
+            low, high = order_statistic_bounds(rng.exponential(1.0, n), 0.95, 0.90)
+            covered += low <= true_p95 <= high
+        assert covered / 2000 >= 0.89, n  # exact binomial bounds: at least the nominal 90 %
+    low, high = order_statistic_bounds(np.arange(1.0, 9.0), 0.95, 0.90)
+    assert (low, high) == (6.0, math.inf)  # 8 requests: no upper bound on a p95
+
+
+def test_the_bootstrap_resamples_passes_so_drift_between_passes_widens_the_interval() -> None:
+    rng = np.random.default_rng(3)
+    same = [rng.lognormal(0.0, 0.2, 200) for _ in range(2)]
+    drifted = [same[0], same[1] * 1.5]  # the second pass ran 50 % slower
+    steady = level_bounds(same, np.random.default_rng(0), 500, 0.9)
+    moving = level_bounds(drifted, np.random.default_rng(0), 500, 0.9)
+    assert moving.high - moving.low > 2 * (steady.high - steady.low)
+    one_pass = bootstrap_p95([np.concatenate(drifted)], np.random.default_rng(0), 500)
+    by_pass = bootstrap_p95(drifted, np.random.default_rng(0), 500)
+    assert np.std(by_pass) > 2 * np.std(one_pass)  # pooled requests alone hide the drift
+
+
+SMALL_C_STAR = LatencyCurve(hinge(floor_s=3.0, knee=1.0, slope_s=2.25))  # true C* ≈ 3.2 at 8 s
+
+
+@pytest.mark.parametrize("requests_per_pass", [lambda c: c, 20, 64], ids=["c per pass", "20 per pass", "64 per pass"])
+def test_small_c_star_is_stable_between_two_and_six_passes(requests_per_pass: int) -> None:
+    """Two and six passes of the same system (2-4 users per replica): the answers stay close, and the longer
+    sweep's answer and the truth lie inside the shorter sweep's 90 % interval in the normal case (7 of 8 seeds)."""
+    truth = SMALL_C_STAR.true_c_star(8.0)
+    assert 2.0 < truth < 4.0
+    true_gpus = math.ceil(100 / truth)
+    sizing = targets(target_users=100, target_workflow_p95_s=8.0, test_gpus=1)
+
+    def inside(result: SizingResult, gpus: int) -> bool:
+        assert result.gpus_low is not None  # a low end always exists here: the top level misses the target
+        return result.gpus_low <= gpus and (result.gpus_high is None or gpus <= result.gpus_high)
+
+    contained = covered = 0
+    for seed in range(8):
+        short = size(SMALL_C_STAR.sweep(seed, 2, requests_per_pass), sizing, seed=seed)
+        long = size(SMALL_C_STAR.sweep(1000 + seed, 6, requests_per_pass), sizing, seed=seed)
+        assert short.gpus is not None and long.gpus is not None
+        assert max(short.gpus, long.gpus) / min(short.gpus, long.gpus) < 1.5, (seed, short.gpus, long.gpus)
+        contained += inside(short, long.gpus)
+        covered += inside(short, true_gpus) + inside(long, true_gpus)
+    assert contained >= 7
+    assert covered >= 14
+
+
+# --------------------------------------------------------------------------------------------------
+# Confirmation at the recommended load
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("load_per_replica", "replicas_in_test", "concurrencies"),
+    [(100 / 9, 1, [11, 12]), (20.0, 1, [20]), (100 / 70, 8, [11, 12]), (0.5, 1, [1]), (4.0, 2, [8])],
+)
+def test_the_confirmation_measures_the_whole_loads_around_the_recommended_one(
+    load_per_replica: float, replicas_in_test: int, concurrencies: list[int]
+) -> None:
+    answer = {
+        "reachable": True,
+        "load_per_replica": load_per_replica,
+        "assumptions": {"replicas_in_test": replicas_in_test},
+    }
+    plan = plan_confirmation(answer)
+    assert plan is not None and plan.concurrencies == concurrencies
+    assert plan.load == pytest.approx(load_per_replica * replicas_in_test)
+    assert plan_confirmation({"reachable": False, "load_per_replica": None}) is None
+
+
+def _steady(p95_by_level: dict[int, float], n: int = 100, failures: int = 0) -> SweepData:
+    """Two passes per level whose pooled p95 is exactly the given value (half the requests at half of it)."""
+    levels = []
+    for c, p95 in p95_by_level.items():
+        values = np.full(n, p95)
+        values[: n // 2] = p95 / 2
+        values[n - failures :] = np.inf
+        levels.append(LevelData(float(c), workflow=[values[::2], values[1::2]]))
+    return SweepData(levels)
+
+
+def test_the_confirmation_interpolates_between_the_whole_loads_and_judges_the_slo() -> None:
+    sizing = targets(target_users=100, target_workflow_p95_s=10.0, test_gpus=8)
+    measured = _steady({11: 9.0, 12: 11.0})
+    held = judge_confirmation(ConfirmationPlan(100 / 9, 1), measured, sizing)
+    assert held.confirmed and held.workflow_p95_s == pytest.approx(9.0 + 2.0 / 9)
+    assert [row["concurrency"] for row in held.measured] == [11.0, 12.0] and not held.warnings
+    assert held.summary().startswith("SLO held: workflow p95 9.222 s ≤ 10 s at 11.11 users per replica")
+    missed = judge_confirmation(ConfirmationPlan(11.9, 1), measured, sizing)
+    assert not missed.confirmed and missed.workflow_p95_s == pytest.approx(10.8)
+    assert "## Confirmation" in missed.to_markdown() and "SLO missed" in missed.to_markdown()
+    failing = judge_confirmation(ConfirmationPlan(11.5, 1), _steady({11: 9.0, 12: 9.0}, failures=10), sizing)
+    assert not failing.confirmed and math.isinf(failing.workflow_p95_s)  # 10 % failed: no p95 met
+    assert failing.measured[0]["error_rate"] == pytest.approx(0.1)
+    thin = judge_confirmation(ConfirmationPlan(11.0, 1), _steady({11: 9.0}, n=20), sizing)
+    assert thin.confirmed and thin.warnings and "20 requests" in thin.warnings[0] and "at least 59" in thin.warnings[0]
+    with pytest.raises(SweepFormatError, match="no requests at concurrency 12"):
+        judge_confirmation(ConfirmationPlan(11.5, 1), _steady({11: 9.0}), sizing)

@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from agent_flywheel.tracking import CHAMPION_ALIAS, Tracker, flatten_params, flywheel_experiment
+from agent_flywheel.evaluation.gate import Candidate, CandidateAssessment, GateDecision
+from agent_flywheel.tracking import (
+    CHAMPION_ALIAS,
+    EXPERIMENT_KIND_TAG,
+    RUNS_TABLE_KIND,
+    Tracker,
+    flatten_params,
+    flywheel_experiment,
+    gate_verdicts,
+    rollout_experiment,
+    sizing_experiment,
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +58,60 @@ def test_champion_alias_points_at_new_version(tracker: Tracker, tmp_path: Path) 
     assert (
         int(tracker.client.get_model_version_by_alias("flywheel-wl2", CHAMPION_ALIAS).version) == second == version + 1
     )
+    assert tracker.champion("flywheel-wl2") == (second, {"candidate": "m@cust-2"})
+    assert tracker.champion("flywheel-never-registered") is None
+
+
+def test_experiments_open_on_their_runs_table(tracker: Tracker) -> None:
+    """MLflow 3's UI opens an experiment tagged as "Machine learning" on its runs, not on an empty traces page."""
+    for name in (flywheel_experiment("wl3"), sizing_experiment("app"), rollout_experiment("app")):
+        experiment = tracker.client.get_experiment(tracker.experiment_id(name))
+        assert experiment.tags[EXPERIMENT_KIND_TAG] == RUNS_TABLE_KIND
+    older = tracker.client.create_experiment("made-before-the-tag")  # an experiment from an earlier version
+    assert EXPERIMENT_KIND_TAG not in tracker.client.get_experiment(older).tags
+    assert tracker.experiment_id("made-before-the-tag") == older
+    assert tracker.client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == RUNS_TABLE_KIND
+
+
+def _decision(verdicts: dict[str, tuple[str, bool]], promoted: str | None) -> GateDecision:
+    """A decision whose candidate ``model`` (all ``base-eval``) got ``(verdict, cheaper)``."""
+    assessments = [
+        CandidateAssessment(Candidate(model, "base-eval"), verdict, 1.0, cheaper)  # type: ignore[arg-type]
+        for model, (verdict, cheaper) in verdicts.items()
+    ]
+    winner = Candidate(promoted, "base-eval") if promoted else None
+    return GateDecision(
+        promoted=winner,
+        outcome="promoted" if winner else "no-candidate",
+        reasons=[],
+        rows=[],
+        metric="function_name_and_args_accuracy",
+        margin=0.05,
+        confidence=0.95,
+        cost_basis="size",
+        teacher="t",
+        teacher_mean=0.9,
+        assessments=assessments,
+    )
+
+
+def test_each_candidates_verdict_is_the_gates_word_and_says_why_a_good_one_lost() -> None:
+    decision = _decision(
+        {
+            "won": ("non-inferior", True),
+            "dearer": ("non-inferior", True),
+            "costly": ("non-inferior", False),
+            "unsure": ("non-inferiority not shown", True),
+            "worse": ("inferior", True),
+            "skipped": ("not evaluated", True),
+        },
+        promoted="won",
+    )
+    assert {model: verdict for (model, _), verdict in gate_verdicts(decision).items()} == {
+        "won": "promoted",
+        "dearer": "non-inferior-not-cheapest",
+        "costly": "non-inferior-not-cheaper",
+        "unsure": "non-inferiority-not-shown",
+        "worse": "inferior",
+        "skipped": "not-evaluated",
+    }

@@ -34,6 +34,7 @@ from typer.testing import CliRunner
 
 from agent_flywheel.config import FlywheelConfig, parse_config
 from agent_flywheel.ledger import Ledger, Resource
+from agent_flywheel.nemo.deployments import managed_fields
 from agent_flywheel.nemo.payloads import dms_deployment_body_for
 from simulators.agent.traffic import run_traffic
 from simulators.settings import LocalStackConfig
@@ -563,6 +564,28 @@ def test_not_enough_gpus_is_explained_and_the_pending_job_cancelled(stack: Local
     FIGURES["not_enough_resources"]["message"] = message
 
 
+def test_an_adapter_nim_never_serves_fails_its_step_without_waiting_out_the_stall_limit(
+    stack: LocalStackConfig, home: Path
+) -> None:
+    """The fine-tune completes but NIM never lists its adapter (here: only after ~4 simulated months): the
+    step fails once the serve grace (here the 20 s stall timeout) has passed, saying what to check."""
+    from flows.flywheel import FlywheelRunError
+
+    set_faults(stack, "nemo", {"adapter_visible_after_s": 10_000_000})
+    try:
+        with pytest.raises(FlywheelRunError) as failure:
+            run_flywheel(_config("unserved", evaluation_config={"timeout_s": 20}))
+    finally:
+        set_faults(stack, "nemo", None)
+    message = str(failure.value)
+    assert f"NIM: adapter unserved/customized-{SMALL.replace('/', '-')}@cust-" in message
+    assert "was not served within 20 s of its fine-tune completing" in message
+    assert "What to do:" in message and "LoRA adapters" in message
+    assert [j["status"] for j in nemo_list(stack, "/v1/customization/jobs", "unserved")] == ["completed"]
+    assert_nothing_left(stack, "unserved", home, "adapter_never_served")
+    FIGURES["adapter_never_served"]["message"] = message
+
+
 def test_a_failed_deployment_and_failed_evaluations_are_named_and_cleaned_up(
     stack: LocalStackConfig, home: Path
 ) -> None:
@@ -636,14 +659,6 @@ def test_cancelling_a_run_stops_the_fine_tune_the_evaluations_and_the_deployment
     FIGURES["cancelled"].update({"customization_jobs_cancelled": 1, "evaluation_jobs": dict(evaluations)})
 
 
-def _prefect_api_url() -> str:
-    """The Prefect server this test process uses (a temporary one), for subprocesses to share it."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value() or SubprocessASGIServer().api_url
-
-
 def _set_clock(stack: LocalStackConfig, speed: float) -> None:
     httpx.post(f"{stack.url('nemo')}/admin/clock", json={"speed": speed}, timeout=10).raise_for_status()
 
@@ -664,11 +679,13 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
     clean: dict[str, Any], stack: LocalStackConfig, home: Path, tmp_path: Path, env: dict[str, str]
 ) -> None:
     config_file = tmp_path / "flywheel.yaml"
-    config_file.write_text(yaml.safe_dump(_config("resume").model_dump(mode="json", exclude_defaults=True)))
+    # 40 epochs: ~6,000 simulated seconds of training, ~5 minutes at clock speed 20 (below) and ~6 s at 1000
+    resume = _config("resume", training_config={"epochs": 40})
+    config_file.write_text(yaml.safe_dump(resume.model_dump(mode="json", exclude_defaults=True)))
     sub_env = {
         **os.environ,
         "FLYWHEEL_HOME": str(home),
-        "PREFECT_API_URL": _prefect_api_url(),
+        "PREFECT_API_URL": os.environ["PREFECT_API_URL"],  # the session's server (tests/conftest.py)
         "PREFECT_LOGGING_LEVEL": "INFO",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
@@ -684,18 +701,18 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
         return nemo_list(stack, path, "resume")
 
     started = time.monotonic()
-    _set_clock(stack, 20)  # training takes ~20 s, so the evaluations finish first
+    _set_clock(stack, 20)  # the evaluations finish long before the fine-tune, however busy the machine is
     first = start()
     try:
         job = _wait(
             lambda: next((j for j in jobs("/v1/customization/jobs") if j["status"] == "running"), None),
-            120,
+            300,
             "the fine-tune to run",
             first,
         )
         _wait(
             lambda: len(list((home / "results").glob("evaluate-*"))) >= 3,
-            60,
+            300,
             "the three evaluations to finish and be cached",
             first,
         )
@@ -714,7 +731,7 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
         for ledger in (home / "runs").glob("*/resources.json")
         if json.loads((ledger.parent / "owner.json").read_text())["pid"] == first.pid
     )
-    extra = dms_deployment_body_for(MEDIUM, "resume")
+    extra = {**dms_deployment_body_for(MEDIUM, "resume"), "custom_fields": managed_fields(dead_ledger.parent.name)}
     httpx.post(f"{stack.url('nemo')}/v1/deployment/model-deployments", json=extra, timeout=10).raise_for_status()
     Ledger(dead_ledger).add(Resource("deployment", f"resume/{extra['name']}", MEDIUM))
     orphaned = leaked(stack, "resume", home)
@@ -730,9 +747,9 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
                     return True
             return False
 
-        _wait(adopted, 120, "the second run to pick up the running fine-tune", second)
+        _wait(adopted, 300, "the second run to pick up the running fine-tune", second)
         _set_clock(stack, 1000)
-        output, _ = second.communicate(timeout=180)
+        output, _ = second.communicate(timeout=600)
     finally:
         _set_clock(stack, 1000)
         if second.poll() is None:

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from cli.scaling import profile_app, sizing_app
+from tests.support.sizing_samples import NAT_DOC_SAMPLE
 from tests.support.traces import nat_traces, otlp_document
 
 
@@ -49,9 +50,34 @@ def test_sizing_calc_json_per_level(runner: CliRunner, tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["reachable"] is True and data["bracket"] == [8.0, 16.0]
     assert 8 <= data["slo_concurrency"] <= 16
-    assert data["gpus"] == data["gpus_low"] == data["gpus_high"]  # no per-request samples: no interval
+    assert data["gpus_low"] is None and data["gpus_high"] is None  # no per-request samples: interval unknown
+    assert data["interval_known"] is False and data["interval_notes"]
     assert isinstance(data["gpus"], int) and data["gpus"] % 2 == 0
-    assert set(data) >= {"slo_concurrency", "gpus", "gpus_low", "gpus_high", "reachable", "reason"}
+    assert set(data) >= {"slo_concurrency", "gpus", "gpus_low", "gpus_high", "reachable", "reason", "assumptions"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "replicas", "gpus", "gpus_per_replica", "traffic"),
+    [
+        ([], 9, 72, 8, "balanced"),  # the system under test is one replica of 8 GPUs: ceil(100 / 11.5)
+        (["--sticky-sessions"], 10, 80, 8, "sticky"),  # pinned users: 11 whole users per replica
+        (["--gpus-per-replica", "1"], 70, 70, 1, "balanced"),  # 8 replicas in the test: 1.44 users each
+    ],
+)
+def test_sizing_calc_on_the_toolkit_documentation_sample(
+    runner: CliRunner, tmp_path: Path, extra: list[str], replicas: int, gpus: int, gpus_per_replica: int, traffic: str
+) -> None:
+    sweep = tmp_path / "nat-doc.csv"
+    NAT_DOC_SAMPLE.to_csv(sweep, index=False)
+    args = ["--sweep", str(sweep), "--target-workflow-p95", "10", "--target-users", "100", "--test-gpus", "8"]
+    data = json.loads(_calc(runner, *args, *extra, "--json").stdout)
+    assert (data["replicas"], data["gpus"]) == (replicas, gpus)
+    assert data["assumptions"]["gpus_per_replica"] == gpus_per_replica and data["assumptions"]["traffic"] == traffic
+    assert data["gpus_low"] is None and data["gpus_high"] is None and data["interval_known"] is False
+    assert data["nat_linear"]["gpus"] == pytest.approx(75.35, abs=0.01)
+    text = _calc(runner, *args, *extra).stdout
+    assert f"**{replicas} replicas × {gpus_per_replica} GPU(s) = {gpus} GPUs** for 100 concurrent users" in text
+    assert "(interval unknown)" in text and "| 16 | — | 12.677 | unknown |" in text
 
 
 def test_sizing_calc_json_per_request_with_llm_target_and_plots(runner: CliRunner, tmp_path: Path) -> None:
@@ -110,6 +136,21 @@ def test_sizing_calc_unreachable_is_an_answer(runner: CliRunner, tmp_path: Path)
         (
             ["--sweep", "{good}", "--target-workflow-p95", "2", "--target-users", "10", "--test-gpus", "0"],
             "--test-gpus",
+        ),
+        (
+            [
+                "--sweep",
+                "{good}",
+                "--target-workflow-p95",
+                "2",
+                "--target-users",
+                "10",
+                "--test-gpus",
+                "8",
+                "--gpus-per-replica",
+                "3",
+            ],
+            "--gpus-per-replica: the system under test must be whole replicas",
         ),
     ],
 )

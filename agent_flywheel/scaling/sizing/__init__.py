@@ -17,19 +17,26 @@ The method, and why it differs from the NeMo Agent Toolkit's ``nat sizing calc``
 3. **Unreachable is an answer.** If the lowest level already misses the target: ``reachable=False`` with the
    reason. If every level meets it, C* is *at least* the highest level (used for the GPU count, so the GPU
    count is an upper bound); the capacity model's extrapolation is reported separately and flagged.
-4. **GPUs in whole replicas.** ``replicas = ceil(target_users / floor(C*))``, ``GPUs = replicas × test_gpus``:
-   a replica serves a whole number of concurrent users, so an interpolated C* of 10.6 means that 10 fit
-   (11 miss the target); dividing by 10.6 would place 11 users on some replicas.
-5. **Bootstrap interval.** Resample passes within each level, then requests within each chosen pass; recompute
-   every level's p95, the fit, C* and the GPU count; report the percentile interval at the configured
-   confidence. With per-level input (no per-request samples) no interval exists and low = high = point.
+4. **Replicas, not whole users.** The sweep ran on ``test_gpus`` GPUs holding ``test_gpus / gpus_per_replica``
+   replicas (default: the system under test is one replica); C* per replica is C* over that count. With
+   requests balanced over replicas (the default) a replica carries a fraction of users as well as a whole
+   number: ``replicas = ceil(users / C* per replica)``; only users pinned to replicas (sticky sessions) make it
+   ``ceil(users / floor(C* per replica))``. ``GPUs = replicas × gpus_per_replica`` (:mod:`.replicas`).
+5. **An interval from the data actually available** (:mod:`.intervals`). Per level, the wider of a bootstrap
+   that resamples passes and then requests (drift between passes shows) and distribution-free order-statistic
+   bounds on the p95 (too few requests show: below 59 requests a p95 has no upper bound at 90 %, and the
+   answer warns, naming the level, its count and the minimum). p95 never falls as load rises, so a
+   well-measured level bounds a thin one. C*'s low end is where the levels' high p95s cross the target, its
+   high end where the low ones do; an end the data cannot fix is left open (None) with its reason. A
+   per-level table (one p95 per level, no requests) has no interval at all: unknown, never a point.
 
 Throughput at the SLO is interpolated between the bracket's measured throughputs (or from Little's law,
 ``X = N / mean R``, in a closed loop without think time); cost per 1,000 workflows is
-``price_per_gpu_hour × test_gpus / (X × 3600) × 1000``, the cost when each replica runs at C*.
+``price_per_gpu_hour × test_gpus / (X × 3600) × 1000``, the cost when the system under test runs at C*.
 
 Modules: :mod:`.quantiles` (quantiles where a failure is infinitely slow), :mod:`.sweeps` (the measured sweep,
 from a load generator's result or a CSV), :mod:`.capacity` (the capacity model and its fit), :mod:`.bracketing`
 (where a p95 curve crosses its target), :mod:`.nat_linear` (the toolkit's straight line, for comparison),
-:mod:`.result` (the answer), :mod:`.solve` (the method: C*, whole replicas, the bootstrap), :mod:`.plots`.
+:mod:`.replicas` (what a replica is), :mod:`.intervals` (each level's p95 interval), :mod:`.result` (the answer),
+:mod:`.solve` (the method), :mod:`.confirm` (re-measuring at the recommended load), :mod:`.plots`.
 """

@@ -21,10 +21,11 @@ def latency_vs_concurrency_png(
     slo_concurrency: float | None = None,
     title: str = "p95 workflow latency vs concurrency",
 ) -> Path:
-    """Measured p95 per level (with bootstrap error bars), the fitted capacity curve, the SLO line and C*.
+    """Measured p95 per level (with its interval), the fitted capacity curve, the SLO line and C*.
 
-    ``sweep_summary`` needs ``concurrency`` and ``workflow_p95_s``; ``workflow_p95_low_s`` / ``_high_s`` give error
-    bars. Why: the picture shows whether the answer sits on measured ground or on the model.
+    ``sweep_summary`` needs ``concurrency`` and ``workflow_p95_s``; ``workflow_p95_low_s`` / ``_high_s`` draw the
+    interval (a dashed line up where the data leave the p95 unbounded). Why: the picture shows whether the
+    answer sits on measured ground or on the model.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -37,16 +38,17 @@ def latency_vs_concurrency_png(
     ax = fig.add_subplot(1, 1, 1)
     x = df["concurrency"].to_numpy(dtype=float)
     y = pd.to_numeric(df["workflow_p95_s"], errors="coerce").to_numpy(dtype=float)
+    ax.plot(x, y, "o", color="C0", label="measured p95")
     if "workflow_p95_low_s" in df.columns and "workflow_p95_high_s" in df.columns:
         lo = pd.to_numeric(df["workflow_p95_low_s"], errors="coerce").to_numpy(dtype=float)
         hi = pd.to_numeric(df["workflow_p95_high_s"], errors="coerce").to_numpy(dtype=float)
-        ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(y)
-        ax.errorbar(
-            x[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="o", capsize=3, label="measured p95 (interval)"
-        )
-        ax.plot(x[~ok & np.isfinite(y)], y[~ok & np.isfinite(y)], "o", color="C0")
-    else:
-        ax.plot(x, y, "o", label="measured p95")
+        known = np.isfinite(lo)
+        bounded = known & np.isfinite(hi)
+        ax.vlines(x[bounded], lo[bounded], hi[bounded], color="C0", alpha=0.6, label="p95 interval")
+        if (known & ~bounded).any():  # too few requests to bound the p95 from above: a dashed line upwards
+            top = np.nanmax(np.concatenate([y[np.isfinite(y)], lo[known], [slo]])) * 1.3
+            unbounded = known & ~bounded
+            ax.vlines(x[unbounded], lo[unbounded], top, color="C0", alpha=0.6, ls="--", label="no upper bound")
     if fit is not None and len(x):
         grid = np.geomspace(max(x.min(), 1e-3), x.max() * 1.5, 200)
         ax.plot(grid, fit.predict(grid), "-", color="C1", label=f"capacity model (knee {fit.knee:.1f})")
@@ -93,10 +95,11 @@ def sizing_png(result: SizingResult, path: str | Path) -> Path:
         lo = result.gpus_low if result.gpus_low is not None else g
         hi = result.gpus_high if result.gpus_high is not None else g
         ax2.bar([0], [g], color="C2", alpha=0.8)
-        ax2.errorbar([0], [g], yerr=[[g - lo], [hi - g]], fmt="none", ecolor="black", capsize=8)
+        if result.interval_known:
+            ax2.errorbar([0], [g], yerr=[[g - lo], [hi - g]], fmt="none", ecolor="black", capsize=8)
         ax2.set_xticks([0], [f"{result.targets['target_users']} users"])
         ax2.set_ylabel("GPUs")
-        ax2.set_title(f"{g} GPUs (interval {lo}–{hi}, {result.confidence:.0%})", fontsize=9)
+        ax2.set_title(f"{g} GPUs ({result.interval_text(result.gpus_low, result.gpus_high, 'd')})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     return path

@@ -28,3 +28,42 @@ def quantile_with_failures(values: np.ndarray, q: float, axis: int = -1) -> np.n
     if frac == 0:
         return np.asarray(a)
     return np.where(np.isinf(b) | np.isinf(a), np.inf, lerp)
+
+
+def min_requests_for_upper_bound(q: float, confidence: float) -> int:
+    """The fewest requests whose slowest one bounds the ``q`` quantile from above at ``confidence`` (two-sided).
+
+    Why: the true p95 lies above the slowest of ``n`` requests with probability ``0.95**n``; below
+    ``ceil(log(alpha/2) / log(q))`` requests (59 for a p95 at 90 %) nothing in the data bounds it from above.
+    """
+    alpha = (1.0 - confidence) / 2.0
+    return math.ceil(math.log(alpha) / math.log(q) - 1e-9)
+
+
+def order_statistic_bounds(values: np.ndarray, q: float, confidence: float) -> tuple[float, float]:
+    """Distribution-free bounds on the ``q`` quantile from ``n`` independent requests: two order statistics.
+
+    The number of requests at or below the true quantile is Binomial(n, q). The upper bound is the ``u``-th
+    smallest request, ``u`` the smallest rank with ``P(B <= u - 1) >= 1 - alpha/2``; the lower bound the ``l``-th,
+    ``l`` the largest rank with ``P(B >= l) >= 1 - alpha/2``. With too few requests for an upper bound it is
+    ``inf`` (see :func:`min_requests_for_upper_bound`); failures (``inf``) are simply the slowest requests.
+    Why: exact for any latency distribution, and a platform engineer can check it by counting requests.
+    """
+    x = np.sort(np.asarray(values, dtype=float))
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan
+    alpha = (1.0 - confidence) / 2.0
+    k = np.arange(n + 1, dtype=float)
+    log_pmf = (
+        math.lgamma(n + 1)
+        - np.array([math.lgamma(v + 1) + math.lgamma(n - v + 1) for v in k])
+        + k * math.log(q)
+        + (n - k) * math.log1p(-q)
+    )
+    cdf = np.cumsum(np.exp(log_pmf))  # cdf[j] = P(B <= j)
+    above = np.flatnonzero(cdf[:n] >= 1.0 - alpha - 1e-12)  # rank u = j + 1
+    upper = float(x[above[0]]) if len(above) else math.inf
+    below = np.flatnonzero(cdf[:n] <= alpha + 1e-12)  # rank l = j + 1
+    lower = float(x[below[-1]]) if len(below) else 0.0
+    return lower, upper

@@ -314,6 +314,20 @@ def poisson_schedule(rate_rps: float, count: int, seed: int | None = None) -> np
     return np.concatenate([[0.0], np.cumsum(gaps[:-1])]) if count else np.zeros(0)
 
 
+def _arrivals(schedule: np.ndarray, rate_rps: float, seed: int | None, *, endless: bool) -> Iterator[float]:
+    """The precomputed schedule, then, for a held generator (``endless``), more Poisson arrivals at the same rate
+    for as long as the hold lasts: a held generator keeps its load on however long the others take."""
+    yield from schedule.tolist()
+    if not endless:
+        return
+    rng = np.random.default_rng(None if seed is None else [seed, 1])  # a stream apart from every share's own seed
+    last = float(schedule[-1]) if len(schedule) else 0.0
+    while True:
+        for gap in rng.exponential(1.0 / rate_rps, size=1024).tolist():
+            last += gap
+            yield last
+
+
 async def run_open_level(
     send: SendFn,
     client: aiohttp.ClientSession,
@@ -340,8 +354,8 @@ async def run_open_level(
     if num_requests < 1:
         raise ValueError("num_requests must be >= 1")
     lo, hi = warmup_requests, warmup_requests + num_requests
-    # Arrivals past the measured ones: as many again, or, while held for the other generators, twice that.
-    schedule = poisson_schedule(rate_rps, hi + num_requests * (1 if hold is None else 3), seed)
+    # Arrivals past the measured ones: as many again; while held for the other generators, as many as it takes.
+    schedule = poisson_schedule(rate_rps, hi + num_requests, seed)
     remaining = num_requests
     done = asyncio.Event()
     records: list[RequestRecord] = []
@@ -369,8 +383,9 @@ async def run_open_level(
     tasks: list[asyncio.Task[None]] = []
 
     async def issue(origin: float) -> None:
-        # One plain sleep per arrival; this task is cancelled once every measured request has returned.
-        for i, intended in enumerate(schedule.tolist()):
+        # One plain sleep per arrival; this task is cancelled once every measured request has returned (held:
+        # once the hold ends).
+        for i, intended in enumerate(_arrivals(schedule, rate_rps, seed, endless=hold is not None)):
             delay = origin + intended - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -263,7 +263,7 @@ def test_errors_a_user_can_fix_are_one_line_with_exit_code_2(servers: Servers) -
 
     # too few records for the split the config asks for: the flow fails at the dataset build, in one line
     data = yaml.safe_load(servers.flywheel_config.read_text())
-    data["data_split_config"]["min_total_records"] = 100_000
+    data["data_split_config"].update({"min_total_records": 100_000, "limit": 100_000})
     greedy = servers.home.parent / "flywheel-greedy.yaml"
     greedy.write_text(yaml.safe_dump(data, sort_keys=False))
     short = _flywheel(servers, *_run(servers, config=greedy))

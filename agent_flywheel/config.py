@@ -443,6 +443,21 @@ class LoadSweepConfig(_Section):
     requests_per_level: int = Field(default=64, ge=1, description="Measured requests per level and pass")
     warmup_requests: int = Field(default=4, ge=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
+    processes: int = Field(
+        default=1, ge=1, description="Generator processes on the sweep's machine; every level is split over them"
+    )
+    workers: int = Field(
+        default=1, ge=1, description="Generator tasks every level is split over, run by `worker_runner`; 1: none"
+    )
+    worker_runner: Literal["task-workers", "processes", "threads"] = Field(
+        default="task-workers",
+        description="Where the generator tasks run: Prefect task workers (`prefect task serve "
+        "tasks/sweep.py:load_generator --limit 1`, e.g. pods on Kubernetes), or, to try it, a process pool or "
+        "threads beside the sweep",
+    )
+    start_lead_s: float = Field(
+        default=5.0, gt=0, description="How far ahead each level's common start time is set for generator tasks"
+    )
 
     @model_validator(mode="after")
     def _levels(self) -> LoadSweepConfig:
@@ -450,6 +465,8 @@ class LoadSweepConfig(_Section):
             raise ValueError("concurrencies must all be >= 1")
         if any(r <= 0 for r in self.arrival_rates):
             raise ValueError("arrival_rates must all be > 0")
+        if self.processes > 1 and self.workers > 1:
+            raise ValueError("split the load over processes or over workers, not both")
         return self
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.measure import ROOT, load_average, machine, settle
 
-NAMES = ("extraction", "loadgen", "sizing", "flywheel")
+NAMES = ("extraction", "loadgen", "sizing", "flywheel", "multiload")
 FINDINGS = Path(__file__).with_name("findings.md")
 
 
@@ -54,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-cap-mb", type=float, default=6144, help="kill a measurement whose RSS passes this")
     parser.add_argument(
         "--locust-python", default=None, help="an interpreter with locust installed (default: autodetect)"
+    )
+    parser.add_argument(
+        "--multiload-users", default=None, help="multiload: concurrent users, e.g. 1000,3000 (default: see the bench)"
+    )
+    parser.add_argument(
+        "--multiload-processes", default=None, help="multiload: generator process counts to compare, e.g. 1,2,4"
     )
     return parser.parse_args(argv)
 
@@ -114,6 +120,15 @@ def main(argv: list[str] | None = None) -> int:
             from bench import flywheel_overhead
 
             results[name] = flywheel_overhead.run(quick=args.quick, work_dir=work / "flywheel", log=log)
+        elif name == "multiload":
+            from bench import multiload_bench
+
+            results[name] = multiload_bench.run(
+                quick=args.quick,
+                users=_sizes(args.multiload_users),
+                processes=_sizes(args.multiload_processes),
+                log=log,
+            )
         loads += results[name].get("loads", [])
         log(f"{name}: done")
     loads.append(load_average())

@@ -78,16 +78,29 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def endpoint() -> Iterator[str]:
     """The zero-latency HTTP endpoint (:mod:`bench.endpoint`) in its own process; yields its base URL."""
+    with _bench_server("bench.endpoint", "/") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def agent_stub() -> Iterator[str]:
+    """The agent-shaped stub (:mod:`bench.agent_stub`: two LLM calls of 0.3–1 s per request) in its own process."""
+    with _bench_server("bench.agent_stub", "/stats") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _bench_server(module: str, health: str) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.endpoint", "--port", str(port)],
+        [sys.executable, "-m", module, "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parents[1],
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url + "/", process)
+        wait_healthy(url + health, process)
         yield url
     finally:
         stop(process)

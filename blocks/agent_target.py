@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
-import aiohttp
 import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
-from agent_flywheel.scaling.loadgen.requests import make_client
+from agent_flywheel.scaling.loadgen.generator import GeneratorSetup
+from agent_flywheel.scaling.loadgen.requests import template_sender
 from agent_flywheel.scaling.loadgen.template import PRESETS, RequestTemplate, TemplateError, build_template
 
 PresetName = Literal["demo", "nat-generate", "nat-workflow", "nat-chat", "nat-openai", "openai", "langgraph"]
@@ -94,6 +96,17 @@ class AgentTarget(Block):
             limits=httpx.Limits(max_connections=max_connections),
         )
 
-    def get_load_client(self, max_connections: int = 256, timeout_s: float = 60.0) -> aiohttp.ClientSession:
-        """The load generator's client for the agent (see ``make_client``); use it as ``async with``."""
-        return make_client(self.url, max_connections=max_connections, timeout_s=timeout_s, headers=self._auth_headers())
+    def load_generator(
+        self, inputs: Sequence[str | Mapping[str, Any]], timeout_s: float = 60.0, user_prefix: str = "load-user"
+    ) -> GeneratorSetup:
+        """How a load generator (this process, or each of several) builds its requests and its client for the agent.
+
+        Plain data, picklable: it is handed to generator processes. It holds the credentials, so it is never
+        logged and never a Prefect parameter of a task that runs elsewhere (those load this block by name).
+        """
+        return GeneratorSetup(
+            make_send=functools.partial(template_sender, self.request_template(), list(inputs), user_prefix),
+            base_url=self.url,
+            timeout_s=timeout_s,
+            headers=self._auth_headers() or None,
+        )

@@ -12,7 +12,7 @@ by ``flywheel otlp serve`` or a collector, or from a receiver started here with 
 
 - ``profile run --agent-url URL --preset NAME --inputs FILE --traces FILE [--json] [--out DIR]``
 - ``sweep run --agent-url URL --preset NAME --inputs FILE --concurrency 1,2,4 --passes N --traces FILE --out DIR
-  [--json]``
+  [--processes N] [--json]``
 
 A bad file or argument prints one line, ``error: ...``, on stderr and exits with code 2; never a traceback.
 """
@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from agent_flywheel.config import LoadSweepConfig, SizingTargets
 from agent_flywheel.scaling.inputs import DEFAULT_INPUTS, Input, read_inputs
 from agent_flywheel.scaling.jsonable import json_safe
-from agent_flywheel.scaling.loadgen.requests import template_sender
+from agent_flywheel.scaling.loadgen.processes import GeneratorError
 from agent_flywheel.scaling.loadgen.sweep import SweepResult
 from agent_flywheel.scaling.otlp.sources import collecting_spans
 from agent_flywheel.scaling.profile_run import drive_profile, profile_report, write_profile
@@ -341,6 +341,12 @@ def sweep_run(
     ] = 64,
     warmup: Annotated[int, typer.Option("--warmup", help="Warm-up requests per level and pass, not measured")] = 4,
     timeout: Annotated[float, typer.Option("--timeout", help="Per-request timeout (s)")] = 30.0,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes", help="Generator processes; each level is split over them (one holds ~1,000 agent users)"
+        ),
+    ] = 1,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write requests.csv, levels.csv, llm_calls.csv here")
     ] = None,
@@ -348,7 +354,8 @@ def sweep_run(
 ) -> None:
     """Closed loop per concurrency (open loop per rate), each request with its own traceparent; per level the
     workflow p50/p95/p99 and, from the spans, the per-LLM-call p95 by model. ``sizing calc --sweep
-    OUT/requests.csv`` sizes from the result."""
+    OUT/requests.csv`` sizes from the result. With ``--processes N`` every level is split over N generator
+    processes started together; their histograms are merged exactly and each one's lateness is checked."""
     try:
         if out is None:
             raise OptionError("missing required option: --out")
@@ -366,27 +373,28 @@ def sweep_run(
                 requests_per_level=requests_per_level,
                 warmup_requests=warmup,
                 request_timeout_s=timeout,
+                processes=processes,
             )
         except ValidationError as exc:
             first = exc.errors()[0]
             message = first["msg"].removeprefix("Value error, ")
             raise OptionError(f"{'.'.join(str(p) for p in first['loc']) or 'sweep'}: {message}") from None
         items = _inputs(inputs)
-        send = template_sender(agent.request_template(), items, "load-user")
         with (
             agent.get_client() as http,
             collecting_spans(spans, http if agent.uses_admin_otlp else None) as sources,
         ):
-            typer.echo(f"sweeping {agent.url}; spans from {sources.describe}", err=True)
+            split = f", every level split over {processes} processes" if processes > 1 else ""
+            typer.echo(f"sweeping {agent.url}{split}; spans from {sources.describe}", err=True)
             result, match = sweep_with_spans(
-                send,
-                lambda connections: agent.get_load_client(connections, timeout),
+                agent.load_generator(items, timeout),
                 cfg,
                 sources,
                 spans.wait_s,
                 on_run=lambda r: typer.echo(
                     f"  pass {r.pass_index + 1}, "
                     + (f"concurrency {r.concurrency}" if r.mode == "closed" else f"rate {r.rate_rps:g}/s")
+                    + (f", generator {r.generator} of {r.generators}" if r.generators > 1 else "")
                     + f": {len(r.records)} measured",
                     err=True,
                 ),
@@ -399,6 +407,8 @@ def sweep_run(
         result.llm_calls_frame().to_csv(out / "llm_calls.csv", index=False)
     except (OptionError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    except GeneratorError as exc:
+        raise _fail(f"load generator: {exc}") from None
     except OSError as exc:
         raise _fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', None) or 'the receiver or the files'}") from None
     if match.without_spans:
@@ -414,15 +424,27 @@ def sweep_run(
     def fmt(v: float | int | None) -> str:
         return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
-    typer.echo("| level | requests | errors | workflow p50 s | p95 s | p99 s | LLM p95 s by model |")
-    typer.echo("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    typer.echo(
+        "| level | requests | errors | workflow p50 s | p95 s | p99 s | LLM p95 s by model | sent late "
+        "| client CPU ms/request |"
+    )
+    typer.echo("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
     for level in result.summaries():
         w = level.workflow.summary()
         label = f"c={level.concurrency}" if level.mode == "closed" else f"{level.rate_rps:g}/s"
         models = ", ".join(f"`{m}` {fmt(h.percentile(95))}" for m, h in sorted(level.llm_by_model.items())) or "—"
         typer.echo(
             f"| {label} | {level.requests} | {level.requests - level.ok} | {fmt(w['p50_s'])} | {fmt(w['p95_s'])} "
-            f"| {fmt(w['p99_s'])} | {models} |"
+            f"| {fmt(w['p99_s'])} | {models} | {level.late_share:.1%} | {level.client_cpu_per_request_s * 1000:.3f} |"
         )
+    for level in result.summaries():
+        if len(level.generators) > 1:
+            label = f"c={level.concurrency}" if level.mode == "closed" else f"{level.rate_rps:g}/s"
+            parts = [
+                f"{g.generator}: {g.late_share:.1%} late, {g.cpu_per_request_s * 1000:.3f} ms CPU/request, "
+                f"loop lag p99 {g.loop_lag_p99_s * 1000:.0f} ms"
+                for g in level.generators
+            ]
+            typer.echo(f"{label} by generator: " + "; ".join(parts))
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)

@@ -2,6 +2,7 @@
 
 profile      the example inputs one at a time → spans → per-step stats, critical path, Gantt
 load-sweep   closed loop at every concurrency (open loop at every rate), interleaved passes; LLM calls from spans
+             (each level split over ``load_sweep.processes`` processes or ``load_sweep.workers`` generator tasks)
 sizing       C*, replicas and GPUs with an interval, never a crash when the SLO cannot be met; optionally
              confirmed by measuring again at the recommended load per replica
 scaling      the three in a row; with ``candidate_model``, every user is routed to it meanwhile, which only a

@@ -103,6 +103,15 @@ def prefect_server(pytestconfig: pytest.Config) -> SessionPrefectServer:
     return pytestconfig.stash[_SERVER]
 
 
+def _own_helpers() -> set[int]:
+    """Helpers of pytest's own interpreter, which end with it rather than with a test: multiprocessing's resource
+    tracker, started by the first ``spawn`` of a process (the load generator's processes) and kept for the session."""
+    from multiprocessing import resource_tracker
+
+    pid = getattr(resource_tracker._resource_tracker, "_pid", None)
+    return {pid} if isinstance(pid, int) else set()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Stop the session's Prefect server, then fail the run if any process it started still runs: one that
@@ -116,10 +125,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if _SERVER in config.stash:
         config.stash[_SERVER].stop()
     mark, me = os.environ[MARK_VARIABLE], os.getpid()
-    leftovers = wait_until_gone(mark, exclude=ancestors(me), below=me)
+    ours = ancestors(me) | _own_helpers()
+    leftovers = wait_until_gone(mark, exclude=ours, below=me)
     if leftovers:
         message = report(leftovers, "the test session")
-        still = kill(leftovers, mark, exclude=ancestors(me), below=me)
+        still = kill(leftovers, mark, exclude=ours, below=me)
         if still:
             message += f"\ncould not kill: {', '.join(str(p.pid) for p in still)}"
         reporter = config.pluginmanager.get_plugin("terminalreporter")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import data, extraction, flywheel_overhead, loadgen_bench, report, sizing_accuracy
+from bench import data, extraction, flywheel_overhead, loadgen_bench, multiload_bench, report, sizing_accuracy
 from bench.__main__ import main
 from bench.measure import Isolated, median, spread
 
@@ -158,6 +158,26 @@ def _flywheel_results() -> dict:
     )
 
 
+def _multiload_results() -> dict:
+    """Two real configurations, tiny: 8 users from one process and from two, against the stub agent."""
+    from bench.servers import agent_stub
+
+    with agent_stub() as url:
+        runs = [multiload_bench.measure(url, users=8, processes=p, rounds=1) for p in (1, 2)]
+    for run in runs:
+        assert run["requests"] == 8 and run["errors"] == 0 and run["server"]["requests"] >= 16
+        assert len(run["generators"]) == run["processes"]
+        assert sum(g["requests"] for g in run["generators"]) == 8
+        assert run["overhead_p50_s"] is not None and run["overhead_p50_s"] > -0.001  # a call never beats its plan
+    return {
+        "rounds": 1,
+        "late_limit": 0.01,
+        "cores": 2,
+        "aiperf": {"overhead_s": [0.067, 0.115], "users": 1000, "source": "issue #14"},
+        "runs": runs,
+    }
+
+
 def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None:
     results = {
         "machine": {"cpu": "test", "cores": 2, "libraries": {"orjson": "x"}, "date": "today"},
@@ -167,6 +187,7 @@ def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None
         "loadgen": _loadgen_results(),
         "sizing": _sizing_results(),
         "flywheel": _flywheel_results(),
+        "multiload": _multiload_results(),
     }
     assert results["flywheel"]["per_candidate_s"] == 1.5
     text = report.render(json.loads(json.dumps(results, default=str)), findings="Findings text.")
@@ -178,6 +199,7 @@ def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None
         "## 2. Load",
         "## 3. Sizing",
         "## 4. Flywheel",
+        "## 5. Load beyond one process",
     ):
         assert heading in text
     assert "over the 6.00 GB memory cap" in text  # a killed measurement is reported, not dropped
@@ -188,6 +210,7 @@ def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None
     assert "**On a simulated clock**" in text and "case a (simulated clock): truth" in text
     assert "Not run in this invocation" not in text
     assert "(in CPU time 1.0×" in text  # every fake measurement took 0.1 s of CPU
+    assert "8 agent-shaped users: sent late from 1 / 2 processes" in text and "quoted from issue #14" in text
 
 
 def test_a_partial_rerun_keeps_the_other_sizes_and_the_other_part_of_its_size() -> None:
@@ -209,7 +232,7 @@ def test_report_only_rewrites_the_document_from_saved_results(tmp_path: Path) ->
     assert main(["--report-only", "--results", str(saved), "--out", str(out)]) == 0
     text = out.read_text()
     assert "measured under load" in text
-    assert text.count("Not run in this invocation") == 4
+    assert text.count("Not run in this invocation") == 5
 
 
 def test_medians_and_spreads_ignore_missing_values() -> None:
@@ -232,3 +255,34 @@ def test_the_simulated_clock_sweep_finds_the_pinned_truth() -> None:
     assert entry["ours"]["gpus"] == math.ceil(200 / entry["ours"]["c_star_per_replica"])
     assert 50 <= entry["ours"]["gpus"] <= 67  # between one more pinned user per replica and the truth
     assert entry["ours_per_level"]["interval_known"] is False
+
+
+def _run(users: int, processes: int, late: float) -> dict:
+    return {"users": users, "processes": processes, "late_share": late, "overhead_p50_s": 0.002, "overhead_p95_s": 0.01}
+
+
+def test_the_multiload_verdict_shows_where_several_processes_hold_and_one_does_not() -> None:
+    """Several user counts: the verdict sentence picks the most users where one process is late and several are
+    not; the summary gives a row per user count and judges the target only at the target's user count."""
+    runs = [
+        _run(1000, 1, 0.05),
+        _run(1000, 2, 0.004),
+        _run(3000, 1, 0.7),
+        _run(3000, 2, 0.2),
+        _run(3000, 4, 0.03),
+    ]
+    one, best = report._multiload_verdict(runs, 0.01)
+    assert (one["users"], one["processes"], best["processes"]) == (1000, 1, 2)
+    one, best = report._multiload_verdict([*runs[2:], {"users": 5000, "processes": 1, "error": "boom"}], 0.01)
+    assert (one["users"], best["processes"]) == (3000, 4)  # none holds: the most users measured, best of several
+    results = {"multiload": {"late_limit": 0.01, "target_users": 3000, "cores": 2, "runs": runs}}
+    summary = "\n".join(report._summary(results))
+    assert "1,000 agent-shaped users: sent late from 1 / 2 processes | 5.0% / 0.4% | several under 1 %" in summary
+    assert "3,000 agent-shaped users: sent late from 1 / 2 / 4 processes | 70.0% / 20.0% / 3.0%" in summary
+    assert "< 1 % from several processes: **missed** (2 cores)" in summary
+    assert multiload_bench.configurations(False, users=[1000, 3000], processes=[1, 4]) == [
+        (1000, 1),
+        (1000, 4),
+        (3000, 1),
+        (3000, 4),
+    ]

@@ -185,6 +185,26 @@ def test_sweep_run_then_sizing_calc(
     assert answer["gpus_high"] is None or answer["gpus"] <= answer["gpus_high"]
 
 
+def test_sweep_run_over_generator_processes_matches_every_processs_spans_once(
+    served_agent: OtelAgent, otlp_serve: tuple[str, Path], inputs_file: Path, home: Path
+) -> None:
+    out = home / "cli-sweep-processes"
+    args = ["sweep", "run", "--agent-url", served_agent.url, "--preset", "nat-generate", "--inputs", str(inputs_file)]
+    args += ["--traces", str(otlp_serve[1]), "--concurrency", "3", "--passes", "1", "--requests-per-level", "6"]
+    result = CliRunner().invoke(app, [*args, "--warmup", "0", "--processes", "2", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    sweep = json.loads(result.stdout)
+    assert sweep["spans"] == {"requests": 6, "with_spans": 6, "without_spans": 0, "llm_calls": 12}
+    (level,) = sweep["levels"]
+    assert level["requests"] == 6 and {m: v["count"] for m, v in level["llm_by_model"].items()} == {
+        PLANNER: 6,
+        RESPONDER: 6,
+    }
+    assert [(g["generator"], g["share"], g["requests"]) for g in level["generators"]] == [(0, 2.0, 4), (1, 1.0, 2)]
+    requests = pd.read_csv(out / "requests.csv")
+    assert requests.groupby("generator").size().to_dict() == {0: 4, 1: 2} and requests["llm_calls"].eq(2).all()
+
+
 def test_profile_run_without_a_span_source_is_one_line(served_agent: OtelAgent) -> None:
     result = CliRunner().invoke(app, ["profile", "run", "--agent-url", served_agent.url, "--preset", "nat-generate"])
     assert result.exit_code == 2

@@ -4,6 +4,7 @@ request template (a preset, or the block's own)."""
 from __future__ import annotations
 
 import asyncio
+import pickle
 from typing import get_args
 
 import pytest
@@ -21,13 +22,17 @@ def test_clients_carry_the_base_url_and_the_api_key() -> None:
         assert http.timeout.read == 3.0
 
     async def async_clients() -> tuple[str, str, str]:
-        async with agent.get_async_client(max_connections=4) as client, agent.get_load_client() as load:
+        load_client = agent.load_generator(["hi"]).client(4)
+        async with agent.get_async_client(max_connections=4) as client, load_client as load:
             return str(client.base_url), client.headers["Authorization"], load.headers["Authorization"]
 
     base, header, load_header = asyncio.run(async_clients())
     assert base == "http://agent.example:8080/app/"
     assert header == load_header == "Bearer s3cret"
     assert "s3cret" not in repr(agent)
+    setup = agent.load_generator(["hi"], timeout_s=7.0)
+    assert (setup.base_url, setup.timeout_s) == ("http://agent.example:8080/app", 7.0)
+    assert pickle.loads(pickle.dumps(setup)).headers == {"Authorization": "Bearer s3cret"}  # crosses into processes
 
 
 def test_no_api_key_no_authorization_header() -> None:
@@ -36,7 +41,7 @@ def test_no_api_key_no_authorization_header() -> None:
         assert "Authorization" not in http.headers
 
     async def load_headers() -> dict[str, str]:
-        async with agent.get_load_client() as load:
+        async with agent.load_generator(["hi"]).client(4) as load:
             return dict(load.headers)
 
     assert "Authorization" not in asyncio.run(load_headers())

@@ -27,7 +27,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from agent_flywheel.config import ScalingConfig
+from agent_flywheel.config import LoadSweepConfig, ScalingConfig
 from agent_flywheel.tracking import Tracker, rollout_experiment, sizing_experiment
 from simulators.settings import LocalStackConfig, Ports
 from simulators.threaded import ThreadedServer, free_port
@@ -341,6 +341,55 @@ def test_rollout_check_without_canary_or_champion_is_skipped(scaling_run: Scalin
     result = rollout_check(config=_config(), workload_id="no-such-workload")
     assert result.decision is None
     assert "no `champion`" in result.skipped
+
+
+def test_a_load_sweep_split_over_generator_tasks_merges_them_and_matches_their_spans(stack: LocalStackConfig) -> None:
+    """``load_sweep.workers``: every level-pass fanned out to ``load-generator`` tasks (threads here; Prefect task
+    workers in production), their runs merged, the spans of all their requests matched once."""
+    from flows.scaling import load_sweep
+    from tasks.sweep import load_generator
+
+    cfg = _config()
+    cfg.load_sweep = LoadSweepConfig(
+        concurrencies=[2, 5],
+        num_passes=1,
+        requests_per_level=8,
+        warmup_requests=0,
+        request_timeout_s=10,
+        workers=2,
+        worker_runner="threads",
+        start_lead_s=1.0,
+    )
+    outcome = load_sweep(config=cfg, agent_block="local", mlflow_block="local")
+    assert outcome.requests == 16 and outcome.errors == 0
+    assert outcome.spans["requests"] == outcome.spans["with_spans"] == 16 and outcome.spans["llm_calls"] >= 16
+    assert [(row["concurrency"], row["generators"]) for row in outcome.levels] == [(2, 2), (5, 2)]
+    requests = pd.read_csv(outcome.requests_csv)
+    assert requests.groupby(["concurrency", "generator"]).size().to_dict() == {
+        (2, 0): 4,
+        (2, 1): 4,
+        (5, 0): 5,
+        (5, 1): 3,
+    }
+    assert requests["trace_id"].nunique() == 16
+    # a task worker elsewhere gets the block's name, not the block (its credentials stay out of task parameters)
+    share = {
+        "mode": "closed",
+        "level": 0,
+        "pass_index": 0,
+        "concurrency": 2,
+        "rate_rps": None,
+        "generator": 1,
+        "generators": 2,
+        "users": 1,
+        "share_rate_rps": None,
+        "requests": 3,
+        "warmup_requests": 0,
+        "seed": None,
+        "start_at": 0.0,
+    }
+    run = load_generator.fn("local", ["Where is my order?"], cfg.load_sweep, share)
+    assert (run["generator"], run["share"], len(run["records"])) == (1, 1.0, 3) and run["workflow"]["count"] == 3
 
 
 def test_rollout_event_payload() -> None:

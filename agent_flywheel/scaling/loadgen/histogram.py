@@ -15,8 +15,10 @@ class LatencyHistogram:
     buckets, so a bucket is never wider than ``2 / 2**sub_bucket_bits`` of its value (0.78 % with the default
     8 bits) and a percentile read at the bucket's midpoint is within half that. Buckets are stored sparsely,
     so there is no upper limit. Two histograms with the same layout merge by adding counts, which is exact:
-    merging the histograms of two workers gives the histogram of all their requests, unlike averaging
-    percentiles.
+    merging the histograms of two workers gives the histogram of all their requests, bit for bit (the sum
+    behind the mean is kept in integer nanoseconds, so it too is the same in any order), unlike averaging
+    percentiles. A maintained HDR library (``hdrhistogram`` on PyPI) would add a native dependency for
+    what this does in forty lines, and it keeps no exact sum for the mean.
     """
 
     def __init__(self, sub_bucket_bits: int = 8, unit_s: float = 1e-6) -> None:
@@ -30,7 +32,7 @@ class LatencyHistogram:
         self._half = self._sub >> 1
         self.counts: dict[int, int] = {}
         self.count = 0
-        self.total_s = 0.0
+        self.total_ns = 0
         self.min_s = math.inf
         self.max_s = -math.inf
 
@@ -61,7 +63,7 @@ class LatencyHistogram:
         index = self._index(int(value_s / self.unit_s))
         self.counts[index] = self.counts.get(index, 0) + count
         self.count += count
-        self.total_s += value_s * count
+        self.total_ns += round(value_s * 1e9) * count
         self.min_s = min(self.min_s, value_s)
         self.max_s = max(self.max_s, value_s)
 
@@ -78,7 +80,7 @@ class LatencyHistogram:
         for index, n in other.counts.items():
             self.counts[index] = self.counts.get(index, 0) + n
         self.count += other.count
-        self.total_s += other.total_s
+        self.total_ns += other.total_ns
         self.min_s = min(self.min_s, other.min_s)
         self.max_s = max(self.max_s, other.max_s)
         return self
@@ -114,9 +116,14 @@ class LatencyHistogram:
         return self.max_s
 
     @property
+    def total_s(self) -> float:
+        """Sum of the recorded values (kept exactly, in integer nanoseconds)."""
+        return self.total_ns / 1e9
+
+    @property
     def mean_s(self) -> float | None:
-        """Mean of the recorded values (exact: the sum is kept beside the buckets)."""
-        return self.total_s / self.count if self.count else None
+        """Mean of the recorded values (to the nanosecond: the sum is kept beside the buckets)."""
+        return self.total_ns / self.count / 1e9 if self.count else None
 
     def summary(self) -> dict[str, float | int | None]:
         """count, min, max, mean and p50/p90/p95/p99 in seconds."""
@@ -138,7 +145,7 @@ class LatencyHistogram:
             "unit_s": self.unit_s,
             "counts": {str(k): v for k, v in sorted(self.counts.items())},
             "count": self.count,
-            "total_s": self.total_s,
+            "total_ns": self.total_ns,
             "min_s": self.min_s if self.count else None,
             "max_s": self.max_s if self.count else None,
         }
@@ -149,7 +156,7 @@ class LatencyHistogram:
         h = cls(int(data["sub_bucket_bits"]), float(data["unit_s"]))
         h.counts = {int(k): int(v) for k, v in data["counts"].items()}
         h.count = int(data["count"])
-        h.total_s = float(data["total_s"])
+        h.total_ns = int(data["total_ns"])
         h.min_s = math.inf if data.get("min_s") is None else float(data["min_s"])
         h.max_s = -math.inf if data.get("max_s") is None else float(data["max_s"])
         return h
@@ -157,11 +164,6 @@ class LatencyHistogram:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LatencyHistogram):
             return NotImplemented
-        return (
-            (self.sub_bucket_bits, self.unit_s, self.counts, self.count)
-            == (other.sub_bucket_bits, other.unit_s, other.counts, other.count)
-            and (self.min_s, self.max_s) == (other.min_s, other.max_s)
-            and math.isclose(self.total_s, other.total_s, rel_tol=1e-12, abs_tol=1e-12)
-        )
+        return self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]  # mutable

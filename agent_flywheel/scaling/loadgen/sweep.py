@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -14,8 +14,17 @@ import pandas as pd
 
 from agent_flywheel.config import LoadSweepConfig
 from agent_flywheel.scaling.loadgen.requests import SendFn, make_client
-from agent_flywheel.scaling.loadgen.runs import DEFAULT_LATE_THRESHOLD_S, LevelRun, run_closed_level, run_open_level
+from agent_flywheel.scaling.loadgen.runs import (
+    DEFAULT_LATE_THRESHOLD_S,
+    LevelRun,
+    Mode,
+    run_closed_level,
+    run_open_level,
+)
+from agent_flywheel.scaling.loadgen.shares import GeneratorShare, split_level
 from agent_flywheel.scaling.loadgen.summaries import LevelSummary, summarize_level
+
+Drive = Callable[[Sequence[GeneratorShare]], list[LevelRun]]
 
 REQUEST_COLUMNS = [
     "mode",
@@ -36,6 +45,7 @@ REQUEST_COLUMNS = [
     "input_tokens",
     "output_tokens",
     "trace_id",
+    "generator",
 ]
 
 
@@ -44,6 +54,7 @@ LLM_CALL_COLUMNS = [
     "concurrency",
     "rate_rps",
     "pass",
+    "generator",
     "request",
     "model",
     "latency_s",
@@ -88,10 +99,24 @@ class SweepResult:
         """Every self-check warning of every level."""
         return [w for s in self.summaries() for w in s.warnings]
 
-    def requests_frame(self) -> pd.DataFrame:
-        """One row per measured request (see the class docstring for the LLM columns)."""
-        rows = []
+    def _pass_origins(self) -> dict[tuple[int, int], float]:
+        """When each level-pass started (its first generator's start, epoch seconds)."""
+        origins: dict[tuple[int, int], float] = {}
         for run in self.runs:
+            key = (run.level, run.pass_index)
+            origins[key] = min(origins.get(key, run.started_at), run.started_at)
+        return origins
+
+    def requests_frame(self) -> pd.DataFrame:
+        """One row per measured request (see the class docstring for the LLM columns).
+
+        ``intended_s`` and ``sent_s`` count from the start of the level-pass, the same clock for every
+        generator of a split level; ``generator`` and ``request`` together name a request.
+        """
+        rows = []
+        origins = self._pass_origins()
+        for run in self.runs:
+            offset = run.started_at - origins[(run.level, run.pass_index)]
             for rec in run.records:
                 calls = [c.latency_s for c in rec.result.llm_calls]
                 rows.append(
@@ -102,8 +127,8 @@ class SweepResult:
                         "concurrency": run.concurrency,
                         "rate_rps": run.rate_rps,
                         "request": rec.index,
-                        "intended_s": rec.intended_s,
-                        "sent_s": rec.sent_s,
+                        "intended_s": rec.intended_s + offset,
+                        "sent_s": rec.sent_s + offset,
                         "lateness_s": rec.lateness_s,
                         "workflow_latency_s": rec.latency_s,
                         "llm_latency_s": max(calls) if calls else None,
@@ -114,6 +139,7 @@ class SweepResult:
                         "input_tokens": rec.result.input_tokens,
                         "output_tokens": rec.result.output_tokens,
                         "trace_id": rec.result.trace.trace_id if rec.result.trace else None,
+                        "generator": run.generator,
                     }
                 )
         return pd.DataFrame(rows, columns=REQUEST_COLUMNS)
@@ -126,6 +152,7 @@ class SweepResult:
                 "concurrency": run.concurrency,
                 "rate_rps": run.rate_rps,
                 "pass": run.pass_index,
+                "generator": run.generator,
                 "request": rec.index,
                 "model": call.model,
                 "latency_s": call.latency_s,
@@ -147,6 +174,30 @@ class SweepResult:
         return path
 
 
+@dataclass(frozen=True)
+class LevelPass:
+    """One pass of one level, as a sweep runs them: closed loop at ``value`` users or open loop at ``value``/s."""
+
+    mode: Mode
+    level: int
+    pass_index: int
+    value: float
+    seed: int | None
+
+
+def sweep_plan(config: LoadSweepConfig, seed: int = 0) -> list[LevelPass]:
+    """Every pass of every level in the order they run: pass 0 of every level, then pass 1, ... (against drift)."""
+    plan: list[LevelPass] = []
+    for p in range(config.num_passes):
+        plan += [LevelPass("closed", level, p, c, None) for level, c in enumerate(config.concurrencies)]
+        first_open = len(config.concurrencies)
+        plan += [
+            LevelPass("open", first_open + k, p, rate, seed + 7919 * p + k)
+            for k, rate in enumerate(config.arrival_rates)
+        ]
+    return plan
+
+
 async def run_sweep(
     send: SendFn,
     client: aiohttp.ClientSession,
@@ -163,36 +214,69 @@ async def run_sweep(
     that stops at the first failure. Passes are interleaved across levels against slow drift.
     """
     result = SweepResult()
-    for p in range(config.num_passes):
-        for level, c in enumerate(config.concurrencies):
+    for step in sweep_plan(config, seed):
+        if step.mode == "closed":
             run = await run_closed_level(
                 send,
                 client,
-                c,
+                int(step.value),
                 config.requests_per_level,
                 warmup_requests=config.warmup_requests,
                 timeout_s=config.request_timeout_s,
-                level=level,
-                pass_index=p,
+                level=step.level,
+                pass_index=step.pass_index,
                 late_threshold_s=late_threshold_s,
             )
-            result.runs.append(run)
-            if on_run is not None:
-                on_run(run)
-        for k, rate in enumerate(config.arrival_rates):
+        else:
             run = await run_open_level(
                 send,
                 client,
-                rate,
+                step.value,
                 config.requests_per_level,
                 warmup_requests=config.warmup_requests,
                 timeout_s=config.request_timeout_s,
-                level=len(config.concurrencies) + k,
-                pass_index=p,
+                level=step.level,
+                pass_index=step.pass_index,
                 late_threshold_s=late_threshold_s,
-                seed=seed + 7919 * p + k,
+                seed=step.seed,
                 max_in_flight=max_in_flight,
             )
+        result.runs.append(run)
+        if on_run is not None:
+            on_run(run)
+    return result
+
+
+def run_split_sweep(
+    drive: Drive,
+    config: LoadSweepConfig,
+    generators: int,
+    start_at: Callable[[], float],
+    *,
+    seed: int = 0,
+    on_run: Callable[[LevelRun], None] | None = None,
+) -> SweepResult:
+    """The sweep with every pass of every level split over ``generators`` generators (:mod:`.shares`).
+
+    ``drive`` runs the shares of one level-pass wherever the generators are (processes, Prefect workers) and
+    returns their runs; ``start_at()`` gives each level-pass its common start time. Levels and passes run
+    in the same order and with the same seeds as :func:`run_sweep`; the summaries merge the generators' runs
+    like passes (histograms exactly).
+    """
+    result = SweepResult()
+    for step in sweep_plan(config, seed):
+        shares = split_level(
+            step.mode,
+            step.value,
+            config.requests_per_level,
+            config.warmup_requests,
+            generators,
+            level=step.level,
+            pass_index=step.pass_index,
+            start_at=start_at(),
+            seed=step.seed,
+        )
+        for run in drive(shares):
             result.runs.append(run)
             if on_run is not None:
                 on_run(run)
@@ -218,10 +302,12 @@ def run_sweep_blocking(
 
 
 def sweep_timeout_s(cfg: LoadSweepConfig, slack_s: float = 120.0) -> float:
-    """An upper bound on a sweep's duration: every round of every level timing out, plus slack."""
+    """An upper bound on a sweep's duration: every round of every level timing out, each level-pass's start
+    lead when it is split over workers, plus slack (which also covers starting generator processes)."""
     rounds = 0
     per_level = cfg.requests_per_level + cfg.warmup_requests
     for c in cfg.concurrencies:
         rounds += math.ceil(per_level / c) + 1
     rounds += len(cfg.arrival_rates) * (per_level + 1)
-    return cfg.num_passes * rounds * cfg.request_timeout_s + slack_s
+    leads = len(sweep_plan(cfg)) * cfg.start_lead_s if cfg.workers > 1 else 0.0
+    return cfg.num_passes * rounds * cfg.request_timeout_s + leads + slack_s

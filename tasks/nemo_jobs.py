@@ -48,7 +48,12 @@ from prefect.states import State
 from pydantic import BaseModel
 
 from agent_flywheel.config import FlywheelConfig, NIMConfig
-from agent_flywheel.evaluation.results import parse_aggregate_results, parse_sample_results
+from agent_flywheel.evaluation.results import (
+    ResultsArchiveError,
+    parse_aggregate_results,
+    parse_sample_results,
+    sample_means,
+)
 from agent_flywheel.ledger import Ledger, Resource
 from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.customizer import NOT_ENOUGH_RESOURCES
@@ -305,6 +310,19 @@ def _evaluation_error(
     return FlywheelStepError("NeMo Evaluator", f"evaluation job {job_id} ({eval_mode} of {model})", _problem(exc), todo)
 
 
+def _results_error(
+    exc: ResultsArchiveError, job_id: str, eval_mode: str, model: str, base_url: str
+) -> FlywheelStepError:
+    todo = (
+        f"download them (GET {base_url}/v1/evaluation/jobs/{job_id}/download-results) and check the archive: the "
+        "flywheel reads results.json or per-task JSON/JSONL files of {item, sample, metrics} rows; without "
+        "per-sample rows the gate cannot pair candidate and teacher"
+    )
+    return FlywheelStepError(
+        "NeMo Evaluator", f"evaluation job {job_id} ({eval_mode} of {model})", f"completed, but {exc}", todo
+    )
+
+
 def _deployment_error(exc: JobWaitError, ref: DeploymentRef, base_url: str, removed: bool) -> FlywheelStepError:
     todo = (
         f"check the deployment's events in DMS ({base_url}), the NIM image and tag, and the GPUs it asks for"
@@ -469,8 +487,12 @@ async def evaluate_task(model: str, eval_mode: str, dataset: str, ctx: RunContex
     results = await nemo.evaluator.get_results(job.id)
     archive = await nemo.evaluator.download_results(job.id)
     ctx.ledger().discard(resource)
-    samples = parse_sample_results(archive)
-    metrics = parse_aggregate_results(results.model_dump())
+    try:
+        samples = parse_sample_results(archive)
+    except ResultsArchiveError as exc:
+        raise _results_error(exc, job.id, eval_mode, model, nemo.evaluator.http.base_url) from exc
+    aggregate = parse_aggregate_results(results.model_dump())
+    metrics = {**aggregate, **sample_means(samples, aggregate)}  # the figures the gate and the intervals use
     get_run_logger().info(
         "%s %s: %d samples, %s", eval_mode, model, len(samples), ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from agent_flywheel.config import ExampleSelection, FlywheelConfig
 from agent_flywheel.datasets.build import DatasetBuild, build_datasets
@@ -47,14 +47,19 @@ class UploadedDatasets(BaseModel):
         return f"hf://datasets/{self.namespace}/{dataset}/eval_data.jsonl"
 
 
-def nim_embedder(nim_url: str, model: str) -> Callable[[list[str]], list[list[float]]]:
+def nim_embedder(
+    nim_url: str, model: str, api_key: SecretStr | None = None
+) -> Callable[[list[str]], list[list[float]]]:
     """Embeddings from an OpenAI-compatible ``/v1/embeddings`` (a NIM), for semantic ICL selection; ``nim_url``
-    may be a base URL or the blueprint's full ``.../v1/embeddings``."""
+    may be a base URL or the blueprint's full ``.../v1/embeddings``; ``api_key`` (a remote model's) is sent as
+    a bearer token to that URL only."""
+    headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"} if api_key is not None else {}
 
     def embed(texts: list[str]) -> list[list[float]]:
         response = httpx.post(
             embeddings_url(nim_url),
             json={"model": model, "input": texts, "input_type": "query"},
+            headers=headers,
             timeout=60,
         )
         response.raise_for_status()
@@ -63,20 +68,27 @@ def nim_embedder(nim_url: str, model: str) -> Callable[[list[str]], list[list[fl
     return embed
 
 
-@task(name="build-datasets", timeout_seconds=3600)
+@task(name="build-datasets", timeout_seconds=3600, cache_policy=NO_CACHE)
 def build_datasets_task(
-    workload_id: str, client_id: str, cfg: FlywheelConfig, nim_url: str, run_dir: Path
+    workload_id: str,
+    client_id: str,
+    cfg: FlywheelConfig,
+    nim_url: str,
+    run_dir: Path,
+    embedding_api_key: SecretStr | None = None,
 ) -> BuiltDatasets:
     """Dedupe, filter, split and select ICL examples from every record the workload has accumulated.
 
-    ``nim_url`` serves the embeddings of semantic ICL selection unless the config names its own URL.
+    ``nim_url`` serves the embeddings of semantic ICL selection unless the config names its own (remote) URL,
+    which gets ``embedding_api_key``. Not cached on its inputs: the key is one of them.
     """
     logger = get_run_logger()
     embed = None
     if cfg.icl_config.example_selection == ExampleSelection.SEMANTIC:
         emb = cfg.icl_config.similarity_config.embedding_nim_config
         assert emb is not None  # the config validator guarantees it
-        embed = nim_embedder(emb.url or nim_url, emb.model_name)
+        remote = emb.deployment_type == "remote" and emb.url
+        embed = nim_embedder(emb.url or nim_url, emb.model_name, embedding_api_key if remote else None)
     build: DatasetBuild = build_datasets(
         record_cache(workload_id, client_id),
         cfg.data_split_config,

@@ -45,7 +45,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
 from prefect.states import State
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from agent_flywheel.config import FlywheelConfig, NIMConfig
 from agent_flywheel.evaluation.results import (
@@ -359,11 +359,20 @@ def _served_as(model: str, ctx: RunContext) -> dict[str, Any]:
 
 
 def _evaluation_inputs(
-    model: str, eval_mode: str, dataset: str, ctx: RunContext
+    model: str, eval_mode: str, dataset: str, ctx: RunContext, judge_api_key: SecretStr | None = None
 ) -> tuple[dict[str, Any], IdempotencyKey]:
+    """The eval config to send and the job's idempotency key (a hash of the config *without* the judge's key: a
+    new key is no new evaluation, and the key never reaches a name, a description or a cache key).
+
+    A remote judge's API key goes into the config sent to the Evaluator, in the judge's
+    ``api_endpoint.api_key``: the one place NeMo needs it to call the judge (the blueprint does the same).
+    """
     files_url = f"hf://datasets/{ctx.namespace}/{dataset}/eval_data.jsonl"
     config = eval_config_for_run(ctx.cfg, files_url, tool_calling=ctx.tool_calling)
-    return config, ctx.key("evaluation", model, eval_mode, config, _served_as(model, ctx))
+    key = ctx.key("evaluation", model, eval_mode, config, _served_as(model, ctx))
+    if judge_api_key is not None:
+        config = eval_config_for_run(ctx.cfg, files_url, tool_calling=ctx.tool_calling, judge_api_key=judge_api_key)
+    return config, key
 
 
 def _customization_key(nim: NIMConfig, train_dataset: str, ctx: RunContext) -> IdempotencyKey:
@@ -466,7 +475,7 @@ async def teardown_deployment(ref: DeploymentRef, ctx: RunContext, nemo: NemoCli
 async def evaluate_task(model: str, eval_mode: str, dataset: str, ctx: RunContext, nemo: NemoClient) -> EvalOutcome:
     """Run one NeMo Evaluator job on ``dataset``'s eval file and return aggregate and per-sample scores."""
     started = time.monotonic()
-    config, key = _evaluation_inputs(model, eval_mode, dataset, ctx)
+    config, key = _evaluation_inputs(model, eval_mode, dataset, ctx, nemo.remote_key("judge"))
     body = ctx.labelled(
         evaluation_job_body(
             config, model, ctx.namespace, idempotency=key, eval_mode=eval_mode, workload_id=ctx.workload_id

@@ -32,6 +32,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import disable_progress_bars
 from pydantic import SecretStr
 
 from agent_flywheel.nemo.http import NemoAPIError, ServiceHTTP
@@ -132,7 +133,12 @@ class DataStore:
         return f"{self.http.base_url}/v1/hf"
 
     def hf_api(self) -> HfApi:
-        """An ``HfApi`` bound to the Data Store with our token only."""
+        """An ``HfApi`` bound to the Data Store with our token only.
+
+        Its progress bars are turned off (for the process: ``huggingface_hub`` has no per-client switch): on
+        stderr they are noise in a flow's log and break the command line's one line per finding.
+        """
+        disable_progress_bars()
         token: str | bool = self._token.get_secret_value() if self._token is not None else False
         return HfApi(endpoint=self.hf_endpoint, token=token, library_name="agent-flywheel")
 

@@ -15,9 +15,11 @@ import httpx
 import typer
 
 from agent_flywheel.paths import configure_local_environment
+from cli.cleanup import cleanup_command
 from cli.errors import CliError, one_line_errors
 from cli.operations import mount as mount_operations
 from cli.otlp import otlp_app
+from cli.preflight import preflight_command
 from cli.scale_demo import scale_demo_command
 from cli.scaling import profile_app, sizing_app, sweep_app
 from simulators.settings import LocalStackConfig, load_local_config
@@ -45,6 +47,8 @@ app.add_typer(sweep_app, name="sweep")
 app.add_typer(otlp_app, name="otlp")
 mount_operations(app)
 app.command("scale-demo")(scale_demo_command)
+app.command("preflight")(preflight_command)
+app.command("cleanup")(cleanup_command)
 
 LocalConfigOption = Annotated[
     Path | None, typer.Option("--local-config", help="Local stack YAML (default: configs/local.yaml)")

@@ -15,6 +15,7 @@ from agent_flywheel.config import ExampleSelection, FlywheelConfig
 from agent_flywheel.datasets.build import DatasetBuild, build_datasets
 from agent_flywheel.datasets.shortfall import SourceFilters
 from agent_flywheel.endpoints import embeddings_url
+from agent_flywheel.nemo.cleanup import MANAGED_DATASET_FIELD
 from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.names import dataset_name
 from tasks.extract import record_cache
@@ -177,8 +178,9 @@ async def upload_datasets(
         files = _files(Path(directory))
         name = dataset_name("icl", workload_id, content_digest(files), model)
         uploads[f"icl/{model}"] = (name, files, f"ICL eval set of {workload_id} for {model}")
+    marks = {MANAGED_DATASET_FIELD: "true", "flywheel_workload_id": workload_id}  # found by `flywheel cleanup`
     for kind, (name, files, description) in uploads.items():
-        dataset = await nemo.upload_dataset(ns, name, files, description=description)
+        dataset = await nemo.upload_dataset(ns, name, files, description=description, custom_fields=marks)
         logger.info("upload-datasets: %s registered as %s/%s", kind, ns, dataset.name)
     icl = {kind.removeprefix("icl/"): name for kind, (name, _, _) in uploads.items() if kind.startswith("icl/")}
     return UploadedDatasets(namespace=ns, base=uploads["base"][0], train=uploads["train"][0], icl=icl)

@@ -109,6 +109,8 @@ class CleanupItem:
     action: Action
     reason: str
     run_id: str | None = None
+    stop_first: bool = False
+    """A job still running (its run is over): cancelled before it is deleted."""
 
     def line(self) -> str:
         """``delete   evaluation job eval-123: created by run ...``."""
@@ -200,7 +202,8 @@ async def plan_cleanup(
             items.append(CleanupItem("evaluation job", job.id, "keep", f"{reason}; run {run} is still live", run))
         else:
             removed_jobs_read |= reads
-            items.append(CleanupItem("evaluation job", job.id, "delete", f"{reason} ({job.status})", run))
+            running = job.phase in (Phase.WAITING, Phase.RUNNING)
+            items.append(CleanupItem("evaluation job", job.id, "delete", f"{reason} ({job.status})", run, running))
 
     customizations = await nemo.customizer.list_jobs(filters={"namespace": ns}, max_items=max_items)
     for tune in customizations:
@@ -221,6 +224,9 @@ async def plan_cleanup(
             items.append(CleanupItem("customization job", tune.id, "cancel", f"{reason} ({tune.status})", run))
         removed_jobs_read |= reads
         if phase is Phase.SUCCEEDED and tune.output_model:
+            namespace, name = split_ref(tune.output_model)
+            if await nemo.entity_store.get_model(namespace, name) is None:
+                continue  # removed already
             if tune.output_model in protected_models:
                 items.append(
                     CleanupItem("customized model", tune.output_model, "keep", f"{reason}; it is the champion", run)
@@ -294,6 +300,8 @@ async def _apply(nemo: NemoClient, item: CleanupItem, is_over: IsOver) -> str:
         await nemo.customizer.cancel_job(item.ref)
         return f"cancelled customization job {item.ref}"
     if item.kind == "evaluation job":
+        if item.stop_first:
+            await nemo.evaluator.cancel_job(item.ref)
         gone = await nemo.evaluator.delete_job(item.ref)
         return f"deleted evaluation job {item.ref}" if gone else f"evaluation job {item.ref} was already gone"
     if item.kind == "customized model":

@@ -116,7 +116,7 @@ def _test_prefect_file(target: Path, flywheel_config: Path) -> Path:
         function = deployment["entrypoint"].split(":")[1]
         if function == "flywheel":
             deployment["parameters"]["config_path"] = str(flywheel_config)
-        elif function != "traffic_watch":
+        elif function not in ("traffic_watch", "flywheel_cleanup"):
             deployment["entrypoint"] = f"{STUBS}:{function}"
     target.write_text(yaml.safe_dump(data, sort_keys=False))
     return target
@@ -439,6 +439,8 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
         "scaling/on-promotion",
         "scaling/manual",
         "rollout-check/manual",
+        "flywheel-cleanup/weekly",
+        "flywheel-cleanup/manual",
     ):
         assert f"deployment   {name}" in deployed.stdout, deployed.stdout
     assert "gpu=3 (created)" in deployed.stdout
@@ -565,6 +567,7 @@ FLOW_NAMES = {
     "traffic_watch": "traffic-watch",
     "scaling": "scaling",
     "rollout_check": "rollout-check",
+    "flywheel_cleanup": "flywheel-cleanup",
 }
 
 

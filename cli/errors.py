@@ -46,7 +46,10 @@ def user_can_fix(exc: Exception) -> bool:
     if isinstance(exc, FIXABLE):
         return True
     resolve = sys.modules.get("blocks.resolve")
-    return resolve is not None and isinstance(exc, resolve.BlockNotFoundError)
+    if resolve is not None and isinstance(exc, resolve.BlockNotFoundError):
+        return True
+    preflight = sys.modules.get("agent_flywheel.preflight")  # what a run needs is missing, each problem with its fix
+    return preflight is not None and isinstance(exc, preflight.PreflightError)
 
 
 def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:

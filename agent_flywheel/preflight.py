@@ -60,8 +60,9 @@ class Finding:
 
     def line(self) -> str:
         """``ok       <check>: <detail>`` or ``PROBLEM  <check>: <detail>; fix: <fix>``."""
-        text = f"{'ok' if self.ok else 'PROBLEM':<8} {self.check}: {self.detail}"
-        return f"{text}; fix: {self.fix}" if self.fix and not self.ok else text
+        detail, fix = " ".join(self.detail.split()), " ".join(self.fix.split())  # one line, whatever a service said
+        text = f"{'ok' if self.ok else 'PROBLEM':<8} {self.check}: {detail}"
+        return f"{text}; fix: {fix}" if fix and not self.ok else text
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,17 @@ class PreflightError(RuntimeError):
         self.report = report
         problems = report.problems
         lines = [f"preflight: {len(problems)} problem(s), so nothing was started (no dataset, job or deployment):"]
-        lines += [f"- {p.check}: {p.detail}" + (f"; fix: {p.fix}" if p.fix else "") for p in problems]
+        lines += ["- " + p.line().removeprefix("PROBLEM").lstrip() for p in problems]
         super().__init__("\n".join(lines))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.report,))
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    """A response body as one short line (a finding is one line)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _failure(exc: BaseException) -> str:
@@ -234,7 +241,7 @@ async def check_remote(
             Finding(
                 check,
                 False,
-                f"{url} answered {response.status_code} without {expected}: {response.text[:160]}",
+                f"{url} answered {response.status_code} without {expected}: {_one_line(response.text)}",
                 f"check the url and model_name of the {role} in the config",
             )
         ]

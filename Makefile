@@ -1,5 +1,6 @@
 # The two commands a new user needs: `make demo` and `make test`.
-# Everything is installed into .venv from requirements.lock (the versions that were tested).
+# Everything is installed into .venv from requirements.lock (the versions that were tested). Without byte-compiling
+# every installed module up front: Python compiles what is imported, once, which is a fraction of it.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -18,7 +19,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-compile -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 
 lint: venv
@@ -29,13 +30,16 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# Under tools/leftovers.py: the run fails if a process it started (a server, a worker) is still running after it.
 pytest: venv
-	$(BIN)/pytest -q
+	$(BIN)/python -m tools.leftovers -- $(BIN)/pytest -q
 
-test: lint typecheck pytest
+# The linters first (seconds); then mypy beside pytest, which spends much of its time waiting on servers.
+test: lint
+	@$(MAKE) --no-print-directory -j2 --output-sync=line typecheck pytest
 
 demo: venv
-	$(BIN)/flywheel demo
+	$(BIN)/python -m tools.leftovers -- $(BIN)/flywheel demo
 
 bench: venv
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev,bench]'

@@ -48,6 +48,13 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def log_tail(path: Path, lines: int = 20) -> str:
     """The end of a log file, for error messages that point at the cause."""
     try:
@@ -56,12 +63,12 @@ def log_tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def http_health(url: str, expect: Callable[[httpx.Response], bool] | None = None) -> Health:
+def http_health(url: str, expect: Callable[[httpx.Response], bool] | None = None, timeout_s: float = 2.0) -> Health:
     """A health check that GETs ``url`` and wants a 200 (and ``expect(response)`` when given)."""
 
     def check() -> tuple[bool, str]:
         try:
-            response = httpx.get(url, timeout=2.0)
+            response = httpx.get(url, timeout=timeout_s)
         except httpx.HTTPError as exc:
             return False, f"no answer from {url}: {type(exc).__name__}"
         if response.status_code != 200 or (expect is not None and not expect(response)):

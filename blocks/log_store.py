@@ -10,6 +10,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from agent_flywheel.logstore.serializer import LogStoreSerializer
+from agent_flywheel.transient import RETRY_STATUSES
 
 
 class LogStore(Block):
@@ -35,6 +36,7 @@ class LogStore(Block):
             "serializer": LogStoreSerializer(),
             "request_timeout": self.request_timeout_s,
             "retry_on_timeout": True,
+            "retry_on_status": sorted(RETRY_STATUSES),  # never a 4xx answer but 408/425/429
             "max_retries": 3,
         }
         if self.url.startswith("https"):

@@ -20,7 +20,10 @@ class MlflowTracking(Block):
 
     tracking_uri: str | None = Field(default=None, description="Default: sqlite:///<project>/.flywheel/mlflow.db")
     registry_uri: str | None = None
-    ui_url: str | None = Field(default="http://127.0.0.1:5000", description="Base URL of the MLflow UI, for links")
+    ui_url: str | None = Field(
+        default=None,
+        description="Base URL of the MLflow UI, for links (none: runs are named by their runs:/ URI, images by path)",
+    )
     token: SecretStr | None = Field(default=None, description="MLFLOW_TRACKING_TOKEN for a secured server")
 
     def resolved_tracking_uri(self) -> str:

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import SecretStr, ValidationError
 
 from agent_flywheel.config import OtlpReceiverConfig, SpansConfig
 from agent_flywheel.scaling.loadgen.template import PRESET_NAMES
-from blocks.agent_target import AgentTarget
+
+if TYPE_CHECKING:  # Prefect is imported only once the command chose its server (cli/in_process.py)
+    from blocks.agent_target import AgentTarget
 
 API_KEY_ENV = "FLYWHEEL_AGENT_API_KEY"
 
@@ -72,6 +74,8 @@ def agent_target(
     admin_otlp: bool | None = None,
 ) -> AgentTarget:
     """The ``AgentTarget`` the options describe (the API key from ``$FLYWHEEL_AGENT_API_KEY``)."""
+    from blocks.agent_target import AgentTarget
+
     if not url:
         raise OptionError("missing required option: --agent-url")
     body: Any = None

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from agent_flywheel.paths import configure_local_environment
-from cli.errors import CliError, one_line_errors
+from cli.errors import CliError
+from cli.in_process import RunGuard, prefect_server
 
 
-@one_line_errors
 def cleanup_command(
     run: Annotated[str | None, typer.Option("--run", help="Flow run id of the flywheel run to clean up after")] = None,
     older_than: Annotated[
@@ -36,18 +36,23 @@ def cleanup_command(
             parse_age(older_than)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    from flows.cleanup import flywheel_cleanup
+    with prefect_server():  # the blocks live there, and the cleanup's flow run is recorded there
+        from flows.cleanup import flywheel_cleanup
 
-    report = asyncio.run(
-        flywheel_cleanup(
-            run_id=run,
-            older_than=older_than,
-            apply_changes=apply,
-            namespace=namespace,
-            nemo_block=nemo_block,
-            mlflow_block=mlflow_block,
+        guard = RunGuard()
+        cleanup = guard.watch(flywheel_cleanup)
+        report = guard.run(
+            lambda: asyncio.run(
+                cleanup(
+                    run_id=run,
+                    older_than=older_than,
+                    apply_changes=apply,
+                    namespace=namespace,
+                    nemo_block=nemo_block,
+                    mlflow_block=mlflow_block,
+                )
+            )
         )
-    )
     for line in report.done if apply else report.planned:
         typer.echo(line)
     if not report.planned:

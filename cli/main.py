@@ -1,7 +1,8 @@
 """``flywheel``: the command line for the local stack, the demo, offline analysis and one-off runs.
 
-Every command turns a known failure (bad config, a port in use, a missing file) into one line on
-stderr and exit code 2, never a traceback.
+Every command turns a failure into one line on stderr, never a traceback (``cli.errors``): exit code 2
+when the user can fix it (bad config, a port in use, a missing file or block, a service that does not
+answer), 1 when not, 130 on Ctrl-C; the traceback goes to ``.flywheel/logs/cli.log``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import typer
 
 from agent_flywheel.paths import configure_local_environment
 from cli.cleanup import cleanup_command
-from cli.errors import CliError, one_line_errors
+from cli.console import tracebacks_to_log
+from cli.errors import CliError, install
+from cli.in_process import RunGuard, prefect_server
 from cli.operations import mount as mount_operations
 from cli.otlp import otlp_app
 from cli.preflight import preflight_command
@@ -68,7 +71,6 @@ def _register_local_blocks(cfg: LocalStackConfig) -> list[str]:
 
 
 @stack_app.command("up")
-@one_line_errors
 def stack_up(local_config: LocalConfigOption = None) -> None:
     """Start every simulator in the background and wait until each is healthy."""
     for part in LocalStack(_local(local_config)).up():
@@ -76,7 +78,6 @@ def stack_up(local_config: LocalConfigOption = None) -> None:
 
 
 @stack_app.command("down")
-@one_line_errors
 def stack_down(local_config: LocalConfigOption = None) -> None:
     """Stop the simulators started by `flywheel stack up`."""
     stopped = LocalStack(_local(local_config)).down()
@@ -84,7 +85,6 @@ def stack_down(local_config: LocalConfigOption = None) -> None:
 
 
 @stack_app.command("status")
-@one_line_errors
 def stack_status(local_config: LocalConfigOption = None) -> None:
     """Show each simulator's URL, process and health; exit code 1 when any part is unhealthy."""
     statuses = LocalStack(_local(local_config)).status()
@@ -96,15 +96,15 @@ def stack_status(local_config: LocalConfigOption = None) -> None:
 
 
 @blocks_app.command("register")
-@one_line_errors
 def blocks_register(local_config: LocalConfigOption = None) -> None:
     """Register the block types and save `local` documents pointing at the local stack."""
-    for saved in _register_local_blocks(_local(local_config)):
-        typer.echo(f"saved block {saved}")
+    cfg = _local(local_config)
+    with prefect_server():
+        for saved in _register_local_blocks(cfg):
+            typer.echo(f"saved block {saved}")
 
 
 @logs_app.command("import")
-@one_line_errors
 def logs_import(
     file: Annotated[Path, typer.Argument(help="JSONL file of log records (the blueprint's format)")],
     workload_id: Annotated[str | None, typer.Option(help="Override every record's workload_id")] = None,
@@ -115,6 +115,8 @@ def logs_import(
     configure_local_environment()
     if not file.is_file():
         raise CliError(f"{file}: no such file")
+    from elasticsearch import ApiError, TransportError
+
     from agent_flywheel.logstore.index import ensure_index
     from agent_flywheel.logstore.writer import import_jsonl
     from agent_flywheel.paths import state_dir
@@ -122,7 +124,8 @@ def logs_import(
     from blocks.log_store import LogStore
     from blocks.resolve import load_block
 
-    store = load_block(LogStore, block)
+    with prefect_server():
+        store = load_block(LogStore, block)
     quarantine_path = state_dir("quarantine") / f"import-{file.stem}.jsonl"
     es = store.get_client()
     try:
@@ -131,6 +134,11 @@ def logs_import(
             report = import_jsonl(
                 es, store.index, file, workload_id=workload_id, client_id=client_id, quarantine=quarantine
             )
+    except (ApiError, TransportError) as exc:
+        raise CliError(
+            f"log store (Elasticsearch at {store.public_url()}, index {store.index!r}): {store.redact(str(exc))}; "
+            f"check that it is up and that the {block!r} LogStore block's URL and credentials are right"
+        ) from exc
     finally:
         es.close()
     typer.echo(f"indexed {report.indexed} records into {store.index} from {report.lines} lines")
@@ -141,7 +149,6 @@ def logs_import(
 
 
 @logs_app.command("create-index")
-@one_line_errors
 def logs_create_index(
     index: Annotated[str | None, typer.Option(help="Index to create (default: the LogStore block's)")] = None,
     block: Annotated[str, typer.Option(help="LogStore block name")] = "local",
@@ -167,7 +174,6 @@ def logs_create_index(
 
 
 @app.command("traffic")
-@one_line_errors
 def traffic(
     requests: Annotated[int, typer.Option(min=1, help="How many user turns to send")] = 200,
     concurrency: Annotated[int, typer.Option(min=1, help="Users at once")] = 8,
@@ -180,6 +186,12 @@ def traffic(
 
     report = run_traffic(cfg.url("agent"), requests=requests, concurrency=concurrency, seed=seed)
     typer.echo(json.dumps(report.to_dict(), default=str))
+    if report.ok == 0:
+        errors = ", ".join(f"{kind}: {count}" for kind, count in sorted(report.errors.items()))
+        raise CliError(
+            f"the agent at {cfg.url('agent')} answered none of {report.failed} requests ({errors}); "
+            "is the local stack up (`flywheel stack status`)?"
+        )
 
 
 DEFAULT_FLYWHEEL_CONFIG = Path("configs/flywheel.yaml")
@@ -205,17 +217,22 @@ def _run_flywheel(
 
     for block_type, name in ((NemoPlatform, nemo_block), (LogStore, log_store_block), (MlflowTracking, mlflow_block)):
         load_block(block_type, name)  # so does a missing block, before the flow run starts
+    tracebacks_to_log()
+    guard = RunGuard()
+    run_flywheel = guard.watch(flywheel)
     try:
-        return asyncio.run(
-            flywheel(
-                workload_id=workload_id,
-                client_id=client_id,
-                config_path=str(config),
-                config=cfg,
-                nemo_block=nemo_block,
-                log_store_block=log_store_block,
-                mlflow_block=mlflow_block,
-                full_rebuild=full_rebuild,
+        return guard.run(
+            lambda: asyncio.run(
+                run_flywheel(
+                    workload_id=workload_id,
+                    client_id=client_id,
+                    config_path=str(config),
+                    config=cfg,
+                    nemo_block=nemo_block,
+                    log_store_block=log_store_block,
+                    mlflow_block=mlflow_block,
+                    full_rebuild=full_rebuild,
+                )
             )
         )
     except FlywheelRunError as exc:  # its message names the failed steps, services, job ids and what to do
@@ -229,7 +246,6 @@ def _print_decision(result: FlywheelOutcome) -> None:
 
 
 @app.command("run")
-@one_line_errors
 def run(
     workload_id: Annotated[str, typer.Option(help="The workload whose traffic to learn from")],
     client_id: Annotated[str, typer.Option(help="The client that logged it")],
@@ -241,13 +257,13 @@ def run(
 ) -> None:
     """Run the flywheel once, in process, against the configured blocks, and print the decision."""
     configure_local_environment()
-    _print_decision(
-        _run_flywheel(workload_id, client_id, config, nemo_block, log_store_block, mlflow_block, full_rebuild)
-    )
+    with prefect_server():
+        _print_decision(
+            _run_flywheel(workload_id, client_id, config, nemo_block, log_store_block, mlflow_block, full_rebuild)
+        )
 
 
 @app.command("demo")
-@one_line_errors
 def demo(
     requests: Annotated[int, typer.Option(min=1, help="Demo user turns to send before the flywheel runs")] = 1000,
     config: Annotated[Path, typer.Option(help="Flywheel config YAML")] = DEFAULT_FLYWHEEL_CONFIG,
@@ -262,30 +278,34 @@ def demo(
         typer.echo("starting the local stack (simulators)...")
         stack.up()
     try:
-        saved = _register_local_blocks(cfg)
-        typer.echo(f"saved the blocks pointing at the local stack: {', '.join(saved)}")
-        from simulators.agent.traffic import run_traffic
+        with prefect_server():
+            saved = _register_local_blocks(cfg)
+            typer.echo(f"saved the blocks pointing at the local stack: {', '.join(saved)}")
+            from simulators.agent.traffic import run_traffic
 
-        typer.echo(f"sending {requests} demo user turns to the agent at {cfg.url('agent')}...")
-        report = run_traffic(cfg.url("agent"), requests=requests, concurrency=8, seed=7)
-        typer.echo(f"traffic: {report.ok} ok, {report.failed} failed, {report.llm_calls} LLM calls logged")
-        flushed = httpx.post(f"{cfg.url('agent')}/admin/flush", timeout=60)
-        if flushed.status_code != 200:
-            raise CliError(f"the agent could not flush its logs to the log server: {flushed.text[:200]}")
-        workload = str(cfg.agent.get("workload_id", "customer-support"))
-        client = str(cfg.agent.get("client_id", "demo"))
-        typer.echo(f"running the flywheel for {workload}/{client}...")
-        _print_decision(_run_flywheel(workload, client, config, full_rebuild=True))
-        if scaling:
-            from cli.scaling_demo import scaling_demo
+            typer.echo(f"sending {requests} demo user turns to the agent at {cfg.url('agent')}...")
+            report = run_traffic(cfg.url("agent"), requests=requests, concurrency=8, seed=7)
+            typer.echo(f"traffic: {report.ok} ok, {report.failed} failed, {report.llm_calls} LLM calls logged")
+            flushed = httpx.post(f"{cfg.url('agent')}/admin/flush", timeout=60)
+            if flushed.status_code != 200:
+                raise CliError(f"the agent could not flush its logs to the log server: {flushed.text[:200]}")
+            workload = str(cfg.agent.get("workload_id", "customer-support"))
+            client = str(cfg.agent.get("client_id", "demo"))
+            typer.echo(f"running the flywheel for {workload}/{client}...")
+            _print_decision(_run_flywheel(workload, client, config, full_rebuild=True))
+            if scaling:
+                from cli.scaling_demo import scaling_demo
 
-            typer.echo("running the scaling lifecycle: profile, load sweep, sizing, rollout check...")
-            for line in scaling_demo(str(local_config) if local_config else None, echo=typer.echo).summary:
-                typer.echo(line)
+                typer.echo("running the scaling lifecycle: profile, load sweep, sizing, rollout check...")
+                for line in scaling_demo(str(local_config) if local_config else None, echo=typer.echo).summary:
+                    typer.echo(line)
     finally:
         if started:
             stack.down()
             typer.echo("local stack stopped")
+
+
+install(app)  # every command above, and those of the apps added to it: one line per failure, never a traceback
 
 
 def main() -> None:

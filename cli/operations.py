@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from cli.errors import one_line_errors
-from deployments.settings import ServerConfig, ServiceStatus, load_server_config
+from cli.errors import install
+from deployments.settings import ServerConfig, ServiceStatus, current_server_config
 
 server_app = typer.Typer(help="The local Prefect server and MLflow UI (background processes on loopback).")
 worker_app = typer.Typer(help="The local process worker that runs deployed flows.")
@@ -23,17 +23,19 @@ worker_app = typer.Typer(help="The local process worker that runs deployed flows
 ServerConfigOption = Annotated[
     Path | None, typer.Option("--server-config", help="Server YAML (default: configs/server.yaml)")
 ]
-PrefectPortOption = Annotated[int | None, typer.Option("--prefect-port", help="Prefect server port (default 4200)")]
-MlflowPortOption = Annotated[int | None, typer.Option("--mlflow-port", help="MLflow UI port (default 5000)")]
+PrefectPortOption = Annotated[
+    int | None, typer.Option("--prefect-port", help="Prefect server port (default: prefect.port in the server YAML)")
+]
+MlflowPortOption = Annotated[
+    int | None, typer.Option("--mlflow-port", help="MLflow UI port (default: mlflow.port in the server YAML)")
+]
 
 
 def _config(
     path: Path | None, prefect_port: int | None = None, mlflow_port: int | None = None, api_url: str | None = None
 ) -> ServerConfig:
-    from agent_flywheel.paths import configure_local_environment
-
-    configure_local_environment()
-    return load_server_config(path, prefect_port=prefect_port, mlflow_port=mlflow_port, api_url=api_url)
+    """The flags, else ``PREFECT_API_URL``, else the ports ``server up`` used, else the server YAML."""
+    return current_server_config(path, prefect_port=prefect_port, mlflow_port=mlflow_port, api_url=api_url)
 
 
 def _show(statuses: Sequence[ServiceStatus]) -> None:
@@ -43,7 +45,6 @@ def _show(statuses: Sequence[ServiceStatus]) -> None:
 
 
 @server_app.command("up")
-@one_line_errors
 def server_up(
     server_config: ServerConfigOption = None,
     prefect_port: PrefectPortOption = None,
@@ -58,12 +59,24 @@ def server_up(
     cfg = _config(server_config, prefect_port, mlflow_port)
     with_mlflow = cfg.mlflow.enabled if mlflow is None else mlflow
     _show(LocalServers(cfg).up(mlflow=with_mlflow))
+    if with_mlflow:
+        _point_mlflow_links(cfg)
     typer.echo(f"Prefect UI: {cfg.prefect_url}" + (f"   MLflow UI: {cfg.mlflow_url}" if with_mlflow else ""))
     typer.echo(f"to use it from a shell: source {env_file()}")
 
 
+def _point_mlflow_links(cfg: ServerConfig) -> None:
+    """The saved ``local`` MLflow block links to this MLflow UI (its port may have changed)."""
+    from blocks.resolve import LOCAL
+    from deployments.blocks import point_mlflow_links
+    from deployments.deploy import prefect_api
+
+    with prefect_api(cfg, cfg.local_api_url):
+        if point_mlflow_links(LOCAL, cfg.mlflow_url):
+            typer.echo(f"block        mlflow-tracking/{LOCAL}: links to {cfg.mlflow_url}")
+
+
 @server_app.command("down")
-@one_line_errors
 def server_down(server_config: ServerConfigOption = None) -> None:
     """Stop the worker (if any), the MLflow UI and the Prefect server started by `flywheel server up`."""
     from deployments.server import LocalServers
@@ -73,7 +86,6 @@ def server_down(server_config: ServerConfigOption = None) -> None:
 
 
 @server_app.command("status")
-@one_line_errors
 def server_status(server_config: ServerConfigOption = None) -> None:
     """Show each service's URL, process and health; exit code 1 when the Prefect server is not healthy."""
     from deployments.server import LocalServers
@@ -88,7 +100,6 @@ def server_status(server_config: ServerConfigOption = None) -> None:
 
 
 @worker_app.command("up")
-@one_line_errors
 def worker_up(server_config: ServerConfigOption = None) -> None:
     """Start a process worker for the local pool in the background (logs in .flywheel/logs/)."""
     from deployments.worker import LocalWorker
@@ -97,7 +108,6 @@ def worker_up(server_config: ServerConfigOption = None) -> None:
 
 
 @worker_app.command("down")
-@one_line_errors
 def worker_down(server_config: ServerConfigOption = None) -> None:
     """Stop the worker (SIGINT; flow runs it already started finish on their own)."""
     from deployments.worker import LocalWorker
@@ -107,7 +117,6 @@ def worker_down(server_config: ServerConfigOption = None) -> None:
 
 
 @worker_app.command("status")
-@one_line_errors
 def worker_status(server_config: ServerConfigOption = None) -> None:
     """Show the worker's process and whether the server sees it online; exit code 1 when not."""
     from deployments.worker import LocalWorker
@@ -118,7 +127,6 @@ def worker_status(server_config: ServerConfigOption = None) -> None:
         raise typer.Exit(1)
 
 
-@one_line_errors
 def deploy_command(
     worker: Annotated[bool, typer.Option("--worker", help="Also start a local worker in the background")] = False,
     pool: Annotated[
@@ -154,7 +162,7 @@ def deploy_command(
         raise FileNotFoundError(f"{file}: no such file")
     report = deploy(
         cfg,
-        blocks=local_blocks(load_local_config(local_config)) if blocks else (),
+        blocks=local_blocks(load_local_config(local_config), mlflow_ui_url=cfg.mlflow_url) if blocks else (),
         prefect_file=file.resolve(),
         pool=pool,
         code_dir=code_dir,
@@ -168,9 +176,11 @@ def deploy_command(
         typer.echo(f"concurrency  {limit}")
     for name in report.deployments:
         typer.echo(f"deployment   {name}")
+    for name in report.paused_automations:
+        typer.echo(f"automation   {name}: kept paused (resume it in the UI or with `prefect automation resume {name}`)")
     if report.worker is not None:
         _show([report.worker])
-    typer.echo(f"try: prefect deployment run 'flywheel/nightly'   (UI: {cfg.prefect_url})")
+    typer.echo(f"try: prefect deployment run 'flywheel/nightly'   (UI: {cfg.prefect_ui_url})")
 
 
 def mount(app: typer.Typer) -> None:
@@ -187,6 +197,7 @@ operations_app = typer.Typer(
     add_completion=False,
 )
 mount(operations_app)
+install(operations_app)
 
 if __name__ == "__main__":
     operations_app()

@@ -10,10 +10,9 @@ from typing import Annotated
 import typer
 
 from agent_flywheel.paths import configure_local_environment
-from cli.errors import one_line_errors
+from cli.in_process import prefect_server
 
 
-@one_line_errors
 def preflight_command(
     config: Annotated[Path, typer.Option(help="Flywheel config YAML")] = Path("configs/flywheel.yaml"),
     nemo_block: Annotated[str, typer.Option(help="NemoPlatform block name")] = "local",
@@ -23,13 +22,14 @@ def preflight_command(
     configure_local_environment()
     from agent_flywheel.config import FlywheelConfig, load_config
 
-    cfg = load_config(config, FlywheelConfig)
-    from blocks.log_store import LogStore
-    from blocks.nemo_platform import NemoPlatform
-    from blocks.resolve import load_block
-    from tasks.preflight import check
+    cfg = load_config(config, FlywheelConfig)  # a bad config fails here, in one line, before Prefect starts
+    with prefect_server():  # the blocks live there
+        from blocks.log_store import LogStore
+        from blocks.nemo_platform import NemoPlatform
+        from blocks.resolve import load_block
+        from tasks.preflight import check
 
-    report = asyncio.run(check(cfg, load_block(NemoPlatform, nemo_block), load_block(LogStore, log_store_block)))
+        report = asyncio.run(check(cfg, load_block(NemoPlatform, nemo_block), load_block(LogStore, log_store_block)))
     for line in report.lines():
         typer.echo(line)
     if not report.ok:

@@ -14,7 +14,7 @@ import typer
 from cli.errors import one_line_errors
 
 
-@one_line_errors
+@one_line_errors  # also where the function is mounted on an app of its own
 def scale_demo_command(
     local_config: Annotated[
         Path | None, typer.Option("--local-config", help="Local stack YAML (default: configs/local.yaml)")
@@ -24,9 +24,15 @@ def scale_demo_command(
     ] = None,
 ) -> None:
     """Profile the demo agent, sweep it, size it for 200 users under a 2 s p95, check a canary rollout."""
+    from agent_flywheel.paths import configure_local_environment
+    from cli.in_process import prefect_server
     from cli.scaling_demo import scaling_demo
 
-    result = scaling_demo(str(local_config) if local_config else None, str(config) if config else None, echo=typer.echo)
+    configure_local_environment()
+    with prefect_server():
+        result = scaling_demo(
+            str(local_config) if local_config else None, str(config) if config else None, echo=typer.echo
+        )
     typer.echo(result.scaling.markdown)
     for line in result.summary:
         typer.echo(line)

@@ -18,6 +18,8 @@ import httpx
 
 from agent_flywheel.config import ScalingConfig, load_config
 from agent_flywheel.paths import configure_local_environment
+from cli.console import tracebacks_to_log
+from cli.in_process import RunGuard
 from simulators.settings import load_local_config
 from simulators.stack import LocalStack
 
@@ -142,19 +144,23 @@ def scaling_demo(
             f"{levels}, {cfg.load_sweep.num_passes} passes), sizing for {cfg.sizing.target_users} users under a "
             f"{cfg.sizing.target_workflow_p95_s:g} s p95..."
         )
-        scaled = scaling(config=cfg, agent_block="local", mlflow_block="local")
+        tracebacks_to_log()
+        guard = RunGuard()
+        scaled = guard.run(lambda: guard.watch(scaling)(config=cfg, agent_block="local", mlflow_block="local"))
         champion, root = _champion(DEMO_WORKLOAD)
         canary = champion or DEFAULT_CANARY
         served = _serve_canary(local.url("nim"), canary, root)
         stages = ", ".join(f"{s.weight:.0%} for {s.duration_s:g} s" for s in cfg.rollout.stages)
         say(f"rollout check of {canary} ({served}): {stages}...")
-        checked = rollout_check(
-            config=cfg,
-            agent_block="local",
-            mlflow_block="local",
-            canary_model=canary,
-            workload_id=DEMO_WORKLOAD,
-            min_canary_requests=DEMO_MIN_CANARY_REQUESTS,
+        checked = guard.run(
+            lambda: guard.watch(rollout_check)(
+                config=cfg,
+                agent_block="local",
+                mlflow_block="local",
+                canary_model=canary,
+                workload_id=DEMO_WORKLOAD,
+                min_canary_requests=DEMO_MIN_CANARY_REQUESTS,
+            )
         )
         canary_note = served + (" (the flywheel's champion)" if champion else " (no champion yet)")
     finally:

@@ -42,16 +42,18 @@ class DeployReport:
     work_pool: str = ""
     concurrency_limits: list[str] = field(default_factory=list)
     deployments: list[str] = field(default_factory=list)
+    paused_automations: list[str] = field(default_factory=list)
     worker: ServiceStatus | None = None
 
 
 @contextlib.contextmanager
-def prefect_api(cfg: ServerConfig) -> Iterator[None]:
-    """Point this process's Prefect client at the configured server, whatever settings it loaded first."""
+def prefect_api(cfg: ServerConfig, api_url: str | None = None) -> Iterator[None]:
+    """Point this process's Prefect client at the configured server (or ``api_url``), whatever settings it
+    loaded first."""
     configure_local_environment()
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
+    with temporary_settings(updates={PREFECT_API_URL: api_url or cfg.prefect_api_url}):
         yield
 
 
@@ -114,6 +116,7 @@ def render_prefect_file(
     pool: str | None = None,
     code_dir: str | None = None,
     keep_schedules_of: Collection[tuple[str, str]] = (),
+    keep_paused: Collection[tuple[str, str, str]] = (),
 ) -> Path:
     """The ``prefect.yaml`` that ``flywheel deploy`` hands to ``prefect deploy``, under ``.flywheel/run/``.
 
@@ -122,18 +125,25 @@ def render_prefect_file(
     Kubernetes pool whose image has the code at ``code_dir``. Deployments in ``keep_schedules_of``
     (``(entrypoint, name)`` pairs already on the server) lose their ``schedules:``, so that Prefect
     leaves the schedules people changed in the UI alone; the file's schedules only seed new deployments.
+    ``keep_paused`` (``(entrypoint, name, trigger name)``) are the triggers whose automation someone paused:
+    ``prefect deploy`` deletes and re-creates every automation of a deployment, so they are written
+    ``enabled: false`` to stay paused.
     """
     data: Any = yaml.safe_load(prefect_file.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("deployments"), list):
         raise DeployError(f"{prefect_file}: no `deployments:` list")
-    keep = set(keep_schedules_of)
+    keep, paused = set(keep_schedules_of), set(keep_paused)
     for deployment in data["deployments"]:
         if pool:
             work_pool = dict(deployment.get("work_pool") or {})
             work_pool["name"] = pool
             deployment["work_pool"] = work_pool
-        if (deployment.get("entrypoint"), deployment.get("name")) in keep:
+        key = (deployment.get("entrypoint"), deployment.get("name"))
+        if key in keep:
             deployment.pop("schedules", None)
+        for trigger in deployment.get("triggers") or []:
+            if (*key, trigger.get("name")) in paused:
+                trigger["enabled"] = False
     if code_dir:
         data["pull"] = [{"prefect.deployments.steps.set_working_directory": {"directory": code_dir}}]
     data.pop("definitions", None)  # anchors are already expanded
@@ -159,6 +169,24 @@ def _all_deployments(client: SyncPrefectClient) -> list[DeploymentResponse]:
         found.extend(page)
         if len(page) < 200:
             return found
+
+
+def paused_triggers(cfg: ServerConfig) -> set[tuple[str, str, str]]:
+    """``(entrypoint, deployment name, automation name)`` of every paused automation tied to a deployment.
+
+    The API does not say which automations a deployment owns; those related to it (``/automations/related-to``,
+    what the UI shows on a deployment's page) are matched by name with the file's triggers afterwards.
+    """
+    with prefect_api(cfg):
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            return {
+                (d.entrypoint or "", d.name, automation.name)
+                for d in _all_deployments(client)
+                for automation in client.read_resource_related_automations(f"prefect.deployment.{d.id}")
+                if not automation.enabled
+            }
 
 
 def deployment_names(prefect_file: Path) -> list[str]:
@@ -225,7 +253,8 @@ def deploy(
 
     ``pool``/``code_dir`` retarget the deployments (see :func:`render_prefect_file`); only the local
     process pool is created here, any other pool must exist already. Schedules of deployments that
-    already exist are kept as they are on the server unless ``reset_schedules``.
+    already exist are kept as they are on the server unless ``reset_schedules``; automations paused on the
+    server stay paused.
     """
     require_server(cfg)
     report = DeployReport()
@@ -238,10 +267,14 @@ def deploy(
         report.work_pool = ensure_work_pool(target_pool, create=target_pool == cfg.worker.pool)
         report.concurrency_limits = ensure_concurrency_limits(cfg.concurrency_limits)
     keep = set() if reset_schedules else existing_deployments(cfg)
-    deploy_file = render_prefect_file(prefect_file, pool=pool, code_dir=code_dir, keep_schedules_of=keep)
+    paused = paused_triggers(cfg)
+    deploy_file = render_prefect_file(
+        prefect_file, pool=pool, code_dir=code_dir, keep_schedules_of=keep, keep_paused=paused
+    )
     run_prefect_deploy(cfg, deploy_file)
     names = set(deployment_names(deploy_file))
     report.deployments = [name for name in deployed(cfg) if name.split("/", 1)[1] in names]
+    report.paused_automations = sorted({automation for _, deployment, automation in paused if deployment in names})
     if start_worker:
         report.worker = LocalWorker(cfg).up()
     return report

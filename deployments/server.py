@@ -16,8 +16,14 @@ import sys
 from pathlib import Path
 
 from agent_flywheel.paths import configure_local_environment, flywheel_home, state_dir
-from agent_flywheel.processes import BackgroundProcess, Health, ServiceError, http_health, port_in_use
-from deployments.settings import ServerConfig, ServiceStatus, prefect_env
+from agent_flywheel.processes import BackgroundProcess, Health, ServiceError, free_port, http_health, port_in_use
+from deployments.settings import (
+    ServerConfig,
+    ServiceStatus,
+    forget_running_servers,
+    prefect_env,
+    save_running_servers,
+)
 from deployments.worker import LocalWorker
 
 PREFECT_SERVER = "prefect-server"
@@ -47,13 +53,14 @@ class LocalServers:
         store is created while the Prefect server starts. If either fails, both are stopped.
         """
         configure_local_environment()
+        with_mlflow = self.cfg.mlflow.enabled if mlflow is None else mlflow
         started: list[tuple[BackgroundProcess, subprocess.Popen[bytes], Health]] = []
         try:
             if not self.prefect_health()[0]:
                 self._check_port("prefect", self.cfg.prefect.port)
-                process = self.prefect.launch(self._prefect_argv(), env=self._server_env())
+                process = self.prefect.launch(self._prefect_argv(), env=self._server_env(ui=True))
                 started.append((self.prefect, process, self.prefect_health))
-            if (self.cfg.mlflow.enabled if mlflow is None else mlflow) and not self.mlflow_health()[0]:
+            if with_mlflow and not self.mlflow_health()[0]:
                 self._check_port("mlflow", self.cfg.mlflow.port)
                 self._prepare_mlflow_store()
                 process = self.mlflow.launch(self._mlflow_argv(), env=self._server_env())
@@ -64,6 +71,7 @@ class LocalServers:
             for service, _, _ in started:
                 service.stop()
             raise
+        save_running_servers(self.cfg, mlflow=with_mlflow)
         write_env_file(self.cfg)
         return self.status()
 
@@ -76,6 +84,7 @@ class LocalServers:
             stopped.append(MLFLOW_SERVER)
         if self.prefect.stop():
             stopped.append(PREFECT_SERVER)
+        forget_running_servers()
         return stopped
 
     def status(self) -> list[ServiceStatus]:
@@ -92,9 +101,15 @@ class LocalServers:
                 f"choose another with --{what}-port or {what}.port in configs/server.yaml"
             )
 
-    def _server_env(self) -> dict[str, str]:
+    def _server_env(self, *, ui: bool = False) -> dict[str, str]:
         env = prefect_env(self.cfg)
         env.pop("PREFECT_API_URL", None)  # the server itself is not a client of any other server
+        if ui:
+            # The UI asks the server where its API is; without these it says port 4200, whatever `--port` was.
+            env["PREFECT_SERVER_API_HOST"] = self.cfg.host
+            env["PREFECT_SERVER_API_PORT"] = str(self.cfg.prefect.port)
+            env["PREFECT_SERVER_UI_API_URL"] = self.cfg.local_api_url
+            env["PREFECT_UI_URL"] = self.cfg.prefect_url  # the links the server itself writes
         return env
 
     def _prefect_argv(self) -> list[str]:
@@ -146,6 +161,40 @@ class LocalServers:
             raise ServiceError(f"mlflow db upgrade {uri} failed:\n{(result.stdout + result.stderr)[-2000:]}")
 
 
+class TemporaryServer:
+    """A Prefect server for one command, in a process group of its own; ``with`` it: the API URL, then stopped.
+
+    Why not Prefect's own temporary server: it shares the terminal's process group, so Ctrl-C stops it
+    together with the command, before the command has recorded how its flow runs ended (they would stay
+    ``Running`` in ``.flywheel/prefect`` for good). The database is the same (``PREFECT_HOME``); no UI, no
+    scheduler.
+    """
+
+    def __init__(self, cfg: ServerConfig, timeout_s: float | None = None) -> None:
+        self.cfg = cfg
+        self.port = free_port(cfg.host)
+        self.process = BackgroundProcess(f"prefect-temporary-{os.getpid()}")
+        default_wait = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 180
+        self.timeout_s = timeout_s if timeout_s is not None else float(default_wait)
+
+    @property
+    def api_url(self) -> str:
+        """The API of this server."""
+        return f"http://{self.cfg.host}:{self.port}/api"
+
+    def __enter__(self) -> str:
+        argv = [sys.executable, "-m", "prefect", "server", "start", "--host", self.cfg.host, "--port", str(self.port)]
+        argv += ["--analytics-off", "--no-ui", "--no-scheduler"]
+        env = prefect_env(self.cfg)
+        env.pop("PREFECT_API_URL", None)
+        self.process.start(argv, env=env, health=http_health(f"{self.api_url}/health"), timeout_s=self.timeout_s)
+        return self.api_url
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.process.stop()
+        self.process.log_file.unlink(missing_ok=True)  # kept only when the server did not start
+
+
 def _status(name: str, url: str, process: BackgroundProcess, health: Health) -> ServiceStatus:
     pid = process.pid()
     healthy, detail = health()
@@ -160,7 +209,8 @@ def env_file() -> Path:
 
 
 def write_env_file(cfg: ServerConfig) -> Path:
-    """Write the exports a shell needs to use the local server (``prefect deploy``, ``prefect deployment run``)."""
+    """Write what a shell needs to use the local servers: ``prefect`` and ``flywheel`` on ``PATH`` (this
+    environment's ``bin``), pointed at the Prefect server and the MLflow store ``flywheel server up`` serves."""
     configure_local_environment()
     exports = {
         "PREFECT_HOME": os.environ["PREFECT_HOME"],
@@ -169,8 +219,10 @@ def write_env_file(cfg: ServerConfig) -> Path:
         "FLYWHEEL_HOME": str(flywheel_home()),
         "MLFLOW_TRACKING_URI": cfg.mlflow_backend_uri(),
     }
+    bin_dir = shlex.quote(str(Path(sys.executable).parent))  # not resolved: a venv's python links elsewhere
     lines = ["# written by `flywheel server up`; `source` it to use the local Prefect server and MLflow"]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
+    lines += [f'case ":$PATH:" in *:{bin_dir}:*) ;; *) export PATH={bin_dir}:"$PATH" ;; esac']
     path = env_file()
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

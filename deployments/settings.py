@@ -6,6 +6,7 @@ Nothing here imports Prefect, so it works whatever ``PREFECT_*`` settings the ca
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_flywheel.config import load_config
-from agent_flywheel.paths import configure_local_environment, flywheel_home
+from agent_flywheel.paths import configure_local_environment, flywheel_home, state_dir
 from agent_flywheel.processes import http_health
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +83,11 @@ class ServerConfig(_Section):
         return self.prefect.api_url.rstrip("/") if self.prefect.api_url else self.local_api_url
 
     @property
+    def prefect_ui_url(self) -> str:
+        """The UI of the server the clients use: ``prefect_api_url`` without its ``/api`` (Prefect's own rule)."""
+        return self.prefect_api_url.removesuffix("/api")
+
+    @property
     def mlflow_url(self) -> str:
         """The MLflow UI's base URL."""
         return f"http://{self.host}:{self.mlflow.port}"
@@ -105,6 +111,13 @@ def load_server_config(
     """``configs/server.yaml`` (defaults when missing), with ports or the API URL from the command line."""
     path = Path(path) if path else DEFAULT_SERVER_CONFIG
     cfg = load_config(path, ServerConfig) if path.exists() else ServerConfig()
+    return _override(cfg, prefect_port=prefect_port, mlflow_port=mlflow_port, api_url=api_url)
+
+
+def _override(
+    cfg: ServerConfig, *, prefect_port: int | None = None, mlflow_port: int | None = None, api_url: str | None = None
+) -> ServerConfig:
+    """``cfg`` with the ports and API URL given (None keeps what it has)."""
     if prefect_port is not None:
         cfg.prefect.port = prefect_port
     if mlflow_port is not None:
@@ -112,6 +125,60 @@ def load_server_config(
     if api_url is not None:
         cfg.prefect.api_url = api_url
     return cfg
+
+
+def running_servers_file() -> Path:
+    """``.flywheel/run/servers.json``: the ports ``flywheel server up`` started the servers on, until ``down``."""
+    return state_dir("run") / "servers.json"
+
+
+def save_running_servers(cfg: ServerConfig, *, mlflow: bool) -> Path:
+    """Remember where ``flywheel server up`` started the servers, so later commands find them without flags."""
+    path = running_servers_file()
+    state = {"host": cfg.host, "prefect_port": cfg.prefect.port, "mlflow_port": cfg.mlflow.port if mlflow else None}
+    path.write_text(json.dumps(state) + "\n", encoding="utf-8")
+    return path
+
+
+def forget_running_servers() -> None:
+    """``flywheel server down``: the servers are gone, the ports of ``configs/server.yaml`` apply again."""
+    running_servers_file().unlink(missing_ok=True)
+
+
+def current_server_config(
+    path: str | Path | None = None,
+    *,
+    prefect_port: int | None = None,
+    mlflow_port: int | None = None,
+    api_url: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """The servers every ``flywheel`` command talks to, most specific first.
+
+    The command line (``--prefect-port``, ``--mlflow-port``, ``--api-url``), then ``PREFECT_API_URL`` when set
+    (the Prefect server clients use, as ``prefect`` itself does), then the ports the running servers were
+    started on (``flywheel server up --prefect-port 54200`` is followed by ``server status``, ``deploy``,
+    ``worker up``... without flags), then ``configs/server.yaml``.
+    """
+    configure_local_environment()
+    cfg = load_server_config(path)
+    running = _running_servers()
+    if running.get("host") == cfg.host:
+        prefect, mlflow = running.get("prefect_port"), running.get("mlflow_port")
+        cfg.prefect.port = prefect if isinstance(prefect, int) else cfg.prefect.port
+        cfg.mlflow.port = mlflow if isinstance(mlflow, int) else cfg.mlflow.port
+    env = os.environ if environ is None else environ
+    return _override(
+        cfg, prefect_port=prefect_port, mlflow_port=mlflow_port, api_url=api_url or env.get("PREFECT_API_URL") or None
+    )
+
+
+def _running_servers() -> dict[str, object]:
+    try:
+        data = json.loads(running_servers_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def prefect_env(cfg: ServerConfig, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -62,6 +62,7 @@ from blocks.nemo_platform import NemoPlatform
 from blocks.resolve import load_block
 from tasks.datasets import UploadedDatasets, build_datasets_task, upload_datasets
 from tasks.extract import ExtractedLogs, commit_watermark, extract_logs
+from tasks.links import flow_run_ui_url
 from tasks.nemo_jobs import (
     EvalOutcome,
     RunContext,
@@ -344,7 +345,7 @@ async def _run(
     await preflight(cfg, platform, store)  # before any dataset, job or deployment; lists every problem
     tags = run_tags(workload_id, client_id, flow_run_id, platform.simulated)
     parent_run_id, mlflow_url = start_parent_run(
-        mlflow, tracking.ui_url, cfg, tags, f"flywheel {current_run.name or flow_run_id}", current_run.ui_url
+        mlflow, tracking.ui_url, cfg, tags, f"flywheel {current_run.name or flow_run_id}", flow_run_ui_url()
     )
     logger.info(
         "flywheel %s/%s: MLflow run %s%s",

@@ -47,7 +47,8 @@ from agent_flywheel.traffic_watch import (
 )
 from blocks.log_store import LogStore
 from blocks.resolve import load_block
-from tasks.log_index import log_index_shape, retry_unless_unreadable
+from tasks.log_index import log_index_shape
+from tasks.retries import retry_if_transient
 from tasks.watermarks import watermark_store
 
 FLYWHEEL_FLOW_NAME = "flywheel"
@@ -88,7 +89,7 @@ class TrafficWatchOutcome(BaseModel):
     name="survey-traffic",
     retries=2,
     retry_delay_seconds=[5, 30],
-    retry_condition_fn=retry_unless_unreadable,
+    retry_condition_fn=retry_if_transient,
     timeout_seconds=600,
     cache_policy=NO_CACHE,
 )

@@ -19,6 +19,7 @@ from agent_flywheel.nemo.cleanup import MANAGED_DATASET_FIELD
 from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.names import dataset_name
 from tasks.extract import record_cache
+from tasks.retries import retry_if_transient
 
 
 class BuiltDatasets(BaseModel):
@@ -152,7 +153,14 @@ def content_digest(files: dict[str, bytes]) -> str:
     return digest.hexdigest()[:12]
 
 
-@task(name="upload-datasets", retries=2, retry_delay_seconds=[10, 60], timeout_seconds=1800, cache_policy=NO_CACHE)
+@task(
+    name="upload-datasets",
+    retries=2,
+    retry_delay_seconds=[10, 60],
+    retry_condition_fn=retry_if_transient,
+    timeout_seconds=1800,
+    cache_policy=NO_CACHE,
+)
 async def upload_datasets(
     workload_id: str, built: BuiltDatasets, cfg: FlywheelConfig, nemo: NemoClient
 ) -> UploadedDatasets:

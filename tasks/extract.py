@@ -23,7 +23,8 @@ from agent_flywheel.records.cache import RecordCache
 from agent_flywheel.records.model_filter import ModelFilter
 from agent_flywheel.records.quarantine import QuarantineWriter
 from blocks.log_store import LogStore
-from tasks.log_index import log_index_shape, retry_unless_unreadable
+from tasks.log_index import log_index_shape
+from tasks.retries import retry_if_transient
 from tasks.watermarks import watermark_store
 
 
@@ -72,7 +73,7 @@ def _log_store_failure(store: LogStore, exc: Exception) -> RuntimeError:
     name="extract-logs",
     retries=2,
     retry_delay_seconds=[5, 30],
-    retry_condition_fn=retry_unless_unreadable,
+    retry_condition_fn=retry_if_transient,
     timeout_seconds=3600,
     cache_policy=NO_CACHE,
 )

@@ -1,19 +1,11 @@
-"""What the Prefect tasks that read the log index share: saying how it is read, and not retrying a refusal."""
+"""What the Prefect tasks that read the log index share: saying how it is read (a refusal is not retried:
+:func:`tasks.retries.retry_if_transient` knows an :class:`~agent_flywheel.logstore.shape.IndexShapeError`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import Task
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
-
-from agent_flywheel.logstore.shape import IndexShape, IndexShapeError
-
-
-def retry_unless_unreadable(task_: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Prefect's retry condition: a log store that failed may answer next time; a mapping that cannot be read won't."""
-    return not isinstance(state.data, IndexShapeError)
+from agent_flywheel.logstore.shape import IndexShape
 
 
 def log_index_shape(shape: IndexShape, logger: Any) -> None:

@@ -71,7 +71,9 @@ from agent_flywheel.nemo.payloads import (
 from agent_flywheel.nemo.poller import JobFailedError, JobWaitError, PollSettings
 from agent_flywheel.nemo.status import Phase, classify
 from agent_flywheel.paths import state_dir
+from agent_flywheel.transient import is_transient
 from tasks.ownership import deployment_users_lock, flow_run_is_over, owner_is_dead
+from tasks.retries import retry_if_transient
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -261,7 +263,7 @@ def _transient(task_: Task[..., Any], task_run: TaskRun, state: State[Any]) -> b
         return False
     if isinstance(error, NemoAPIError):
         return error.retryable
-    return True
+    return error is None or is_transient(error)
 
 
 def _problem(exc: JobWaitError) -> str:
@@ -448,7 +450,13 @@ async def deploy_nim(nim: NIMConfig, ctx: RunContext, nemo: NemoClient) -> Deplo
     return ref
 
 
-@task(name="teardown-deployment", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
+@task(
+    name="teardown-deployment",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 async def teardown_deployment(ref: DeploymentRef, ctx: RunContext, nemo: NemoClient) -> bool:
     """Leave the deployment: deleted when no other live run uses it (one agent-flywheel did not create is
     never deleted). True when it was deleted."""

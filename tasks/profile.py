@@ -21,9 +21,16 @@ from agent_flywheel.scaling.otlp.sources import collecting_spans
 from agent_flywheel.scaling.outcomes import ProfileOutcome
 from agent_flywheel.scaling.profile_run import drive_profile, profile_report, write_profile
 from blocks.agent_target import AgentTarget
+from tasks.retries import retry_if_transient
 
 
-@task(name="profile-agent", retries=1, retry_delay_seconds=[10], cache_policy=NO_CACHE)
+@task(
+    name="profile-agent",
+    retries=1,
+    retry_delay_seconds=[10],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 def run_profile(
     agent: AgentTarget, cfg: ProfileConfig, spans: SpansConfig, out_dir: str, request_timeout_s: float = 60.0
 ) -> ProfileOutcome:

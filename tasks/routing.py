@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from agent_flywheel.scaling.agent_admin import restore_routing, routing_state, set_routing
 from blocks.agent_target import AgentTarget
+from tasks.retries import retry_if_transient
 
 
 def agent_routing_state(agent: AgentTarget) -> dict[str, Any] | None:
@@ -19,7 +20,13 @@ def agent_routing_state(agent: AgentTarget) -> dict[str, Any] | None:
         return routing_state(http)
 
 
-@task(name="agent-routing", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+@task(
+    name="agent-routing",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 def set_agent_routing(agent: AgentTarget, canary_model: str | None, weight: float) -> dict[str, Any]:
     """Send ``weight`` of the agent's users to ``canary_model``; returns the routing before, to restore it.
 
@@ -32,7 +39,13 @@ def set_agent_routing(agent: AgentTarget, canary_model: str | None, weight: floa
     return before
 
 
-@task(name="agent-routing-restore", retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
+@task(
+    name="agent-routing-restore",
+    retries=3,
+    retry_delay_seconds=[1, 5, 15],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 def restore_agent_routing(agent: AgentTarget, previous: Mapping[str, Any]) -> None:
     """Put the agent's routing back as it was before this run."""
     with agent.get_client() as http:

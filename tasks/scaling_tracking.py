@@ -22,6 +22,8 @@ from agent_flywheel.config import ScalingConfig
 from agent_flywheel.scaling.outcomes import ProfileOutcome, RolloutOutcome, SizingOutcome, SweepOutcome
 from agent_flywheel.scaling.reports import run_link
 from agent_flywheel.tracking import CHAMPION_ALIAS, Tracker, flatten_params, sizing_experiment
+from tasks.links import flow_run_ui_url
+from tasks.retries import retry_if_transient
 
 DECISION_CODES = {"promote": 1.0, "hold": 0.0, "rollback": -1.0}
 LEVEL_METRICS = (
@@ -38,7 +40,13 @@ LEVEL_METRICS = (
 )
 
 
-@task(name="mlflow-start-run", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    name="mlflow-start-run",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 def start_tracking_run(
     tracker: Tracker,
     ui_url: str | None,
@@ -54,7 +62,13 @@ def start_tracking_run(
     return run_id, tracker.run_url(ui_url, run_id)
 
 
-@task(name="mlflow-end-run", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    name="mlflow-end-run",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 def end_tracking_run(tracker: Tracker, run_id: str, status: str) -> None:
     """FINISHED, FAILED or KILLED."""
     tracker.end_run(run_id, status)
@@ -78,8 +92,8 @@ def sizing_tags(
     }
     if candidate_model:
         tags["candidate_model"] = candidate_model
-    if current_run.ui_url:
-        tags["prefect.flow_run_url"] = str(current_run.ui_url)
+    if prefect_url := flow_run_ui_url():
+        tags["prefect.flow_run_url"] = prefect_url
     return tags
 
 
@@ -135,7 +149,13 @@ def _stats_metrics(prefix: str, stats: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-@task(name="mlflow-log-profile", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    name="mlflow-log-profile",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 def log_profile(tracker: Tracker, run_id: str, outcome: ProfileOutcome) -> None:
     """Profile metrics (``profile.*``) and files (``profile/``: JSON, markdown, Gantt PNG, the traces)."""
     metrics = {"profile.requests": float(outcome.requests), "profile.failed": float(outcome.failed)}
@@ -153,7 +173,13 @@ def log_profile(tracker: Tracker, run_id: str, outcome: ProfileOutcome) -> None:
         tracker.log_text(run_id, outcome.markdown, "profile/profile.md")
 
 
-@task(name="mlflow-log-sweep", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    name="mlflow-log-sweep",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 def log_sweep(tracker: Tracker, run_id: str, outcome: SweepOutcome) -> None:
     """Per-level metrics with ``step`` = concurrency (open-loop levels: ``open_loop.*`` with step = level index)
     and the three sweep tables under ``sweep/``."""
@@ -180,7 +206,13 @@ def log_sweep(tracker: Tracker, run_id: str, outcome: SweepOutcome) -> None:
         tracker.log_text(run_id, "\n".join(outcome.warnings) + "\n", "sweep/warnings.txt")
 
 
-@task(name="mlflow-log-sizing", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    name="mlflow-log-sizing",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 def log_sizing(tracker: Tracker, run_id: str, outcome: SizingOutcome) -> None:
     """The answer as metrics, tags and params (the replica assumptions it used), ``sizing.json`` / ``sizing.md``
     and the two plots at the run's root; the confirmation as ``sizing.confirmed`` with its measured p95."""
@@ -239,7 +271,13 @@ def log_sizing(tracker: Tracker, run_id: str, outcome: SizingOutcome) -> None:
         tracker.log_file(run_id, Path(outcome.confirmation_csv), "confirm")
 
 
-@task(name="mlflow-log-rollout", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    name="mlflow-log-rollout",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 def log_rollout(tracker: Tracker, run_id: str, outcome: RolloutOutcome) -> None:
     """Decision per stage as tags (``stage.<name>.decision``) and metrics (step = stage index), report files."""
     tracker.log(
@@ -267,7 +305,13 @@ def log_rollout(tracker: Tracker, run_id: str, outcome: RolloutOutcome) -> None:
         tracker.log_file(run_id, Path(path))
 
 
-@task(name="mlflow-champion", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    name="mlflow-champion",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 def champion_served_model(tracker: Tracker, registered_model: str) -> str | None:
     """The model the registry's ``champion`` of ``registered_model`` is served as (tag ``served_model``), if any."""
     return served_champion(tracker, registered_model)[0]

@@ -8,32 +8,133 @@ knows nothing of the product, so saving the ``local`` blocks that point the flow
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from simulators.settings import LocalStackConfig
+from tests.support.prefect_server import SessionPrefectServer
+from tools.leftovers import MARK_VARIABLE, ancestors, kill, new_mark, report, wait_until_gone
 
 # The local stack as fixtures (``running_stack``, ``start_stack``): the simulators' own pytest plugin.
 pytest_plugins = ["simulators.pytest_plugin"]
 
+# Property tests are judged on what they find, never on how fast an example ran: the machine may be busy.
+settings.register_profile("flywheel", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("flywheel")
+
+_SERVER = pytest.StashKey[SessionPrefectServer]()
+_HOME = pytest.StashKey[Path]()
+
+# Tests here never need a Prefect server (the core, the simulators and tools/ import no Prefect layer that talks to one):
+# a session of only these starts none, and Prefect refuses to start a temporary one.
+WITHOUT_PREFECT_SERVER = ("tests/core", "tests/simulators", "tests/tools")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _needs_prefect_server(config: pytest.Config) -> bool:
+    """Whether any test the command line names lies outside :data:`WITHOUT_PREFECT_SERVER`."""
+    pure = [config.rootpath / part for part in WITHOUT_PREFECT_SERVER]
+    for arg in config.args:
+        path = (config.invocation_params.dir / arg.split("::")[0]).resolve()
+        if not any(path == root or root in path.parents for root in pure):
+            return True
+    return False
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Prefect reads its settings once per process, so its home is set before anything imports it.
+    """The session's Prefect server starts here, before anything imports Prefect's settings (they are read
+    once per process), and before collection, which it overlaps; every process of the session reaches it
+    through ``PREFECT_API_URL`` (``tests/support/prefect_server.py`` says why not Prefect's temporary one).
 
-    Without ``PREFECT_API_URL`` the tests share one temporary Prefect server per session, started on first
-    use; on a busy machine it needs far longer than Prefect's default wait to come up.
+    Every process the session starts carries ``FLYWHEEL_SESSION_MARK``, so that the end of the session can
+    tell whether one of them is still running (:func:`pytest_sessionfinish`).
     """
-    home = Path(tempfile.mkdtemp(prefix="flywheel-tests-prefect-"))
+    if config.option.help or config.option.version:
+        return
+    os.environ[MARK_VARIABLE] = os.environ.get(MARK_VARIABLE) or new_mark()
+    home = config.stash[_HOME] = Path(tempfile.mkdtemp(prefix="flywheel-tests-prefect-"))
     os.environ["PREFECT_HOME"] = str(home)
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    # Prefect logs "Stopping temporary server" at interpreter exit, after pytest closed its streams.
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     os.environ.pop("PREFECT_API_URL", None)
+    # Nothing touches the project's .flywheel/ (``make`` exports these): state goes to temporary directories
+    # (each test gets a FLYWHEEL_HOME of its own; see _isolated_flywheel_home), MLflow to FLYWHEEL_HOME.
+    os.environ["FLYWHEEL_HOME"] = str(home / "flywheel")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if config.option.collectonly or not _needs_prefect_server(config):
+        os.environ["PREFECT_SERVER_EPHEMERAL_ENABLED"] = "false"  # a test that wants a server fails, and says so
+    else:
+        server = config.stash[_SERVER] = SessionPrefectServer.start(home)
+        os.environ["PREFECT_API_URL"] = server.api
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # a killed run still stops what it started
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """The first test waits for the session's Prefect server, for as long as a busy machine needs."""
+    server = session.config.stash.get(_SERVER, None)
+    if server is None:
+        return
+    try:
+        server.wait_healthy()
+    except RuntimeError as exc:
+        pytest.exit(str(exc), returncode=pytest.ExitCode.INTERNAL_ERROR)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(pytestconfig: pytest.Config) -> SessionPrefectServer:
+    """The session's Prefect server (its scheduler on): its API URL, home, log and environment."""
+    if _SERVER not in pytestconfig.stash:
+        pytest.fail(f"no Prefect server in a session of only {' and '.join(WITHOUT_PREFECT_SERVER)}")
+    return pytestconfig.stash[_SERVER]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the session's Prefect server, then fail the run if any process it started still runs: one that
+    carries the session's mark, or whose parent chain leads to pytest.
+
+    Prefect's home (the server's database and log) is removed after a run that passed, kept after one that failed.
+    """
+    config = session.config
+    if _HOME not in config.stash:
+        return
+    if _SERVER in config.stash:
+        config.stash[_SERVER].stop()
+    mark, me = os.environ[MARK_VARIABLE], os.getpid()
+    leftovers = wait_until_gone(mark, exclude=ancestors(me), below=me)
+    if leftovers:
+        message = report(leftovers, "the test session")
+        still = kill(leftovers, mark, exclude=ancestors(me), below=me)
+        if still:
+            message += f"\ncould not kill: {', '.join(str(p.pid) for p in still)}"
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("")  # ends the progress line
+            reporter.write_sep("=", "processes left running", red=True)
+            reporter.write_line(message)
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if session.exitstatus == pytest.ExitCode.OK:
+        shutil.rmtree(config.stash[_HOME], ignore_errors=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Also when the session ended early (a usage error, Ctrl-C before the tests ran)."""
+    if _SERVER in config.stash:
+        config.stash[_SERVER].stop()
 
 
 @pytest.fixture(autouse=True)

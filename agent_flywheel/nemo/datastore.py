@@ -37,6 +37,7 @@ from pydantic import SecretStr
 
 from agent_flywheel.nemo.http import NemoAPIError, ServiceHTTP
 from agent_flywheel.nemo.payloads import dataset_files_url
+from agent_flywheel.transient import retryable_status
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class DataStore:
                 if answered is None and not isinstance(exc, _TRANSPORT_ERRORS):
                     raise
                 status, url, detail = answered if answered is not None else (None, None, f"{type(exc).__name__}: {exc}")
-                retryable = status is None or status >= 500 or status == 429
+                retryable = status is None or retryable_status(status)
                 if retryable and attempt <= self.http.retry.max_retries:
                     await self._retry_sleep(method, path, attempt, str(status) if status else type(exc).__name__)
                     continue

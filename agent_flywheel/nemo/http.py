@@ -4,8 +4,8 @@ Why our own and not the SDK's: the SDK retries ``409`` (so "create, or ignore if
 round trips and then raises), retries job-creating POSTs after a read timeout (a second fine-tune for the
 same inputs), and its errors do not say what to do next. Here:
 
-- connection errors, timeouts, ``429`` and ``5xx`` are retried with exponential backoff and jitter;
-  ``4xx`` never are (``409`` above all: it is an answer, not a failure);
+- connection errors, timeouts, ``408``, ``425``, ``429`` and ``5xx`` are retried with exponential backoff and
+  jitter (:mod:`agent_flywheel.transient`); other ``4xx`` never are (``409`` above all: it is an answer);
 - a POST that creates something is only retried when the request surely did not reach the service
   (connect errors, ``503``, ``429``); otherwise the error is marked ``ambiguous`` and the caller looks
   the job up by its idempotency key before trying again;
@@ -22,10 +22,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from agent_flywheel.transient import RETRY_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ class RetryPolicy:
     max_retries: int = 3
     backoff_base_s: float = 0.5
     backoff_max_s: float = 10.0
-    retry_statuses: frozenset[int] = field(default_factory=lambda: frozenset({429, *range(500, 600)}))
+    retry_statuses: frozenset[int] = RETRY_STATUSES
 
     def delay(self, attempt: int, rng: random.Random, retry_after_s: float | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based); honours ``Retry-After`` up to the cap."""
@@ -191,21 +193,22 @@ def hint_for(status: int | None, service: str, base_url: str, *, ambiguous: bool
     if status is None:
         return f"cannot reach {service} at {base_url}{retried}: check the URL and that the service is up"
     if status in (401, 403):
-        return "check the NeMo API key (api_key) and the gateway's permissions"
+        return f"{base_url} answered {status}: check the NeMo API key (api_key) and the gateway's permissions"
     if status == 404:
-        return f"not found: check the namespace/name/id, and that {service} is served at {base_url}"
+        return f"{base_url} answered 404: check the namespace/name/id, and that {service} is served at {base_url}"
     if status == 409:
         return "conflict: it already exists or its state forbids this call"
-    if status in (400, 422):
-        return (
-            "the service rejected the request body: see the detail; our payloads are pinned to the "
-            "nemo-microservices 1.5 SDK types, so check the platform version"
-        )
     if status == 429:
         return f"rate limited{retried}: lower the concurrency or raise the retry budget"
     if status >= 500:
-        return f"{service} failed internally{retried}: check its logs and health"
-    return "unexpected status for this call"
+        return f"{service} at {base_url} failed internally{retried}: check its logs and health"
+    if 400 <= status < 500:
+        return (
+            f"{base_url} answered {status}, so it was not retried (the same request gets the same answer): "
+            f"check that {base_url} is {service} (a URL that points at another service answers like this) "
+            "and see the detail"
+        )
+    return f"{base_url} answered {status}, which this call does not expect: check that it is {service}"
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -32,6 +32,7 @@ import httpx
 
 from agent_flywheel.nemo.http import NemoAPIError, SleepFn
 from agent_flywheel.nemo.status import Phase, classify
+from agent_flywheel.transient import retryable_status
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class JobTimeoutError(JobWaitError):
 
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, NemoAPIError):
-        return exc.status is None or exc.status >= 500 or exc.status == 429
+        return exc.status is None or retryable_status(exc.status)
     return isinstance(exc, httpx.TransportError)
 
 

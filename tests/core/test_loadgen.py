@@ -132,6 +132,7 @@ def _span(trace_id: str, span_id: str, parent: str, start_ns: int, end_ns: int, 
 class FakeAgent:
     def __init__(self, servers: int = 2, service_s: float = 0.01, fail_every: int = 0, hang: set[int] | None = None):
         self.slots = asyncio.Semaphore(servers)
+        self.servers = servers
         self.service_s = service_s
         self.fail_every = fail_every
         self.hang = hang or set()
@@ -185,11 +186,13 @@ async def _serve(
 
 @pytest.mark.integration
 async def test_closed_loop_queues_beyond_capacity() -> None:
-    agent = FakeAgent(servers=2, service_s=0.01)
+    agent = InFlight(servers=2, service_s=0.01)
     send = demo_sender()
     async with _serve(agent) as client:
         one = await run_closed_level(send, client, 1, 20, warmup_requests=2)
+        alone = agent.take_counts()
         eight = await run_closed_level(send, client, 8, 40, warmup_requests=4)
+        crowd = agent.take_counts()
     match = attach_llm_calls(SweepResult([one, eight]), agent.spans.spans_of)
     assert (match.requests, match.with_spans, match.llm_calls) == (60, 60, 120)
     s1, s8 = summarize_level([one]), summarize_level([eight])
@@ -197,13 +200,15 @@ async def test_closed_loop_queues_beyond_capacity() -> None:
     assert all(r.index >= 2 for r in one.records)  # warm-up excluded
     p1, p8 = s1.workflow.percentile(50), s8.workflow.percentile(50)
     assert p1 is not None and p8 is not None
-    assert p8 > 2.5 * p1  # 8 users on 2 slots wait about 4 services
+    # Counted by the agent, not timed: one user never overlaps itself; 8 users keep up to 8 requests in
+    # flight (never more) on the 2 slots, so requests arrive to find both slots taken and wait.
+    assert alone == {"peak": 1, "waited": 0, "served_at_once": 1}
+    assert 2 < crowd["peak"] <= 8 and crowd["waited"] > 0 and crowd["served_at_once"] == 2
     assert s8.llm.count == 80  # two LLM calls per request (from the spans), 0.004 s and 0.005 s
     assert s8.llm.percentile(50) == pytest.approx(0.004, rel=0.01)
     assert s8.llm.percentile(95) == pytest.approx(0.005, rel=0.01)
     assert {m: h.count for m, h in s8.llm_by_model.items()} == {"m": 40, "n": 40}
     assert s8.llm_by_model["n"].percentile(95) == pytest.approx(0.005, rel=0.01)
-    assert s8.throughput_rps > 1.5 * s1.throughput_rps
     assert all(r.result.status_code == 200 and r.result.input_tokens == 22 for r in eight.records)
     # every request started a trace of its own, sampled, and its spans were found by that trace id
     trace_ids = [tp.split("-")[1] for tp in agent.traceparents]
@@ -221,7 +226,7 @@ async def test_errors_and_timeouts_are_counted_and_never_stop_the_run() -> None:
     assert s.error_kinds == {"http_500": 6, "timeout": 2}  # 0,5,...,25 fail; 7 and 13 hang past the timeout
     assert s.error_rate == pytest.approx(8 / 30)
     timeouts = [r for r in run.records if r.result.error_kind == "timeout"]
-    assert all(0.19 < r.latency_s < 1.0 for r in timeouts)
+    assert all(r.latency_s >= 0.2 - 1e-3 for r in timeouts)  # never before the timeout
     assert {r.result.status_code for r in run.records if r.result.error_kind == "http_500"} == {500}
 
 
@@ -240,14 +245,14 @@ async def test_the_client_keeps_the_base_path_sends_headers_and_does_not_queue_b
         if in_flight >= wanted:
             everyone.set()
         try:
-            await asyncio.wait_for(everyone.wait(), timeout=10)
+            await asyncio.wait_for(everyone.wait(), timeout=60)
         except TimeoutError:
             return web.json_response({"in_flight": in_flight}, status=500)
         return await agent(request)
 
     send = demo_sender(headers={"Authorization": "Bearer load"})
     async with _serve(handler, prefix="/agents/support", max_connections=2 * wanted) as client:
-        run = await run_closed_level(send, client, wanted, wanted, timeout_s=20)
+        run = await run_closed_level(send, client, wanted, wanted, timeout_s=120)
     s = summarize_level([run])
     assert s.requests == wanted and s.error_kinds == {}, s.error_kinds
     assert agent.headers == ["Bearer load"] * wanted
@@ -305,7 +310,8 @@ async def test_failures_over_real_connections_get_stable_error_kinds() -> None:
     s = summarize_level([run])
     assert s.ok == 2 and s.error_kinds == {"transport_error": 4, "timeout": 2, "http_503": 2}  # hang-up, garbage
     assert {r.index % 5: r.result.status_code for r in run.records} == {0: 200, 1: None, 2: None, 3: 503, 4: None}
-    assert all(r.latency_s < 1.0 for r in run.records if r.result.error_kind == "timeout")
+    # the client's timeout, not the level's: it ended them before the level's 5 s could
+    assert all(0.2 - 1e-3 <= r.latency_s < 5.0 for r in run.records if r.result.error_kind == "timeout")
     async with make_client(f"http://127.0.0.1:{free_port()}") as nobody:  # nothing listens there
         refused = await run_closed_level(demo_sender(), nobody, 1, 3)
     assert summarize_level([refused]).error_kinds == {"connect_error": 3}
@@ -334,19 +340,46 @@ async def test_open_loop_follows_the_schedule_and_reports_lateness() -> None:
     assert len(run.records) == 40 and min(r.index for r in run.records) == 5
     intended = poisson_schedule(100.0, 90, seed=3)
     assert [r.intended_s for r in run.records] == pytest.approx(intended[5:45].tolist())
-    s = summarize_level([run])
-    assert s.error_rate == 0 and s.late_share < 0.5
+    assert all(r.sent_s >= r.intended_s - 1e-3 for r in run.records)  # never sent before its time
+    assert summarize_level([run]).error_rate == 0
+
+
+class CountingSlots(asyncio.Semaphore):
+    """A semaphore that remembers the most holders it had at once."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.held = self.most = 0
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+        self.held += 1
+        self.most = max(self.most, self.held)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.held -= 1
+        self.release()
 
 
 class InFlight(FakeAgent):
-    """The fake agent, counting the requests it is still working on (a client going away does not stop one)."""
+    """The fake agent, counting the requests it is still working on (a client going away does not stop one);
+    and since the last :meth:`take_counts`, the most it held at once, how many arrived to find every slot
+    taken, and the most it served at once."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.in_flight = 0
+        self.slots = CountingSlots(self.servers)
+        self.in_flight = self.peak = self.waited = 0
+
+    def take_counts(self) -> dict[str, int]:
+        counts = {"peak": self.peak, "waited": self.waited, "served_at_once": self.slots.most}
+        self.peak = self.waited = self.slots.most = 0
+        return counts
 
     async def __call__(self, request: web.Request) -> web.Response:
         self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        self.waited += self.in_flight > self.servers
         try:
             return await super().__call__(request)
         finally:

@@ -166,6 +166,27 @@ async def test_no_retry_on_4xx(nemo: NemoClient, fake: FakeNemo, sleeps: Sleeps,
     assert sleeps.delays == []
 
 
+@pytest.mark.parametrize("status", [408, 425, 429])
+async def test_request_timeout_too_early_and_rate_limit_are_retried(
+    nemo: NemoClient, fake: FakeNemo, sleeps: Sleeps, status: int
+) -> None:
+    fake.on("GET", "/v1/evaluation/jobs/eval-1", reply(status, {"detail": "later"}), reply(200, {"id": "eval-1"}))
+    await nemo.evaluator.get_job("eval-1")
+    assert fake.calls("GET", "/v1/evaluation/jobs/eval-1") == 2
+    assert len(sleeps.delays) == 1
+
+
+async def test_a_wrong_but_live_url_fails_at_once_naming_the_url_and_status(
+    nemo: NemoClient, fake: FakeNemo, sleeps: Sleeps
+) -> None:
+    fake.on("POST", "/v1/customization/jobs", reply(400, {"error": "unknown path"}))
+    with pytest.raises(NemoAPIError) as caught:
+        await nemo.customizer.create_job({"name": "j", "config": "c@v1"})
+    assert fake.calls("POST", "/v1/customization/jobs") == 1 and sleeps.delays == []
+    assert not caught.value.retryable
+    assert "http://nemo.test answered 400" in caught.value.hint and "SDK" not in str(caught.value)
+
+
 async def test_409_is_an_answer_not_retried(nemo: NemoClient, fake: FakeNemo, sleeps: Sleeps) -> None:
     fake.on("POST", "/v1/namespaces", reply(409, {"detail": "exists"}))
     fake.on("POST", "/v1/customization/configs", reply(409, {"detail": "exists"}))

@@ -60,6 +60,9 @@ def flywheel_run(
     tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     try:
+        # 1,100 conversations, 200 held out: the fine-tune (~0.995 after ~800 training records) clears the
+        # teacher's non-inferiority margin by about four standard errors. With 500 and 100 it is ~0.97 and the
+        # decision goes either way (tried: one run promoted, the next did not).
         report = run_traffic(local_stack.url("agent"), requests=1100, concurrency=16, seed=3)
         assert report.failed == 0
         assert httpx.post(f"{local_stack.url('agent')}/admin/flush", timeout=60).status_code == 200

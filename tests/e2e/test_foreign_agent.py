@@ -180,7 +180,9 @@ def test_sweep_run_then_sizing_calc(
     sized = CliRunner().invoke(app, ["sizing", "calc", "--sweep", str(out / "requests.csv"), *targets, "--json"])
     assert sized.exit_code == 0, sized.output
     answer = json.loads(sized.stdout)
-    assert answer["gpus_low"] <= answer["gpus"] <= answer["gpus_high"]
+    # 8 requests a level bound no p95 from above at 90% confidence: the interval says so instead of guessing
+    assert answer["gpus"] >= 1 and answer["gpus_low"] is None and answer["interval_notes"], answer
+    assert answer["gpus_high"] is None or answer["gpus"] <= answer["gpus_high"]
 
 
 def test_profile_run_without_a_span_source_is_one_line(served_agent: OtelAgent) -> None:
@@ -265,7 +267,9 @@ def test_the_scaling_flow_with_spans_sent_to_its_configured_receiver(llm: StubLL
     assert outcome.sweep.spans == {"requests": 24, "with_spans": 24, "without_spans": 0, "llm_calls": 48}
     assert [row["concurrency"] for row in outcome.sweep.levels] == [1, 2, 4]
     assert all(RESPONDER in row["llm_p95_s_by_model"] for row in outcome.sweep.levels)
-    assert outcome.sizing["gpus_low"] <= outcome.sizing["gpus"] <= outcome.sizing["gpus_high"]
+    sized = outcome.sizing  # 8 requests a level: no upper bound on a p95, so no lower bound on the GPUs
+    assert sized["gpus"] >= 1 and sized["gpus_low"] is None and sized["interval_notes"], sized
+    assert sized["gpus_high"] is None or sized["gpus"] <= sized["gpus_high"]
 
 
 def test_the_profile_flow_reading_the_file_otlp_serve_writes(

@@ -659,14 +659,6 @@ def test_cancelling_a_run_stops_the_fine_tune_the_evaluations_and_the_deployment
     FIGURES["cancelled"].update({"customization_jobs_cancelled": 1, "evaluation_jobs": dict(evaluations)})
 
 
-def _prefect_api_url() -> str:
-    """The Prefect server this test process uses (a temporary one), for subprocesses to share it."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value() or SubprocessASGIServer().api_url
-
-
 def _set_clock(stack: LocalStackConfig, speed: float) -> None:
     httpx.post(f"{stack.url('nemo')}/admin/clock", json={"speed": speed}, timeout=10).raise_for_status()
 
@@ -687,11 +679,13 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
     clean: dict[str, Any], stack: LocalStackConfig, home: Path, tmp_path: Path, env: dict[str, str]
 ) -> None:
     config_file = tmp_path / "flywheel.yaml"
-    config_file.write_text(yaml.safe_dump(_config("resume").model_dump(mode="json", exclude_defaults=True)))
+    # 40 epochs: ~6,000 simulated seconds of training, ~5 minutes at clock speed 20 (below) and ~6 s at 1000
+    resume = _config("resume", training_config={"epochs": 40})
+    config_file.write_text(yaml.safe_dump(resume.model_dump(mode="json", exclude_defaults=True)))
     sub_env = {
         **os.environ,
         "FLYWHEEL_HOME": str(home),
-        "PREFECT_API_URL": _prefect_api_url(),
+        "PREFECT_API_URL": os.environ["PREFECT_API_URL"],  # the session's server (tests/conftest.py)
         "PREFECT_LOGGING_LEVEL": "INFO",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
@@ -707,18 +701,18 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
         return nemo_list(stack, path, "resume")
 
     started = time.monotonic()
-    _set_clock(stack, 20)  # training takes ~20 s, so the evaluations finish first
+    _set_clock(stack, 20)  # the evaluations finish long before the fine-tune, however busy the machine is
     first = start()
     try:
         job = _wait(
             lambda: next((j for j in jobs("/v1/customization/jobs") if j["status"] == "running"), None),
-            120,
+            300,
             "the fine-tune to run",
             first,
         )
         _wait(
             lambda: len(list((home / "results").glob("evaluate-*"))) >= 3,
-            60,
+            300,
             "the three evaluations to finish and be cached",
             first,
         )
@@ -753,9 +747,9 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
                     return True
             return False
 
-        _wait(adopted, 120, "the second run to pick up the running fine-tune", second)
+        _wait(adopted, 300, "the second run to pick up the running fine-tune", second)
         _set_clock(stack, 1000)
-        output, _ = second.communicate(timeout=180)
+        output, _ = second.communicate(timeout=600)
     finally:
         _set_clock(stack, 1000)
         if second.poll() is None:

@@ -27,7 +27,7 @@ from simulators.logserver.server import create_app
 from simulators.settings import LocalStackConfig
 from simulators.threaded import ThreadedServer
 from tasks.extract import commit_watermark, extract_logs
-from tasks.log_index import retry_unless_unreadable
+from tasks.retries import retry_if_transient
 from tests.support.blueprint_records import AIVA, BLUEPRINT_INDEX_BODY
 from tests.support.nat_records import NAT_CLIENT_ID, NAT_WORKLOAD_ID, nat_answer
 
@@ -121,8 +121,8 @@ def test_an_unreadable_index_stops_the_task_in_one_line_and_is_not_retried(
     with pytest.raises(IndexShapeError):
         survey_traffic.fn(store, None)
     failed = Failed(data=refused.value)
-    assert retry_unless_unreadable(extract_logs, None, failed) is False  # type: ignore[arg-type]
-    assert retry_unless_unreadable(extract_logs, None, Failed(data=ConnectionError("reset"))) is True  # type: ignore[arg-type]
+    assert retry_if_transient(extract_logs, None, failed) is False  # type: ignore[arg-type]
+    assert retry_if_transient(extract_logs, None, Failed(data=ConnectionError("reset"))) is True  # type: ignore[arg-type]
 
 
 def test_the_watch_on_a_missing_index_has_no_traffic(server: ThreadedServer, logged: pytest.LogCaptureFixture) -> None:

@@ -13,7 +13,13 @@ from agent_flywheel.config import ConfigError
 from agent_flywheel.processes import BackgroundProcess, ServiceError, http_health, pid_alive
 from deployments.deploy import deployment_names, render_prefect_file
 from deployments.server import LocalServers, write_env_file
-from deployments.settings import DEFAULT_SERVER_CONFIG, load_server_config
+from deployments.settings import (
+    DEFAULT_SERVER_CONFIG,
+    current_server_config,
+    forget_running_servers,
+    load_server_config,
+    save_running_servers,
+)
 from simulators.threaded import free_port
 
 PREFECT_YAML = Path(__file__).resolve().parents[2] / "prefect.yaml"
@@ -46,6 +52,27 @@ def test_env_file_quotes_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     text = write_env_file(load_server_config(DEFAULT_SERVER_CONFIG, prefect_port=4242)).read_text()
     assert "export PREFECT_API_URL=http://127.0.0.1:4242/api" in text
     assert f"export PREFECT_HOME='{home / 'prefect'}'" in text
+    assert f"export PATH={Path(sys.executable).parent}:" in text  # `prefect` and `flywheel` of this environment
+
+
+def test_commands_follow_the_flags_then_prefect_api_url_then_the_running_servers_then_the_file() -> None:
+    environ: dict[str, str] = {}
+    assert current_server_config(environ=environ).prefect_api_url == "http://127.0.0.1:4200/api"
+    save_running_servers(load_server_config(DEFAULT_SERVER_CONFIG, prefect_port=54200, mlflow_port=54201), mlflow=True)
+    running = current_server_config(environ=environ)
+    assert (running.prefect_api_url, running.mlflow_url) == ("http://127.0.0.1:54200/api", "http://127.0.0.1:54201")
+    assert running.prefect_ui_url == "http://127.0.0.1:54200"
+    environ["PREFECT_API_URL"] = "https://prefect.internal/api"
+    remote = current_server_config(environ=environ)
+    assert (remote.prefect_api_url, remote.prefect_ui_url) == (
+        "https://prefect.internal/api",
+        "https://prefect.internal",
+    )
+    assert remote.local_api_url == "http://127.0.0.1:54200/api"  # `server status|down` still mean the local one
+    flags = current_server_config(prefect_port=54300, api_url="http://127.0.0.1:54300/api", environ=environ)
+    assert flags.prefect_api_url == "http://127.0.0.1:54300/api"
+    forget_running_servers()
+    assert current_server_config(environ={}).mlflow_url == "http://127.0.0.1:5000"
 
 
 def test_render_prefect_file_retargets_every_deployment() -> None:
@@ -102,3 +129,11 @@ def test_render_prefect_file_keeps_server_schedules_of_existing_deployments() ->
     assert by_name[("flows/traffic_watch.py:traffic_watch", "every-15m")]["schedules"][0]["interval"] == 900
     assert by_name[("flows/flywheel.py:flywheel", "nightly")]["work_pool"]["name"] == "flywheel-local"
     assert "pull" not in data  # the local default: the directory `prefect deploy` runs in
+
+
+def test_render_prefect_file_keeps_paused_automations_paused() -> None:
+    paused = {("flows/flywheel.py:flywheel", "on-new-traffic", "flywheel-on-new-traffic")}
+    data = yaml.safe_load(render_prefect_file(PREFECT_YAML, keep_paused=paused).read_text())
+    triggers = {t["name"]: t for d in data["deployments"] for t in d.get("triggers") or []}
+    assert triggers["flywheel-on-new-traffic"]["enabled"] is False
+    assert triggers["scaling-on-promotion"]["enabled"] is True

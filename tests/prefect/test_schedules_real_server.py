@@ -1,15 +1,16 @@
-"""A real ``prefect server start`` with its scheduler on: schedules make runs, a worker runs them; real API limits.
+"""The session's real ``prefect server start``, scheduler on: schedules make runs, a worker runs them; API limits.
 
-The other operations tests start their server with the scheduler off, so nothing showed that the server's
-scheduler service works with the locked packages (with SQLAlchemy 2.1 it failed on every loop, and no
-scheduled deployment ever got a run). Here a process worker must complete a run that the scheduler made
-for an interval schedule. The same server checks that the traffic watch's query for flywheel runs in
-flight reads past the 200 runs a server serves per request (it asked for 500 at once, which a real
-server refuses with 422).
+Operations tests that need a server of their own start it with the scheduler off, so nothing there showed
+that the server's scheduler service works with the locked packages (with SQLAlchemy 2.1 it failed on every
+loop, and no scheduled deployment ever got a run). Here a process worker must complete a run that the
+scheduler made for an interval schedule. The same server checks that the traffic watch's query for
+flywheel runs in flight reads past the 200 runs a server serves per request (it asked for 500 at once,
+which a real server refuses with 422).
 
-Every process started here (the server, the worker and the flow runs the worker starts in sessions of
-their own) carries this server's ``PREFECT_HOME`` in its environment; teardown kills their process
-groups, then anything left that carries it, and fails if something survives.
+The server is the test session's (``tests/support/prefect_server.py``: scheduler on, fast loops). Every
+process started here (the worker and the flow runs it starts in sessions of their own) carries a marker
+of this module in its environment; teardown kills the worker's process group, then anything left that
+carries the marker, and fails if something survives.
 """
 
 from __future__ import annotations
@@ -30,22 +31,28 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from simulators.threaded import free_port
+from tests.support.prefect_server import SessionPrefectServer
+from tools.leftovers import kill, wait_until_gone
 
 pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).resolve().parent
 PROBE_ENTRYPOINT = "schedule_probe_flow.py:schedule_probe"  # relative to HERE, the deployment's source
-START_TIMEOUT_S = 180.0  # server start-up on a busy machine (migrations, services)
 RUN_DEADLINE_S = 240.0  # from the deployment's creation to a completed scheduled run
-INTERVAL_S = 5
+# Hourly, anchored half a minute from now: the scheduler makes exactly one run that comes due during the test
+# (the next is an hour later), so the worker starts one flow-run process, not one every few seconds. Half a
+# minute: the server's loop for new deployments (every 5 s) only makes runs that are still ahead of it, and
+# the worker starts meanwhile.
+INTERVAL = timedelta(hours=1)
+FIRST_RUN_IN = timedelta(seconds=30)
+MARKER = "FLYWHEEL_SCHEDULE_PROBE"
 T = TypeVar("T")
 
 
 @dataclass
 class RealServer:
     api: str
-    home: Path
+    server_log: Path
     env: dict[str, str]
     logs: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -66,8 +73,9 @@ class RealServer:
         return process
 
     def log(self, name: str, lines: int = 60) -> str:
+        path = self.server_log if name == "server" else self.logs / f"{name}.log"
         try:
-            text = (self.logs / f"{name}.log").read_text(encoding="utf-8", errors="replace")
+            text = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return f"(no {name} log)"
         return "\n".join(text.splitlines()[-lines:])
@@ -81,45 +89,12 @@ class RealServer:
 # --------------------------------------------------------------------------------------------------
 
 
-def _marked_pids(marker: bytes) -> list[int]:
-    """Processes (not this one) whose environment holds ``marker`` (Linux: read from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-    return found
-
-
-def _kill_group(process: subprocess.Popen[bytes], first: signal.Signals, grace_s: float) -> None:
-    """Send ``first`` to the process group, wait up to ``grace_s``, then SIGKILL the group and reap."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, first)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace_s)
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group and reap its leader."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)
-
-
-def _stop_everything(server: RealServer) -> list[int]:
-    """Stop what was started here, workers first; returns the pids that could not be killed."""
-    for process in reversed(server.processes):
-        is_server = process is server.processes[0]
-        _kill_group(process, signal.SIGTERM if is_server else signal.SIGKILL, 20.0 if is_server else 5.0)
-    marker = f"PREFECT_HOME={server.home}".encode()
-    if not Path("/proc").is_dir():
-        return []
-    deadline = time.monotonic() + 20
-    while (left := _marked_pids(marker)) and time.monotonic() < deadline:
-        for pid in left:  # flow runs the worker started in sessions of their own
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
-    return _marked_pids(marker)
 
 
 def _wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, why: Callable[[], str]) -> T:
@@ -132,53 +107,21 @@ def _wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, why: C
     raise AssertionError(f"no {what} after {timeout_s:.0f} s\n{why()}")
 
 
-def _healthy(api: str) -> bool | None:
-    try:
-        response = httpx.get(f"{api}/health", timeout=5)
-    except httpx.HTTPError:
-        return None
-    return True if response.status_code == 200 else None
-
-
 @pytest.fixture(scope="module")
-def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
-    """``prefect server start`` with the scheduler on and fast loops, on a free loopback port."""
-    root = tmp_path_factory.mktemp("prefect-real-server")
-    home, logs = root / "home", root / "logs"
-    logs.mkdir()
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "INFO",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "true",
-        # The scheduler's main loop (every deployment short of runs) and its loop for deployments
-        # changed just now: both every second instead of 60 s and 5 s.
-        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
-        # A few runs ahead (at least 2, at least 30 s, at most 5), not the default hour of runs.
-        "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "2",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": "5",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME": "PT30S",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_WORKER_PREFETCH_SECONDS": "10",
-    }
-    server = RealServer(api=api, home=home, env=env, logs=logs)
+def real_server(prefect_server: SessionPrefectServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    """The session's server, and a place for the processes this module starts (marked, and stopped after it)."""
+    logs = tmp_path_factory.mktemp("schedule-probe-logs")
+    marker = uuid.uuid4().hex
+    server = RealServer(
+        api=prefect_server.api, server_log=prefect_server.log, env={**prefect_server.env, MARKER: marker}, logs=logs
+    )
     try:
-        process = server.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui")
-        _wait_for(
-            "healthy Prefect server",
-            lambda: _healthy(api) if process.poll() is None else False,
-            START_TIMEOUT_S,
-            server.diagnostics,
-        )
-        assert process.poll() is None, f"the server exited ({process.returncode})\n{server.diagnostics()}"
         yield server
     finally:
-        survivors = _stop_everything(server)
+        for process in reversed(server.processes):
+            _kill_group(process)
+        # flow runs the worker started in sessions of their own
+        survivors = kill(wait_until_gone(marker, grace_s=0, variable=MARKER), marker, variable=MARKER)
         assert not survivors, f"processes left running: {survivors}"
 
 
@@ -219,6 +162,7 @@ def test_interval_schedule_runs_complete_on_a_process_worker(real_server: RealSe
     from prefect import Flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.schedules import Interval
 
     from tests.prefect.schedule_probe_flow import schedule_probe
 
@@ -229,10 +173,11 @@ def test_interval_schedule_runs_complete_on_a_process_worker(real_server: RealSe
         # from a local folder: the worker's flow run loads the entrypoint from there (no image, no push)
         probe = schedule_probe.from_source(source=str(HERE), entrypoint=PROBE_ENTRYPOINT)
         assert isinstance(probe, Flow)
-        deployment_id = probe.deploy(
-            name=f"every-{INTERVAL_S}s", work_pool_name=pool, interval=INTERVAL_S, print_next_steps=False
-        )
-    real_server.start("worker", "worker", "start", "--pool", pool, "--type", "process", "--name", "probe-worker")
+        hourly = Interval(INTERVAL, anchor_date=datetime.now(UTC) + FIRST_RUN_IN)
+        deployment_id = probe.deploy(name="hourly", work_pool_name=pool, schedules=[hourly], print_next_steps=False)
+    worker = real_server.start(
+        "worker", "worker", "start", "--pool", pool, "--type", "process", "--name", "probe-worker", "--limit", "1"
+    )
 
     def scheduled_runs() -> list[dict[str, Any]]:
         body = {"deployments": {"id": {"any_": [str(deployment_id)]}}, "sort": "EXPECTED_START_TIME_ASC"}
@@ -247,12 +192,15 @@ def test_interval_schedule_runs_complete_on_a_process_worker(real_server: RealSe
         return f"runs the scheduler made: {states or 'none'}\n{real_server.diagnostics()}"
 
     run = _wait_for("scheduled run completed by the worker", completed_run, RUN_DEADLINE_S, why)
+    _kill_group(worker)  # done: the next test needs no worker
     assert run["deployment_id"] == str(deployment_id)
     assert "auto-scheduled" in run["tags"]
     assert run["created_by"]["type"] == "SCHEDULE"
     assert run["work_queue_name"] == "default"
     assert "Can't evaluate bulk DML statement" not in real_server.log("server", lines=100_000)
-    _send(api, "PATCH", f"/deployments/{deployment_id}", {"paused": True})  # no more runs for the next test
+    # no more runs in the session's server: the deployment goes, and its scheduled runs with it
+    response = _busy_retried(lambda: httpx.delete(f"{api}/deployments/{deployment_id}", timeout=30))
+    assert response.status_code in (200, 204), response.text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -274,6 +222,9 @@ def test_traffic_watch_reads_more_flywheel_runs_in_flight_than_one_page(real_ser
     )
 
     api = real_server.api
+    with _api_settings(api), get_client(sync_client=True) as client:  # other tests' runs in the session's server
+        before = {str(run.id) for run in read_flywheel_runs_in_flight(client, due=utc_now() + DUE_MARGIN)}
+        keys_before = flywheel_runs_in_flight.fn()
     flywheel_id = _post(api, "/flows/", {"name": FLYWHEEL_FLOW_NAME})["id"]
     other_id = _post(api, "/flows/", {"name": "not-the-flywheel"})["id"]
     now = datetime.now(UTC)
@@ -293,26 +244,32 @@ def test_traffic_watch_reads_more_flywheel_runs_in_flight_than_one_page(real_ser
             assert response.status_code in (200, 201), response.text
             return str(response.json()["id"])
 
-        for i in range(PAGE_SIZE + 30):  # more than one page of running and pending runs
-            in_flight.add(create(flywheel_id, f"w{i}", {"type": "RUNNING" if i % 2 else "PENDING"}))
-            expected_keys.add((f"w{i}", "c"))
-        for i in range(3):  # scheduled and due within the margin: in flight
-            in_flight.add(
-                create(flywheel_id, f"due{i}", {"type": "SCHEDULED", "state_details": {"scheduled_time": soon}})
-            )
-            expected_keys.add((f"due{i}", "c"))
-        # not in flight: scheduled for later, finished, or another flow
-        create(flywheel_id, "later", {"type": "SCHEDULED", "state_details": {"scheduled_time": later}})
-        create(flywheel_id, "done", {"type": "COMPLETED"})
-        create(other_id, "other", {"type": "RUNNING"})
+        try:
+            for i in range(PAGE_SIZE + 30):  # more than one page of running and pending runs
+                in_flight.add(create(flywheel_id, f"w{i}", {"type": "RUNNING" if i % 2 else "PENDING"}))
+                expected_keys.add((f"w{i}", "c"))
+            for i in range(3):  # scheduled and due within the margin: in flight
+                in_flight.add(
+                    create(flywheel_id, f"due{i}", {"type": "SCHEDULED", "state_details": {"scheduled_time": soon}})
+                )
+                expected_keys.add((f"due{i}", "c"))
+            # not in flight: scheduled for later, finished, or another flow
+            create(flywheel_id, "later", {"type": "SCHEDULED", "state_details": {"scheduled_time": later}})
+            create(flywheel_id, "done", {"type": "COMPLETED"})
+            create(other_id, "other", {"type": "RUNNING"})
 
+            with _api_settings(api), get_client(sync_client=True) as client:
+                flows = FlowFilter(name=FlowFilterName(any_=[FLYWHEEL_FLOW_NAME]))
+                with pytest.raises(httpx.HTTPStatusError) as refused:  # what the watch used to ask for
+                    client.read_flow_runs(flow_filter=flows, limit=500)
+                assert refused.value.response.status_code == 422
+
+                runs = read_flywheel_runs_in_flight(client, due=utc_now() + DUE_MARGIN)
+                assert len(runs) == len(in_flight | before) > PAGE_SIZE
+                assert {str(run.id) for run in runs} == in_flight | before
+                assert flywheel_runs_in_flight.fn() == expected_keys | keys_before
+        finally:  # no made-up runs in flight for the session's later tests: the flows go, and their runs with them
+            for flow_id in (flywheel_id, other_id):
+                _busy_retried(lambda flow_id=flow_id: http.delete(f"/flows/{flow_id}"))
     with _api_settings(api), get_client(sync_client=True) as client:
-        flows = FlowFilter(name=FlowFilterName(any_=[FLYWHEEL_FLOW_NAME]))
-        with pytest.raises(httpx.HTTPStatusError) as refused:  # what the watch used to ask for
-            client.read_flow_runs(flow_filter=flows, limit=500)
-        assert refused.value.response.status_code == 422
-
-        runs = read_flywheel_runs_in_flight(client, due=utc_now() + DUE_MARGIN)
-        assert len(runs) == len(in_flight) > PAGE_SIZE
-        assert {str(run.id) for run in runs} == in_flight
-        assert flywheel_runs_in_flight.fn() == expected_keys
+        assert not {str(run.id) for run in read_flywheel_runs_in_flight(client, due=utc_now() + DUE_MARGIN)} & in_flight

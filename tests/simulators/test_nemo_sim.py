@@ -350,7 +350,7 @@ def frozen(tmp_path: Path) -> Iterator[Stack]:
     _stop(stack, servers)
 
 
-def _wait(probe: Callable[[], Any], timeout_s: float = 15.0, interval_s: float = 0.02) -> Any:
+def _wait(probe: Callable[[], Any], timeout_s: float = 120.0, interval_s: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         result = probe()

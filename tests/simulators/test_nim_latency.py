@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import pytest
 
 from simulators.nim.latency import (
     BatchScheduler,
     LatencyParams,
+    Timing,
     closed_loop,
     expected_latency_s,
     latency_quantile_s,
@@ -24,6 +27,9 @@ from simulators.nim.latency import (
     workflow_latency_s,
 )
 from simulators.nim.settings import LatencySettings
+from tests.support.virtual_clock import run_simulated
+
+T = TypeVar("T")
 
 P = LatencyParams(
     overhead_s=0.01,
@@ -114,57 +120,84 @@ def test_per_model_overrides_and_fallbacks() -> None:
         LatencyParams(max_batch=0)
 
 
-async def test_zero_time_scale_answers_at_once() -> None:
+# The scheduler below runs on a simulated clock (tests/support/virtual_clock.py): its sleeps take no real
+# time and every timing is exact, however busy the machine is.
+
+
+async def _timed(work: Awaitable[T]) -> tuple[T, float]:
+    """``work``'s result and how much (simulated) loop time it took."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await work
+    return result, loop.time() - started
+
+
+def test_zero_time_scale_answers_at_once() -> None:
     scheduler = BatchScheduler(0, lambda _: P)
-    timing = await asyncio.wait_for(scheduler.serve("m", 300, 40), timeout=0.5)
+    timing, took = run_simulated(_timed(scheduler.serve("m", 300, 40)))
+    assert took == 0
     assert timing.total_s == pytest.approx(service_time_s(P, 1, 300, 40))
 
 
-async def test_batching_slows_decoding_and_fifo_queues_beyond_max_batch() -> None:
+def test_batching_slows_decoding_and_fifo_queues_beyond_max_batch() -> None:
     # One slot: three simultaneous requests run one after another, in arrival order.
     params = LatencyParams(overhead_s=0.0, prefill_s_per_token=0.0, decode_s_per_token=0.01,
                            decode_s_per_token_per_request=0.0, max_batch=1, replicas=1)  # fmt: skip
     scheduler = BatchScheduler(1.0, lambda _: params)
-    timings = await asyncio.gather(*(scheduler.serve("m", 0, 3) for _ in range(3)))
-    waits = [t.queue_s for t in timings]
-    assert waits[0] == pytest.approx(0.0, abs=0.01)
-    assert waits[1] == pytest.approx(0.03, abs=0.015)
-    assert waits[2] == pytest.approx(0.06, abs=0.02)
+
+    async def three() -> list[Timing]:
+        return list(await asyncio.gather(*(scheduler.serve("m", 0, 3) for _ in range(3))))
+
+    timings, took = run_simulated(_timed(three()))
+    assert [t.queue_s for t in timings] == pytest.approx([0.0, 0.03, 0.06], abs=1e-9)
+    assert [t.decode_s for t in timings] == pytest.approx([0.03] * 3, abs=1e-9)
+    assert took == pytest.approx(0.09, abs=1e-9)
     assert scheduler.load("m") == {"running": [0], "queued": 0}
 
     # A batch of four: each token takes d0 + d1 * 4, so each request lasts as long as four do together.
     batched = LatencyParams(overhead_s=0.0, prefill_s_per_token=0.0, decode_s_per_token=0.0,
                             decode_s_per_token_per_request=0.005, max_batch=8, replicas=1)  # fmt: skip
     scheduler = BatchScheduler(1.0, lambda _: batched)
-    timings = await asyncio.gather(*(scheduler.serve("m", 0, 4) for _ in range(4)))
-    for timing in timings:
-        assert timing.queue_s == pytest.approx(0.0, abs=0.01)
-        assert timing.decode_s == pytest.approx(4 * 0.005 * 4, rel=0.35)
+
+    async def four() -> list[Timing]:
+        return list(await asyncio.gather(*(scheduler.serve("m", 0, 4) for _ in range(4))))
+
+    for timing in run_simulated(four()):
+        assert timing.queue_s == 0
+        assert timing.decode_s == pytest.approx(4 * 0.005 * 4, abs=1e-9)
 
 
-async def test_a_cancelled_request_frees_its_slot() -> None:
+def test_a_cancelled_request_frees_its_slot() -> None:
     params = LatencyParams(overhead_s=0.0, prefill_s_per_token=0.0, decode_s_per_token=0.05,
                            decode_s_per_token_per_request=0.0, max_batch=1, replicas=1)  # fmt: skip
     scheduler = BatchScheduler(1.0, lambda _: params)
-    first = asyncio.create_task(scheduler.serve("m", 0, 100))
-    await asyncio.sleep(0.01)
-    queued = asyncio.create_task(scheduler.serve("m", 0, 100))
-    await asyncio.sleep(0.01)
-    assert scheduler.load("m") == {"running": [1], "queued": 1}
-    queued.cancel()
-    first.cancel()
-    for task in (first, queued):
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert scheduler.load("m") == {"running": [0], "queued": 0}
-    timing = await asyncio.wait_for(scheduler.serve("m", 0, 1), timeout=1)
-    assert timing.queue_s == pytest.approx(0.0, abs=0.01)
+
+    async def scenario() -> Timing:
+        first = asyncio.create_task(scheduler.serve("m", 0, 100))
+        await asyncio.sleep(0.01)
+        queued = asyncio.create_task(scheduler.serve("m", 0, 100))
+        await asyncio.sleep(0.01)
+        assert scheduler.load("m") == {"running": [1], "queued": 1}
+        queued.cancel()
+        first.cancel()
+        for task in (first, queued):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert scheduler.load("m") == {"running": [0], "queued": 0}
+        return await scheduler.serve("m", 0, 1)
+
+    timing = run_simulated(scenario())
+    assert timing.queue_s == 0 and timing.decode_s == pytest.approx(0.05, abs=1e-9)
 
 
-async def test_requests_spread_over_replicas() -> None:
+def test_requests_spread_over_replicas() -> None:
     params = LatencyParams(overhead_s=0.0, prefill_s_per_token=0.0, decode_s_per_token=0.01,
                            decode_s_per_token_per_request=0.0, max_batch=1, replicas=2)  # fmt: skip
     scheduler = BatchScheduler(1.0, lambda _: params)
-    timings = await asyncio.gather(*(scheduler.serve("m", 0, 2) for _ in range(2)))
+
+    async def two() -> list[Timing]:
+        return list(await asyncio.gather(*(scheduler.serve("m", 0, 2) for _ in range(2))))
+
+    timings = run_simulated(two())
     assert sorted(t.replica for t in timings) == [0, 1]
-    assert all(t.queue_s < 0.01 for t in timings)
+    assert all(t.queue_s == 0 for t in timings)

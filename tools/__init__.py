@@ -1,0 +1,1 @@
+"""Small tools for the Makefile (not part of the installed package)."""

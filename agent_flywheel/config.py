@@ -290,9 +290,24 @@ DEFAULT_LATE_ARRIVAL_MINUTES = 10.0
 
 
 class ExtractionConfig(_Section):
-    """What to read from the log store (ours: the blueprint always reads the newest 2 x limit records)."""
+    """What to read from the log store (ours: every record since the last successful run, page by page; the
+    blueprint always reads the newest 2 x limit records). ``data_split_config.limit`` bounds the dataset, not
+    the read: the build takes a seeded sample of that many from everything read."""
 
     page_size: int = Field(default=500, ge=1, le=10000)
+    max_records: int | None = Field(
+        default=None,
+        ge=1,
+        description="Read at most this many (distinct, valid) records per run, the newest; older ones in the window "
+        "are skipped for good. Default: every record since the watermark",
+    )
+    slices: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Read the point in time as this many slices in parallel (large windows); the records are the "
+        "same for any count",
+    )
     since: str | None = Field(default=None, description="ISO 8601 or epoch seconds; overrides the watermark")
     until: str | None = None
     full_rebuild: bool = False

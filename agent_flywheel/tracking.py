@@ -16,11 +16,13 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from agent_flywheel.evaluation.gate import GateDecision
 from agent_flywheel.paths import flywheel_home
+from agent_flywheel.tracking_artifacts import artifact_root as experiment_artifact_root
+from agent_flywheel.tracking_artifacts import check_artifact_location
+from agent_flywheel.tracking_credentials import MlflowCredentials, credentialed_client
 
 MAX_PARAM_LENGTH = 6000
 CHAMPION_ALIAS = "champion"
@@ -78,9 +80,24 @@ def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 class Tracker:
     """MLflow operations of the project, bound to one tracking URI."""
 
-    def __init__(self, tracking_uri: str, registry_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        registry_uri: str | None = None,
+        *,
+        credentials: MlflowCredentials | None = None,
+        artifact_root: str | None = None,
+    ) -> None:
+        """``credentials`` go with every call (see :mod:`~agent_flywheel.tracking_credentials`); ``artifact_root``
+        is where new experiments keep their artifacts (see :mod:`~agent_flywheel.tracking_artifacts`: a database
+        URI without one is refused here, with :class:`~agent_flywheel.tracking_artifacts.ArtifactLocationError`)."""
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
+        self.configured_artifact_root = artifact_root
+        self.artifact_root = experiment_artifact_root(
+            tracking_uri, artifact_root, lambda: flywheel_home() / "mlartifacts"
+        )
+        self.client = credentialed_client(tracking_uri, registry_uri or tracking_uri, credentials)
+        self._checked_experiments: set[str] = set()
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created on first use as a "Machine learning" experiment, so the
@@ -104,11 +121,20 @@ class Tracker:
             return str(experiment.experiment_id)
 
     def _artifact_location(self, experiment: str) -> str | None:
-        """For a local SQLite store, artifacts go under the flywheel home, not ``./mlruns`` of the cwd."""
-        if not self.tracking_uri.startswith("sqlite:"):
-            return None  # a tracking server decides where its artifacts live
+        """Under the artifact root (for a local store, the flywheel home, not ``./mlruns`` of the cwd); None
+        when a tracking server decides where its artifacts live."""
+        if self.artifact_root is None:
+            return None
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
-        return (flywheel_home() / "mlartifacts" / safe).as_uri()
+        return f"{self.artifact_root}/{safe}"
+
+    def _check_artifacts(self, experiment: str, experiment_id: str) -> None:
+        """Refuse, before a run is made, an experiment whose artifacts would be lost with this worker."""
+        if experiment_id in self._checked_experiments:
+            return
+        location = self.client.get_experiment(experiment_id).artifact_location
+        check_artifact_location(experiment, location, self.tracking_uri, self.configured_artifact_root)
+        self._checked_experiments.add(experiment_id)
 
     def start_run(
         self,
@@ -121,7 +147,9 @@ class Tracker:
         all_tags = {MLFLOW_RUN_NAME: run_name, **(tags or {})}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=all_tags)
+        experiment_id = self.experiment_id(experiment)
+        self._check_artifacts(experiment, experiment_id)
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
         return str(run.info.run_id)
 
     def log(

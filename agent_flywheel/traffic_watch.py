@@ -16,7 +16,7 @@ guards keep that from turning into a storm of runs:
 * **trigger window and deployment concurrency** (in ``prefect.yaml``): the automation fires at most once
   per window for one (workload, client), and the deployment never runs two flywheels at once.
 
-Nothing here imports Prefect: :func:`decide` is pure, :func:`survey` only talks to Elasticsearch, and
+Nothing here imports Prefect: :func:`decide` is pure, :func:`survey` only talks to the log store, and
 :class:`EmitLog` is a small JSON file, so all of it is tested without a server.
 """
 
@@ -33,8 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from elasticsearch import Elasticsearch
-
+from agent_flywheel.logstore.client import LogStoreClient
 from agent_flywheel.logstore.shape import IndexMissing, IndexShape, inspect_index
 from agent_flywheel.logstore.traffic import count_since, list_workloads
 from agent_flywheel.logstore.watermarks import WatermarkStore
@@ -210,7 +209,7 @@ def event_payload(decision: WatchDecision, now: datetime) -> dict[str, Any]:
 
 
 def survey(
-    es: Elasticsearch,
+    client: LogStoreClient,
     index: str,
     watermarks: WatermarkStore,
     workload_ids: Collection[str] | None = None,
@@ -226,19 +225,19 @@ def survey(
     """
     if shape is None:
         try:
-            shape = inspect_index(es, index)
+            shape = inspect_index(client, index)
         except IndexMissing:
             return []
     wanted = set(workload_ids) if workload_ids is not None else None
     counts = []
-    for stats in list_workloads(es, index, shape=shape):
+    for stats in list_workloads(client, index, shape=shape):
         if wanted is not None and stats.workload_id not in wanted:
             continue
         watermark = watermarks.get(stats.workload_id, stats.client_id)
         if watermark is None:
             new_records = stats.count
         else:
-            new_records = count_since(es, index, stats.workload_id, stats.client_id, watermark, shape=shape)
+            new_records = count_since(client, index, stats.workload_id, stats.client_id, watermark, shape=shape)
         counts.append(
             TrafficCount(
                 workload_id=stats.workload_id,

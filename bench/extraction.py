@@ -120,6 +120,7 @@ def ours_end_to_end(url: str, records: int, work_dir: str) -> dict[str, Any]:
     from elasticsearch import Elasticsearch
 
     from agent_flywheel.datasets.build import build_datasets
+    from agent_flywheel.logstore.elastic import ElasticsearchClient
     from agent_flywheel.logstore.reader import extract
     from agent_flywheel.logstore.serializer import LogStoreSerializer
     from agent_flywheel.records.quarantine import QuarantineWriter
@@ -129,7 +130,8 @@ def ours_end_to_end(url: str, records: int, work_dir: str) -> dict[str, Any]:
     work.mkdir(parents=True)
     split, icl, evaluation, models = _configs(records)
     cache = _cache(str(work / "records"))
-    es = Elasticsearch(url, request_timeout=600, serializer=LogStoreSerializer())  # as the LogStore block makes it
+    # as the LogStore block makes it
+    es = ElasticsearchClient(Elasticsearch(url, request_timeout=600, serializer=LogStoreSerializer()))
     started = time.perf_counter()
     with QuarantineWriter(work / "quarantine.jsonl") as quarantine:
         result, written = cache.replace_window(
@@ -139,7 +141,7 @@ def ours_end_to_end(url: str, records: int, work_dir: str) -> dict[str, Any]:
                 INDEX,
                 workload_id=data.WORKLOAD_ID,
                 client_id=data.CLIENT_ID,
-                limit=2 * split.limit,
+                limit=None,  # the whole window, as the flow's extract-logs task reads by default
                 page_size=500,
                 quarantine=quarantine,
                 sink=sink,
@@ -457,10 +459,11 @@ def load_store(url: str, raw_path: Path) -> dict[str, Any]:
     """Index every raw line into the log server with ``_bulk`` (setup, timed for information only)."""
     from elasticsearch import Elasticsearch
 
+    from agent_flywheel.logstore.elastic import ElasticsearchClient
     from agent_flywheel.logstore.index import ensure_index
 
     es = Elasticsearch(url, request_timeout=600)
-    ensure_index(es, INDEX)
+    ensure_index(ElasticsearchClient(es), INDEX)
     es.close()
     started = time.perf_counter()
     action = json.dumps({"index": {"_index": INDEX}}).encode() + b"\n"

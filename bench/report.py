@@ -338,8 +338,8 @@ def _end_to_end(sizes: list[dict[str, Any]], cap: float | None) -> list[str]:
         "",
         "The log server simulator (SQLite, its own process) is bulk-loaded with every raw record (setup, timed "
         "for information). **Ours**: `extract` (point in time + `search_after`, pages of 500, full validation "
-        "into `LogRecord`s, quarantine, dedupe) with `limit = 2 × records` as the flow's `extract-logs` task "
-        "passes it, each record streamed into the record cache (and its key file) as its page arrives, with "
+        "into `LogRecord`s, quarantine, dedupe) reading the whole window, as the flow's `extract-logs` task does "
+        "by default, each record streamed into the record cache (and its key file) as its page arrives, with "
         "the Elasticsearch client the `LogStore` block makes (orjson decoding where exact), then "
         "`build_datasets` as above. **Naive**: the blueprint's "
         "algorithm as `reference/blueprint-data-flywheel.md` §2.3–2.4 describes it, re-implemented in "

@@ -1,4 +1,4 @@
-"""Task: read a workload's new log records from Elasticsearch, validated, with bad ones quarantined."""
+"""Task: read a workload's new log records from the log store, validated, with bad ones quarantined."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from elastic_transport import TransportError
 from elasticsearch import ApiError
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -55,15 +54,15 @@ def _window_label(since: datetime | Watermark | None, until: datetime | None) ->
     return "window-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def _log_store_failure(store: LogStore, exc: Exception) -> RuntimeError:
+def _log_store_failure(store: LogStore, product: str, exc: Exception) -> RuntimeError:
     """One message naming the log store, what went wrong and what to do (no credentials in it)."""
     detail = str(exc)
     if isinstance(exc, ApiError):
         detail = f"{exc.meta.status} {exc.message}"
     return RuntimeError(
-        f"Log store (Elasticsearch at {store.public_url()}, index {store.index!r}): reading the records failed: "
+        f"Log store ({product} at {store.public_url()}, index {store.index!r}): reading the records failed: "
         f"{store.redact(detail)}. "
-        "What to do: check that Elasticsearch is up and reachable from this worker and that the LogStore block's "
+        f"What to do: check that {product} is up and reachable from this worker and that the LogStore block's "
         "URL and credentials are right, then run the flywheel again; nothing was lost (the watermark only moves "
         "after a successful run, so the same records are read again)"
     )
@@ -94,6 +93,7 @@ def extract_logs(
     quarantine_path = run_dir / "quarantine.jsonl"
     teacher = ModelFilter({cfg.teacher.model_name}) if cfg.extraction.teacher_only else None
     es = store.get_client()
+    failures: tuple[type[Exception], ...] = (*es.failures, LogStoreError)
     try:
         shape = inspect_index(es, store.index)
         log_index_shape(shape, logger)
@@ -108,7 +108,7 @@ def extract_logs(
                     since=since,
                     until=until,
                     page_size=cfg.extraction.page_size,
-                    limit=2 * cfg.data_split_config.limit,
+                    limit=cfg.extraction.max_records,
                     quarantine=quarantine,
                     parse_function_arguments=cfg.data_split_config.parse_function_arguments,
                     keep_alive=cfg.extraction.pit_keep_alive,
@@ -116,13 +116,14 @@ def extract_logs(
                     sink=sink,
                     shape=shape,
                     late_arrival=timedelta(minutes=cfg.extraction.late_arrival_minutes),
+                    slices=cfg.extraction.slices,
                 ),
                 keep=teacher,
             )
     except IndexShapeError:
         raise
-    except (ApiError, TransportError, LogStoreError) as exc:
-        raise _log_store_failure(store, exc) from exc
+    except failures as exc:
+        raise _log_store_failure(store, es.product, exc) from exc
     finally:
         es.close()
     other_models = teacher.skipped if teacher is not None else Counter[str]()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from elasticsearch import ApiError, Elasticsearch
+from agent_flywheel.logstore.client import LogStoreClient
 
 #: The log index mapping. Unlike the blueprint's ``"dynamic": "strict"`` (which rejects any extra
 #: top-level field a producer adds), unknown fields are mapped dynamically and kept. ``timestamp`` reads
@@ -30,18 +30,12 @@ LOG_INDEX_MAPPING: dict[str, Any] = {
 LOG_INDEX_SETTINGS: dict[str, Any] = {"index": {"mapping": {"total_fields": {"limit": 1000}}}}
 
 
-def ensure_index(es: Elasticsearch, index: str) -> bool:
+def ensure_index(client: LogStoreClient, index: str) -> bool:
     """Create the log index with :data:`LOG_INDEX_MAPPING` if it does not exist; True when created.
 
     Writing into a missing index would let Elasticsearch guess the mapping (``timestamp`` as a number
     or a string), after which range queries on it silently return nothing.
     """
-    if es.indices.exists(index=index):
+    if client.index_exists(index):
         return False
-    try:
-        es.indices.create(index=index, mappings=LOG_INDEX_MAPPING, settings=LOG_INDEX_SETTINGS)
-    except ApiError as exc:  # another writer created it in between
-        if "resource_already_exists" in str(exc):
-            return False
-        raise
-    return True
+    return client.create_index(index, LOG_INDEX_MAPPING, LOG_INDEX_SETTINGS)  # False: created by another in between

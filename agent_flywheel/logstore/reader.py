@@ -1,7 +1,8 @@
 """Reading a workload's records: paged scans and extraction, the flywheel's first step.
 
-Reading is **point-in-time + search_after** (not scroll): a consistent snapshot, one page in memory at a
-time, ``term`` filters on the keyword ids (the blueprint's ``match`` would also hit analysed look-alikes)
+Reading is **point-in-time + search_after** (not scroll): a consistent snapshot, a page in memory at a
+time (or a few per slice, when slices of the snapshot are read in parallel and merged back into one
+order), ``term`` filters on the keyword ids (the blueprint's ``match`` would also hit analysed look-alikes)
 and a ``range`` on ``timestamp``, all built by the index's :class:`~agent_flywheel.logstore.shape.IndexShape`
 (read from its mapping on first contact), so indices that NeMo Agent Toolkit's exporter or the blueprint
 created are read as correctly as ours.
@@ -15,16 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import heapq
 import logging
+import queue
+import threading
 from collections import Counter
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from elasticsearch import Elasticsearch, NotFoundError
-
 from agent_flywheel.config import DEFAULT_LATE_ARRIVAL_MINUTES
-from agent_flywheel.logstore.errors import LogStoreError
+from agent_flywheel.logstore.client import LogStoreClient
 from agent_flywheel.logstore.shape import IndexShape, TimeUnit, inspect_index
 from agent_flywheel.logstore.watermarks import Watermark
 from agent_flywheel.records.documents import record_digest
@@ -52,8 +54,91 @@ def _position(sort: Any, unit: TimeUnit) -> int | None:
     return value
 
 
+def _pages(
+    client: LogStoreClient,
+    pit: _Pit,
+    body: dict[str, Any],
+    page_size: int,
+    part: dict[str, int] | None,
+) -> Iterator[list[dict[str, Any]]]:
+    """The pages of one search (one slice of it when ``part`` is a ``slice``) under the point in time."""
+    search_after: list[Any] | None = None
+    while True:
+        page_body = {**body, "size": page_size}
+        if search_after is not None:
+            page_body["search_after"] = search_after
+        if part is not None:
+            page_body["slice"] = part
+        response = client.search_pit(pit.id, pit.keep_alive, page_body)
+        pit.id = response.get("pit_id") or pit.id
+        hits = response["hits"]["hits"]
+        if not hits:
+            return
+        yield hits
+        if len(hits) < page_size:
+            return
+        search_after = hits[-1]["sort"]
+
+
+@dataclasses.dataclass
+class _Pit:
+    """An open point in time: its latest id (a search may return a new one) and how long it is kept."""
+
+    id: str
+    keep_alive: str
+
+
+_END = object()
+
+
+class _Prefetch:
+    """Reads one slice's pages in a thread, at most ``depth`` pages ahead of whoever consumes them."""
+
+    def __init__(self, pages: Iterator[list[dict[str, Any]]], depth: int = 2) -> None:
+        self._pages = pages
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="logstore-slice", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for page in self._pages:
+                if not self._put(page):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Stop reading ahead and wait for the thread."""
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        self._thread.join(timeout=60)
+
+
 def _hits(
-    es: Elasticsearch,
+    client: LogStoreClient,
     index: str,
     shape: IndexShape,
     query: dict[str, Any],
@@ -62,50 +147,67 @@ def _hits(
     keep_alive: str,
     descending: bool,
     on_page: ProgressCallback | None,
+    slices: int = 1,
 ) -> Generator[tuple[str, Any, int | None], None, None]:
-    """Every ``(es_id, _source, position)`` matching ``query``, in timestamp order, page by page under a PIT."""
+    """Every ``(doc_id, _source, position)`` matching ``query``, in timestamp order, page by page under a PIT.
+
+    With ``slices`` > 1 the point in time is read as that many slices in parallel threads (``slice: {id, max}``,
+    each a page or two ahead), merged back into the one order by their sort values: the tiebreaker makes
+    those unique, so the hits come in exactly the order one reader would give, each once.
+    """
     if page_size < 1:
         raise ValueError("page_size must be >= 1")
-    sort = shape.sort("desc" if descending else "asc")
-    try:
-        pit_id = es.open_point_in_time(index=index, keep_alive=keep_alive)["id"]
-    except NotFoundError:
-        raise LogStoreError(f"log index {index!r} does not exist") from None
+    if slices < 1:
+        raise ValueError("slices must be >= 1")
+    body: dict[str, Any] = {
+        "query": query,
+        "sort": shape.sort("desc" if descending else "asc", client.tiebreaker()),
+        "track_total_hits": False,
+    }
+    pit = _Pit(client.open_pit(index, keep_alive), keep_alive)  # IndexMissing names the index
+    prefetched: list[_Prefetch] = []
     pages = docs = 0
     try:
-        search_after: list[Any] | None = None
-        while True:
-            extra: dict[str, Any] = {"search_after": search_after} if search_after is not None else {}
-            response = es.search(
-                pit={"id": pit_id, "keep_alive": keep_alive},
-                query=query,
-                sort=sort,
-                size=page_size,
-                track_total_hits=False,
-                **extra,
-            )
-            pit_id = response.get("pit_id") or pit_id
-            hits = response["hits"]["hits"]
-            if not hits:
-                break
-            pages += 1
-            docs += len(hits)
-            if on_page is not None:
-                on_page(pages, docs)
-            for hit in hits:
-                yield str(hit["_id"]), hit.get("_source"), _position(hit.get("sort"), shape.unit)
-            if len(hits) < page_size:
-                break
-            search_after = hits[-1]["sort"]
+        if slices == 1:
+            streams: list[Iterator[list[dict[str, Any]]]] = [_pages(client, pit, body, page_size, None)]
+        else:
+            prefetched = [
+                _Prefetch(_pages(client, pit, body, page_size, {"id": part, "max": slices})) for part in range(slices)
+            ]
+            streams = [iter(prefetch) for prefetch in prefetched]
+
+        def counted(stream: Iterator[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+            nonlocal pages, docs
+            for page in stream:
+                pages += 1
+                docs += len(page)
+                if on_page is not None:
+                    on_page(pages, docs)
+                yield from page
+
+        ordered: Iterator[dict[str, Any]] = (
+            counted(streams[0])
+            if len(streams) == 1
+            else heapq.merge(*(counted(stream) for stream in streams), key=_sort_key, reverse=descending)
+        )
+        for hit in ordered:
+            yield str(hit["_id"]), hit.get("_source"), _position(hit.get("sort"), shape.unit)
     finally:
+        for prefetch in prefetched:
+            prefetch.close()
         try:
-            es.close_point_in_time(id=pit_id)
+            client.close_pit(pit.id)
         except Exception as exc:  # it expires by itself after keep_alive
             log.warning("could not close point in time on %s: %s", index, exc)
 
 
+def _sort_key(hit: dict[str, Any]) -> tuple[Any, ...]:
+    """A hit's place in the one order: its sort values (timestamp position, tiebreaker)."""
+    return tuple(hit["sort"])
+
+
 def scan_records(
-    es: Elasticsearch,
+    client: LogStoreClient,
     index: str,
     *,
     workload_id: str,
@@ -117,6 +219,7 @@ def scan_records(
     descending: bool = False,
     on_page: ProgressCallback | None = None,
     shape: IndexShape | None = None,
+    slices: int = 1,
 ) -> Generator[tuple[str, Any], None, None]:
     """Every ``(es_id, _source)`` of one workload and client with ``since <= timestamp < until``.
 
@@ -124,8 +227,9 @@ def scan_records(
     snapshot while producers keep writing, no page read twice or skipped, one page in memory. The PIT is
     closed when the generator finishes or is closed (use ``contextlib.closing`` when stopping early).
     ``on_page(pages, docs)`` reports progress after each page. ``shape`` is read from the index when not given.
+    ``slices`` > 1 reads the point in time as that many parallel slices, merged back into the same order.
     """
-    shape = shape if shape is not None else inspect_index(es, index)
+    shape = shape if shape is not None else inspect_index(client, index)
     if not shape.readable:
         return
     query = shape.window_query(
@@ -135,7 +239,7 @@ def scan_records(
         shape.position(until) if until is not None else None,
     )
     hits = _hits(
-        es,
+        client,
         index,
         shape,
         query,
@@ -143,6 +247,7 @@ def scan_records(
         keep_alive=keep_alive,
         descending=descending,
         on_page=on_page,
+        slices=slices,
     )
     with contextlib.closing(hits):
         for doc_id, source, _ in hits:
@@ -181,7 +286,7 @@ class ExtractionResult:
 
 
 def extract(
-    es: Elasticsearch,
+    client: LogStoreClient,
     index: str,
     *,
     workload_id: str,
@@ -197,6 +302,7 @@ def extract(
     sink: RecordSink | None = None,
     shape: IndexShape | None = None,
     late_arrival: timedelta = timedelta(minutes=DEFAULT_LATE_ARRIVAL_MINUTES),
+    slices: int = 1,
 ) -> ExtractionResult:
     """Read, validate and dedupe one workload's records in a time window: the flywheel's first step.
 
@@ -218,12 +324,14 @@ def extract(
     :meth:`~agent_flywheel.records.cache.RecordCache.replace_window`). An exception from the sink stops the
     read and propagates. Without a sink the records are collected in ``records``.
 
-    ``limit`` bounds the work: reading stops once ``limit`` distinct valid records are read, so the
-    result is the *newest* ``limit`` distinct conversations in the window (the blueprint keeps the newest
-    ``2 * limit`` raw records and dedupes afterwards; pass ``2 * data_split_config.limit`` to keep its
-    headroom for the dataset step's quality filters and random sample). The unread older records are
-    counted in ``skipped_older`` and are not read by the next incremental run either. ``limit=None``
-    reads the whole window (without a sink, memory grows with it).
+    ``limit=None`` (the flow's default) reads the whole window, page by page (without a sink, memory grows
+    with it). A ``limit`` bounds the work: reading stops once ``limit`` distinct valid records are read, so
+    the result is the *newest* ``limit`` distinct conversations in the window (the blueprint's only read: the
+    newest ``2 * limit`` raw records). The unread older records are counted in ``skipped_older`` and are not
+    read by the next incremental run either.
+
+    ``slices`` > 1 reads the point in time as that many slices in parallel (see :func:`_hits`); the hits,
+    and so the result, are exactly those of one reader.
 
     The hits' sources are taken to be what the client's JSON parser returned (trees of plain values),
     which lets validation check them faster (``validate_record(parsed=True)``); anything a JSON parser
@@ -233,7 +341,7 @@ def extract(
         raise ValueError("limit must be >= 1 or None")
     if late_arrival < timedelta(0):
         raise ValueError("late_arrival must not be negative")
-    shape = shape if shape is not None else inspect_index(es, index)
+    shape = shape if shape is not None else inspect_index(client, index)
     previous = since if isinstance(since, Watermark) else None
     records: list[LogRecord] = []
     digests: set[bytes] = set()
@@ -262,7 +370,7 @@ def extract(
             on_page(page_count, docs)
 
     hits = _hits(
-        es,
+        client,
         index,
         shape,
         shape.window_query(workload_id, client_id, lower, upper),
@@ -270,6 +378,7 @@ def extract(
         keep_alive=keep_alive,
         descending=True,
         on_page=progress,
+        slices=slices,
     )
     stopped = False
     with contextlib.closing(hits):
@@ -316,7 +425,7 @@ def extract(
     if stopped and newest is not None:
         # records up to the newest one read (newer ones may have arrived since the PIT was opened)
         query = shape.window_query(workload_id, client_id, lower, newest, upper_inclusive=True)
-        in_window = int(es.count(index=index, query=query)["count"])
+        in_window = client.count(index, query)
         skipped_older = max(0, in_window - scanned - already_read)
     return ExtractionResult(
         records=records,

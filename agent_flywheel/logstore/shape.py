@@ -28,11 +28,12 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
-
-from elasticsearch import Elasticsearch, NotFoundError
+from typing import TYPE_CHECKING, Any
 
 from agent_flywheel.logstore.errors import LogStoreError
+
+if TYPE_CHECKING:
+    from agent_flywheel.logstore.client import LogStoreClient
 
 WORKLOAD_FIELD, CLIENT_FIELD, TIMESTAMP_FIELD = "workload_id", "client_id", "timestamp"
 
@@ -216,9 +217,10 @@ class IndexShape:
             filters.append(clause)
         return {"bool": {"filter": filters}}
 
-    def sort(self, order: str) -> list[dict[str, Any]]:
-        """Timestamp order with the ``_shard_doc`` tiebreaker (point-in-time paging); sort values are positions."""
-        return [{TIMESTAMP_FIELD: {"order": order}}, {"_shard_doc": order}]
+    def sort(self, order: str, tiebreaker: str = "_shard_doc") -> list[dict[str, Any]]:
+        """Timestamp order with a tiebreaker for point-in-time paging (``_shard_doc``, or ``_id`` where the store
+        has none: :meth:`~agent_flywheel.logstore.client.LogStoreClient.tiebreaker`); sort values are positions."""
+        return [{TIMESTAMP_FIELD: {"order": order}}, {tiebreaker: order}]
 
     # ------------------------------------------------------------------------------------- record values
 
@@ -299,15 +301,15 @@ def _id_field(index: str, name: str, spec: Any) -> tuple[str | None, str | None]
     raise IndexShapeError(f"log index {index!r}: {name} is mapped as {kind}, not keyword; fix: {fix_hint(index)}")
 
 
-def _count_timestamps(es: Elasticsearch, index: str, bounds: dict[str, Any]) -> int:
-    return int(es.count(index=index, query={"range": {TIMESTAMP_FIELD: bounds}})["count"])
+def _count_timestamps(client: LogStoreClient, index: str, bounds: dict[str, Any]) -> int:
+    return client.count(index, {"range": {TIMESTAMP_FIELD: bounds}})
 
 
-def _probe_units(es: Elasticsearch, index: str, *, date: bool) -> tuple[int, int]:
+def _probe_units(client: LogStoreClient, index: str, *, date: bool) -> tuple[int, int]:
     """How many stored timestamps look like epoch seconds (below :data:`SECONDS_BELOW`) and like milliseconds."""
     extra = {"format": "epoch_millis"} if date else {}
-    seconds = _count_timestamps(es, index, {"gt": 0, "lt": SECONDS_BELOW, **extra})
-    millis = _count_timestamps(es, index, {"gte": SECONDS_BELOW, **extra})
+    seconds = _count_timestamps(client, index, {"gt": 0, "lt": SECONDS_BELOW, **extra})
+    millis = _count_timestamps(client, index, {"gte": SECONDS_BELOW, **extra})
     return seconds, millis
 
 
@@ -335,7 +337,7 @@ def _first_numeric_format(spec: dict[str, Any]) -> str | None:
     return None
 
 
-def _timestamp_shape(es: Elasticsearch, index: str, spec: Any) -> dict[str, Any]:
+def _timestamp_shape(client: LogStoreClient, index: str, spec: Any) -> dict[str, Any]:
     """The timestamp part of an :class:`IndexShape`: type, unit, range form, notes."""
     if spec is None:
         return {"timestamp_type": None}
@@ -344,7 +346,7 @@ def _timestamp_shape(es: Elasticsearch, index: str, spec: Any) -> dict[str, Any]
         numbers = _first_numeric_format(spec)
         if numbers != "epoch_millis":  # numbers are seconds (our mapping), or not accepted at all: dates are real
             return {"timestamp_type": kind}
-        seconds, millis = _probe_units(es, index, date=True)
+        seconds, millis = _probe_units(client, index, date=True)
         if seconds > millis:
             return {
                 "timestamp_type": kind,
@@ -365,7 +367,7 @@ def _timestamp_shape(es: Elasticsearch, index: str, spec: Any) -> dict[str, Any]
             "warnings": _minority(index, kind, TimeUnit.MILLIS, seconds, millis),
         }
     if kind in _INTEGER_TYPES:
-        seconds, millis = _probe_units(es, index, date=False)
+        seconds, millis = _probe_units(client, index, date=False)
         unit = TimeUnit.MILLIS if millis > seconds else TimeUnit.SECONDS
         holds = "epoch milliseconds" if unit is TimeUnit.MILLIS else "epoch seconds"
         return {
@@ -391,7 +393,7 @@ def _timestamp_shape(es: Elasticsearch, index: str, spec: Any) -> dict[str, Any]
     )
 
 
-def inspect_index(es: Elasticsearch, index: str) -> IndexShape:
+def inspect_index(client: LogStoreClient, index: str) -> IndexShape:
     """Read the log index's mapping (and, where needed, its data) into the :class:`IndexShape` that queries it.
 
     Called on first contact by extraction, the traffic watch and the writer. An alias or pattern whose indices
@@ -399,10 +401,7 @@ def inspect_index(es: Elasticsearch, index: str) -> IndexShape:
     when no index exists, :class:`IndexShapeError` (one line: field, what was found, the fix) when the shape
     cannot be read correctly.
     """
-    try:
-        response = es.indices.get_mapping(index=index)
-    except NotFoundError:
-        raise IndexMissing(f"log index {index!r} does not exist") from None
+    response = client.get_mapping(index)  # raises IndexMissing
     mappings: Mapping[str, Any] = {str(name): (body or {}).get("mappings") for name, body in response.items()}
     if not mappings:
         raise IndexMissing(f"log index {index!r} does not exist (the pattern matches no index)")
@@ -421,7 +420,7 @@ def inspect_index(es: Elasticsearch, index: str) -> IndexShape:
     workload_spec, client_spec, timestamp_spec = _record_fields(next(iter(mappings.values())))
     workload_field, workload_note = _id_field(index, WORKLOAD_FIELD, workload_spec)
     client_field, client_note = _id_field(index, CLIENT_FIELD, client_spec)
-    timestamp = _timestamp_shape(es, index, timestamp_spec)
+    timestamp = _timestamp_shape(client, index, timestamp_spec)
     notes = [note for note in (workload_note, client_note) if note]
     notes += list(timestamp.pop("notes", ()))
     return IndexShape(

@@ -7,26 +7,25 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from elasticsearch import Elasticsearch, NotFoundError
-
+from agent_flywheel.logstore.client import LogStoreClient
 from agent_flywheel.logstore.shape import TIMESTAMP_FIELD, IndexMissing, IndexShape, inspect_index
 from agent_flywheel.logstore.watermarks import Watermark
 
 log = logging.getLogger(__name__)
 
 
-def _shape_or_none(es: Elasticsearch, index: str, shape: IndexShape | None) -> IndexShape | None:
+def _shape_or_none(client: LogStoreClient, index: str, shape: IndexShape | None) -> IndexShape | None:
     """The index's shape (read when not given); None when the index does not exist yet."""
     if shape is not None:
         return shape
     try:
-        return inspect_index(es, index)
+        return inspect_index(client, index)
     except IndexMissing:
         return None
 
 
 def count_since(
-    es: Elasticsearch,
+    client: LogStoreClient,
     index: str,
     workload_id: str,
     client_id: str,
@@ -44,7 +43,7 @@ def count_since(
     """
     if isinstance(since, Watermark) and until is not None:
         raise ValueError("count_since: a watermark counts to the newest record; until is not allowed with it")
-    shape = _shape_or_none(es, index, shape)
+    shape = _shape_or_none(client, index, shape)
     if shape is None or not shape.readable:
         return 0
     lower: int | None = None
@@ -54,8 +53,8 @@ def count_since(
         lower = shape.position(since)
     upper = shape.position(until) if until is not None else None
     try:
-        count = int(es.count(index=index, query=shape.window_query(workload_id, client_id, lower, upper))["count"])
-    except NotFoundError:
+        count = client.count(index, shape.window_query(workload_id, client_id, lower, upper))
+    except IndexMissing:
         return 0
     if isinstance(since, Watermark):
         count = max(0, count - len(since.ids))
@@ -84,7 +83,7 @@ def _latest(shape: IndexShape, bucket: dict[str, Any]) -> datetime | None:
 
 
 def list_workloads(
-    es: Elasticsearch,
+    client: LogStoreClient,
     index: str,
     *,
     since: datetime | None = None,
@@ -98,7 +97,7 @@ def list_workloads(
     warning, not silently cut. The aggregation runs on the keyword fields ``shape`` names (read from the
     index when not given), so a producer's ``text`` ids are counted exactly.
     """
-    shape = _shape_or_none(es, index, shape)
+    shape = _shape_or_none(client, index, shape)
     if shape is None or not shape.readable:
         return []
     aggs = {
@@ -116,8 +115,8 @@ def list_workloads(
     if since is not None:
         query = shape.range_clause(shape.position(since)) or query
     try:
-        response = es.search(index=index, size=0, query=query, aggs=aggs)
-    except NotFoundError:
+        response = client.search(index, {"size": 0, "query": query, "aggs": aggs})
+    except IndexMissing:
         return []
     workloads = response["aggregations"]["workloads"]
     if workloads.get("sum_other_doc_count"):
@@ -127,13 +126,13 @@ def list_workloads(
         clients = workload["clients"]
         if clients.get("sum_other_doc_count"):
             log.warning("workload %s has more than %d clients; the rest are not listed", workload["key"], max_buckets)
-        for client in clients.get("buckets", []):
+        for bucket in clients.get("buckets", []):
             stats.append(
                 WorkloadStats(
                     workload_id=str(workload["key"]),
-                    client_id=str(client["key"]),
-                    count=int(client["doc_count"]),
-                    latest=_latest(shape, client.get("latest") or {}),
+                    client_id=str(bucket["key"]),
+                    count=int(bucket["doc_count"]),
+                    latest=_latest(shape, bucket.get("latest") or {}),
                 )
             )
     return sorted(stats, key=lambda s: (s.workload_id, s.client_id))

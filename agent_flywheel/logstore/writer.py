@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from elasticsearch import Elasticsearch, helpers
-
+from agent_flywheel.logstore.client import LogStoreClient
 from agent_flywheel.logstore.index import ensure_index
 from agent_flywheel.logstore.shape import IndexMissing, IndexShape, inspect_index
 from agent_flywheel.records.documents import document_id, to_document
@@ -54,30 +53,30 @@ def _error_of(item: dict[str, Any]) -> tuple[str, str]:
     return "unknown", f"status {item.get('status')}: {str(error)[:300]}"
 
 
-def _target_shape(es: Elasticsearch, index: str) -> IndexShape:
+def _target_shape(client: LogStoreClient, index: str) -> IndexShape:
     """The shape of the index written to: its records' timestamps are written in the form it holds.
 
     An index that does not exist yet is created by Elasticsearch from the first documents, which map an
     ISO 8601 timestamp as a date: our form.
     """
     try:
-        return inspect_index(es, index)
+        return inspect_index(client, index)
     except IndexMissing:
         return IndexShape.own(index)
 
 
 def _bulk(
-    es: Elasticsearch, index: str, items: Iterable[tuple[T, LogRecord]], chunk_size: int
+    client: LogStoreClient, index: str, items: Iterable[tuple[T, LogRecord]], chunk_size: int
 ) -> Iterator[tuple[T, dict[str, Any], str, tuple[str, str] | None]]:
     """Index records with content ids (``create``), yielding ``(tag, document, outcome, error)`` per record.
 
     Each record's timestamp is written in the form the index holds (ISO 8601 in ours; epoch seconds in a
     NeMo Agent Toolkit index or in a blueprint index of epoch seconds), so that one index never holds two
-    forms. Results are matched to records by ``_id`` because ``streaming_bulk`` yields retried (429) items
+    forms. Results are matched to records by ``_id`` because a bulk write yields retried (429) items
     late; the pending map holds at most the current chunk and its retries.
     """
     pending: dict[str, deque[tuple[T, dict[str, Any]]]] = defaultdict(deque)
-    shape = _target_shape(es, index)
+    shape = _target_shape(client, index)
 
     def actions() -> Iterator[dict[str, Any]]:
         for tag, record in items:
@@ -87,10 +86,7 @@ def _bulk(
             pending[doc_id].append((tag, document))
             yield {"_op_type": "create", "_index": index, "_id": doc_id, "_source": document}
 
-    results = helpers.streaming_bulk(
-        es, actions(), chunk_size=chunk_size, raise_on_error=False, max_retries=3, initial_backoff=1, max_backoff=30
-    )
-    for ok, result in results:
+    for ok, result in client.bulk(actions(), chunk_size):
         ((_, item),) = result.items()
         doc_id = str(item.get("_id"))
         queue = pending.get(doc_id)
@@ -108,14 +104,14 @@ def _bulk(
             yield tag, document, "rejected", _error_of(item)
 
 
-def bulk_index(es: Elasticsearch, index: str, records: Iterable[LogRecord], chunk_size: int = 500) -> BulkReport:
-    """Index validated records through ``helpers.streaming_bulk``; a partial failure is counted, not raised.
+def bulk_index(client: LogStoreClient, index: str, records: Iterable[LogRecord], chunk_size: int = 500) -> BulkReport:
+    """Index validated records in bulk (``create``, chunked, ``429`` retried); a partial failure is counted, not raised.
 
     Each document's id is a hash of its content, so indexing the same records twice adds nothing
     (counted as ``duplicates``). Connection errors do raise: nothing is lost, the call can be repeated.
     """
     report = BulkReport()
-    for position, _document, outcome, error in _bulk(es, index, enumerate(records), chunk_size):
+    for position, _document, outcome, error in _bulk(client, index, enumerate(records), chunk_size):
         if outcome == "indexed":
             report.indexed += 1
         elif outcome == "duplicate":
@@ -142,7 +138,7 @@ class ImportReport:
 
 
 def import_jsonl(
-    es: Elasticsearch,
+    client: LogStoreClient,
     index: str,
     path: str | Path,
     *,
@@ -170,7 +166,7 @@ def import_jsonl(
     that time out, so re-importing the file still adds nothing.
     """
     path = Path(path)
-    ensure_index(es, index)
+    ensure_index(client, index)
     report = ImportReport()
     counts: Counter[str] = Counter()
 
@@ -195,7 +191,7 @@ def import_jsonl(
                 else:
                     yield f"{path}:{line_no}", result
 
-    for source, document, outcome, error in _bulk(es, index, good_records(), chunk_size):
+    for source, document, outcome, error in _bulk(client, index, good_records(), chunk_size):
         if outcome == "indexed":
             report.indexed += 1
         elif outcome == "duplicate":
@@ -212,6 +208,6 @@ def import_jsonl(
             )
             counts[str(Reason.INDEX_REJECTED)] += 1
     if refresh:
-        es.indices.refresh(index=index)
+        client.refresh(index)
     report.quarantined = dict(counts)
     return report

@@ -111,7 +111,7 @@ def create_app(cfg: LocalStackConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         runtime.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(runtime.settings.nim_timeout_s, connect=5.0),
+            timeout=httpx.Timeout(runtime.settings.nim_timeout_s),  # connecting too: a busy machine is slow to accept
             limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
         )
         runtime.agent = ChatAgent(

@@ -102,6 +102,7 @@ class SearchRequest:
     aggs: list[AggSpec] = field(default_factory=list)
     pit_id: str | None = None
     pit_keep_alive: str | None = None
+    slice: tuple[int, int] | None = None  # (id, max)
     version: bool = False
     seq_no_primary_term: bool = False
 
@@ -254,11 +255,38 @@ def parse_search(body: dict[str, Any] | None, params: dict[str, str]) -> SearchR
         if not isinstance(pit, dict) or not isinstance(pit.get("id"), str):
             raise parsing_error("[pit] requires an [id]")
         req.pit_id, req.pit_keep_alive = pit["id"], pit.get("keep_alive")
+    req.slice = parse_slice(body.get("slice"))
     req.version = _bool_param(params.get("version", body.get("version", False)))
     req.seq_no_primary_term = _bool_param(params.get("seq_no_primary_term", body.get("seq_no_primary_term", False)))
     if req.search_after is not None and req.from_ > 0:
         raise illegal_argument("[from] parameter must be set to 0 when [search_after] is used")
     return req
+
+
+def parse_slice(value: Any) -> tuple[int, int] | None:
+    """``slice: {"id", "max"}`` of a sliced point-in-time or scroll search, checked as Elasticsearch checks it.
+
+    Only the default slicing field is served (``_shard_doc`` for a point in time): documents are split by a
+    hash of their place in the index, so the slices are disjoint and together hold every match.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise parsing_error("[slice] must be an object")
+    unknown = set(value) - {"id", "max", "field"}
+    if unknown:
+        raise parsing_error(f"[slice] unknown field [{sorted(unknown)[0]}]")
+    field_name = value.get("field")
+    if field_name not in (None, "_shard_doc"):
+        raise illegal_argument(f"the local log server slices only on [_shard_doc], not [{field_name}]")
+    slice_id, slice_max = value.get("id"), value.get("max")
+    if not isinstance(slice_id, int) or isinstance(slice_id, bool) or slice_id < 0:
+        raise illegal_argument("id must be greater than or equal to 0")
+    if not isinstance(slice_max, int) or isinstance(slice_max, bool) or slice_max <= 1:
+        raise illegal_argument("max must be greater than 1")
+    if slice_id >= slice_max:
+        raise illegal_argument("max must be greater than id")
+    return slice_id, slice_max
 
 
 @dataclass
@@ -528,6 +556,11 @@ class SearchEngine:
         compiler = SqlCompiler(meta.mapping, meta.columns, meta.name)
         where, where_params, residual = compiler.split(req.query)
         from_sql, from_params, extra = self.storage.from_clause(meta, snapshot)
+        if req.slice is not None:
+            slice_id, slice_max = req.slice
+            # a multiplicative hash of the document's place, so that no pattern of writes lands in one slice
+            # (its high bits: the low bits of an odd multiple keep the pattern)
+            extra = [*extra, f"((d.seq * 2654435761) % 4294967296 / 65536 % {int(slice_max)}) = {int(slice_id)}"]
         conds = [f"({where})", *extra]
         page_where, page_where_params = where, where_params
         if order_exprs[0][0] == "d.seq":

@@ -319,6 +319,7 @@ def _register_routes(app: FastAPI, holder: _Holder) -> None:
     refresh: Handler = lambda s, p, q, b: s.refresh(p.get("index"))  # noqa: E731
     add("/_search", GET=search, POST=search)
     add("/_pit", DELETE=lambda s, p, q, b: s.close_pit(b))
+    add("/_search/point_in_time", DELETE=lambda s, p, q, b: s.delete_pits(b))  # OpenSearch's
     add("/_bulk", POST=bulk, PUT=bulk)
     add("/_count", GET=count, POST=count)
     add("/_refresh", GET=refresh, POST=refresh)
@@ -331,6 +332,7 @@ def _register_routes(app: FastAPI, holder: _Holder) -> None:
     add("/{index}/_bulk", POST=bulk, PUT=bulk)
     add("/{index}/_refresh", GET=refresh, POST=refresh)
     add("/{index}/_pit", POST=lambda s, p, q, b: s.open_pit(p["index"], q))
+    add("/{index}/_search/point_in_time", POST=lambda s, p, q, b: s.create_pit(p["index"], q))  # OpenSearch's
     add("/{index}/_delete_by_query", POST=lambda s, p, q, b: s.delete_by_query(p["index"], b))
     mapping_put: Handler = lambda s, p, q, b: s.put_mapping(p["index"], b)  # noqa: E731
     add("/{index}/_mapping", GET=lambda s, p, q, b: s.get_mapping(p["index"]), PUT=mapping_put, POST=mapping_put)

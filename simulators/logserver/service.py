@@ -397,6 +397,12 @@ class LogService:
         if q is not None:
             req.query = q
         scroll = params.get("scroll")
+        if req.slice is not None and req.pit_id is None and not scroll:
+            raise EsError(
+                400,
+                "action_request_validation_exception",
+                "Validation Failed: 1: [slice] can only be used with [scroll] or [point-in-time] requests;",
+            )
         if req.pit_id is not None:
             if index:
                 raise EsError(
@@ -475,6 +481,23 @@ class LogService:
             raise illegal_argument(f"[{index}] matches no index")
         ctx = self.contexts.open_pit(meta, keep_alive)
         return 200, {"id": ctx.id, "_shards": dict(SHARDS)}
+
+    def create_pit(self, index: str, params: dict[str, str]) -> Reply:
+        """OpenSearch's ``POST /{index}/_search/point_in_time?keep_alive=1h``: the same point in time, its id
+        named ``pit_id``, with its creation time in epoch milliseconds."""
+        if not params.get("keep_alive"):
+            raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: keep alive not specified;")
+        status, body = self.open_pit(index, params)
+        return status, {"pit_id": body["id"], "_shards": body["_shards"], "creation_time": int(time.time() * 1000)}
+
+    def delete_pits(self, raw: bytes) -> Reply:
+        """OpenSearch's ``DELETE /_search/point_in_time`` with ``{"pit_id": [...]}`` (or one id): each freed or not."""
+        body = _object_body(raw) or {}
+        ids = body.get("pit_id")
+        ids = [ids] if isinstance(ids, str) else ids
+        if not isinstance(ids, list) or not ids or not all(isinstance(pit_id, str) for pit_id in ids):
+            raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: no pit ids specified;")
+        return 200, {"pits": [{"successful": self.contexts.close_pit(pit_id) == 1, "pit_id": pit_id} for pit_id in ids]}
 
     def close_pit(self, raw: bytes) -> Reply:
         """``DELETE /_pit`` with ``{"id": ...}``."""

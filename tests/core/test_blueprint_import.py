@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
+from agent_flywheel.logstore.elastic import ElasticsearchClient
 from agent_flywheel.logstore.reader import extract
 from agent_flywheel.logstore.traffic import count_since
 from agent_flywheel.logstore.writer import ImportReport, import_jsonl
@@ -90,7 +91,14 @@ def write(path: Path, lines: list[Any]) -> Path:
 def run_import(es: Elasticsearch, index: str, path: Path, clock: Clock, tmp_path: Path) -> ImportReport:
     with QuarantineWriter(tmp_path / f"quarantine-{path.stem}.jsonl") as quarantine:
         return import_jsonl(
-            es, index, path, workload_id="aiva", client_id="dev", quarantine=quarantine, clock=clock, chunk_size=3
+            ElasticsearchClient(es),
+            index,
+            path,
+            workload_id="aiva",
+            client_id="dev",
+            quarantine=quarantine,
+            clock=clock,
+            chunk_size=3,
         )
 
 
@@ -159,7 +167,9 @@ def test_import_then_incremental_extraction_reads_every_record_exactly_once(es: 
 
     def read(since: Any) -> Any:
         with QuarantineWriter(tmp_path / "extract-quarantine.jsonl") as quarantine:
-            return extract(es, index, workload_id="aiva", client_id="dev", since=since, quarantine=quarantine)
+            return extract(
+                ElasticsearchClient(es), index, workload_id="aiva", client_id="dev", since=since, quarantine=quarantine
+            )
 
     one = read(None)
     assert one.valid == 8 and one.quarantined == {}
@@ -176,4 +186,4 @@ def test_import_then_incremental_extraction_reads_every_record_exactly_once(es: 
     # nat_answer(9) carries its own (older) timestamp: like any late record, it is not seen incrementally
     assert two.valid == 4 and "Where is my order 1009?" not in questions
     assert read(two.watermark).valid == 0
-    assert count_since(es, index, "aiva", "dev", None) == 13
+    assert count_since(ElasticsearchClient(es), index, "aiva", "dev", None) == 13

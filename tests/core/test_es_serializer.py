@@ -13,6 +13,7 @@ from elasticsearch.serializer import JsonSerializer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent_flywheel.logstore.elastic import ElasticsearchClient
 from agent_flywheel.logstore.serializer import LogStoreSerializer
 from blocks.log_store import LogStore
 
@@ -91,7 +92,9 @@ def test_an_ordinary_page_is_decoded_by_orjson(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_the_log_store_client_decodes_with_it_in_plain_and_compatibility_mode() -> None:
-    collection = LogStore().get_client().transport.serializers
+    client = LogStore().get_client()
+    assert isinstance(client, ElasticsearchClient)
+    collection = client.es.transport.serializers
     for mimetype in ("application/json", "application/vnd.elasticsearch+json"):
         assert isinstance(collection.get_serializer(mimetype), LogStoreSerializer)
 

@@ -32,7 +32,7 @@ from agent_flywheel.records.validation import validate_record
 from simulators.nemo.upstream import parse_rows
 from tasks.datasets import jsonl_safe
 from tests.support.blueprint_records import AIVA
-from tests.support.fake_es import CLIENT, INDEX, WORKLOAD, FakeElasticsearch
+from tests.support.fake_es import CLIENT, INDEX, WORKLOAD, FakeLogStoreClient
 from tests.support.strategies import hostile_json, mutated_records, valid_records
 
 SETTINGS = settings(
@@ -131,7 +131,7 @@ def test_extraction_then_dataset_build_never_crash_and_every_count_is_exact(
     tmp_path_factory: Any, documents: list[tuple[str, Any]], page_size: int, limit: int | None
 ) -> None:
     folder: Path = tmp_path_factory.mktemp("extract")
-    store = FakeElasticsearch(documents)
+    store = FakeLogStoreClient(documents)
     with QuarantineWriter(folder / "quarantine.jsonl") as quarantine:
         result = extract(
             store,  # type: ignore[arg-type]
@@ -241,8 +241,8 @@ def test_a_sink_gets_every_distinct_valid_record_as_its_page_arrives_and_the_res
     folder: Path = tmp_path_factory.mktemp("sink")
     options: dict[str, Any] = {"workload_id": WORKLOAD, "client_id": CLIENT, "page_size": page_size, "limit": limit}
     with QuarantineWriter(folder / "collected.jsonl") as quarantine:
-        collected = extract(FakeElasticsearch(documents), INDEX, quarantine=quarantine, **options)  # type: ignore[arg-type]
-    store = FakeElasticsearch(documents)
+        collected = extract(FakeLogStoreClient(documents), INDEX, quarantine=quarantine, **options)  # type: ignore[arg-type]
+    store = FakeLogStoreClient(documents)
     sunk: list[LogRecord] = []
     pages_when_sunk: list[int] = []
 
@@ -270,7 +270,7 @@ def test_an_exception_in_the_sink_stops_the_read_and_closes_the_point_in_time(tm
         raw = _ours(copy.deepcopy(AIVA))
         raw["request"]["messages"][1]["content"] = f"question {n}"
         documents.append((f"doc-{n}", raw))
-    store = FakeElasticsearch(documents)
+    store = FakeLogStoreClient(documents)
 
     def sink(record: LogRecord, digest: bytes) -> None:
         raise OSError("disk full")

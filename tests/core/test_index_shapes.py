@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch, helpers
 
+from agent_flywheel.logstore.elastic import ElasticsearchClient
 from agent_flywheel.logstore.index import ensure_index
 from agent_flywheel.logstore.reader import extract
 from agent_flywheel.logstore.shape import IndexMissing, IndexShapeError, TimeUnit, inspect_index
@@ -100,7 +101,7 @@ def _write_ours(es: Elasticsearch, index: str, numbers: list[int]) -> None:
         record = validate_record(_blueprint(i, iso=False), source=f"test:{i}")
         assert isinstance(record, LogRecord)
         records.append(record)
-    report = bulk_index(es, index, records)
+    report = bulk_index(ElasticsearchClient(es), index, records)
     assert (report.indexed, report.failed) == (len(numbers), 0)
     es.indices.refresh(index=index)
 
@@ -154,7 +155,7 @@ SHAPES = [
         "ours",
         AIVA["workload_id"],
         AIVA["client_id"],
-        lambda es, index: ensure_index(es, index) and None,
+        lambda es, index: ensure_index(ElasticsearchClient(es), index) and None,
         _write_ours,
         TimeUnit.MILLIS,
         "workload_id",
@@ -173,25 +174,34 @@ def test_incremental_runs_and_the_traffic_watch_read_exactly_the_new_records(
     wl, cl = shape.workload_id, shape.client_id
 
     def new_in_watch() -> int:
-        (count,) = [c for c in survey(es, index, marks) if (c.workload_id, c.client_id) == (wl, cl)]
+        (count,) = [
+            c for c in survey(ElasticsearchClient(es), index, marks) if (c.workload_id, c.client_id) == (wl, cl)
+        ]
         return count.new_records
 
     def run() -> set[str]:
         """One flywheel extraction that succeeds (its watermark is saved); the questions it read."""
         with QuarantineWriter(tmp_path / f"{uuid.uuid4().hex}.jsonl") as quarantine:
-            result = extract(es, index, workload_id=wl, client_id=cl, since=marks.get(wl, cl), quarantine=quarantine)
+            result = extract(
+                ElasticsearchClient(es),
+                index,
+                workload_id=wl,
+                client_id=cl,
+                since=marks.get(wl, cl),
+                quarantine=quarantine,
+            )
             assert quarantine.total == 0, result.quarantined
         if result.watermark is not None:
             marks.set(wl, cl, result.watermark)
         return {str(r.request.messages[1].content) for r in result.records}
 
     shape.write(es, index, [0, 1, 2, 3, 4, 6])
-    found = inspect_index(es, index)
+    found = inspect_index(ElasticsearchClient(es), index)
     assert (found.unit, found.workload_field) == (shape.unit, shape.workload_field)
     assert new_in_watch() == 6
     assert run() == {shape.question(i) for i in (0, 1, 2, 3, 4, 6)}
     assert new_in_watch() == 0
-    (stats,) = [s for s in list_workloads(es, index) if (s.workload_id, s.client_id) == (wl, cl)]
+    (stats,) = [s for s in list_workloads(ElasticsearchClient(es), index) if (s.workload_id, s.client_id) == (wl, cl)]
     assert stats.latest is not None  # the true time, never January 1970
     assert stats.latest.replace(microsecond=0) == datetime.fromtimestamp(NAT_T0 + 6, UTC)
 
@@ -205,21 +215,27 @@ def test_incremental_runs_and_the_traffic_watch_read_exactly_the_new_records(
     assert mark is not None and mark.unit is shape.unit
     assert mark.timestamp == datetime.fromtimestamp(NAT_T0 + 9, UTC).replace(microsecond=mark.timestamp.microsecond)
     assert mark.timestamp.microsecond in (0, 250_000)
-    assert count_since(es, index, wl, cl, mark) == 0
+    assert count_since(ElasticsearchClient(es), index, wl, cl, mark) == 0
 
 
 def test_a_pattern_over_indices_of_one_shape_is_read_as_one(es: Elasticsearch, tmp_path: Path) -> None:
     prefix = _name()
     _bulk_raw(_nat)(es, f"{prefix}-a", [0, 1, 2])
-    shape = inspect_index(es, f"{prefix}-*")
+    shape = inspect_index(ElasticsearchClient(es), f"{prefix}-*")
     assert shape.unit is TimeUnit.SECONDS and shape.workload_field == "workload_id.keyword"
     with QuarantineWriter(tmp_path / "q.jsonl") as quarantine:
-        result = extract(es, f"{prefix}-*", workload_id=NAT_WORKLOAD_ID, client_id=NAT_CLIENT_ID, quarantine=quarantine)
+        result = extract(
+            ElasticsearchClient(es),
+            f"{prefix}-*",
+            workload_id=NAT_WORKLOAD_ID,
+            client_id=NAT_CLIENT_ID,
+            quarantine=quarantine,
+        )
     assert len(result.records) == 3
     # a second index of the same mapping joins the pattern: one shape (the log server searches one index at a
     # time, so reading both is left to Elasticsearch)
     _bulk_raw(_nat)(es, f"{prefix}-b", [3, 4])
-    assert inspect_index(es, f"{prefix}-*") == shape
+    assert inspect_index(ElasticsearchClient(es), f"{prefix}-*") == shape
 
 
 @pytest.mark.parametrize(
@@ -249,42 +265,47 @@ def test_an_index_the_flywheel_cannot_read_is_refused_in_one_line(
         helpers.bulk(es, ({"_index": index, "_source": d} for d in documents))
         es.indices.refresh(index=index)
     with pytest.raises(IndexShapeError, match=message) as refused:
-        inspect_index(es, index)
+        inspect_index(ElasticsearchClient(es), index)
     assert "\n" not in str(refused.value) and f"log index {index!r}" in str(refused.value)
     with pytest.raises(IndexShapeError), QuarantineWriter(tmp_path / "q.jsonl") as quarantine:
-        extract(es, index, workload_id="w", client_id="c", quarantine=quarantine)
+        extract(ElasticsearchClient(es), index, workload_id="w", client_id="c", quarantine=quarantine)
     with pytest.raises(IndexShapeError):
-        survey(es, index, MemoryWatermarkStore())
+        survey(ElasticsearchClient(es), index, MemoryWatermarkStore())
 
 
 def test_indices_of_different_shapes_under_one_pattern_are_refused(es: Elasticsearch) -> None:
     prefix = _name()
     _bulk_raw(_nat)(es, f"{prefix}-nat", [0])
-    ensure_index(es, f"{prefix}-ours")
+    ensure_index(ElasticsearchClient(es), f"{prefix}-ours")
     with pytest.raises(IndexShapeError, match=r"map the record fields differently .*-nat: workload_id text"):
-        inspect_index(es, f"{prefix}-*")
+        inspect_index(ElasticsearchClient(es), f"{prefix}-*")
 
 
 def test_a_missing_index_or_one_without_records_reads_nothing(es: Elasticsearch, tmp_path: Path) -> None:
     with pytest.raises(IndexMissing):
-        inspect_index(es, _name())
-    assert survey(es, _name(), MemoryWatermarkStore()) == []
-    assert survey(es, f"{_name()}-*", MemoryWatermarkStore()) == []  # a pattern that matches no index
+        inspect_index(ElasticsearchClient(es), _name())
+    assert survey(ElasticsearchClient(es), _name(), MemoryWatermarkStore()) == []
+    assert (
+        survey(ElasticsearchClient(es), f"{_name()}-*", MemoryWatermarkStore()) == []
+    )  # a pattern that matches no index
     empty = _name()
     es.indices.create(index=empty)  # created, nothing written yet: nothing is mapped
-    shape = inspect_index(es, empty)
+    shape = inspect_index(ElasticsearchClient(es), empty)
     assert not shape.readable and "no record has workload_id, client_id, timestamp yet" in shape.describe()
     with QuarantineWriter(tmp_path / "q.jsonl") as quarantine:
-        result = extract(es, empty, workload_id="w", client_id="c", quarantine=quarantine)
+        result = extract(ElasticsearchClient(es), empty, workload_id="w", client_id="c", quarantine=quarantine)
     assert result.records == [] and result.watermark is None
-    assert count_since(es, empty, "w", "c", None) == 0 and list_workloads(es, empty) == []
+    assert (
+        count_since(ElasticsearchClient(es), empty, "w", "c", None) == 0
+        and list_workloads(ElasticsearchClient(es), empty) == []
+    )
 
 
 def test_the_blueprints_epoch_seconds_are_named_in_a_warning(es: Elasticsearch) -> None:
     index = _name()
     _create_blueprint(es, index)
     _bulk_raw(lambda i: _blueprint(i, iso=False))(es, index, [0, 1])
-    shape = inspect_index(es, index)
+    shape = inspect_index(ElasticsearchClient(es), index)
     assert shape.numeric_range and shape.notes == ()
     (warning,) = shape.warnings
     assert "epoch seconds, which Elasticsearch reads as milliseconds (2 records dated January 1970" in warning
@@ -302,7 +323,7 @@ def test_importing_into_a_producers_index_keeps_its_timestamp_form(es: Elasticse
         hit["_source"]["timestamp"] for hit in es.search(index=index, sort=[{"timestamp": "asc"}])["hits"]["hits"]
     ]
     assert sources == [NAT_T0, NAT_T0 + 1]
-    assert inspect_index(es, index).unit is TimeUnit.SECONDS
+    assert inspect_index(ElasticsearchClient(es), index).unit is TimeUnit.SECONDS
 
 
 def test_a_watermark_an_earlier_version_saved_on_the_blueprints_index_reads_the_new_records(
@@ -318,9 +339,11 @@ def test_a_watermark_an_earlier_version_saved_on_the_blueprints_index_reads_the_
     legacy = Watermark.from_json({"timestamp": "2025-12-06T05:46:42Z", "ids": [newest]})  # record 2's time
     write(es, index, [3, 4])
     wl, cl = AIVA["workload_id"], AIVA["client_id"]
-    assert count_since(es, index, wl, cl, legacy) == 2
+    assert count_since(ElasticsearchClient(es), index, wl, cl, legacy) == 2
     with QuarantineWriter(tmp_path / "q.jsonl") as quarantine:
-        result = extract(es, index, workload_id=wl, client_id=cl, since=legacy, quarantine=quarantine)
+        result = extract(
+            ElasticsearchClient(es), index, workload_id=wl, client_id=cl, since=legacy, quarantine=quarantine
+        )
     assert {str(r.request.messages[1].content) for r in result.records} == {_bill(3), _bill(4)}
     assert result.watermark is not None and result.watermark.unit is TimeUnit.SECONDS
 
@@ -345,19 +368,21 @@ def test_a_timestamp_in_two_forms_is_read_in_the_larger_and_the_others_named(
     write = _bulk_raw(lambda n: {**_blueprint(n % 100, iso=False), "timestamp": stamp(n % 100, records_by[n])})
     records_by = {i: form for i, form in records}
     write(es, index, [i for i, _ in records])
-    shape = inspect_index(es, index)
+    shape = inspect_index(ElasticsearchClient(es), index)
     assert shape.unit is unit
     (warning,) = [w for w in shape.warnings if "sort apart from the others" in w]
     assert " 1 records" in warning and "flywheel logs create-index" in warning
     marks = MemoryWatermarkStore()
     wl, cl = AIVA["workload_id"], AIVA["client_id"]
     with QuarantineWriter(tmp_path / "q.jsonl") as quarantine:
-        first = extract(es, index, workload_id=wl, client_id=cl, quarantine=quarantine)
+        first = extract(ElasticsearchClient(es), index, workload_id=wl, client_id=cl, quarantine=quarantine)
         assert len(first.records) == 5 and quarantine.total == 0  # the first run reads every record
         assert first.watermark is not None
         marks.set(wl, cl, first.watermark)
         records_by.update({4: unit, 11: other})
         write(es, index, [4, 11])
-        assert count_since(es, index, wl, cl, marks.get(wl, cl)) == 1
-        second = extract(es, index, workload_id=wl, client_id=cl, since=marks.get(wl, cl), quarantine=quarantine)
+        assert count_since(ElasticsearchClient(es), index, wl, cl, marks.get(wl, cl)) == 1
+        second = extract(
+            ElasticsearchClient(es), index, workload_id=wl, client_id=cl, since=marks.get(wl, cl), quarantine=quarantine
+        )
     assert [str(r.request.messages[1].content) for r in second.records] == [_bill(4)]

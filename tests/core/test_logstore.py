@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
+from agent_flywheel.logstore.elastic import ElasticsearchClient
 from agent_flywheel.logstore.index import LOG_INDEX_MAPPING, ensure_index
 from agent_flywheel.logstore.reader import extract, scan_records
 from agent_flywheel.logstore.traffic import count_since, list_workloads
@@ -92,18 +93,18 @@ def es(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elasticsearch]:
 @pytest.fixture
 def index(es: Elasticsearch) -> str:
     name = f"flywheel-{uuid.uuid4().hex[:8]}"
-    assert ensure_index(es, name) is True
+    assert ensure_index(ElasticsearchClient(es), name) is True
     return name
 
 
 def load(es: Elasticsearch, index: str, records: list[LogRecord]) -> None:
-    report = bulk_index(es, index, records, chunk_size=7)
+    report = bulk_index(ElasticsearchClient(es), index, records, chunk_size=7)
     assert (report.indexed, report.failed) == (len(records), 0), report
     es.indices.refresh(index=index)
 
 
 def test_ensure_index_creates_our_mapping_once(es: Elasticsearch, index: str) -> None:
-    assert ensure_index(es, index) is False
+    assert ensure_index(ElasticsearchClient(es), index) is False
     mapping = es.indices.get_mapping(index=index)[index]["mappings"]
     for field in ("workload_id", "client_id", "timestamp"):
         assert mapping["properties"][field]["type"] == LOG_INDEX_MAPPING["properties"][field]["type"]
@@ -120,7 +121,7 @@ def test_bulk_index_reports_partial_failures_without_raising(es: Elasticsearch, 
     first = validate_record({**raw_record(1, T0), "meta": {"size": 3}}, source="t")
     clash = validate_record({**raw_record(2, T0), "meta": {"size": "large"}}, source="t")  # long vs text
     assert isinstance(first, LogRecord) and isinstance(clash, LogRecord)
-    report = bulk_index(es, index, [first, clash, first])
+    report = bulk_index(ElasticsearchClient(es), index, [first, clash, first])
     assert (report.indexed, report.duplicates, report.failed) == (1, 1, 1)
     assert sum(report.errors.values()) == 1
     assert "record 1" in report.samples[0]
@@ -156,7 +157,13 @@ def test_import_jsonl_counts_and_quarantines_bad_lines(es: Elasticsearch, tmp_pa
     quarantine_path = tmp_path / "quarantine.jsonl"
     with QuarantineWriter(quarantine_path) as quarantine:
         report = import_jsonl(
-            es, index, data, workload_id="imported", client_id="cli", quarantine=quarantine, chunk_size=4
+            ElasticsearchClient(es),
+            index,
+            data,
+            workload_id="imported",
+            client_id="cli",
+            quarantine=quarantine,
+            chunk_size=4,
         )
     assert report.lines == 21
     assert report.indexed == 13
@@ -180,13 +187,15 @@ def test_import_jsonl_counts_and_quarantines_bad_lines(es: Elasticsearch, tmp_pa
     assert by_line["9"]["raw_text"] == lines[8]  # kept exactly as written
     assert by_line["15"]["reason"] == "index_rejected" and by_line["15"]["raw"]["meta"] == {"size": "large"}
     # ids were overridden; the records are searchable at once
-    assert count_since(es, index, "imported", "cli", None) == 13
-    assert count_since(es, index, "orig", "orig", None) == 0
+    assert count_since(ElasticsearchClient(es), index, "imported", "cli", None) == 13
+    assert count_since(ElasticsearchClient(es), index, "orig", "orig", None) == 0
     # importing the same file again adds nothing
     with QuarantineWriter(tmp_path / "again.jsonl") as quarantine:
-        again = import_jsonl(es, index, data, workload_id="imported", client_id="cli", quarantine=quarantine)
+        again = import_jsonl(
+            ElasticsearchClient(es), index, data, workload_id="imported", client_id="cli", quarantine=quarantine
+        )
     assert (again.indexed, again.duplicates) == (0, 13)
-    assert count_since(es, index, "imported", "cli", None) == 13
+    assert count_since(ElasticsearchClient(es), index, "imported", "cli", None) == 13
 
 
 def test_pit_paging_reads_every_record_once(es: Elasticsearch, index: str) -> None:
@@ -200,7 +209,7 @@ def test_pit_paging_reads_every_record_once(es: Elasticsearch, index: str) -> No
         progress: list[tuple[int, int]] = []
         hits = list(
             scan_records(
-                es,
+                ElasticsearchClient(es),
                 index,
                 workload_id="w",
                 client_id="c",
@@ -219,12 +228,16 @@ def test_pit_paging_reads_every_record_once(es: Elasticsearch, index: str) -> No
 
 def test_time_window_is_half_open(es: Elasticsearch, index: str) -> None:
     load(es, index, [record(i, i) for i in range(10)])
-    hits = list(scan_records(es, index, workload_id="w", client_id="c", since=at(3), until=at(7), page_size=2))
+    hits = list(
+        scan_records(
+            ElasticsearchClient(es), index, workload_id="w", client_id="c", since=at(3), until=at(7), page_size=2
+        )
+    )
     assert sorted(source["note"] for _, source in hits) == [f"record {i}" for i in range(3, 7)]
-    assert count_since(es, index, "w", "c", at(3), until=at(7)) == 4
-    assert count_since(es, index, "w", "c", at(8)) == 2
-    assert count_since(es, index, "w", "c", None) == 10
-    assert count_since(es, "no-such-index", "w", "c", None) == 0
+    assert count_since(ElasticsearchClient(es), index, "w", "c", at(3), until=at(7)) == 4
+    assert count_since(ElasticsearchClient(es), index, "w", "c", at(8)) == 2
+    assert count_since(ElasticsearchClient(es), index, "w", "c", None) == 10
+    assert count_since(ElasticsearchClient(es), "no-such-index", "w", "c", None) == 0
 
 
 def test_incremental_extraction_reads_each_record_once(es: Elasticsearch, index: str, tmp_path: Path) -> None:
@@ -234,7 +247,7 @@ def test_incremental_extraction_reads_each_record_once(es: Elasticsearch, index:
     # run 1: five records, the newest two sharing one timestamp
     load(es, index, [record(i, min(i, 3)) for i in range(5)])
     first = extract(
-        es,
+        ElasticsearchClient(es),
         index,
         workload_id="w",
         client_id="c",
@@ -253,7 +266,7 @@ def test_incremental_extraction_reads_each_record_once(es: Elasticsearch, index:
     # late-arrival window)
     load(es, index, [record(10, 3), record(11, 4), record(12, 5), record(13, 1)])
     second = extract(
-        es,
+        ElasticsearchClient(es),
         index,
         workload_id="w",
         client_id="c",
@@ -269,17 +282,23 @@ def test_incremental_extraction_reads_each_record_once(es: Elasticsearch, index:
 
     # run 3: nothing new; the watermark stays where it was
     third = extract(
-        es, index, workload_id="w", client_id="c", since=store.get("w", "c"), quarantine=quarantine, late_arrival=exact
+        ElasticsearchClient(es),
+        index,
+        workload_id="w",
+        client_id="c",
+        since=store.get("w", "c"),
+        quarantine=quarantine,
+        late_arrival=exact,
     )
     assert third.records == [] and third.scanned == 0 and third.already_read == 1
     assert third.watermark == second.watermark
 
     # the traffic watcher's count agrees: nothing new, then one
-    assert count_since(es, index, "w", "c", store.get("w", "c")) == 0
+    assert count_since(ElasticsearchClient(es), index, "w", "c", store.get("w", "c")) == 0
     load(es, index, [record(14, 5)])
-    assert count_since(es, index, "w", "c", store.get("w", "c")) == 1
+    assert count_since(ElasticsearchClient(es), index, "w", "c", store.get("w", "c")) == 1
     # a full rebuild reads everything again
-    full = extract(es, index, workload_id="w", client_id="c", since=None, quarantine=quarantine)
+    full = extract(ElasticsearchClient(es), index, workload_id="w", client_id="c", since=None, quarantine=quarantine)
     assert full.scanned == 10
     assert quarantine.total == 0
 
@@ -289,7 +308,9 @@ def test_limit_keeps_the_newest_distinct_records(es: Elasticsearch, index: str, 
     records = [record(i, i, question="same?" if i in (8, 9, 19) else None) for i in range(20)]
     load(es, index, records)
     with QuarantineWriter(tmp_path / "q.jsonl") as quarantine:
-        result = extract(es, index, workload_id="w", client_id="c", since=at(2), limit=12, quarantine=quarantine)
+        result = extract(
+            ElasticsearchClient(es), index, workload_id="w", client_id="c", since=at(2), limit=12, quarantine=quarantine
+        )
     notes = [to_document(r)["note"] for r in result.records]
     assert notes == [f"record {i}" for i in range(19, 9, -1)] + ["record 7", "record 6"]
     assert len({record_hash(r) for r in result.records}) == 12
@@ -309,7 +330,7 @@ def test_a_record_that_arrives_late_is_read_once_by_the_next_run(es: Elasticsear
 
         def run() -> list[str]:
             result = extract(
-                es,
+                ElasticsearchClient(es),
                 index,
                 workload_id="w",
                 client_id="c",
@@ -327,10 +348,10 @@ def test_a_record_that_arrives_late_is_read_once_by_the_next_run(es: Elasticsear
         assert mark is not None and mark.start == ms(104) - 30_000 and len(mark.ids) == 5
         # a producer flushes late: records stamped before the newest one read, one of them outside the window
         load(es, index, [record(10, 90), record(11, 102), record(12, 70)])
-        assert count_since(es, index, "w", "c", mark) == 2  # the traffic watch sees the same
+        assert count_since(ElasticsearchClient(es), index, "w", "c", mark) == 2  # the traffic watch sees the same
         assert run() == ["record 10", "record 11"]
         assert run() == []  # read once: the watermark lists them now
-        assert count_since(es, index, "w", "c", store.get("w", "c")) == 0
+        assert count_since(ElasticsearchClient(es), index, "w", "c", store.get("w", "c")) == 0
         load(es, index, [record(13, 105)])
         assert run() == ["record 13"]
         assert quarantine.total == 0
@@ -350,7 +371,7 @@ def test_bad_documents_in_the_index_are_quarantined_with_their_id(
     es.indices.refresh(index=index)
     path = tmp_path / "q.jsonl"
     with QuarantineWriter(path) as quarantine:
-        result = extract(es, index, workload_id="w", client_id="c", quarantine=quarantine)
+        result = extract(ElasticsearchClient(es), index, workload_id="w", client_id="c", quarantine=quarantine)
     assert len(result.records) == 3
     assert result.quarantined == {"bad_messages": 1, "missing_field": 1, "bad_id": 1}
     sources = sorted(json.loads(line)["source"] for line in path.read_text().splitlines())
@@ -367,11 +388,11 @@ def test_list_workloads(es: Elasticsearch, index: str) -> None:
         + [record(10 + i, 100 + i, client="c2") for i in range(2)]
         + [record(20, 50, workload="other")],
     )
-    stats = list_workloads(es, index)
+    stats = list_workloads(ElasticsearchClient(es), index)
     assert [(s.workload_id, s.client_id, s.count, s.latest) for s in stats] == [
         ("other", "c", 1, at(50)),
         ("w", "c", 4, at(3)),
         ("w", "c2", 2, at(101)),
     ]
-    assert [s.client_id for s in list_workloads(es, index, since=at(60))] == ["c2"]
-    assert list_workloads(es, "no-such-index") == []
+    assert [s.client_id for s in list_workloads(ElasticsearchClient(es), index, since=at(60))] == ["c2"]
+    assert list_workloads(ElasticsearchClient(es), "no-such-index") == []

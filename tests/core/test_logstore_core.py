@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from elasticsearch import NotFoundError
 
 from agent_flywheel.config import ExtractionConfig
 from agent_flywheel.logstore import reader
+from agent_flywheel.logstore.client import SHARD_DOC, trust_error
 from agent_flywheel.logstore.errors import LogStoreError
 from agent_flywheel.logstore.index import LOG_INDEX_MAPPING
 from agent_flywheel.logstore.reader import scan_records
-from agent_flywheel.logstore.shape import SECONDS_BELOW, IndexShape, TimeUnit
+from agent_flywheel.logstore.shape import SECONDS_BELOW, IndexMissing, IndexShape, TimeUnit
 from agent_flywheel.logstore.watermarks import FileWatermarkStore, MemoryWatermarkStore, Watermark, extraction_window
 
 T0 = datetime(2025, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -120,41 +120,40 @@ def test_an_unmapped_field_reads_nothing_and_says_so() -> None:
 
 
 class FakeES:
-    """Just enough of the client for scan_records: PIT open/close, search with sort + search_after."""
+    """Just enough of a log store client for scan_records: PIT open/close, search with sort + search_after."""
 
     def __init__(self, hits: list[dict[str, Any]]) -> None:
         self.hits = hits
-        self.indices = self
         self.open_pits: set[str] = set()
         self.searches: list[dict[str, Any]] = []
         self._next = 0
 
-    def get_mapping(self, *, index: str) -> dict[str, Any]:
+    def tiebreaker(self) -> str:
+        return SHARD_DOC
+
+    def get_mapping(self, index: str) -> dict[str, Any]:
         if index == "missing":
-            raise NotFoundError("index_not_found_exception", meta=None, body={})  # type: ignore[arg-type]
+            raise IndexMissing(f"log index {index!r} does not exist")
         return {index: {"mappings": LOG_INDEX_MAPPING}}
 
-    def open_point_in_time(self, *, index: str, keep_alive: str) -> dict[str, Any]:
+    def open_pit(self, index: str, keep_alive: str) -> str:
         self._next += 1
         pit = f"pit-{self._next}"
         self.open_pits.add(pit)
-        return {"id": pit}
+        return pit
 
-    def close_point_in_time(self, *, id: str) -> dict[str, Any]:
-        self.open_pits.discard(id.split("/")[0])
-        return {"succeeded": True}
+    def close_pit(self, pit_id: str) -> None:
+        self.open_pits.discard(pit_id.split("/")[0])
 
-    def search(self, **kwargs: Any) -> dict[str, Any]:
-        self.searches.append(kwargs)
-        pit = kwargs["pit"]["id"]
-        assert pit.split("/")[0] in self.open_pits
-        assert "index" not in kwargs  # a PIT search names no index
-        assert kwargs["sort"][1] == {"_shard_doc": kwargs["sort"][0]["timestamp"]["order"]}
+    def search_pit(self, pit_id: str, keep_alive: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.searches.append({"pit": {"id": pit_id, "keep_alive": keep_alive}, **body})
+        assert pit_id.split("/")[0] in self.open_pits
+        assert body["sort"][1] == {SHARD_DOC: body["sort"][0]["timestamp"]["order"]}
         start = 0
-        if "search_after" in kwargs:
-            start = next(i for i, h in enumerate(self.hits) if h["sort"] == kwargs["search_after"]) + 1
-        page = self.hits[start : start + kwargs["size"]]
-        return {"pit_id": pit.split("/")[0] + f"/{len(self.searches)}", "hits": {"hits": page}}
+        if "search_after" in body:
+            start = next(i for i, h in enumerate(self.hits) if h["sort"] == body["search_after"]) + 1
+        page = self.hits[start : start + body["size"]]
+        return {"pit_id": pit_id.split("/")[0] + f"/{len(self.searches)}", "hits": {"hits": page}}
 
 
 def fake_hits(n: int) -> list[dict[str, Any]]:
@@ -336,3 +335,20 @@ def test_a_hits_position_is_its_timestamp_sort_value_when_that_is_a_time(
     sort: Any, unit: TimeUnit, position: int | None
 ) -> None:
     assert reader._position(sort, unit) == position
+
+
+@pytest.mark.parametrize(
+    ("failure", "says"),
+    [
+        ("SSLError([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1006))",
+         "(certificate verify failed: self-signed certificate); its certificate is not signed by a CA"),
+        ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, certificate is not valid for "
+         "'es.internal'. (_ssl.c:1006)", "use the host name its certificate names"),
+        ("[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required (_ssl.c:2580)", "client_cert"),
+        ('Fingerprints did not match. Expected "aa11", got "bb22"', "fingerprint is bb22, not the pinned aa11"),
+    ],
+)  # fmt: skip
+def test_a_tls_failure_is_one_line_naming_the_setting_to_fix(failure: str, says: str) -> None:
+    message = str(trust_error("https://es.internal:9200", ConnectionError(failure)))
+    assert "\n" not in message and message.startswith("log store at https://es.internal:9200: TLS failed")
+    assert says in message

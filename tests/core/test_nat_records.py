@@ -15,7 +15,7 @@ from agent_flywheel.records.problems import Reason
 from agent_flywheel.records.quarantine import Quarantined, QuarantineWriter
 from agent_flywheel.records.schema import LogRecord, first_tool_name, is_tool_calling
 from agent_flywheel.records.validation import parse_jsonl_line, validate_record
-from tests.support.fake_es import FakeElasticsearch
+from tests.support.fake_es import FakeLogStoreClient
 from tests.support.nat_records import (
     NAT_CLIENT_ID,
     NAT_WORKLOAD_ID,
@@ -104,7 +104,7 @@ def test_extraction_counts_what_it_quarantines_and_learns_from_the_rest(tmp_path
     """221 records as in the reported run: 146 lost tool calls, the rest fine; none of the 146 is learned."""
     raws = [nat_lost_tool_call(i) if i % 3 else nat_tool_call(i) for i in range(221)]
     raws += [nat_empty_answer(300), nat_answer(301)]
-    es = FakeElasticsearch([(f"doc-{i}", raw) for i, raw in enumerate(raws)])
+    es = FakeLogStoreClient([(f"doc-{i}", raw) for i, raw in enumerate(raws)])
     quarantine_path = tmp_path / "quarantine.jsonl"
     with QuarantineWriter(quarantine_path) as quarantine:
         result = extract(

@@ -17,7 +17,7 @@ from agent_flywheel.records.cache import RecordCache
 from agent_flywheel.records.model_filter import ModelFilter
 from agent_flywheel.records.quarantine import QuarantineWriter
 from tests.support.dataset_records import mixed
-from tests.support.fake_es import FakeElasticsearch
+from tests.support.fake_es import FakeLogStoreClient
 from tests.support.nat_records import NAT_CLIENT_ID, NAT_WORKLOAD_ID, nat_lost_tool_call, nat_tool_call
 
 SMALL = NIMConfig(model_name="meta/llama-3.2-1b-instruct")
@@ -77,7 +77,7 @@ def test_the_build_stops_before_writing_anything_when_records_are_too_few(tmp_pa
 def cache_from_store(tmp_path: Path, raws: list[dict[str, Any]], teacher: str) -> RecordCache:
     """Records read into a record cache the way the flywheel's extraction does, with the teacher filter."""
     cache = RecordCache(tmp_path / "records", NAT_WORKLOAD_ID, NAT_CLIENT_ID)
-    es = FakeElasticsearch([(f"doc-{i}", raw) for i, raw in enumerate(raws)])
+    es = FakeLogStoreClient([(f"doc-{i}", raw) for i, raw in enumerate(raws)])
     with QuarantineWriter(tmp_path / "quarantine.jsonl") as quarantine:
         cache.replace_window(
             "window-1",

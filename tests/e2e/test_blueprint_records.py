@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from agent_flywheel.config import DataSplitConfig, EvaluationConfig, ICLConfig, NIMConfig
 from agent_flywheel.datasets.build import build_datasets
+from agent_flywheel.logstore.elastic import ElasticsearchClient
 from agent_flywheel.logstore.reader import extract
 from agent_flywheel.records.documents import to_document
 from agent_flywheel.records.quarantine import QuarantineWriter
@@ -81,7 +82,7 @@ def test_import_extract_and_build_keep_the_meaning(logserver: str, tmp_path: Pat
 
     es = Elasticsearch(logserver)
     with QuarantineWriter(tmp_path / "q.jsonl") as quarantine:
-        extracted = extract(es, "flywheel", workload_id="wl", client_id="c", quarantine=quarantine)
+        extracted = extract(ElasticsearchClient(es), "flywheel", workload_id="wl", client_id="c", quarantine=quarantine)
     assert len(extracted.records) == 12
     assert sum(extracted.quarantined.values()) == 0
     by_question = {r.request.messages[1].content: to_document(r) for r in extracted.records}

@@ -64,7 +64,7 @@ def flywheel_run(
         # teacher's non-inferiority margin by about four standard errors. With 500 and 100 it is ~0.97 and the
         # decision goes either way (tried: one run promoted, the next did not).
         report = run_traffic(local_stack.url("agent"), requests=1100, concurrency=16, seed=3)
-        assert report.failed == 0
+        assert report.failed == 0, report.errors
         assert httpx.post(f"{local_stack.url('agent')}/admin/flush", timeout=60).status_code == 200
 
         from flows.flywheel import flywheel

@@ -14,6 +14,7 @@ import pytest
 from elasticsearch import Elasticsearch, helpers
 from typer.testing import CliRunner
 
+from agent_flywheel.logstore.elastic import ElasticsearchClient
 from agent_flywheel.logstore.reader import extract
 from agent_flywheel.logstore.shape import TimeUnit, inspect_index
 from agent_flywheel.logstore.watermarks import Watermark
@@ -49,7 +50,12 @@ def _bill(i: int, timestamp: Any) -> dict[str, Any]:
 def _read(es: Elasticsearch, since: Watermark | None, tmp_path: Path) -> tuple[set[str], Watermark | None]:
     with QuarantineWriter(tmp_path / "q.jsonl") as quarantine:
         result = extract(
-            es, INDEX, workload_id=AIVA["workload_id"], client_id=AIVA["client_id"], since=since, quarantine=quarantine
+            ElasticsearchClient(es),
+            INDEX,
+            workload_id=AIVA["workload_id"],
+            client_id=AIVA["client_id"],
+            since=since,
+            quarantine=quarantine,
         )
     assert result.quarantined == {}
     return {str(r.request.messages[1].content) for r in result.records}, result.watermark
@@ -72,7 +78,7 @@ def test_import_into_the_blueprints_index_of_epoch_seconds_then_read_only_the_ne
     result = CliRunner().invoke(app, ["logs", "import", str(more)])
     assert result.exit_code == 0, result.output
     assert "indexed 3 records" in result.output
-    assert inspect_index(es, INDEX).unit is TimeUnit.SECONDS  # still one form: epoch seconds
+    assert inspect_index(ElasticsearchClient(es), INDEX).unit is TimeUnit.SECONDS  # still one form: epoch seconds
     second, _ = _read(es, mark, tmp_path)
     assert second == {f"Has bill {i} been processed?" for i in (4, 5, 6)}
 

@@ -8,7 +8,9 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from agent_flywheel.logstore.elastic import ElasticsearchClient
 from agent_flywheel.nemo.client import NemoEndpoints
+from agent_flywheel.tracking_artifacts import ArtifactLocationError
 from blocks.log_store import LogStore
 from blocks.mlflow_tracking import MlflowTracking
 from blocks.nemo_platform import NemoPlatform
@@ -47,7 +49,9 @@ def test_the_log_store_block_names_its_url_without_credentials_and_masks_its_sec
     store = LogStore(url="https://reader:pw-123@es.test:9200", password=SecretStr("pw-123"), api_key=SecretStr("k-9"))
     assert store.public_url() == "https://es.test:9200"
     assert store.redact("auth pw-123 and k-9 refused") == "auth *** and *** refused"
-    assert store.get_client().transport.node_pool.all()[0].base_url == "https://es.test:9200"
+    client = store.get_client()
+    assert isinstance(client, ElasticsearchClient)
+    assert client.es.transport.node_pool.all()[0].base_url == "https://es.test:9200"
 
 
 def test_the_mlflow_block_builds_a_tracker_on_its_store(tmp_path: Path) -> None:
@@ -79,3 +83,10 @@ def test_flywheel_run_with_a_missing_block_is_one_line_before_any_flow_run() -> 
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no "), result.output
     assert "block named 'never-saved'" in lines[0]
+
+
+def test_the_mlflow_block_keeps_a_database_password_in_its_secret_field() -> None:
+    with pytest.raises(ValueError, match="password field"):
+        MlflowTracking(tracking_uri="postgresql://mlflow:pw@db/mlflow", artifact_root="s3://b/p").get_tracker()
+    with pytest.raises(ArtifactLocationError, match="artifact_root"):
+        MlflowTracking(tracking_uri="postgresql://mlflow@db/mlflow", password=SecretStr("pw")).get_tracker()

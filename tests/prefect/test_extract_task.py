@@ -16,7 +16,7 @@ import pytest
 from elastic_transport import ConnectionError as TransportConnectionError
 
 import tasks.extract
-from agent_flywheel.config import ExtractionConfig, FlywheelConfig, NIMConfig
+from agent_flywheel.config import DataSplitConfig, ExtractionConfig, FlywheelConfig, NIMConfig
 from agent_flywheel.logstore.reader import extract
 from agent_flywheel.records.cache import READS_FILE, RecordCache, SegmentWriter
 from agent_flywheel.records.documents import to_document
@@ -27,12 +27,12 @@ from agent_flywheel.records.validation import validate_record
 from blocks.log_store import LogStore
 from tasks.extract import ExtractedLogs, extract_logs, record_cache
 from tests.support.blueprint_records import AIVA
-from tests.support.fake_es import CLIENT, INDEX, WORKLOAD, FakeElasticsearch
+from tests.support.fake_es import CLIENT, INDEX, WORKLOAD, FakeLogStoreClient
 
 TEACHER = "meta/llama-3.3-70b-instruct"
 
 
-class Store(FakeElasticsearch):
+class Store(FakeLogStoreClient):
     """The paging fake, closable, and failing from search number ``fail_at`` on (a dropped connection)."""
 
     def __init__(self, documents: list[tuple[str, Any]], fail_at: int | None = None) -> None:
@@ -42,13 +42,13 @@ class Store(FakeElasticsearch):
         self.look: Any = None
         self.closed = False
 
-    def search(self, **kwargs: Any) -> dict[str, Any]:
+    def search_pit(self, pit_id: str, keep_alive: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.fail_at is not None and self.searches + 1 >= self.fail_at:
             self.searches += 1
             if self.look is not None:
                 self.before_failing.append(self.look())
             raise TransportConnectionError("connection reset by peer")
-        return super().search(**kwargs)
+        return super().search_pit(pit_id, keep_alive, body)
 
     def close(self) -> None:
         self.closed = True
@@ -131,6 +131,25 @@ def test_extract_logs_writes_the_teachers_records_into_one_segment_and_a_rerun_r
     assert again != segment and not key_file(segment).exists()
     assert second.new_records == second.cached_records == 6
     assert _segment_documents(again) == _expected_documents(documents)
+
+
+@pytest.mark.parametrize(("max_records", "expected"), [(None, 230), (120, 120)])
+def test_by_default_every_new_record_is_read_not_only_twice_the_dataset_limit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, max_records: int | None, expected: int
+) -> None:
+    """The blueprint (and this task before) read the newest 2 x data_split_config.limit records and skipped the
+    rest for good; now a run reads the whole window since the watermark, and the limit bounds only the dataset."""
+    store = Store([(f"doc-{n}", _record(n)) for n in range(230)])
+    monkeypatch.setattr(LogStore, "get_client", lambda self: store)
+    monkeypatch.setattr(tasks.extract, "get_run_logger", lambda: logging.getLogger("test-extract-task"))
+    cfg = FlywheelConfig(
+        nims=[NIMConfig(model_name="small")],
+        data_split_config=DataSplitConfig(limit=50),  # 2 x limit = 100 < 230
+        extraction=ExtractionConfig(page_size=40, max_records=max_records),
+    )
+    result = extract_logs.fn(WORKLOAD, CLIENT, cfg, LogStore(index=INDEX), tmp_path / "run")
+    assert result.new_records == result.cached_records == expected
+    assert result.scanned == expected
 
 
 def test_a_log_store_failing_mid_way_leaves_no_partial_segment_and_keeps_the_earlier_one(run: Any) -> None:

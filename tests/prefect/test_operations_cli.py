@@ -146,9 +146,10 @@ def _no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def _error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The command's last line on stderr: its error."""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines, result.stdout[-2000:]
+    """The command's error: its last line on stderr that starts with ``error:`` (a report's lines follow it,
+    indented)."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert lines, result.stdout[-2000:] + result.stderr[-2000:]
     return lines[-1]
 
 
@@ -263,7 +264,7 @@ def test_errors_a_user_can_fix_are_one_line_with_exit_code_2(servers: Servers) -
 
     # too few records for the split the config asks for: the flow fails at the dataset build, in one line
     data = yaml.safe_load(servers.flywheel_config.read_text())
-    data["data_split_config"]["min_total_records"] = 100_000
+    data["data_split_config"].update({"min_total_records": 100_000, "limit": 100_000})
     greedy = servers.home.parent / "flywheel-greedy.yaml"
     greedy.write_text(yaml.safe_dump(data, sort_keys=False))
     short = _flywheel(servers, *_run(servers, config=greedy))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Literal
 
-import elasticsearch
 import httpx
 import pytest
 from prefect import flow, task
 
+from agent_flywheel.logstore.shape import IndexMissing
 from blocks.log_store import LogStore
 from tasks.retries import retry_if_transient
 
@@ -77,13 +78,16 @@ def test_a_task_retries_only_what_may_pass(stub: StubServer, status: int, attemp
     assert stub.requests == attempts
 
 
+@pytest.mark.parametrize("kind", ["elasticsearch", "opensearch"])
 @pytest.mark.parametrize(("status", "attempts"), [(400, 1), (401, 1), (404, 1), (503, 4), (429, 4)])
-def test_the_log_store_client_resends_no_4xx_answer(stub: StubServer, status: int, attempts: int) -> None:
+def test_the_log_store_client_resends_no_4xx_answer(
+    stub: StubServer, kind: Literal["elasticsearch", "opensearch"], status: int, attempts: int
+) -> None:
     stub.answer(status)
-    es = LogStore(url=stub.url, index="flywheel").get_client()
+    client = LogStore(kind=kind, url=stub.url, index="flywheel").get_client()
     try:
-        with pytest.raises(elasticsearch.ApiError):
-            es.options(retry_on_timeout=False).count(index="flywheel")
+        with pytest.raises((*client.failures, IndexMissing)):  # a 404 on the index: IndexMissing
+            client.count("flywheel", {"match_all": {}})
     finally:
-        es.close()
+        client.close()
     assert stub.requests == attempts  # max_retries: 3

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from elasticsearch import Elasticsearch
 from pydantic import SecretStr
 
 from agent_flywheel.config import ExampleSelection, FlywheelConfig, NIMConfig, RemoteModelConfig
+from agent_flywheel.logstore.client import LogStoreClient
 from agent_flywheel.logstore.shape import IndexMissing, IndexShapeError, inspect_index
 from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.customizer import UNUSABLE_TARGET_STATUSES
@@ -350,7 +350,7 @@ async def check_datastore(nemo: NemoClient, namespace: str) -> list[Finding]:
     return [Finding("Data Store", True, f"accepts uploads at {nemo.datastore.hf_endpoint} (probe repo deleted)")]
 
 
-async def check_log_index(es: Elasticsearch, index: str) -> list[Finding]:
+async def check_log_index(es: LogStoreClient, index: str) -> list[Finding]:
     """The log index's mapping, as extraction will read it."""
     try:
         shape = await asyncio.to_thread(inspect_index, es, index)
@@ -369,7 +369,7 @@ async def run_preflight(
     cfg: FlywheelConfig,
     nemo: NemoClient,
     *,
-    es: Elasticsearch | None = None,
+    es: LogStoreClient | None = None,
     index: str | None = None,
     timeout_s: float = 30.0,
 ) -> PreflightReport:

@@ -87,6 +87,20 @@ class NIMConfig(_Section):
         return parse_model_size_b(self.model_name)
 
 
+class TeacherConfig(NIMConfig):
+    """The model whose logged answers are learned from, evaluated like a candidate (``base-eval``) as the bar.
+
+    ``deployment_type``: ``served`` (default) when the NIM proxy serves it already (usually the production
+    model that wrote the traffic): the preflight checks that it answers, and a run stops before any GPU work
+    when it does not. ``local``: the flywheel deploys it through Deployment Management when the NIM proxy does
+    not serve it, and removes that deployment when the run is done (``gpus``, ``tag``, ``pvc_size`` as for a
+    candidate).
+    """
+
+    # ours: the blueprint has no teacher section (it never evaluates the teacher).
+    deployment_type: Literal["served", "local"] = "served"
+
+
 def parse_model_size_b(model_name: str) -> float | None:
     """Read ``70`` from ``meta/llama-3.3-70b-instruct``; None when the name carries no size."""
     import re
@@ -347,8 +361,8 @@ class FlywheelConfig(_Section):
     """
 
     namespace: str = "dfwbp"
-    teacher: NIMConfig = Field(
-        default_factory=lambda: NIMConfig(model_name="meta/llama-3.3-70b-instruct", context_length=32768, gpus=4)
+    teacher: TeacherConfig = Field(
+        default_factory=lambda: TeacherConfig(model_name="meta/llama-3.3-70b-instruct", context_length=32768, gpus=4)
     )
     nims: list[NIMConfig] = Field(min_length=1)
     llm_judge_config: RemoteModelConfig = Field(

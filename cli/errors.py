@@ -77,6 +77,7 @@ FIXABLE: tuple[type[BaseException], ...] = (
 FIXABLE_ELSEWHERE = {
     "agent_flywheel.datasets.build": ("InsufficientRecordsError",),  # too few records to learn from (0, say)
     "blocks.resolve": ("BlockNotFoundError",),
+    "agent_flywheel.preflight": ("PreflightError",),  # what a run needs is missing, each problem with its fix
     "flows.flywheel": ("FlywheelRunError",),
     "tasks.nemo_jobs": ("FlywheelStepError",),
     "elastic_transport": ("ConnectionError", "ConnectionTimeout"),

@@ -16,11 +16,13 @@ import httpx
 import typer
 
 from agent_flywheel.paths import configure_local_environment
+from cli.cleanup import cleanup_command
 from cli.console import tracebacks_to_log
 from cli.errors import CliError, install
 from cli.in_process import RunGuard, prefect_server
 from cli.operations import mount as mount_operations
 from cli.otlp import otlp_app
+from cli.preflight import preflight_command
 from cli.rollout import rollout_app
 from cli.scale_demo import scale_demo_command
 from cli.scaling import profile_app, sizing_app, sweep_app
@@ -50,6 +52,8 @@ app.add_typer(otlp_app, name="otlp")
 app.add_typer(rollout_app, name="rollout")
 mount_operations(app)
 app.command("scale-demo")(scale_demo_command)
+app.command("preflight")(preflight_command)
+app.command("cleanup")(cleanup_command)
 
 LocalConfigOption = Annotated[
     Path | None, typer.Option("--local-config", help="Local stack YAML (default: configs/local.yaml)")

@@ -1,6 +1,6 @@
 """The data flywheel: logs → datasets → for every candidate NIM, three-mode eval (and a LoRA fine-tune) → gate.
 
-extract_logs → build_datasets → upload_datasets
+extract_logs → preflight → build_datasets → upload_datasets
 teacher base-eval  ‖  per candidate (under the `gpu` concurrency limit):
     deploy → base-eval ‖ icl-eval ‖ (customize → customized-eval) → teardown
 promotion gate → MLflow decision + `champion` alias → event → watermark
@@ -23,6 +23,10 @@ Evaluations and fine-tunes are cached by their inputs, so running again after an
 what did not finish. When an evaluation fails
 for good, the run records what it has and fails without a decision: a decision made on a partial
 comparison could be the wrong one.
+
+Before any dataset, job or deployment, the preflight (:mod:`tasks.preflight`) checks everything the run needs
+and fails it listing every problem. A local embedding model is deployed for the dataset build, the teacher and
+a local judge for the evaluations, each left again when its phase is done (:mod:`tasks.serving`).
 
 The run ends in a Completed state whose message is the decision in one line (what
 ``prefect deployment run ... --watch`` prints last: "Finished in state Completed('...')"), with the
@@ -69,7 +73,9 @@ from tasks.nemo_jobs import (
     was_on_nemo,
 )
 from tasks.ownership import claim_run_dir, run_dir
+from tasks.preflight import preflight
 from tasks.reaping import cleanup_run, reap_orphans
+from tasks.serving import RunModels, release_models, serve_models
 from tasks.tracking import (
     current_champion,
     end_parent_run,
@@ -170,7 +176,7 @@ async def evaluate_candidate(
     It gets the platform block, not the parent's client: a subflow's parameters are recorded by Prefect
     (the block's secrets masked), and a client is no value to record.
     """
-    async with platform.get_client() as nemo, concurrency("gpu", occupy=nim.gpus or 1, strict=False):
+    async with platform.get_client(ctx.cfg) as nemo, concurrency("gpu", occupy=nim.gpus or 1, strict=False):
         try:
             deployment = await deploy_nim(nim, ctx, nemo)
         except Exception as exc:
@@ -341,6 +347,7 @@ async def _run(
     extracted = extract_logs(workload_id, client_id, cfg, store, directory)
     if extracted.new_records == 0:
         return _no_new_data(workload_id, client_id, extracted)
+    await preflight(cfg, platform, store)  # before any dataset, job or deployment; lists every problem
     tags = run_tags(workload_id, client_id, flow_run_id, platform.simulated)
     parent_run_id, mlflow_url = start_parent_run(
         mlflow, tracking.ui_url, cfg, tags, f"flywheel {current_run.name or flow_run_id}", flow_run_ui_url()
@@ -352,9 +359,22 @@ async def _run(
         mlflow_url,
         " (simulated)" if platform.simulated else "",
     )
-    nemo = platform.get_client()
+    nemo = platform.get_client(cfg)
+    serving = RunModels.of(cfg, flow_run_id)
     try:
-        built = build_datasets_task(extracted.records, workload_id, client_id, cfg, platform.nim_url, directory)
+        embedders = await serve_models(cfg, "datasets", serving, nemo)  # a local embedding NIM, for semantic ICL
+        try:
+            built = build_datasets_task(
+                extracted.records,
+                workload_id,
+                client_id,
+                cfg,
+                platform.nim_url,
+                directory,
+                nemo.remote_key("embedding"),
+            )
+        finally:
+            await release_models(embedders, serving, nemo)
         log_datasets(
             mlflow,
             parent_run_id,
@@ -375,11 +395,15 @@ async def _run(
             tool_calling=built.tool_calling,
             namespace=cfg.namespace,
         )
-        teacher_eval = evaluate(cfg.teacher.model_name, "base-eval", uploaded.base, ctx, nemo)
-        teacher, *per_candidate = await asyncio.gather(
-            _guarded("base-eval", cfg.teacher.model_name, teacher_eval),
-            *(evaluate_candidate(nim, ctx, uploaded, platform) for nim in cfg.nims),
-        )
+        served = await serve_models(cfg, "evaluation", serving, nemo, tool_calling=built.tool_calling)
+        try:  # the teacher and a local judge are served until every evaluation is done
+            teacher_eval = evaluate(cfg.teacher.model_name, "base-eval", uploaded.base, ctx, nemo)
+            teacher, *per_candidate = await asyncio.gather(
+                _guarded("base-eval", cfg.teacher.model_name, teacher_eval),
+                *(evaluate_candidate(nim, ctx, uploaded, platform) for nim in cfg.nims),
+            )
+        finally:
+            await release_models(served, serving, nemo)
         outcomes = [o for group in per_candidate for o in group]
 
         gate_cfg = cfg.promotion_gate

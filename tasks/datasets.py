@@ -9,12 +9,13 @@ from pathlib import Path
 import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from agent_flywheel.config import ExampleSelection, FlywheelConfig
 from agent_flywheel.datasets.build import DatasetBuild, build_datasets
 from agent_flywheel.datasets.shortfall import SourceFilters
 from agent_flywheel.endpoints import embeddings_url
+from agent_flywheel.nemo.cleanup import MANAGED_DATASET_FIELD
 from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.names import dataset_name
 from agent_flywheel.records.stored_cache import CacheManifest, pull
@@ -49,14 +50,19 @@ class UploadedDatasets(BaseModel):
         return f"hf://datasets/{self.namespace}/{dataset}/eval_data.jsonl"
 
 
-def nim_embedder(nim_url: str, model: str) -> Callable[[list[str]], list[list[float]]]:
+def nim_embedder(
+    nim_url: str, model: str, api_key: SecretStr | None = None
+) -> Callable[[list[str]], list[list[float]]]:
     """Embeddings from an OpenAI-compatible ``/v1/embeddings`` (a NIM), for semantic ICL selection; ``nim_url``
-    may be a base URL or the blueprint's full ``.../v1/embeddings``."""
+    may be a base URL or the blueprint's full ``.../v1/embeddings``; ``api_key`` (a remote model's) is sent as
+    a bearer token to that URL only."""
+    headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"} if api_key is not None else {}
 
     def embed(texts: list[str]) -> list[list[float]]:
         response = httpx.post(
             embeddings_url(nim_url),
             json={"model": model, "input": texts, "input_type": "query"},
+            headers=headers,
             timeout=60,
         )
         response.raise_for_status()
@@ -65,15 +71,22 @@ def nim_embedder(nim_url: str, model: str) -> Callable[[list[str]], list[list[fl
     return embed
 
 
-@task(name="build-datasets", timeout_seconds=3600)
+@task(name="build-datasets", timeout_seconds=3600, cache_policy=NO_CACHE)
 def build_datasets_task(
-    records: CacheManifest, workload_id: str, client_id: str, cfg: FlywheelConfig, nim_url: str, run_dir: Path
+    records: CacheManifest,
+    workload_id: str,
+    client_id: str,
+    cfg: FlywheelConfig,
+    nim_url: str,
+    run_dir: Path,
+    embedding_api_key: SecretStr | None = None,
 ) -> BuiltDatasets:
     """Dedupe, filter, split and select ICL examples from every record the workload has accumulated.
 
     ``records`` is the record cache as extraction left it (its result): this worker's copy is brought in line
     with it first, so the build reads exactly those segments whichever worker extracted them. ``nim_url``
-    serves the embeddings of semantic ICL selection unless the config names its own URL.
+    serves the embeddings of semantic ICL selection unless the config names its own (remote) URL, which gets
+    ``embedding_api_key``. Not cached on its inputs: the key is one of them.
     """
     logger = get_run_logger()
     blobs = blob_store()
@@ -83,7 +96,8 @@ def build_datasets_task(
     if cfg.icl_config.example_selection == ExampleSelection.SEMANTIC:
         emb = cfg.icl_config.similarity_config.embedding_nim_config
         assert emb is not None  # the config validator guarantees it
-        embed = nim_embedder(emb.url or nim_url, emb.model_name)
+        remote = emb.deployment_type == "remote" and emb.url
+        embed = nim_embedder(emb.url or nim_url, emb.model_name, embedding_api_key if remote else None)
     build: DatasetBuild = build_datasets(
         cache,
         cfg.data_split_config,
@@ -179,8 +193,9 @@ async def upload_datasets(
         files = _files(Path(directory))
         name = dataset_name("icl", workload_id, content_digest(files), model)
         uploads[f"icl/{model}"] = (name, files, f"ICL eval set of {workload_id} for {model}")
+    marks = {MANAGED_DATASET_FIELD: "true", "flywheel_workload_id": workload_id}  # found by `flywheel cleanup`
     for kind, (name, files, description) in uploads.items():
-        dataset = await nemo.upload_dataset(ns, name, files, description=description)
+        dataset = await nemo.upload_dataset(ns, name, files, description=description, custom_fields=marks)
         logger.info("upload-datasets: %s registered as %s/%s", kind, ns, dataset.name)
     icl = {kind.removeprefix("icl/"): name for kind, (name, _, _) in uploads.items() if kind.startswith("icl/")}
     return UploadedDatasets(namespace=ns, base=uploads["base"][0], train=uploads["train"][0], icl=icl)

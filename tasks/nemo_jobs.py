@@ -46,10 +46,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
 from prefect.states import State
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from agent_flywheel.config import FlywheelConfig, NIMConfig
-from agent_flywheel.evaluation.results import parse_aggregate_results, parse_sample_results
+from agent_flywheel.evaluation.results import (
+    ResultsArchiveError,
+    parse_aggregate_results,
+    parse_sample_results,
+    sample_means,
+)
 from agent_flywheel.ledger import ResourceKind, add_job_user, remove_job_user
 from agent_flywheel.nemo.client import NemoClient
 from agent_flywheel.nemo.customizer import NOT_ENOUGH_RESOURCES
@@ -288,6 +293,19 @@ def _evaluation_error(
     return FlywheelStepError("NeMo Evaluator", f"evaluation job {job_id} ({eval_mode} of {model})", _problem(exc), todo)
 
 
+def _results_error(
+    exc: ResultsArchiveError, job_id: str, eval_mode: str, model: str, base_url: str
+) -> FlywheelStepError:
+    todo = (
+        f"download them (GET {base_url}/v1/evaluation/jobs/{job_id}/download-results) and check the archive: the "
+        "flywheel reads results.json or per-task JSON/JSONL files of {item, sample, metrics} rows; without "
+        "per-sample rows the gate cannot pair candidate and teacher"
+    )
+    return FlywheelStepError(
+        "NeMo Evaluator", f"evaluation job {job_id} ({eval_mode} of {model})", f"completed, but {exc}", todo
+    )
+
+
 def _deployment_error(exc: JobWaitError, ref: DeploymentRef, base_url: str, removed: bool) -> FlywheelStepError:
     todo = (
         f"check the deployment's events in DMS ({base_url}), the NIM image and tag, and the GPUs it asks for"
@@ -319,11 +337,20 @@ def _served_as(model: str, ctx: RunContext) -> dict[str, Any]:
 
 
 def _evaluation_inputs(
-    model: str, eval_mode: str, dataset: str, ctx: RunContext
+    model: str, eval_mode: str, dataset: str, ctx: RunContext, judge_api_key: SecretStr | None = None
 ) -> tuple[dict[str, Any], IdempotencyKey]:
+    """The eval config to send and the job's idempotency key (a hash of the config *without* the judge's key: a
+    new key is no new evaluation, and the key never reaches a name, a description or a cache key).
+
+    A remote judge's API key goes into the config sent to the Evaluator, in the judge's
+    ``api_endpoint.api_key``: the one place NeMo needs it to call the judge (the blueprint does the same).
+    """
     files_url = f"hf://datasets/{ctx.namespace}/{dataset}/eval_data.jsonl"
     config = eval_config_for_run(ctx.cfg, files_url, tool_calling=ctx.tool_calling)
-    return config, ctx.key("evaluation", model, eval_mode, config, _served_as(model, ctx))
+    key = ctx.key("evaluation", model, eval_mode, config, _served_as(model, ctx))
+    if judge_api_key is not None:
+        config = eval_config_for_run(ctx.cfg, files_url, tool_calling=ctx.tool_calling, judge_api_key=judge_api_key)
+    return config, key
 
 
 def _customization_key(nim: NIMConfig, train_dataset: str, ctx: RunContext) -> IdempotencyKey:
@@ -426,7 +453,7 @@ async def teardown_deployment(ref: DeploymentRef, ctx: RunContext, nemo: NemoCli
 async def evaluate_task(model: str, eval_mode: str, dataset: str, ctx: RunContext, nemo: NemoClient) -> EvalOutcome:
     """Run one NeMo Evaluator job on ``dataset``'s eval file and return aggregate and per-sample scores."""
     started = time.monotonic()
-    config, key = _evaluation_inputs(model, eval_mode, dataset, ctx)
+    config, key = _evaluation_inputs(model, eval_mode, dataset, ctx, nemo.remote_key("judge"))
     body = ctx.labelled(
         evaluation_job_body(
             config, model, ctx.namespace, idempotency=key, eval_mode=eval_mode, workload_id=ctx.workload_id
@@ -446,8 +473,12 @@ async def evaluate_task(model: str, eval_mode: str, dataset: str, ctx: RunContex
     leave_job(ctx, job.id, adopted)
     results = await nemo.evaluator.get_results(job.id)
     archive = await nemo.evaluator.download_results(job.id)
-    samples = parse_sample_results(archive)
-    metrics = parse_aggregate_results(results.model_dump())
+    try:
+        samples = parse_sample_results(archive)
+    except ResultsArchiveError as exc:
+        raise _results_error(exc, job.id, eval_mode, model, nemo.evaluator.http.base_url) from exc
+    aggregate = parse_aggregate_results(results.model_dump())
+    metrics = {**aggregate, **sample_means(samples, aggregate)}  # the figures the gate and the intervals use
     get_run_logger().info(
         "%s %s: %d samples, %s", eval_mode, model, len(samples), ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
     )

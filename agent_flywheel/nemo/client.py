@@ -62,9 +62,11 @@ class NemoClient:
     """All NeMo services: ``entity_store``, ``datastore``, ``customizer``, ``evaluator``, ``deployments``, ``nim``.
 
     ``api_key`` is the bearer token of the NeMo services and NIM; ``datastore_token`` the Data Store's
-    (default: ``api_key``, else none). ``transport`` (e.g. ``httpx.MockTransport``), ``sleep`` and ``rng``
-    are for tests; production passes none of them. Use ``async with NemoClient(endpoints) as nemo:`` or
-    call :meth:`aclose`.
+    (default: ``api_key``, else none). ``remote_keys`` are the API keys of remote models the run uses, by
+    role (``judge``, ``embedding``): they are sent to those models only, and the judge's to the Evaluator in
+    the one field NeMo needs it in (:meth:`remote_key`). ``transport`` (e.g. ``httpx.MockTransport``),
+    ``sleep`` and ``rng`` are for tests; production passes none of them. Use
+    ``async with NemoClient(endpoints) as nemo:`` or call :meth:`aclose`.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class NemoClient:
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
         retry: RetryPolicy | None = None,
+        remote_keys: Mapping[str, SecretStr] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: SleepFn | None = None,
         rng: random.Random | None = None,
@@ -83,8 +86,10 @@ class NemoClient:
         self.endpoints = endpoints
         key = api_key.get_secret_value() if api_key else None
         datastore_token = datastore_token or api_key
+        self._remote_keys = {role: k for role, k in (remote_keys or {}).items() if k.get_secret_value()}
         self.redactor = Redactor(
             [s for s in (key, datastore_token.get_secret_value() if datastore_token else None) if s]
+            + [k.get_secret_value() for k in self._remote_keys.values()]
         )
         retry = retry or RetryPolicy()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -105,6 +110,10 @@ class NemoClient:
         self.deployments = Deployments(service("deployment"))
         self.datastore = DataStore(service("datastore"), token=datastore_token)
         self.nim = Nim(service("nim"))
+
+    def remote_key(self, role: str) -> SecretStr | None:
+        """The API key of the remote model in ``role`` (``judge``, ``embedding``), or None (none needed or set)."""
+        return self._remote_keys.get(role)
 
     def __repr__(self) -> str:
         e = self.endpoints

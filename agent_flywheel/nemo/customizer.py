@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 JOBS = "/v1/customization/jobs"
 CONFIGS = "/v1/customization/configs"
+TARGETS = "/v1/customization/targets"
+#: Target statuses with which no job can train (the Customizer's ``TargetStatus``).
+UNUSABLE_TARGET_STATUSES = frozenset({"failed", "cancelled", "deleted", "deleting", "delete_failed"})
 NOT_ENOUGH_RESOURCES = "NotEnoughResources"
 _RENAME_ATTEMPTS = 3
 
@@ -75,6 +78,23 @@ class Customizer:
 
     def __init__(self, http: ServiceHTTP) -> None:
         self.http = http
+
+    # --- targets -----------------------------------------------------------------------------------
+
+    async def get_target(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A customization target (``meta`` / ``llama-3.2-1b-instruct@2.0``), or None when it is not registered."""
+        body = await self.http.get_optional(f"{TARGETS}/{quote(namespace, safe='')}/{quote(name, safe='@+')}")
+        return body if isinstance(body, dict) else None
+
+    async def list_targets(self, *, max_items: int | None = 200) -> list[dict[str, Any]] | None:
+        """The registered targets, or None when this Customizer has no targets API (NeMo before 25.06)."""
+        if await self.http.get_optional(TARGETS, params={"page": 1, "page_size": 1}) is None:
+            return None
+        return await self.http.list_all(TARGETS, max_items=max_items)
+
+    async def has_configs_api(self) -> bool:
+        """Whether training configs can be created here (``/v1/customization/configs``, NeMo 25.06 and later)."""
+        return await self.http.get_optional(CONFIGS, params={"page": 1, "page_size": 1}) is not None
 
     # --- configs -----------------------------------------------------------------------------------
 

@@ -7,20 +7,32 @@ failures become :class:`NemoAPIError` like everything else, after the same retry
 
 The token sent to the Data Store is ours (``datastore_token``, else none at all): ``token=False`` stops
 ``huggingface_hub`` from sending a personal Hugging Face token found in the environment.
+
+**Large files.** The Data Store answers the preupload step with ``regular`` (content inline in the commit) or
+``lfs`` (content through the git-LFS batch API first). For ``lfs``, ``huggingface_hub`` 2.x uses Xet storage
+whenever ``hf_xet`` is installed, and the Data Store has no Xet endpoint (``.../xet-write-token/main`` is a
+404). Xet is skipped for a commit whose contents are in-memory buffers, so every file goes up as an
+``io.BytesIO``: classic LFS (batch, ``PUT``, verify, then an ``lfsFile`` line in the commit) for this client
+only, without touching ``HF_HUB_DISABLE_XET`` for the rest of the process. A failure is reported with the URL
+and the status that failed: an HTTP error from the hub or from ``hf_xet`` (which wraps it as a
+``ConnectionError``) is an answer, not "cannot reach".
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import disable_progress_bars
 from pydantic import SecretStr
 
 from agent_flywheel.nemo.http import NemoAPIError, ServiceHTTP
@@ -45,6 +57,63 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 _TRANSPORT_ERRORS = _transport_errors()
+#: How ``hf_xet`` (and httpx2) word an HTTP error they wrap in a ConnectionError: the status and the URL.
+_WRAPPED_STATUS = re.compile(r"HTTP status [a-z ]*error \((\d{3})[^)]*\)")
+_WRAPPED_URL = re.compile(r"(?:domain|url):\s*(\S+)")
+#: What ``huggingface_hub`` logs when it leaves Xet aside for in-memory buffers: expected here, so not shown.
+_XET_FALLBACK_WARNING = "not supported by Xet Storage"
+
+
+class _QuietXetFallback(logging.Filter):
+    """Drops ``huggingface_hub``'s warning that in-memory uploads skip Xet: this client does that on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _XET_FALLBACK_WARNING not in record.getMessage()
+
+
+logging.getLogger("huggingface_hub._commit_api").addFilter(_QuietXetFallback())
+
+
+def _buffer(content: FileContent) -> tuple[io.BytesIO, int]:
+    """A file's content as an in-memory buffer (so ``huggingface_hub`` uploads large files by LFS, not Xet)."""
+    if isinstance(content, Path):
+        data = content.read_bytes()
+    elif isinstance(content, str):
+        data = content.encode("utf-8")
+    else:
+        data = content
+    return io.BytesIO(data), len(data)
+
+
+def _hub_failure(exc: BaseException) -> tuple[int | None, str | None, str] | None:
+    """``(status, failing URL, detail)`` of an HTTP answer inside a hub failure, or None when none came back.
+
+    Looks through the chain of causes: ``huggingface_hub`` wraps an LFS upload error in a RuntimeError, and
+    ``hf_xet`` reports an HTTP status as a ConnectionError whose text holds the status and the URL.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, HfHubHTTPError) and seen.response is not None:
+            url = str(seen.response.request.url) if seen.response.request is not None else None
+            return seen.response.status_code, url, seen.server_message or str(seen).splitlines()[0]
+        status = _WRAPPED_STATUS.search(str(seen))
+        if status:
+            where = _WRAPPED_URL.search(str(seen))
+            return int(status.group(1)), where.group(1).rstrip(",") if where else None, str(seen).splitlines()[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _hint_for_url(url: str | None, status: int | None) -> str | None:
+    """What to do about a failing hub URL, where the generic hint by status would mislead."""
+    if url and "xet" in url:
+        return (
+            f"the Data Store answered {status} on a Xet storage endpoint: it has none (a NeMo Data Store speaks "
+            "git-LFS). agent-flywheel uploads large files by LFS; another client needs HF_HUB_DISABLE_XET=1"
+        )
+    if url and "/info/lfs/" in url:
+        return f"the Data Store's git-LFS endpoint answered {status}: check that it accepts LFS uploads"
+    return None
 
 
 class DataStore:
@@ -65,7 +134,12 @@ class DataStore:
         return f"{self.http.base_url}/v1/hf"
 
     def hf_api(self) -> HfApi:
-        """An ``HfApi`` bound to the Data Store with our token only."""
+        """An ``HfApi`` bound to the Data Store with our token only.
+
+        Its progress bars are turned off (for the process: ``huggingface_hub`` has no per-client switch): on
+        stderr they are noise in a flow's log and break the command line's one line per finding.
+        """
+        disable_progress_bars()
         token: str | bool = self._token.get_secret_value() if self._token is not None else False
         return HfApi(endpoint=self.hf_endpoint, token=token, library_name="agent-flywheel")
 
@@ -100,26 +174,34 @@ class DataStore:
     # --- repos and files ---------------------------------------------------------------------------
 
     async def _hub(self, method: str, path: str, call: Callable[[], T]) -> T:
-        """Run a blocking hub call in a thread, retrying 5xx/429/transport errors with backoff."""
+        """Run a blocking hub call in a thread, retrying 5xx/429/transport errors with backoff.
+
+        An error names the URL that failed (the LFS or Xet endpoint, not only the commit it was part of) and
+        its status: only a call that got no answer at all is reported as unreachable.
+        """
         attempt = 0
         while True:
             attempt += 1
             try:
                 return await asyncio.to_thread(call)
-            except HfHubHTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else None
+            except Exception as exc:
+                answered = _hub_failure(exc)
+                if answered is None and not isinstance(exc, _TRANSPORT_ERRORS):
+                    raise
+                status, url, detail = answered if answered is not None else (None, None, f"{type(exc).__name__}: {exc}")
                 retryable = status is None or retryable_status(status)
                 if retryable and attempt <= self.http.retry.max_retries:
-                    await self._retry_sleep(method, path, attempt, str(status))
+                    await self._retry_sleep(method, path, attempt, str(status) if status else type(exc).__name__)
                     continue
-                detail = exc.server_message or str(exc).splitlines()[0]
-                raise self.http.error(method, path, status, detail, retryable=retryable, attempts=attempt) from exc
-            except _TRANSPORT_ERRORS as exc:
-                if attempt <= self.http.retry.max_retries:
-                    await self._retry_sleep(method, path, attempt, type(exc).__name__)
-                    continue
+                failed_path = urlsplit(url).path if url and url.startswith(self.http.base_url) else path
                 raise self.http.error(
-                    method, path, None, f"{type(exc).__name__}: {exc}", retryable=True, attempts=attempt
+                    method,
+                    failed_path,
+                    status,
+                    detail,
+                    retryable=retryable,
+                    attempts=attempt,
+                    hint=_hint_for_url(url, status),
                 ) from exc
 
     async def _retry_sleep(self, method: str, path: str, attempt: int, reason: str) -> None:
@@ -172,9 +254,9 @@ class DataStore:
         operations = []
         total = 0
         for path_in_repo, content in files.items():
-            data: bytes | Path = content.encode("utf-8") if isinstance(content, str) else content
-            total += data.stat().st_size if isinstance(data, Path) else len(data)
-            operations.append(CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=data))
+            buffer, size = _buffer(content)
+            total += size
+            operations.append(CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=buffer))
         await self.create_repo(namespace, name)
         api = self.hf_api()
         await self._hub(
@@ -190,43 +272,22 @@ class DataStore:
     async def upload_file(
         self, namespace: str, name: str, path_in_repo: str, content: FileContent, *, commit_message: str | None = None
     ) -> str:
-        """Upload one file (``upload_file``; text is UTF-8 encoded); returns ``hf://datasets/{ns}/{name}``."""
-        data: bytes | Path = content.encode("utf-8") if isinstance(content, str) else content
-        await self.create_repo(namespace, name)
-        api = self.hf_api()
-        await self._hub(
-            "POST",
-            f"/v1/hf/api/datasets/{namespace}/{name}/commit/main",
-            lambda: api.upload_file(
-                path_or_fileobj=data,
-                path_in_repo=path_in_repo,
-                repo_id=f"{namespace}/{name}",
-                repo_type="dataset",
-                commit_message=commit_message or f"agent-flywheel: {path_in_repo}",
-            ),
+        """Upload one file (text is UTF-8 encoded); returns ``hf://datasets/{ns}/{name}``."""
+        return await self.upload_files(
+            namespace, name, {path_in_repo: content}, commit_message=commit_message or f"agent-flywheel: {path_in_repo}"
         )
-        logger.info("data store: uploaded 1 file to %s/%s", namespace, name)
-        return dataset_files_url(namespace, name)
 
     async def upload_folder(
         self, namespace: str, name: str, folder: str | Path, *, commit_message: str = "agent-flywheel upload"
     ) -> str:
-        """Upload a local folder as it is laid out (``training/``, ``validation/``, ``eval_data.jsonl``)."""
+        """Upload a local folder as it is laid out (``training/``, ``validation/``, ``eval_data.jsonl``), in one commit."""
         folder = Path(folder)
         if not folder.is_dir():
             raise ValueError(f"{folder} is not a directory")
-        count = sum(1 for p in folder.rglob("*") if p.is_file())
-        await self.create_repo(namespace, name)
-        api = self.hf_api()
-        await self._hub(
-            "POST",
-            f"/v1/hf/api/datasets/{namespace}/{name}/commit/main",
-            lambda: api.upload_folder(
-                repo_id=f"{namespace}/{name}", folder_path=folder, repo_type="dataset", commit_message=commit_message
-            ),
-        )
-        logger.info("data store: uploaded a folder of %d files to %s/%s", count, namespace, name)
-        return dataset_files_url(namespace, name)
+        files: dict[str, FileContent] = {
+            p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()
+        }
+        return await self.upload_files(namespace, name, files, commit_message=commit_message)
 
     async def delete_repo(self, namespace: str, name: str, *, repo_type: str = "dataset") -> bool:
         """Delete a repo and its files; False when it was already gone."""

@@ -85,6 +85,12 @@ class EntityStore:
         logger.info("entity store dataset %s/%s updated", namespace, name)
         return Dataset.model_validate(self.http.parse(response, "PATCH", path))
 
+    async def list_datasets(self, namespace: str | None = None, *, max_items: int | None = None) -> list[Dataset]:
+        """Registered datasets, newest first, optionally of one namespace."""
+        params = {**filter_params({"namespace": namespace} if namespace else None), "sort": "-created_at"}
+        items = await self.http.list_all("/v1/datasets", params=params, max_items=max_items)
+        return [Dataset.model_validate(item) for item in items]
+
     async def delete_dataset(self, namespace: str, name: str) -> bool:
         """Remove a dataset registration (not its files); False when it was not there."""
         return await self.http.delete(f"/v1/datasets/{_seg(namespace)}/{_seg(name)}")

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from agent_flywheel.evaluation.results import read_results_archive
+from agent_flywheel.evaluation.results import ResultsArchiveError, read_results_archive
 from agent_flywheel.nemo.http import NemoAPIError, ServiceHTTP, filter_params
 from agent_flywheel.nemo.idempotency import IdempotencyKey, create_or_find
 from agent_flywheel.nemo.models import EvaluationJob, EvaluationResult, EvaluationStatus, SampleResult
@@ -48,20 +48,19 @@ def evaluation_observation(job: EvaluationJob) -> Observation:
 
 
 def parse_results_archive(data: bytes) -> dict[str, list[SampleResult]]:
-    """Per-sample results from a ``download-results`` ZIP: ``results.json`` = ``{task: [{item, sample, metrics}]}``.
+    """Per-sample results from a ``download-results`` ZIP, in any layout NeMo uses
+    (:func:`~agent_flywheel.evaluation.results.read_results_archive`): ``{task: [{item, sample, metrics}]}``.
 
-    Rows that do not parse are counted and logged, not fatal; a ZIP without ``results.json`` is a ValueError.
+    Rows that do not parse are counted and logged, not fatal; an archive without any sample row is a
+    :class:`~agent_flywheel.evaluation.results.ResultsArchiveError` (a ValueError), and so is a body that is no ZIP.
     """
     try:
         loaded = read_results_archive(data)
     except zipfile.BadZipFile as exc:
-        raise ValueError(f"download-results is not a ZIP archive ({len(data)} bytes)") from exc
+        raise ResultsArchiveError(f"download-results is not a ZIP archive ({len(data)} bytes)") from exc
     out: dict[str, list[SampleResult]] = {}
     skipped = 0
     for task, rows in loaded.items():
-        if not isinstance(rows, list):
-            skipped += 1
-            continue
         parsed: list[SampleResult] = []
         for row in rows:
             try:

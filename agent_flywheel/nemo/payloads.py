@@ -81,6 +81,10 @@ TOOL_CALLING_JUDGE_USER = (
     "*Prediction*: {{ sample.response.choices[0].message.tool_calls | tojson }}"
 )
 
+#: The reference calls of a record, as NeMo's ``tool-calling`` metric requires them: a list, ``[]`` for a record
+#: whose answer calls no tool (``tool_calls`` null or absent would render ``null``, which the metric rejects).
+TOOL_CALLS_GROUND_TRUTH = "{{ item.response.choices[0].message.tool_calls | default([], true) | tojson }}"
+
 SIMILARITY_JUDGE_PROMPT = """\
 You compare a candidate answer with a reference answer to the same conversation and rate how well the \
 candidate would serve the user in place of the reference, from 1 to 10:
@@ -373,7 +377,7 @@ def tool_calling_eval_config(
     metrics: dict[str, Any] = {
         TOOL_CALLING_METRIC: {
             "type": "tool-calling",
-            "params": {"tool_calls_ground_truth": "{{ item.response.choices[0].message.tool_calls | tojson }}"},
+            "params": {"tool_calls_ground_truth": TOOL_CALLS_GROUND_TRUTH},
         }
     }
     if judge is not None:

@@ -1,14 +1,21 @@
 """The Hugging Face Hub HTTP protocol under ``/v1/hf``, as the installed ``huggingface_hub`` (2.x) speaks it.
 
 Implemented: ``POST /api/repos/create``, ``DELETE /api/repos/delete``; per repo (``datasets`` or
-``models``) ``GET /api/{kind}/{ns}/{name}[/revision/{rev}]``, ``POST .../preupload/{rev}`` (always
-``uploadMode: regular``, so the client never negotiates LFS or Xet), ``POST .../commit/{rev}`` (NDJSON
-``header``/``file``/``deletedFile``/``deletedFolder``, and ``lfsFile`` for content already stored),
+``models``) ``GET /api/{kind}/{ns}/{name}[/revision/{rev}]``, ``POST .../preupload/{rev}`` (``uploadMode``
+``regular`` or ``lfs`` for every file, as ``datastore.upload_mode`` says), ``POST .../commit/{rev}`` (NDJSON
+``header``/``file``/``deletedFile``/``deletedFolder``, and ``lfsFile`` for content uploaded through LFS),
 ``GET .../tree/{rev}[/{path}]`` (``recursive``, ``expand``), ``GET .../refs``, ``GET .../commits/{rev}``,
 ``POST .../branch/{branch}``; and ``HEAD|GET /{datasets/}{ns}/{name}/resolve/{rev}/{path}`` with the
 ``ETag``, ``X-Repo-Commit`` and ``Content-Length`` headers ``hf_hub_download`` requires (and ``Range``).
 Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) so the client
 raises its specific exceptions. Tokens are accepted and ignored.
+
+Large-file mode is the git-LFS batch API the way ``huggingface_hub`` uses it without Xet:
+``POST /{datasets/}{ns}/{name}.git/info/lfs/objects/batch`` (no ``/api``) answers, per object, a ``basic``
+upload action (``PUT {hf}/lfs-objects/{oid}``) and a verify action (``POST {hf}/lfs-objects/{oid}/verify``),
+or no actions when the content is stored already; the commit then names the object in an ``lfsFile`` line.
+There is no Xet endpoint (``/api/{kind}/{ns}/{name}/xet-write-token/{rev}`` is a 404), as on a NeMo Data Store:
+a client that tries Xet fails there.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import binascii
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -34,6 +41,9 @@ from simulators.datastore.storage import (
 
 _KINDS = {"datasets": "dataset", "models": "model"}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+LFS_CONTENT_TYPE = "application/vnd.git-lfs+json"
+UploadMode = Literal["regular", "lfs"]
 
 
 def error_response(
@@ -147,7 +157,7 @@ def _parse_commit(store: RepoStore, raw: bytes) -> dict[str, Any]:
         elif key == "lfsFile":
             oid = str(value.get("oid", ""))
             if value.get("algo", "sha256") != "sha256" or not store.has_blob(oid):
-                raise StoreError(422, f"LFS object {oid} was never uploaded (this Data Store takes regular uploads)")
+                raise StoreError(422, f"LFS object {oid} was never uploaded (upload it through the LFS batch API)")
             data = store.blob(oid)
             additions.append((check_path(str(value.get("path", ""))), store.put_blob(data)))
         elif key == "deletedFile":
@@ -195,8 +205,52 @@ def _file_response(request: Request, snapshot: Snapshot, entry: FileEntry, data:
     return Response(content=body, status_code=status, headers=headers)
 
 
-def hf_router(store: RepoStore, require_namespace: bool = False) -> APIRouter:
-    """The routes, relative to ``/v1/hf``."""
+def _lfs_error(status: int, message: str) -> JSONResponse:
+    """A git-LFS API error (``{"message"}``, the LFS media type)."""
+    return JSONResponse({"message": message}, status_code=status, media_type=LFS_CONTENT_TYPE)
+
+
+def _lfs_batch(store: RepoStore, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    """The batch answer: per object an upload and a verify action, or none when the content is stored."""
+    if body.get("operation") != "upload":
+        raise StoreError(422, "only the upload operation is supported")
+    transfers = body.get("transfers") or ["basic"]
+    if "basic" not in transfers:
+        raise StoreError(422, f"no common transfer adapter: the server offers basic, the client {transfers}")
+    if body.get("hash_algo", "sha256") != "sha256":
+        raise StoreError(422, "only sha256 object ids are supported")
+    objects = body.get("objects")
+    if not isinstance(objects, list):
+        raise StoreError(422, "objects must be a list")
+    base = _hf_base(request)
+    answered = []
+    for item in objects:
+        oid = str(item.get("oid", "")) if isinstance(item, dict) else ""
+        size = item.get("size") if isinstance(item, dict) else None
+        if not _SHA256.match(oid) or not isinstance(size, int) or size < 0:
+            answered.append(
+                {"oid": oid, "size": size if isinstance(size, int) else 0, "error": {"code": 422, "message": "bad oid"}}
+            )
+            continue
+        entry: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
+        if not store.has_blob(oid):
+            entry["actions"] = {
+                "upload": {"href": f"{base}/lfs-objects/{oid}", "header": {}, "expires_in": 3600},
+                "verify": {"href": f"{base}/lfs-objects/{oid}/verify", "header": {}, "expires_in": 3600},
+            }
+        answered.append(entry)
+    return {"transfer": "basic", "objects": answered, "hash_algo": "sha256"}
+
+
+def _git_repo(name: str) -> str:
+    """``name.git`` -> ``name`` (the LFS endpoint lives under the repo's git URL)."""
+    if not name.endswith(".git"):
+        raise StoreError(404, f"not a git repository URL: {name}", "RepoNotFound")
+    return name[: -len(".git")]
+
+
+def hf_router(store: RepoStore, require_namespace: bool = False, upload_mode: UploadMode = "regular") -> APIRouter:
+    """The routes, relative to ``/v1/hf``; ``upload_mode`` is what preupload answers for every file."""
     router = APIRouter()
 
     @router.post("/api/repos/create", response_model=None)
@@ -281,7 +335,12 @@ def hf_router(store: RepoStore, require_namespace: bool = False) -> APIRouter:
                 path = str(item.get("path", "")) if isinstance(item, dict) else ""
                 known = existing.get(path.strip("/"))
                 result.append(
-                    {"path": path, "uploadMode": "regular", "shouldIgnore": False, "oid": known.oid if known else None}
+                    {
+                        "path": path,
+                        "uploadMode": upload_mode,
+                        "shouldIgnore": False,
+                        "oid": known.oid if known else None,
+                    }
                 )
         except StoreError as exc:
             return error_response(exc)
@@ -346,6 +405,45 @@ def hf_router(store: RepoStore, require_namespace: bool = False) -> APIRouter:
         except StoreError as exc:
             return error_response(exc)
         return JSONResponse({})
+
+    async def lfs_batch(repo_type: str, namespace: str, name: str, request: Request) -> Response:
+        try:
+            if not store.exists(repo_type, namespace, _git_repo(name)):
+                raise StoreError(404, f"Repository not found: {namespace}/{name}", "RepoNotFound")
+            answer = _lfs_batch(store, request, await _json(request))
+        except StoreError as exc:
+            return _lfs_error(exc.status, exc.message)
+        return JSONResponse(answer, media_type=LFS_CONTENT_TYPE)
+
+    @router.post("/datasets/{namespace}/{name}/info/lfs/objects/batch", response_model=None)
+    async def lfs_batch_dataset(namespace: str, name: str, request: Request) -> Response:
+        return await lfs_batch("dataset", namespace, name, request)
+
+    @router.post("/{namespace}/{name}/info/lfs/objects/batch", response_model=None)
+    async def lfs_batch_model(namespace: str, name: str, request: Request) -> Response:
+        return await lfs_batch("model", namespace, name, request)
+
+    @router.put("/lfs-objects/{oid}", response_model=None)
+    async def lfs_upload(oid: str, request: Request) -> Response:
+        """The basic transfer: the object's bytes, checked against the SHA-256 they are named by."""
+        data = await request.body()
+        if hashlib.sha256(data).hexdigest() != oid:
+            return _lfs_error(400, f"the uploaded content does not hash to {oid}")
+        store.put_blob(data)
+        return Response(status_code=200)
+
+    @router.post("/lfs-objects/{oid}/verify", response_model=None)
+    async def lfs_verify(oid: str, request: Request) -> Response:
+        try:
+            body = await _json(request)
+        except StoreError as exc:
+            return _lfs_error(exc.status, exc.message)
+        if not store.has_blob(oid):
+            return _lfs_error(404, f"object {oid} was not uploaded")
+        size = len(store.blob(oid))
+        if body.get("oid") not in (None, oid) or body.get("size") not in (None, size):
+            return _lfs_error(422, f"object {oid} has {size} bytes, not {body.get('size')}")
+        return JSONResponse({"oid": oid, "size": size}, media_type=LFS_CONTENT_TYPE)
 
     async def _resolve(
         repo_type: str, namespace: str, name: str, revision: str, path: str, request: Request

@@ -79,5 +79,8 @@ def create_app(cfg: LocalStackConfig) -> FastAPI:
         deleted_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return JSONResponse({"message": "Resource deleted successfully.", "id": namespace, "deleted_at": deleted_at})
 
-    app.include_router(hf_router(store, require_namespace=settings.require_namespace), prefix="/v1/hf")
+    app.include_router(
+        hf_router(store, require_namespace=settings.require_namespace, upload_mode=settings.upload_mode),
+        prefix="/v1/hf",
+    )
     return app

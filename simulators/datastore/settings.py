@@ -1,8 +1,9 @@
-"""The ``datastore`` section of ``configs/local.yaml``: a strictness switch; files go under the stack's state dir."""
+"""The ``datastore`` section of ``configs/local.yaml``: strictness and upload-mode switches; files go under the
+stack's state dir."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +18,13 @@ class DatastoreSettings(BaseModel):
     require_namespace: bool = Field(
         default=False,
         description="Refuse to create a repo in a namespace not created with POST /v1/datastore/namespaces",
+    )
+    upload_mode: Literal["regular", "lfs"] = Field(
+        default="regular",
+        description=(
+            "What the preupload step answers for every file: regular (content inline in the commit) or lfs "
+            "(content through the git-LFS batch API first, as a Data Store answers for large files)"
+        ),
     )
 
 

@@ -230,10 +230,25 @@ def _job_logs(record: Record) -> dict[str, Any]:
     return {"object": "list", "data": entries, "next_page": None}
 
 
-def _zip_results(samples: Any) -> bytes:
+def _zip_results(job_id: str, samples: Any, aggregate: Any, layout: str) -> bytes:
+    """The download-results ZIP in one of the layouts of ``evaluation.results_layout``."""
     buffer = io.BytesIO()
+
+    def dump(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, default=str)
+
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("results.json", json.dumps(samples, ensure_ascii=False, default=str))
+        if layout == "root":
+            archive.writestr("results.json", dump(samples))
+        elif layout == "nested":
+            archive.writestr(f"{job_id}/results/results.json", dump({t: {"samples": r} for t, r in samples.items()}))
+            archive.writestr(f"{job_id}/results/evaluation_result.json", dump(aggregate))
+            archive.writestr(f"{job_id}/logs/evaluation.log", "simulated evaluation\n")
+        elif layout == "per-task":
+            for task, rows in samples.items():
+                archive.writestr(f"results/{task}.jsonl", "".join(dump(row) + "\n" for row in rows))
+        else:  # no-samples: what an archive without per-sample outputs looks like
+            archive.writestr("results.json", dump(aggregate))
     return buffer.getvalue()
 
 
@@ -340,13 +355,14 @@ def build_router(sim: NemoSim) -> APIRouter:
 
     @router.get("/v1/evaluation/jobs/{job_id}/download-results", tags=["Evaluation job"])
     async def download_results(job_id: str) -> Response:
-        """A ZIP with ``results.json``: per task, each sample's item, model answer and scores."""
+        """A ZIP of each sample's item, model answer and scores, per task (``evaluation.results_layout``)."""
         record = lookup(job_id)
         samples = sim.store.read_samples(job_id) if record.get("result") else None
         if samples is None:
             raise not_found(f"Results of evaluation job {job_id} (status {record['status']})")
+        aggregate = public(results[record["result"]])
         return Response(
-            content=_zip_results(samples),
+            content=_zip_results(job_id, samples, aggregate, sim.settings.evaluation.results_layout),
             media_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="{job_id}-results.zip"'},
         )

@@ -20,9 +20,9 @@ may come in any order). Where the documentation is silent, the simulator does wh
   sample has no ``function_name_and_args_accuracy`` (null, counted in ``nan_count``), while its
   ``function_name_accuracy`` stands;
 * predicted calls without a function name are ignored; no calls (absent, null or ``[]``) is the empty set;
-* a reference that is not a list of calls with ``function.name`` and ``function.arguments``, or an answer
-  without ``choices[0].message``, cannot be scored: both scores are null. One leniency of the simulator:
-  a reference that renders to ``null`` means "no call expected" (the empty set).
+* a reference that is not a list of calls with ``function.name`` and ``function.arguments`` (``null``
+  included: "no call expected" is ``[]``), or an answer without ``choices[0].message``, cannot be scored:
+  both scores are null.
 
 **``llm-judge`` scores** (docs, "Evaluate with LLM-as-a-Judge" > "Score Parsers"): each score's
 ``parser: {type: regex, pattern}`` is applied to the judge's reply with ``method`` ``match`` (from the
@@ -82,10 +82,8 @@ def _json_value(value: Any) -> Any:
 
 def _reference_calls(ground_truth: Any) -> list[tuple[str, Any]]:
     """``(name, arguments)`` of each reference call; raises _Unscorable when the reference is malformed."""
-    if ground_truth is None:
-        return []
     if not isinstance(ground_truth, list):
-        raise _Unscorable("the reference is not a list of tool calls")
+        raise _Unscorable("the reference is not a list of tool calls (no call expected is [])")
     calls = []
     for call in ground_truth:
         function = call.get("function") if isinstance(call, Mapping) else None

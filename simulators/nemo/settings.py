@@ -7,7 +7,7 @@ Unknown keys are an error, so a typo in the YAML is reported instead of silently
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +38,14 @@ class EvaluationSettings(_Section):
     request_timeout_s: float = Field(default=60.0, gt=0, description="Real seconds per NIM call")
     max_retries: int = Field(default=3, ge=0, description="Retries of connection errors and 5xx per NIM call")
     retry_backoff_s: float = Field(default=0.2, ge=0, description="Real seconds, doubled per retry")
+    results_layout: Literal["root", "nested", "per-task", "no-samples"] = Field(
+        default="root",
+        description=(
+            "The download-results ZIP: root = results.json {task: [rows]} at the root (what the blueprint reads); "
+            "nested = <job>/results/results.json {task: {samples: [rows]}} beside the aggregate and a log; "
+            "per-task = results/<task>.jsonl, one row per line; no-samples = the aggregate only (a fault)"
+        ),
+    )
 
 
 class DeploymentTiming(_Section):

@@ -294,9 +294,15 @@ def test_sample_results_from_the_download_zip() -> None:
         FUNCTION_NAME_AND_ARGS_ACCURACY: 1.0,
         TOOL_CALLING_CORRECTNESS: 1.0,
     }
-    assert rows[1][FUNCTION_NAME_AND_ARGS_ACCURACY] is None
+    # NeMo left the arguments accuracy out (NaN): a scored call whose arguments it could not decode fails (0),
+    # and stays in the paired comparison; a judge score that did not parse stays missing.
+    assert rows[1][FUNCTION_NAME_AND_ARGS_ACCURACY] == 0.0
     assert rows[1][TOOL_CALLING_CORRECTNESS] is None
-    assert scores_by_sample(rows, FUNCTION_NAME_AND_ARGS_ACCURACY) == {rows[0]["sample_key"]: 1.0}
+    assert scores_by_sample(rows, FUNCTION_NAME_AND_ARGS_ACCURACY) == {
+        rows[0]["sample_key"]: 1.0,
+        rows[1]["sample_key"]: 0.0,
+    }
+    assert scores_by_sample(rows, TOOL_CALLING_CORRECTNESS) == {rows[0]["sample_key"]: 1.0}
 
 
 def test_icl_samples_key_like_their_base_samples() -> None:
@@ -327,5 +333,5 @@ def test_archive_without_results_is_a_clear_error() -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("other.json", "{}")
-    with pytest.raises(ValueError, match=r"no results\.json"):
+    with pytest.raises(ValueError, match=r"no per-sample rows: other\.json: an object without sample rows"):
         read_results_archive(buffer.getvalue())

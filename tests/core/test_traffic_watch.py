@@ -168,12 +168,18 @@ def test_prefect_yaml_deployments_and_concurrency_choices() -> None:
         ("scaling", "manual"),
         ("rollout_check", "manual"),
         ("reaper", "every-10m"),
+        ("flywheel_cleanup", "weekly"),
+        ("flywheel_cleanup", "manual"),
     }
     strategy = {key: d["concurrency_limit"]["collision_strategy"] for key, d in found.items()}
     assert all(d["concurrency_limit"]["limit"] == 1 for d in found.values())
     # repeatable signals drop the extra run, one-off signals queue it (docs/operations.md)
     assert strategy[("flywheel", "nightly")] == strategy[("traffic_watch", "every-15m")] == "CANCEL_NEW"
     assert strategy[("flywheel", "on-new-traffic")] == strategy[("rollout_check", "on-promotion")] == "ENQUEUE"
+    assert strategy[("flywheel_cleanup", "weekly")] == "CANCEL_NEW"
+    assert strategy[("flywheel_cleanup", "manual")] == "ENQUEUE"
+    assert found[("flywheel_cleanup", "weekly")]["parameters"]["older_than"] == "30d"
+    assert found[("flywheel_cleanup", "manual")]["parameters"]["apply_changes"] is False  # a dry run unless asked
     assert {d["work_pool"]["name"] for d in found.values()} == {"flywheel-local"}
     assert found[("flywheel", "nightly")]["schedules"][0]["cron"]
     assert found[("traffic_watch", "every-15m")]["schedules"][0]["interval"] == 900

@@ -14,8 +14,16 @@ from typing import Any
 import pytest
 
 from agent_flywheel.evaluation.judge import JUDGE_RATING_PATTERN, JUDGE_SIMILARITY_PATTERN, parse_judge_score
-from agent_flywheel.evaluation.metrics import function_name_and_args_match, function_name_match
+from agent_flywheel.evaluation.metrics import (
+    FUNCTION_NAME_ACCURACY,
+    FUNCTION_NAME_AND_ARGS_ACCURACY,
+    function_name_and_args_match,
+    function_name_match,
+)
+from agent_flywheel.evaluation.results import parse_sample_results
+from agent_flywheel.nemo.payloads import TOOL_CALLS_GROUND_TRUTH, tool_calling_eval_config
 from simulators.nemo.scoring import parse_score, tool_calling_scores
+from simulators.nemo.templates import render_value
 
 Pair = tuple[float | None, float | None]  # (function_name_accuracy, function_name_and_args_accuracy)
 
@@ -88,9 +96,6 @@ AGREE: list[tuple[str, Any, Any, Pair]] = [
     ("no call where one was wanted", None, [ORDER], (0.0, 0.0)),
     ("no call, none wanted ([])", [], [], (1.0, 1.0)),
     ("no call, none wanted (null answer)", None, [], (1.0, 1.0)),
-    # The product's eval file renders a record without a tool call as a null reference. NeMo's Evaluator wants a
-    # list there; the simulator reads null as "no call expected" (its one leniency, see simulators/nemo/scoring.py).
-    ("no call, none wanted (null reference)", None, None, (1.0, 1.0)),
     ("absent arguments are {}", [call("f", None)], [call("f", {})], (1.0, 1.0)),
 ]
 
@@ -174,6 +179,16 @@ TOOL_DIFFERENCES = [
         why="null is not {}: NeMo compares the reference's arguments as given",
     ),
     Difference(
+        "a null reference",
+        None,
+        None,
+        product=(1.0, 1.0),
+        simulator=(None, None),
+        nemo="simulator",
+        why="NeMo's tool-calling metric wants a list of reference calls; no call expected is []. The product's eval"
+        " config renders a record without a call as [] (TOOL_CALLS_GROUND_TRUTH), so it never sends null",
+    ),
+    Difference(
         "a predicted call without a function name",
         [{"type": "function", "function": {"arguments": "{}"}}],
         [],
@@ -199,6 +214,61 @@ def test_known_tool_calling_differences(difference: Difference) -> None:
     assert product(difference.predicted, difference.reference) == difference.product, difference.why
     assert simulator(difference.predicted, difference.reference) == difference.simulator, difference.why
     assert difference.nemo in ("simulator", "product")
+
+
+UNDECODABLE = [d for d in TOOL_DIFFERENCES if d.simulator[0] is not None and d.simulator[1] is None]
+
+
+@pytest.mark.parametrize("difference", UNDECODABLE, ids=[d.case for d in UNDECODABLE])
+def test_a_call_nemo_cannot_decode_counts_as_a_failure_in_the_product(difference: Difference) -> None:
+    """NeMo leaves ``function_name_and_args_accuracy`` out of such a sample (NaN); the product reads NeMo's row as
+    0 for that metric, so the sample stays in the paired comparison as a failure instead of dropping out."""
+    name, args = simulator(difference.predicted, difference.reference)
+    row = {
+        "item": {"request": {"messages": [{"role": "user", "content": difference.case}]}},
+        "sample": {"output_text": ""},
+        "metrics": {
+            "tool-calling-accuracy": {
+                "scores": {
+                    "function_name_accuracy": {"value": name},
+                    "function_name_and_args_accuracy": {"value": float("nan") if args is None else args},
+                }
+            }
+        },
+    }
+    without = {**row, "metrics": {"tool-calling-accuracy": {"scores": {"function_name_accuracy": {"value": name}}}}}
+    for entry in (row, without):  # NaN, or the score left out altogether
+        (read,) = parse_sample_results({"custom-tool-calling": [entry]})
+        assert read[FUNCTION_NAME_ACCURACY] == name
+        assert read[FUNCTION_NAME_AND_ARGS_ACCURACY] == 0.0
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "assistant", "content": "Hello!", "tool_calls": None},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "assistant", "content": "Hello!", "tool_calls": []},
+    ],
+    ids=["tool_calls null", "tool_calls absent", "tool_calls []"],
+)
+def test_the_eval_config_renders_a_no_call_reference_as_a_list(message: dict[str, Any]) -> None:
+    """NeMo's tool-calling metric requires the reference to be a list: a record whose answer calls no tool must
+    render ``[]``, never ``null`` (which the simulator, like NeMo, cannot score)."""
+    item = {
+        "request": {"messages": [{"role": "user", "content": "hi"}]},
+        "response": {"choices": [{"message": message}]},
+    }
+    config = tool_calling_eval_config("hf://datasets/ns/d/eval_data.jsonl")
+    params = config["tasks"]["custom-tool-calling"]["metrics"]["tool-calling-accuracy"]["params"]
+    assert params["tool_calls_ground_truth"] == TOOL_CALLS_GROUND_TRUTH
+    rendered = render_value(params, {"item": item})["tool_calls_ground_truth"]
+    assert rendered == []
+    assert simulator(None, rendered) == (1.0, 1.0)
+    assert simulator([call("f", "{}")], rendered) == (0.0, 0.0)
+    with_call = {"role": "assistant", "content": "", "tool_calls": [ORDER]}
+    item["response"] = {"choices": [{"message": with_call}]}
+    assert render_value(params, {"item": item})["tool_calls_ground_truth"] == [ORDER]
 
 
 def product_judge(reply: str, pattern: str, kind: str) -> float | None:

@@ -117,7 +117,7 @@ def _test_prefect_file(target: Path, flywheel_config: Path) -> Path:
         function = deployment["entrypoint"].split(":")[1]
         if function == "flywheel":
             deployment["parameters"]["config_path"] = str(flywheel_config)
-        elif function not in ("traffic_watch", "reaper"):
+        elif function not in ("traffic_watch", "reaper", "flywheel_cleanup"):
             deployment["entrypoint"] = f"{STUBS}:{function}"
     target.write_text(yaml.safe_dump(data, sort_keys=False))
     return target
@@ -466,6 +466,8 @@ def test_deploy_trigger_and_run_on_a_local_server(ops: Ops) -> None:
         "scaling/manual",
         "rollout-check/manual",
         "reaper/every-10m",
+        "flywheel-cleanup/weekly",
+        "flywheel-cleanup/manual",
     ):
         assert f"deployment   {name}" in deployed.stdout, deployed.stdout
     assert "gpu=3 (created)" in deployed.stdout
@@ -595,6 +597,7 @@ FLOW_NAMES = {
     "scaling": "scaling",
     "rollout_check": "rollout-check",
     "reaper": "reaper",
+    "flywheel_cleanup": "flywheel-cleanup",
 }
 
 

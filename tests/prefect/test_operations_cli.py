@@ -322,7 +322,8 @@ def test_errors_a_user_can_fix_are_one_line_with_exit_code_2(servers: Servers) -
     assert answered.returncode == 2, answered.stdout[-3000:] + answered.stderr
     _no_traceback(answered)
     line = _error_line(answered)
-    assert f"{servers.stack.url('nim')} answered 404" in line, line
+    assert line.startswith("error: preflight: 1 problem(s)"), line  # caught before any job, the problem below it
+    assert f"{servers.stack.url('nim')} answered 404" in answered.stderr.split(line, 1)[1], answered.stderr
     assert "attempts" not in line and "SDK" not in line, line
     assert "Retry 1/" not in answered.stdout + answered.stderr  # the task's retries left the answer alone
 

@@ -189,3 +189,91 @@ def test_bad_requests_are_refused_cleanly(datastore: tuple[str, LocalStackConfig
         httpx.post(f"{hf}/api/repos/create", json={"name": "x", "organization": "ns", "type": "space"}).status_code
         == 400
     )
+
+
+@pytest.fixture
+def lfs_datastore(tmp_path: Path) -> Iterator[str]:
+    cfg = LocalStackConfig(state_dir=str(tmp_path / "state"), datastore={"upload_mode": "lfs"})
+    with ThreadedServer(create_app(cfg)) as server:
+        yield server.url
+
+
+def test_lfs_mode_has_no_xet_endpoint_like_a_nemo_data_store(lfs_datastore: str) -> None:
+    """With ``hf_xet`` installed, ``huggingface_hub`` 2.x takes Xet for an ``lfs`` file given by path or bytes:
+    a NeMo Data Store has no Xet endpoint, and neither has the simulator (what issue #16 reproduced)."""
+    api = _api(lfs_datastore)
+    api.create_repo("ns/xet", repo_type="dataset")
+    mode = httpx.post(
+        f"{lfs_datastore}/v1/hf/api/datasets/ns/xet/preupload/main",
+        json={"files": [{"path": "a.jsonl", "sample": "", "size": 3}]},
+    )
+    assert mode.json()["files"][0]["uploadMode"] == "lfs"
+    with pytest.raises(Exception, match=r"404.*xet-write-token"):
+        api.upload_file(path_or_fileobj=TRAIN, path_in_repo="a.jsonl", repo_id="ns/xet", repo_type="dataset")
+
+
+def test_lfs_mode_round_trip_with_the_real_client_without_xet(
+    lfs_datastore: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Classic git-LFS, as ``huggingface_hub`` speaks it when Xet is off: batch, PUT, verify, ``lfsFile`` commit."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    api = _api(lfs_datastore)
+    repo = "ns/lfs"
+    api.create_repo(repo, repo_type="dataset")
+    folder = tmp_path / "ds"
+    (folder / "training").mkdir(parents=True)
+    (folder / "training" / "train_data.jsonl").write_bytes(TRAIN)
+    (folder / "eval_data.jsonl").write_bytes(EVAL)
+    api.upload_folder(repo_id=repo, folder_path=folder, repo_type="dataset")
+    api.upload_file(path_or_fileobj=VAL, path_in_repo="validation/val_data.jsonl", repo_id=repo, repo_type="dataset")
+    assert sorted(api.list_repo_files(repo, repo_type="dataset")) == [
+        "eval_data.jsonl",
+        "training/train_data.jsonl",
+        "validation/val_data.jsonl",
+    ]
+    for path, data in (
+        ("training/train_data.jsonl", TRAIN),
+        ("eval_data.jsonl", EVAL),
+        ("validation/val_data.jsonl", VAL),
+    ):
+        assert Path(api.hf_hub_download(repo, path, repo_type="dataset", cache_dir=tmp_path / "c")).read_bytes() == data
+    # A model repo (an adapter's files) goes the same way, under its git URL without the datasets/ prefix.
+    api.create_repo("ns/adapter")
+    api.upload_file(path_or_fileobj=bytes(range(256)), path_in_repo="adapter.bin", repo_id="ns/adapter")
+    assert Path(api.hf_hub_download("ns/adapter", "adapter.bin", cache_dir=tmp_path / "c")).read_bytes() == bytes(
+        range(256)
+    )
+
+
+def test_lfs_batch_protocol(lfs_datastore: str) -> None:
+    import hashlib
+
+    hf = f"{lfs_datastore}/v1/hf"
+    httpx.post(f"{hf}/api/repos/create", json={"name": "d", "organization": "ns", "type": "dataset"})
+    data = b"large file\n"
+    oid = hashlib.sha256(data).hexdigest()
+    batch_url = f"{hf}/datasets/ns/d.git/info/lfs/objects/batch"
+    body = {"operation": "upload", "transfers": ["basic", "multipart"], "objects": [{"oid": oid, "size": len(data)}]}
+    answer = httpx.post(batch_url, json=body)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/vnd.git-lfs+json")
+    actions = answer.json()["objects"][0]["actions"]
+    assert answer.json()["transfer"] == "basic"
+    assert httpx.put(actions["upload"]["href"], content=b"other bytes").status_code == 400  # not what oid names
+    assert httpx.post(actions["verify"]["href"], json={"oid": oid, "size": len(data)}).status_code == 404
+    assert httpx.put(actions["upload"]["href"], content=data).status_code == 200
+    assert httpx.post(actions["verify"]["href"], json={"oid": oid, "size": len(data) + 1}).status_code == 422
+    assert httpx.post(actions["verify"]["href"], json={"oid": oid, "size": len(data)}).status_code == 200
+    assert "actions" not in httpx.post(batch_url, json=body).json()["objects"][0]  # stored already: nothing to do
+    commit = (
+        b'{"key": "header", "value": {"summary": "x"}}\n'
+        + f'{{"key": "lfsFile", "value": {{"path": "big.jsonl", "algo": "sha256", "oid": "{oid}", "size": {len(data)}}}}}\n'.encode()
+    )
+    assert httpx.post(f"{hf}/api/datasets/ns/d/commit/main", content=commit).status_code == 200
+    assert httpx.get(f"{hf}/datasets/ns/d/resolve/main/big.jsonl").content == data
+    assert httpx.post(f"{hf}/datasets/ns/nope.git/info/lfs/objects/batch", json=body).status_code == 404
+    assert httpx.post(batch_url, json={**body, "operation": "download"}).status_code == 422
+    assert httpx.post(batch_url, json={**body, "transfers": ["xet"]}).status_code == 422
+    xet = httpx.get(f"{hf}/api/datasets/ns/d/xet-write-token/main")
+    assert xet.status_code == 404

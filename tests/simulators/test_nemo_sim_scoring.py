@@ -81,8 +81,9 @@ def test_tool_calling_scores_follow_nemo_evaluator() -> None:
     assert _scores([_call("F", '{"a": 1}')], truth) == (0.0, 0.0), "names are case-sensitive"
     assert _scores([_call("f", '{"a": "1"}')], truth) == (1.0, 0.0), "a string is not a number"
     assert _scores([_call("f", '{"a": true}')], [_call("f", {"a": 1})]) == (1.0, 0.0), "true is not 1"
-    assert _scores(None, None) == (1.0, 1.0), "no call expected and none made"
+    assert _scores(None, []) == (1.0, 1.0), "no call expected and none made"
     assert _scores([], []) == (1.0, 1.0)
+    assert _scores(None, None) == (None, None), "the reference must be a list: no call expected is []"
     assert _scores(None, truth) == (0.0, 0.0)
 
 

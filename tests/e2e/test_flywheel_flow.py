@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -145,16 +146,24 @@ def test_the_scores_artifact_shows_each_metric_with_its_interval(
     flywheel_run: tuple[FlywheelOutcome, str, LocalStackConfig],
 ) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-    async def latest() -> Any:
+    result, tracking_uri, _ = flywheel_run
+    parent, _ = _runs(tracking_uri, result.mlflow_run_id)
+    flow_run_id = parent.data.tags["prefect.flow_run_id"]
+
+    async def of_this_run() -> Any:  # the session's Prefect server keeps other tests' runs too
         async with get_client() as client:
             found = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["flywheel-scores"])), limit=1
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["flywheel-scores"]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)]),
+                )
             )
+        assert len(found) == 1, found
         return found[0]
 
-    artifact = asyncio.run(latest())
+    artifact = asyncio.run(of_this_run())
     rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     assert list(rows[0]) == ["model", "mode", "n", "fn name", "fn name+args", "tool calls", "verdict"]
     by_mode = {(row["model"], row["mode"]): row for row in rows}

@@ -31,8 +31,12 @@ typecheck: venv
 	$(BIN)/mypy
 
 # Under tools/leftovers.py: the run fails if a process it started (a server, a worker) is still running after it.
+# In PYTEST_WORKERS processes (pytest-xdist), each with a Prefect server of its own; a test module stays in one
+# process (its fixtures are started once), the slowest modules first (tests/conftest.py). Most of the suite's
+# time is spent waiting on servers, so more processes than cores pay off. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 3
 pytest: venv
-	$(BIN)/python -m tools.leftovers -- $(BIN)/pytest -q
+	$(BIN)/python -m tools.leftovers -- $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The linters first (seconds); then mypy beside pytest, which spends much of its time waiting on servers.
 test: lint

@@ -38,6 +38,20 @@ _HOME = pytest.StashKey[Path]()
 WITHOUT_PREFECT_SERVER = ("tests/core", "tests/simulators", "tests/tools")
 
 
+# The modules that take longest (minutes, mostly waiting on servers), longest first. They run first, so that with
+# pytest-xdist (``make test``: ``--dist loadfile --no-loadscope-reorder``) no worker starts one of them when the
+# others are nearly done. A module missing here only makes the run less even, never wrong.
+SLOWEST_FIRST = (
+    "tests/prefect/test_operations_cli.py",
+    "tests/prefect/test_operations.py",
+    "tests/e2e/test_reliability.py",
+    "tests/e2e/test_flywheel_flow.py",
+    "tests/e2e/test_shared_deployments.py",
+    "tests/e2e/test_foreign_agent.py",
+    "tests/prefect/test_scaling_flows.py",
+)
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -52,6 +66,16 @@ def _needs_prefect_server(config: pytest.Config) -> bool:
     return False
 
 
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    """A pytest-xdist worker (``-n N``): a process that runs some of the session's tests for the controller."""
+    return hasattr(config, "workerinput")
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    """The pytest-xdist controller: it runs no test itself, it hands them to its workers."""
+    return not _is_xdist_worker(config) and bool(getattr(config.option, "numprocesses", None))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The session's Prefect server starts here, before anything imports Prefect's settings (they are read
     once per process), and before collection, which it overlaps; every process of the session reaches it
@@ -59,6 +83,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
     Every process the session starts carries ``FLYWHEEL_SESSION_MARK``, so that the end of the session can
     tell whether one of them is still running (:func:`pytest_sessionfinish`).
+
+    With pytest-xdist (``-n N``) each worker is a session of its own here, with its own Prefect server: the
+    product saves its blocks, work pool, deployments and concurrency limits under fixed names (the ``local``
+    blocks, ``gpu``, one limit per workload), so workers sharing one server would point each other's flows at
+    their own stacks. The controller starts no server (it runs no test); its workers inherit its mark, and
+    it alone checks for leftover processes at the end, once every worker is done.
     """
     if config.option.help or config.option.version:
         return
@@ -76,11 +106,23 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["FLYWHEEL_STATE_PREFIX"] = "@home"
     if config.option.collectonly or not _needs_prefect_server(config):
         os.environ["PREFECT_SERVER_EPHEMERAL_ENABLED"] = "false"  # a test that wants a server fails, and says so
+    elif _is_xdist_controller(config):
+        pass  # each worker starts the server of its own session (above)
     else:
         server = config.stash[_SERVER] = SessionPrefectServer.start(home)
         os.environ["PREFECT_API_URL"] = server.api
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # a killed run still stops what it started
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The modules of :data:`SLOWEST_FIRST` first, in that order; the rest as collected (a stable sort)."""
+    rank = {path: index for index, path in enumerate(SLOWEST_FIRST)}
+
+    def module_rank(item: pytest.Item) -> int:
+        return rank.get(item.nodeid.split("::")[0], len(SLOWEST_FIRST))
+
+    items.sort(key=module_rank)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -124,6 +166,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     if _SERVER in config.stash:
         config.stash[_SERVER].stop()
+    if _is_xdist_worker(config):  # its siblings carry the mark too: the controller checks, once they are done
+        if session.exitstatus == pytest.ExitCode.OK:
+            shutil.rmtree(config.stash[_HOME], ignore_errors=True)
+        return
     mark, me = os.environ[MARK_VARIABLE], os.getpid()
     ours = ancestors(me) | _own_helpers()
     leftovers = wait_until_gone(mark, exclude=ours, below=me)

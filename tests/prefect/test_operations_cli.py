@@ -92,6 +92,8 @@ def servers(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "INFO",
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        # The MLflow UI's job runner (seven more Python processes) serves nothing the flywheel uses.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     stack = start_stack(overrides={"clock_speed": 20})  # a NIM deployment takes seconds: time to interrupt
     local_config = home.parent / "local.yaml"

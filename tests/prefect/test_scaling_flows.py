@@ -300,7 +300,9 @@ def test_rollout_check_does_not_roll_back_a_healthy_canary(
     from flows.rollout_check import rollout_check
 
     httpx.post(f"{stack.url('nim')}/admin/models", json={"id": HEALTHY_CANARY}, timeout=5).raise_for_status()
-    result = rollout_check(config=_config(), canary_model=HEALTHY_CANARY, min_canary_requests=10)
+    # Healthy means it answers: on a busy machine (other tests beside it) a request may take over a second.
+    slo = {"availability": 0.99, "p95_latency_s": 60.0}
+    result = rollout_check(config=_config(slo=slo), canary_model=HEALTHY_CANARY, min_canary_requests=10)
     assert result.decision in ("promote", "hold")
     assert all(s.decision != "rollback" for s in result.stages)
     assert result.canary_requests >= 10

@@ -270,7 +270,17 @@ def test_the_manifests_are_sound_and_run_real_commands_of_the_flows_image() -> N
         for container in doc["spec"]["template"]["spec"]["containers"]:
             assert container["image"].rsplit(":", 1)[0].endswith("agent-flywheel")
             commands.append(_parse_cli([*container.get("command", []), *container.get("args", [])]))
-    assert sorted(commands) == ["otlp serve", "sweep run"]  # the trace receiver and the load generator
+    # the trace receiver, the load generator, and the rollout check's receiver and /check for Argo Rollouts
+    assert sorted(commands) == ["otlp serve", "otlp serve", "rollout serve", "sweep run"]
+    templates = {doc["metadata"]["name"] for doc in docs if doc["kind"] == "AnalysisTemplate"}
+    analyses = [
+        ref["templateName"]
+        for doc in docs
+        if doc["kind"] == "Rollout"
+        for step in doc["spec"]["strategy"]["canary"]["steps"]
+        for ref in (step.get("analysis") or {}).get("templates", [])
+    ]
+    assert analyses and set(analyses) <= templates  # the example rollout asks the flywheel's analysis
 
 
 @pytest.mark.parametrize(

@@ -120,8 +120,19 @@ def servers(
         assert not list((home / "run").glob("*.pid")), "a process `flywheel server down` should have stopped"
 
 
+def _api(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One call to the Prefect API, retried as Prefect's own client does while its server answers 429, 502 or
+    503 (a busy server's database: "Service Unavailable")."""
+    deadline = time.monotonic() + 180
+    while True:
+        response = httpx.request(method, url, timeout=60, **kwargs)
+        if response.status_code not in (429, 502, 503) or time.monotonic() > deadline:
+            return response
+        time.sleep(1)
+
+
 def _flow_runs(api: str) -> list[dict[str, Any]]:
-    response = httpx.post(f"{api}/flow_runs/filter", json={"limit": 200}, timeout=10)
+    response = _api("POST", f"{api}/flow_runs/filter", json={"limit": 200})
     assert response.status_code == 200, response.text
     return list(response.json())
 
@@ -137,7 +148,7 @@ def _cancel_open_runs(api: str) -> None:
 
 
 def _block(servers: Servers, slug: str, name: str) -> dict[str, Any]:
-    response = httpx.get(f"{servers.api}/block_types/slug/{slug}/block_documents/name/{name}", timeout=10)
+    response = _api("GET", f"{servers.api}/block_types/slug/{slug}/block_documents/name/{name}")
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -218,7 +229,7 @@ def test_mlflow_links_follow_the_mlflow_port(servers: Servers) -> None:
 
     # a block saved with another UI (the old default) follows `server up` again
     changed = {"data": {**block["data"], "ui_url": "http://127.0.0.1:5000"}, "merge_existing_data": False}
-    assert httpx.patch(f"{servers.api}/block_documents/{block['id']}", json=changed, timeout=10).status_code == 204
+    assert _api("PATCH", f"{servers.api}/block_documents/{block['id']}", json=changed).status_code == 204
     again = _flywheel(
         servers, "server", "up", "--prefect-port", str(servers.prefect_port), "--mlflow-port", str(servers.mlflow_port)
     )

@@ -24,6 +24,9 @@ API_VERSIONS = {
     "PersistentVolumeClaim": "v1",
     "ServiceAccount": "v1",
     "Secret": "v1",
+    # Argo Rollouts' resources (the rollout check's hand-off)
+    "Rollout": "argoproj.io/v1alpha1",
+    "AnalysisTemplate": "argoproj.io/v1alpha1",
 }
 CONTAINER_FIELDS = {
     "name",
@@ -75,7 +78,7 @@ def manifest_problems(doc: dict[str, Any]) -> list[str]:
     spec = doc.get("spec") or {}
     if kind == "Job":
         problems += _pod_template(where, "spec.template", spec.get("template"))
-    elif kind == "Deployment":
+    elif kind in ("Deployment", "Rollout"):
         problems += _pod_template(where, "spec.template", spec.get("template"))
         selector = (spec.get("selector") or {}).get("matchLabels") or {}
         pod_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
@@ -87,6 +90,13 @@ def manifest_problems(doc: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}: spec.ports[{i}].port is not a number")
         if not spec.get("ports"):
             problems.append(f"{where}: spec.ports is empty")
+    elif kind == "AnalysisTemplate":
+        metrics = spec.get("metrics") or []
+        if not metrics:
+            problems.append(f"{where}: spec.metrics is empty")
+        for i, metric in enumerate(metrics):
+            if not metric.get("name") or not isinstance(metric.get("provider"), dict) or not metric["provider"]:
+                problems.append(f"{where}: spec.metrics[{i}] needs a name and a provider")
     elif kind == "PersistentVolumeClaim":
         storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
         if not isinstance(storage, str) or not MEMORY.match(storage):

@@ -32,6 +32,7 @@ from agent_flywheel.scaling.otlp.jsonl import JsonlSink
 from agent_flywheel.scaling.otlp.receiver import OtlpReceiver
 from agent_flywheel.scaling.rollout.service import load_observed_traces
 from cli.main import app
+from tests.support.homes import isolated_home
 from tests.support.otel_agent import PLANNER, RESPONDER, OtelAgent, StubLLM
 
 pytestmark = pytest.mark.integration
@@ -44,19 +45,8 @@ SPAN_WAIT_S = 60.0  # generous: the exporter batches, the machine is busy
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Prefect's home and MLflow's store in a temporary directory."""
-    from prefect.settings import PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
-
-    root = tmp_path_factory.mktemp("rollout-foreign-agent")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PREFECT_HOME", str(root / "prefect"))
-    mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    mp.chdir(root)
-    try:
-        with temporary_settings(updates={PREFECT_HOME: root / "prefect", PREFECT_SERVER_ANALYTICS_ENABLED: False}):
-            yield root
-    finally:
-        mp.undo()
+    with isolated_home(tmp_path_factory.mktemp("rollout-foreign-agent")) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from agent_flywheel.config import LoadSweepConfig, ScalingConfig
 from agent_flywheel.tracking import Tracker, rollout_experiment, sizing_experiment
 from simulators.settings import LocalStackConfig, Ports
 from simulators.threaded import ThreadedServer, free_port
+from tests.support.homes import isolated_home
 
 if TYPE_CHECKING:
     from flows.scaling import ScalingOutcome
@@ -51,19 +52,8 @@ LEVELS = [1, 2, 4, 8, 16]
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Prefect's home, MLflow's SQLite store and its artifacts (``./mlruns``) all in a temporary directory."""
-    from prefect.settings import PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
-
-    root = tmp_path_factory.mktemp("scaling-flows")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PREFECT_HOME", str(root / "prefect"))
-    mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    mp.chdir(root)
-    try:
-        with temporary_settings(updates={PREFECT_HOME: root / "prefect", PREFECT_SERVER_ANALYTICS_ENABLED: False}):
-            yield root
-    finally:
-        mp.undo()
+    with isolated_home(tmp_path_factory.mktemp("scaling-flows")) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from simulators.nim.latency import (
     workflow_latency_s,
 )
 from simulators.nim.settings import LatencySettings
-from tests.support.virtual_clock import run_simulated
+from simulators.virtual_clock import run_simulated
 
 T = TypeVar("T")
 

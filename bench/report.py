@@ -511,18 +511,18 @@ def _loadgen(results: dict[str, Any] | None) -> list[str]:
 
 
 def _gpu_cell(answer: dict[str, Any] | None) -> str:
-    """``**GPUs** [low–high]``; an open end as ``open``; ``(interval unknown)`` without per-request rows."""
+    """``**GPUs** [low–high]`` (a confidence interval), ``**GPUs** bracket [low–high]`` from a per-level table
+    (no per-request rows); an open end as ``open``."""
     if not answer or answer.get("gpus") is None:
         return "—"
-    if not answer.get("interval_known"):
-        return f"**{answer['gpus']}** (interval unknown)"
     low, high = answer.get("gpus_low"), answer.get("gpus_high")
-    return f"**{answer['gpus']}** [{'open' if low is None else low}–{'open' if high is None else high}]"
+    label = "" if answer.get("interval_kind") == "confidence" else " bracket"
+    return f"**{answer['gpus']}**{label} [{'open' if low is None else low}–{'open' if high is None else high}]"
 
 
 def _inside(answer: dict[str, Any], value: int) -> bool:
     low, high = answer.get("gpus_low"), answer.get("gpus_high")
-    return bool(answer.get("interval_known")) and (low is None or low <= value) and (high is None or value <= high)
+    return (low is None or low <= value) and (high is None or value <= high)
 
 
 def _sizing_cases(cases: list[dict[str, Any]]) -> list[str]:
@@ -561,7 +561,7 @@ def _sizing_cases(cases: list[dict[str, Any]]) -> list[str]:
             "ours C* [90 %]",
             "ours GPUs, balanced [90 %]",
             "ours GPUs, pinned [90 %]",
-            "ours, per-level table only",
+            "ours, per-level table only [bracket]",
             "NAT C*",
             "NAT GPUs",
             "NAT dropped levels",
@@ -586,13 +586,15 @@ def _sizing_cases(cases: list[dict[str, Any]]) -> list[str]:
             )
 
         covered = {
-            key: sum(_inside(c.get(key) or {}, c["truth"]["gpus"]) for c in exact) for key in ("ours", "ours_pinned")
+            key: sum(_inside(c.get(key) or {}, c["truth"]["gpus"]) for c in exact)
+            for key in ("ours", "ours_pinned", "ours_per_level")
         }
         lines += [
             f"Mean absolute GPU error: ours balanced {error('ours')}, pinned {error('ours_pinned')}, NAT {error('nat')}. "
             f"Under-provisioned (fewer GPUs than the truth): balanced {under('ours')}, pinned {under('ours_pinned')}, "
             f"NAT {under('nat')} of {len(exact)}. The truth lies inside our interval in {covered['ours_pinned']} of "
-            f"{len(exact)} cases pinned and {covered['ours']} balanced.",
+            f"{len(exact)} cases pinned and {covered['ours']} balanced; inside the per-level table's measured bracket "
+            f"in {covered['ours_per_level']}.",
             "",
         ]
     return lines
@@ -611,7 +613,8 @@ def _sizing(results: dict[str, Any] | None) -> list[str]:
         "`agent_flywheel.scaling.sizing.solve.size` with requests balanced over replicas (the default: "
         "`ceil(users / C* per replica)`) and with users pinned to replicas (`--sticky-sessions`: whole users per "
         "replica), each with its 90 % interval from the per-request rows; by the same method from the sweep's "
-        "per-level table alone (one p95 per level, so the interval is unknown); and by the NeMo Agent Toolkit's "
+        "per-level table alone (one p95 per level, so no confidence interval: the GPUs between the measured levels "
+        "around C* are given as a bracket); and by the NeMo Agent Toolkit's "
         "straight line (`nat_linear_estimate`: IQR outlier removal, OLS, `GPUs = users / C* × test GPUs`, "
         "fractional as it reports it). A replica is one simulated replica of one GPU. The simulator's requests are "
         "identical and its balancer keeps each client on its replica, so its truth is the pinned one; the balanced "

@@ -8,9 +8,10 @@ a closed-loop sweep over HTTP against the simulator running in its own process (
 simulated seconds; the target is scaled the same way), with the project's load generator. The same
 sweep is sized four ways: by :func:`agent_flywheel.scaling.sizing.solve.size` with requests balanced over
 replicas (the default) and with users pinned to replicas (sticky sessions), both from the per-request rows;
-by the same method from the per-level table alone (one p95 per level: no interval); and by the NeMo Agent
-Toolkit's straight line (:func:`agent_flywheel.scaling.sizing.nat_linear.nat_linear_estimate`,
-``GPUs = users / C* × test GPUs``, fractional). A replica here is one simulated replica of one GPU.
+by the same method from the per-level table alone (one p95 per level: a measured bracket, not a
+confidence interval); and by the NeMo Agent Toolkit's straight line
+(:func:`agent_flywheel.scaling.sizing.nat_linear.nat_linear_estimate`, ``GPUs = users / C* × test GPUs``,
+fractional). A replica here is one simulated replica of one GPU.
 
 The simulator's requests are identical and its balancer keeps each closed-loop client on a replica, so its
 truth is the pinned one (whole users per replica); the balanced answer divides by the fraction.
@@ -289,7 +290,7 @@ def _answer(result: Any) -> dict[str, Any]:
         "gpus": result.gpus,
         "gpus_low": result.gpus_low,
         "gpus_high": result.gpus_high,
-        "interval_known": result.interval_known,
+        "interval_kind": result.interval_kind,
         "interval_notes": result.interval_notes,
         "thin_levels": len(result.warnings),
         "reachable": result.reachable,
@@ -370,11 +371,12 @@ def run(*, quick: bool, work_dir: Path, log: Callable[[str], None] = print) -> d
         entry = evaluate(case, SweepData.from_sweep(sweep), per_level_table, [tokens], scale)
         into.append(entry)
         true, ours, pinned, nat = entry["truth"], entry["ours"], entry["ours_pinned"], entry["nat"] or {}
+        table = entry["ours_per_level"]
         log(
             f"sizing: case {case.name}: truth C*={true['c_star']} GPUs={true['gpus']}; ours C*={ours['c_star']} "
             f"GPUs balanced={ours['gpus']} [{ours['gpus_low']}, {ours['gpus_high']}] pinned={pinned['gpus']} "
-            f"[{pinned['gpus_low']}, {pinned['gpus_high']}]; per-level only={entry['ours_per_level']['gpus']}; "
-            f"NAT GPUs={nat.get('gpus')}"
+            f"[{pinned['gpus_low']}, {pinned['gpus_high']}]; per-level only={table['gpus']} bracket "
+            f"[{table['gpus_low']}, {table['gpus_high']}]; NAT GPUs={nat.get('gpus')}"
         )
 
     # On a simulated clock first: the latency model exactly, whatever else the machine is doing (seconds).

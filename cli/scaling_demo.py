@@ -81,11 +81,9 @@ def summary_lines(scaling: ScalingOutcome, rollout: RolloutCheckOutcome, seconds
     if sizing["reachable"]:
         bound = "≥ " if sizing["slo_concurrency_is_lower_bound"] else ""
         assumptions = sizing["assumptions"]
-        if sizing["interval_known"]:
-            low, high = sizing["gpus_low"], sizing["gpus_high"]
-            interval = f"interval {'open' if low is None else low}–{'open' if high is None else high}"
-        else:
-            interval = "interval unknown"
+        low, high = sizing["gpus_low"], sizing["gpus_high"]
+        label = "interval" if sizing["interval_kind"] == "confidence" else "measured bracket"
+        interval = f"{label} {'open' if low is None else low}–{'open' if high is None else high}"
         lines.append(
             f"  sizing: C* = {bound}{sizing['slo_concurrency_per_replica']:.2f} concurrent users per replica under a "
             f"{targets['target_workflow_p95_s']:g} s workflow p95 -> {sizing['replicas']} replicas × "

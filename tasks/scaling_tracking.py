@@ -242,7 +242,7 @@ def log_sizing(tracker: Tracker, run_id: str, outcome: SizingOutcome) -> None:
         "sizing.reachable": str(bool(a.get("reachable"))).lower(),
         "sizing.lower_bound": str(bool(a.get("slo_concurrency_is_lower_bound"))).lower(),
         "sizing.reason": str(a.get("reason", ""))[:5000],
-        "sizing.interval": "known" if a.get("interval_known") else "unknown",
+        "sizing.interval": str(a.get("interval_kind", "")),
         "sizing.warnings": str(len(a.get("warnings") or [])),
     }
     assumptions = a.get("assumptions") or {}

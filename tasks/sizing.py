@@ -17,12 +17,6 @@ from agent_flywheel.scaling.sizing.solve import size
 from agent_flywheel.scaling.sizing.sweeps import sweep_data
 
 
-def _interval(low: object, high: object, known: bool) -> str:
-    if not known:
-        return "interval unknown"
-    return f"{'open' if low is None else low}–{'open' if high is None else high}"
-
-
 @task(name="size", retries=0, cache_policy=NO_CACHE)
 def run_sizing(
     requests_csv: str, llm_calls_csv: str | None, targets: SizingTargets, out_dir: str, seed: int = 0
@@ -50,7 +44,7 @@ def run_sizing(
             result.replica_model.gpus_per_replica,
             result.gpus,
             targets.target_users,
-            _interval(result.gpus_low, result.gpus_high, result.interval_known),
+            result.interval_text(result.gpus_low, result.gpus_high, "d"),
             result.replica_model.traffic,
         )
     else:

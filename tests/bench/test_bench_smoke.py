@@ -126,7 +126,9 @@ def _sizing_results() -> dict:
     assert entry["truth"]["c_star"] == 25 and entry["truth"]["gpus"] == 8
     assert entry["ours"]["gpus"] is not None and entry["nat"] is not None
     assert entry["ours_pinned"]["gpus"] == entry["truth"]["gpus"]  # the simulator's truth: whole users per replica
-    assert entry["ours_per_level"]["interval_known"] is False and entry["ours_per_level"]["gpus_low"] is None
+    per_level = entry["ours_per_level"]  # one p95 per level: the measured levels around C* bracket the answer
+    assert per_level["interval_kind"] == "bracket"
+    assert per_level["gpus_low"] <= per_level["gpus"] <= per_level["gpus_high"]
     simulated = {"passes": 2, "requests_per_level": "40", "cases": [entry]}
     return {
         "users": 200,
@@ -206,7 +208,8 @@ def test_every_section_is_written_from_tiny_measurements(tmp_path: Path) -> None
     assert "the naive pipeline was stopped when its memory passed the benchmark's 6.00 GB cap (at 6.05 GB)" in text
     assert "Peak memory per record read: ours ≈ 0 bytes (100–300)" in text
     assert "**met**" in text or "**missed**" in text
-    assert "ours GPUs, pinned [90 %]" in text and "(interval unknown)" in text  # the per-level-only column
+    assert "ours GPUs, pinned [90 %]" in text and "ours, per-level table only [bracket]" in text
+    assert "inside the per-level table's measured bracket in" in text
     assert "**On a simulated clock**" in text and "case a (simulated clock): truth" in text
     assert "Not run in this invocation" not in text
     assert "(in CPU time 1.0×" in text  # every fake measurement took 0.1 s of CPU
@@ -254,7 +257,8 @@ def test_the_simulated_clock_sweep_finds_the_pinned_truth() -> None:
     assert entry["ours_pinned"]["gpus"] == 67
     assert entry["ours"]["gpus"] == math.ceil(200 / entry["ours"]["c_star_per_replica"])
     assert 50 <= entry["ours"]["gpus"] <= 67  # between one more pinned user per replica and the truth
-    assert entry["ours_per_level"]["interval_known"] is False
+    per_level = entry["ours_per_level"]
+    assert per_level["interval_kind"] == "bracket" and per_level["gpus_low"] <= 67 <= per_level["gpus_high"]
 
 
 def _run(users: int, processes: int, late: float) -> dict:

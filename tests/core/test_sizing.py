@@ -184,8 +184,9 @@ def test_llm_target_can_bind_and_cost_is_reported() -> None:
     result = size(SweepData.from_levels_frame(frame), targets(target_workflow_p95_s=2.0, target_llm_p95_s=0.6))
     assert result.binding_metric == "llm" and result.bracket == (4.0, 8.0)
     assert result.slo_concurrency is not None and 4 <= result.slo_concurrency <= 8
-    assert result.gpus_low is None and result.gpus_high is None  # per-level input: the interval is unknown
-    assert result.interval_known is False and result.gpus is not None
+    # per-level input: the measured levels around C* (4 meets, 8 misses) bracket it, 200 users on 2 test GPUs
+    assert (result.gpus_low, result.gpus_high) == (2 * math.ceil(200 / 8), 2 * math.ceil(200 / 4))
+    assert result.interval_kind == "bracket" and result.gpus is not None
     priced = size(SweepData.from_levels_frame(frame), targets(target_workflow_p95_s=2.0, gpu_price_per_hour=3.0))
     assert priced.throughput_at_slo_rps is not None and priced.cost_per_1k_workflows is not None
     expected = 3.0 * 2 / (priced.throughput_at_slo_rps * 3600) * 1000
@@ -322,18 +323,30 @@ def test_the_documentation_sample_needs_9_replicas_of_8_gpus() -> None:
     assert (pinned.replicas, pinned.gpus) == (10, 80)  # 11 whole users per replica
 
 
-def test_a_per_level_table_has_an_unknown_interval_not_a_point() -> None:
+def test_a_per_level_table_gives_a_measured_bracket_not_a_point_nor_a_confidence_interval() -> None:
     result = size(SweepData.from_levels_frame(NAT_DOC_SAMPLE), SizingTargets(**NAT_DOC_TARGETS))
     d = result.to_dict()
-    assert d["interval_known"] is False
-    for key in ("gpus_low", "gpus_high", "slo_concurrency_low", "slo_concurrency_high"):
-        assert d[key] is None, key
+    assert d["interval_kind"] == "bracket"
+    # C* ≈ 11.5 lies between the levels 8 (meets 10 s) and 16 (misses): ceil(100 / 16) and ceil(100 / 8) replicas
+    assert (d["slo_concurrency_low"], d["slo_concurrency_high"]) == (8.0, 16.0)
+    assert (d["gpus_low"], d["gpus"], d["gpus_high"]) == (7 * 8, 72, 13 * 8)
     assert any("one p95 per level and no per-request rows" in n for n in d["interval_notes"])
     assert all(lv["workflow_p95_low_s"] is None and lv["workflow_p95_high_s"] is None for lv in d["levels"])
     text = result.to_markdown()
-    assert "= 72 GPUs** for 100 concurrent users (interval unknown)" in text
+    assert "= 72 GPUs** for 100 concurrent users (measured bracket 56–104)" in text
+    assert "not a confidence interval" in text
     assert "| 8 | — | 7.909 | unknown |" in text
     assert "NeMo Agent Toolkit's straight line on the same p95s: C* = 10.62, 75.35 GPUs" in text
+
+
+def test_a_per_level_bracket_is_open_above_when_every_level_meets_the_target() -> None:
+    frame = pd.DataFrame({"concurrency": [1, 2, 4], "workflow_p95_s": [1.0, 1.1, 1.3]})
+    result = size(SweepData.from_levels_frame(frame), targets(target_workflow_p95_s=2.0))
+    assert result.slo_concurrency_is_lower_bound and result.interval_kind == "bracket"
+    assert (result.slo_concurrency_low, result.slo_concurrency_high) == (4.0, None)
+    assert result.gpus_low is None and result.gpus_high == result.gpus  # C* ≥ 4: at most these GPUs
+    assert any("measure higher concurrency" in n for n in result.interval_notes)
+    assert "measured bracket open–" in result.to_markdown()
 
 
 def test_the_documentation_sample_with_its_requests_has_an_interval_around_the_truth() -> None:

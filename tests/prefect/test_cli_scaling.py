@@ -50,8 +50,9 @@ def test_sizing_calc_json_per_level(runner: CliRunner, tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["reachable"] is True and data["bracket"] == [8.0, 16.0]
     assert 8 <= data["slo_concurrency"] <= 16
-    assert data["gpus_low"] is None and data["gpus_high"] is None  # no per-request samples: interval unknown
-    assert data["interval_known"] is False and data["interval_notes"]
+    # no per-request samples: the GPUs for the two measured levels around C* (16: 7 × 2, 8: 13 × 2), a bracket
+    assert (data["gpus_low"], data["gpus_high"]) == (14, 26) and data["gpus_low"] <= data["gpus"] <= data["gpus_high"]
+    assert data["interval_kind"] == "bracket" and "not a confidence interval" in data["interval_notes"][0]
     assert isinstance(data["gpus"], int) and data["gpus"] % 2 == 0
     assert set(data) >= {"slo_concurrency", "gpus", "gpus_low", "gpus_high", "reachable", "reason", "assumptions"}
 
@@ -73,11 +74,13 @@ def test_sizing_calc_on_the_toolkit_documentation_sample(
     data = json.loads(_calc(runner, *args, *extra, "--json").stdout)
     assert (data["replicas"], data["gpus"]) == (replicas, gpus)
     assert data["assumptions"]["gpus_per_replica"] == gpus_per_replica and data["assumptions"]["traffic"] == traffic
-    assert data["gpus_low"] is None and data["gpus_high"] is None and data["interval_known"] is False
+    assert data["interval_kind"] == "bracket" and data["gpus_low"] <= gpus <= data["gpus_high"]
+    assert (data["slo_concurrency_low"], data["slo_concurrency_high"]) == (8.0, 16.0)
     assert data["nat_linear"]["gpus"] == pytest.approx(75.35, abs=0.01)
     text = _calc(runner, *args, *extra).stdout
     assert f"**{replicas} replicas × {gpus_per_replica} GPU(s) = {gpus} GPUs** for 100 concurrent users" in text
-    assert "(interval unknown)" in text and "| 16 | — | 12.677 | unknown |" in text
+    bracket = f"(measured bracket {data['gpus_low']}–{data['gpus_high']})"
+    assert bracket in text and "| 16 | — | 12.677 | unknown |" in text
 
 
 def test_sizing_calc_json_per_request_with_llm_target_and_plots(runner: CliRunner, tmp_path: Path) -> None:

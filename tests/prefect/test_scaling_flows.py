@@ -186,12 +186,12 @@ def test_sizing_answer_has_a_consistent_interval(scaling_run: ScalingOutcome, ml
         "sticky_sessions": False,
         "rule": "replicas = ceil(users / C* per replica) (requests balanced over the replicas)",
     }
-    assert answer["interval_known"] is True  # per-request rows: an interval, whose open ends say why
+    assert answer["interval_kind"] == "confidence"  # per-request rows: an interval, whose open ends say why
     run = mlflow.client.get_run(scaling_run.mlflow_run_id).data
     assert run.params["sizing.replica.traffic"] == "balanced" and run.params["sizing.replica.gpus_per_replica"] == "1"
     assert run.params["sizing.sticky_sessions"] == "false" and run.params["sizing.confirm"] == "true"
     assert run.metrics["reachable"] == (1.0 if answer["reachable"] else 0.0)
-    assert run.tags["sizing.interval"] == "known"
+    assert run.tags["sizing.interval"] == "confidence"
     if not answer["reachable"]:
         assert answer["gpus"] is None and "confirmation" not in answer
         return

@@ -28,7 +28,9 @@ The method, and why it differs from the NeMo Agent Toolkit's ``nat sizing calc``
    answer warns, naming the level, its count and the minimum). p95 never falls as load rises, so a
    well-measured level bounds a thin one. C*'s low end is where the levels' high p95s cross the target, its
    high end where the low ones do; an end the data cannot fix is left open (None) with its reason. A
-   per-level table (one p95 per level, no requests) has no interval at all: unknown, never a point.
+   per-level table (one p95 per level, no requests) has no confidence interval, and the answer is never a
+   point either: the measured levels around C* (the last meeting every target, the first missing one)
+   bracket it if each p95 is taken as exact, and the answer labels that a measured bracket.
 
 Throughput at the SLO is interpolated between the bracket's measured throughputs (or from Little's law,
 ``X = N / mean R``, in a closed loop without think time); cost per 1,000 workflows is

@@ -95,8 +95,7 @@ def sizing_png(result: SizingResult, path: str | Path) -> Path:
         lo = result.gpus_low if result.gpus_low is not None else g
         hi = result.gpus_high if result.gpus_high is not None else g
         ax2.bar([0], [g], color="C2", alpha=0.8)
-        if result.interval_known:
-            ax2.errorbar([0], [g], yerr=[[g - lo], [hi - g]], fmt="none", ecolor="black", capsize=8)
+        ax2.errorbar([0], [g], yerr=[[g - lo], [hi - g]], fmt="none", ecolor="black", capsize=8)
         ax2.set_xticks([0], [f"{result.targets['target_users']} users"])
         ax2.set_ylabel("GPUs")
         ax2.set_title(f"{g} GPUs ({result.interval_text(result.gpus_low, result.gpus_high, 'd')})", fontsize=9)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -13,13 +13,16 @@ from agent_flywheel.scaling.sizing.nat_linear import NatLinearEstimate
 from agent_flywheel.scaling.sizing.replicas import ReplicaModel
 from agent_flywheel.scaling.sizing.sweeps import Metric
 
+IntervalKind = Literal["confidence", "bracket"]
+
 
 @dataclass
 class SizingResult:
     """The answer: C* of the system under test, replicas and GPUs with an interval, the assumptions, cost.
 
-    An end of an interval that the data cannot fix is None (``interval_notes`` says why); with per-level
-    input the whole interval is unknown (``interval_known`` false).
+    An end of an interval that the data cannot fix is None (``interval_notes`` says why). ``interval_kind`` says
+    what the interval is: ``confidence`` from per-request rows, or ``bracket`` from a per-level table (the
+    measured levels around C*, taking each p95 as exact: how far a p95 may be off is unknown there).
     """
 
     reachable: bool
@@ -41,7 +44,7 @@ class SizingResult:
     gpus: int | None = None
     gpus_low: int | None = None
     gpus_high: int | None = None
-    interval_known: bool = False
+    interval_kind: IntervalKind = "bracket"
     interval_notes: list[str] = field(default_factory=list)
     throughput_at_slo_rps: float | None = None
     cost_per_1k_workflows: float | None = None
@@ -72,7 +75,7 @@ class SizingResult:
             "gpus": self.gpus,
             "gpus_low": self.gpus_low,
             "gpus_high": self.gpus_high,
-            "interval_known": self.interval_known,
+            "interval_kind": self.interval_kind,
             "interval_notes": self.interval_notes,
             "throughput_at_slo_rps": self.throughput_at_slo_rps,
             "cost_per_1k_workflows": self.cost_per_1k_workflows,
@@ -91,12 +94,12 @@ class SizingResult:
         return pd.DataFrame(self.levels)
 
     def interval_text(self, low: float | None, high: float | None, spec: str) -> str:
-        """``low–high`` at the confidence, ``unknown`` without per-request data, ``open`` for an end the data leave open."""
-        if not self.interval_known:
-            return "interval unknown"
+        """``95% interval low–high``, or ``measured bracket low–high`` from a per-level table; ``open`` for an
+        end the data leave open. The label keeps a bracket from being read as a confidence interval."""
         lo = "open" if low is None else format(low, spec)
         hi = "open" if high is None else format(high, spec)
-        return f"{self.confidence:.0%} interval {lo}–{hi}"
+        label = f"{self.confidence:.0%} interval" if self.interval_kind == "confidence" else "measured bracket"
+        return f"{label} {lo}–{hi}"
 
     def to_markdown(self) -> str:
         """A short human-readable answer: the GPUs, the assumptions, the interval, the toolkit's line, the table."""
@@ -121,7 +124,7 @@ class SizingResult:
                 f"- Replicas: {model.describe()}.",
             ]
         lines += [f"- Interval: {note}." for note in self.interval_notes]
-        if self.interval_known:
+        if self.interval_kind == "confidence":
             lines.append(
                 f"- Interval method: per level the wider of a bootstrap ({self.bootstrap_samples} resamples of passes, "
                 "then requests) and distribution-free order-statistic bounds on the p95; C*'s low end is where the "
@@ -158,7 +161,7 @@ class SizingResult:
         return "\n".join(lines) + "\n"
 
     def _level_interval(self, level: dict[str, Any]) -> str:
-        if not self.interval_known:
+        if self.interval_kind != "confidence":
             return "unknown"
         high = level.get("workflow_p95_high_s")
         return f"{_num(level.get('workflow_p95_low_s'), '.3f')}–{'∞' if high is None else format(high, '.3f')}"

@@ -87,6 +87,31 @@ def _interval(
     return _Interval(c_low, c_high, tuple(notes))
 
 
+def _measured_bracket(x: np.ndarray, meets_all: np.ndarray) -> _Interval:
+    """C* between the highest level meeting every target below the first that misses one, and that level.
+
+    Why: a per-level table (one p95 per level) shows nothing of how far each p95 may be off, so no confidence
+    interval exists; the measured levels still bracket C* if each p95 is taken as exact and latency does not
+    fall as load rises. Labelled a bracket, never a confidence interval.
+    """
+    failing = np.flatnonzero(~meets_all)
+    why = (
+        "a bracket from the measured levels, not a confidence interval: the sweep has one p95 per level and no "
+        "per-request rows, so how far each p95 may be off is unknown; give the per-request table "
+        "(sweep/requests.csv) for a confidence interval"
+    )
+    if len(failing) == 0:
+        return _Interval(
+            float(x[-1]),
+            None,
+            (why, "no lower end: every level measured meets the target; measure higher concurrency"),
+        )
+    f = int(failing[0])
+    if f == 0:
+        return _Interval(notes=(why,))
+    return _Interval(float(x[f - 1]), float(x[f]), (why,))
+
+
 def size(data: SweepData, targets: SizingTargets, *, seed: int = 0, compare_nat: bool = True) -> SizingResult:
     """Size the system: C* by measured bracketing, replicas and GPUs by the replica model, an interval, cost.
 
@@ -109,6 +134,9 @@ def size(data: SweepData, targets: SizingTargets, *, seed: int = 0, compare_nat:
         curves.append((_Curve("llm", t_llm, fit_capacity(x, y_l)), y_l))
     crossing, binding = _solve(x, curves)
     users = targets.target_users
+    meets_all = y_w <= t_w
+    if y_l is not None and t_llm is not None:
+        meets_all = meets_all & (y_l <= t_llm)
 
     # Interval ----------------------------------------------------------------------------------------
     b = targets.bootstrap_samples
@@ -132,17 +160,9 @@ def size(data: SweepData, targets: SizingTargets, *, seed: int = 0, compare_nat:
                 )
         interval = _interval(x, interval_curves, targets.confidence)
     else:
-        interval = _Interval(
-            notes=(
-                "unknown: the sweep has one p95 per level and no per-request rows, so nothing shows how "
-                "far each p95 may be off; give the per-request table (sweep/requests.csv) for an interval",
-            )
-        )
+        interval = _measured_bracket(x, meets_all)
 
     # Per-level table ---------------------------------------------------------------------------------
-    meets_all = y_w <= t_w
-    if y_l is not None and t_llm is not None:
-        meets_all = meets_all & (y_l <= t_llm)
     lows_w, highs_w = monotone_bounds(bounds_w) if bounds_w else (None, None)
     levels = []
     for i, lv in enumerate(data.levels):
@@ -183,7 +203,7 @@ def size(data: SweepData, targets: SizingTargets, *, seed: int = 0, compare_nat:
         binding_metric=binding.metric,
         interpolation=crossing.method,
         gpus_low=None if interval.c_high is None else model.gpus_for(interval.c_high, users),
-        interval_known=data.has_samples,
+        interval_kind="confidence" if data.has_samples else "bracket",
         interval_notes=list(interval.notes),
         fit=binding.fit,
         levels=levels,

@@ -243,7 +243,8 @@ def _run_flywheel(
 
 def _print_decision(result: FlywheelOutcome) -> None:
     typer.echo(result.markdown)
-    typer.echo(f"MLflow run: {result.mlflow_url}")
+    if result.mlflow_url:  # no run for an outcome decided before tracking (no new data, workload busy)
+        typer.echo(f"MLflow run: {result.mlflow_url}")
     typer.echo(f"decision: {result.outcome}: {result.reason}")
 
 

@@ -58,12 +58,15 @@ class ThreadedServer:
     def url(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 15.0) -> ThreadedServer:
+    def start(self, timeout_s: float = 120.0) -> ThreadedServer:
+        """Serve, and return once uvicorn listens (the wait is generous: a busy machine starts it slowly)."""
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"server on {self.url} did not start")
+            if not self._thread.is_alive():
+                raise RuntimeError(f"server on {self.url} stopped before it listened (is the port taken?)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server on {self.url} did not listen within {timeout_s:g} s")
             time.sleep(0.02)
         return self
 

@@ -37,6 +37,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from agent_flywheel.config import FlywheelConfig, parse_config
+from agent_flywheel.nemo.names import workload_label
 from agent_flywheel.paths import default_mlflow_uri
 from cli.main import app
 from simulators.settings import LocalStackConfig
@@ -160,6 +161,9 @@ def test_nat_exporter_records_in_the_index_nat_created_reach_a_decision(
     assert metrics["datasets.eval"] == EVAL_SIZE
     parent = MlflowClient(default_mlflow_uri()).get_run(result.mlflow_run_id)
     assert parent.data.tags["workload_id"] == NAT_WORKLOAD_ID  # the original id, kept
+    # NAT's default workload id made valid names for the Data Store and the Entity Store (eval, train, ICL sets)
+    datasets = [d for d in _nemo(stack, "/v1/datasets") if f"-{workload_label(NAT_WORKLOAD_ID)}-" in d["name"]]
+    assert len(datasets) >= 2, datasets
 
 
 # --- 2. the blueprint's index of epoch seconds: imported once, then more records ---------------------------------

@@ -313,7 +313,9 @@ async def flywheel(
             )
             logger.warning("flywheel %s/%s %s", workload_id, client_id, reason)
             return _finished(FlywheelOutcome(outcome="workload-busy", reason=reason), workload_id, client_id)
-        outcome = await _run(workload_id, client_id, cfg, nemo_block, log_store_block, mlflow_block, flow_run_id)
+        outcome = await _run(
+            workload_id, client_id, cfg, nemo_block, log_store_block, mlflow_block, flow_run_id, config_path
+        )
     return _finished(outcome, workload_id, client_id)
 
 
@@ -335,8 +337,9 @@ async def _run(
     log_store_block: str,
     mlflow_block: str,
     flow_run_id: str,
+    config_path: str,
 ) -> FlywheelOutcome:
-    """The flywheel proper, with the workload held."""
+    """The flywheel proper, with the workload held; ``config_path`` is named in messages about the config."""
     logger = get_run_logger()
     platform = load_block(NemoPlatform, nemo_block)
     store = load_block(LogStore, log_store_block)
@@ -344,7 +347,7 @@ async def _run(
     mlflow = tracking.get_tracker()
     directory = run_dir(flow_run_id)
     claim_run_dir(directory)
-    extracted = extract_logs(workload_id, client_id, cfg, store, directory)
+    extracted = extract_logs(workload_id, client_id, cfg, store, directory, config_path)
     if extracted.new_records == 0:
         return _no_new_data(workload_id, client_id, extracted)
     await preflight(cfg, platform, store)  # before any dataset, job or deployment; lists every problem
@@ -372,6 +375,7 @@ async def _run(
                 platform.nim_url,
                 directory,
                 nemo.remote_key("embedding"),
+                config_path,
             )
         finally:
             await release_models(embedders, serving, nemo)

@@ -80,6 +80,7 @@ def build_datasets_task(
     nim_url: str,
     run_dir: Path,
     embedding_api_key: SecretStr | None = None,
+    config_file: str | None = None,
 ) -> BuiltDatasets:
     """Dedupe, filter, split and select ICL examples from every record the workload has accumulated.
 
@@ -107,7 +108,7 @@ def build_datasets_task(
         run_dir / "datasets",
         embed=embed,
         gate=cfg.promotion_gate,
-        filters=SourceFilters.from_config(cfg, workload_id, client_id),
+        filters=SourceFilters.from_config(cfg, workload_id, client_id, config_file),
     )
     logger.info(
         "build-datasets: %s workload; %s; removed %s",

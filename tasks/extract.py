@@ -17,6 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from agent_flywheel.config import FlywheelConfig
+from agent_flywheel.datasets.build import InsufficientRecordsError
+from agent_flywheel.datasets.shortfall import SourceFilters, shortfall_report
 from agent_flywheel.logstore.errors import LogStoreError
 from agent_flywheel.logstore.reader import extract
 from agent_flywheel.logstore.shape import IndexShapeError, inspect_index
@@ -77,14 +79,21 @@ def _log_store_failure(store: LogStore, product: str, exc: Exception) -> Runtime
     cache_policy=NO_CACHE,
 )
 def extract_logs(
-    workload_id: str, client_id: str, cfg: FlywheelConfig, store: LogStore, run_dir: Path
+    workload_id: str,
+    client_id: str,
+    cfg: FlywheelConfig,
+    store: LogStore,
+    run_dir: Path,
+    config_file: str | None = None,
 ) -> ExtractedLogs:
     """Read records newer than the watermark (all of them on a full rebuild) into the workload's record cache.
 
     The new segment is written on this worker's disk, then stored in the result storage with the cache's
     manifest (in place when that storage is this disk). The watermark is not moved here: :func:`commit_watermark` moves it once the whole run succeeded, so a
     failed run reads the same records again. The index's mapping is read first: an index the flywheel cannot
-    read correctly stops the run here, in one line that says how to fix it (and is not retried).
+    read correctly stops the run here, in one line that says how to fix it (and is not retried). So do records
+    that were read but all filtered out or quarantined when the workload has none from earlier runs: the
+    :class:`InsufficientRecordsError` names each filter with its counts and the line of ``config_file`` to change.
     """
     logger = get_run_logger()
     blobs = blob_store()
@@ -154,6 +163,18 @@ def extract_logs(
         if quarantined
         else "",
     )
+    if written == 0 and result.scanned > 0 and cache.count() == 0:
+        # Records were read and every one was filtered out or quarantined, and no earlier run kept any: "no new
+        # data" would hide why. Stop as a build with too few records does, naming each filter and the line to change.
+        raise InsufficientRecordsError(
+            shortfall_report(
+                f"0 usable records for workload {workload_id!r} / client {client_id!r}",
+                {},
+                0,
+                cache.read_summary(),
+                SourceFilters.from_config(cfg, workload_id, client_id, config_file),
+            )
+        )
     return ExtractedLogs(
         new_records=written,
         cached_records=cache.count(),

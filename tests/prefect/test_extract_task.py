@@ -17,6 +17,7 @@ from elastic_transport import ConnectionError as TransportConnectionError
 
 import tasks.extract
 from agent_flywheel.config import DataSplitConfig, ExtractionConfig, FlywheelConfig, NIMConfig
+from agent_flywheel.datasets.build import InsufficientRecordsError
 from agent_flywheel.logstore.reader import extract
 from agent_flywheel.records.cache import READS_FILE, RecordCache, SegmentWriter
 from agent_flywheel.records.documents import to_document
@@ -155,6 +156,30 @@ def test_by_default_every_new_record_is_read_not_only_twice_the_dataset_limit(
     result = extract_logs.fn(WORKLOAD, CLIENT, cfg, LogStore(index=INDEX), tmp_path / "run")
     assert result.new_records == result.cached_records == expected
     assert result.scanned == expected
+
+
+def test_records_read_but_every_one_filtered_stop_the_run_naming_the_filter_not_no_new_data(run: Any) -> None:
+    """The blueprint's records answered by meta/llama-3.1-70b-instruct against the default teacher: nothing to
+    learn from, ever, is said with the counts and the line to change (not "no new records since the last run")."""
+    documents = [(f"doc-{n}", _record(n, "meta/llama-3.1-70b-instruct")) for n in range(5)]
+    broken = _record(9)
+    del broken["response"]
+    with pytest.raises(InsufficientRecordsError) as stopped:
+        run(Store([*documents, ("doc-9", broken)]))
+    message = str(stopped.value)
+    assert message.startswith(f"0 usable records for workload {WORKLOAD!r} / client {CLIENT!r}. What was filtered")
+    assert "- log store: 6 records read in 1 read(s); 1 quarantined (1 missing_field)" in message
+    assert f"teacher.model_name: {TEACHER}): 5 records skipped as answered by another model" in message
+    assert "Models seen: meta/llama-3.1-70b-instruct: 5" in message
+    assert "`teacher.model_name: meta/llama-3.1-70b-instruct` (or) `extraction.teacher_only: false`" in message
+
+    # once a run kept records, a later read whose records are all filtered out is no new data, not an error
+    kept = run(Store([("doc-8", _record(8))]))
+    assert kept.new_records == kept.cached_records == 1
+    tasks.extract.commit_watermark.fn(WORKLOAD, CLIENT, kept.watermark)
+    later = run(Store([("doc-8", _record(8)), *documents]))
+    assert (later.new_records, later.cached_records, later.already_read) == (0, 1, 1)
+    assert later.other_models == {"meta/llama-3.1-70b-instruct": 5}
 
 
 def test_a_log_store_failing_mid_way_leaves_no_partial_segment_and_keeps_the_earlier_one(run: Any) -> None:

@@ -48,6 +48,7 @@ SLOWEST_FIRST = (
     "tests/e2e/test_flywheel_flow.py",
     "tests/e2e/test_shared_deployments.py",
     "tests/e2e/test_foreign_agent.py",
+    "tests/e2e/test_foreign_producers.py",
     "tests/prefect/test_scaling_flows.py",
 )
 

@@ -95,7 +95,8 @@ def shortfall_report(
                 fixes.append(f"teacher.model_name: {named[0][0]}")
             fixes.append("extraction.teacher_only: false")
     build_removed = sum(removed.values())
-    lines.append(f"- dataset build: read {read}; removed {_reasons(removed) if build_removed else 'none'}")
+    if read or build_removed:  # nothing read: the build never ran (extraction stopped the run) or had no input
+        lines.append(f"- dataset build: read {read}; removed {_reasons(removed) if build_removed else 'none'}")
     if removed.get("no_tool_call"):
         fixes.append("evaluation_config.include_no_call_records: true")
     if fixes:

@@ -80,6 +80,16 @@ def _small_flywheel_config(target: Path) -> Path:
     return target
 
 
+def _interruptible_config(servers: Servers) -> Path:
+    """The small config with a long fine-tune (40 epochs: minutes at the stack's clock speed), so a run is surely
+    still inside its candidate subflow when the test presses Ctrl-C, however slowly a busy machine observes it."""
+    data = yaml.safe_load(servers.flywheel_config.read_text())
+    data["training_config"]["epochs"] = 40
+    target = servers.flywheel_config.with_name("flywheel-interruptible.yaml")
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
 @pytest.fixture(scope="module")
 def servers(
     tmp_path_factory: pytest.TempPathFactory, start_stack: Callable[..., LocalStackConfig]
@@ -347,7 +357,7 @@ def test_ctrl_c_ends_the_flow_run_and_its_subflow_runs(servers: Servers) -> None
     _traffic(servers)
     before = {run["id"] for run in _flow_runs(servers.api)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", *_run(servers)],
+        [sys.executable, "-m", "cli.main", *_run(servers, config=_interruptible_config(servers))],
         cwd=ROOT,
         env=servers.env,
         stdin=subprocess.DEVNULL,
@@ -429,7 +439,7 @@ def test_ctrl_c_at_a_terminal_without_a_server(servers: Servers, tmp_path: Path)
     database = home / "prefect" / "prefect.db"
     terminal, user_side = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", *_run(servers)],
+        [sys.executable, "-m", "cli.main", *_run(servers, config=_interruptible_config(servers))],
         cwd=ROOT,
         env=env,
         stdin=user_side,  # a terminal: what decides where the runs are recorded

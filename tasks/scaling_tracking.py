@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -106,6 +107,8 @@ def sizing_params(cfg: ScalingConfig, *sections: str) -> dict[str, Any]:
 class SizingRun:
     """The MLflow run a scaling flow logs to: the parent's when given, else one it opens (and closes) itself.
 
+    Used as a context manager: leaving the block closes a run opened here, FINISHED or (on an exception) FAILED.
+
     ``tags`` is called only when the run is opened here, so a subflow under ``scaling`` reads nothing for them.
     """
 
@@ -138,6 +141,15 @@ class SizingRun:
         """End the run when this flow opened it."""
         if self.owned:
             end_tracking_run(self.tracker, self.run_id, "FINISHED" if ok else "FAILED")
+
+    def __enter__(self) -> SizingRun:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """FINISHED when the block returned, FAILED when it raised."""
+        self.close(exc_type is None)
 
 
 def _stats_metrics(prefix: str, stats: Mapping[str, Any]) -> dict[str, float]:

@@ -220,16 +220,12 @@ class Customizer:
         ``pending``/``created`` wait; a last log ``NotEnoughResources`` ends the wait at once. With
         ``cancel_on_abort`` the job is cancelled when the waiting coroutine is cancelled.
         """
-
-        async def cancel() -> None:
-            await self.cancel_job(job_id)
-
         return await wait_for_answer(
             lambda: self.get_status(job_id),
             customization_observation,
             what=f"customization job {job_id}",
             settings=settings or PollSettings(interval_s=30.0),
             on_progress=on_progress,
-            on_cancel=cancel if cancel_on_abort else None,
+            on_cancel=(lambda: self.cancel_job(job_id)) if cancel_on_abort else None,
             sleep=self.http.sleep,
         )

@@ -173,16 +173,12 @@ class Evaluator:
         cancel_on_abort: bool = False,
     ) -> EvaluationJob:
         """Poll the job until ``completed`` (returned) or failed/stalled/timed out (raised)."""
-
-        async def cancel() -> None:
-            await self.cancel_job(job_id)
-
         return await wait_for_answer(
             lambda: self.get_job(job_id),
             evaluation_observation,
             what=f"evaluation job {job_id}",
             settings=settings or PollSettings(interval_s=5.0),
             on_progress=on_progress,
-            on_cancel=cancel if cancel_on_abort else None,
+            on_cancel=(lambda: self.cancel_job(job_id)) if cancel_on_abort else None,
             sleep=self.http.sleep,
         )

@@ -2,7 +2,7 @@
 
 Why a stub: the multi-process load benchmark measures the *client*; the agent must hold thousands of requests
 open for about a second each while costing almost no CPU, so that the generators, not the server, are what
-runs out. A bare ``asyncio.Protocol`` (as :mod:`bench.endpoint`) parses just enough HTTP/1.1 and answers
+runs out. A bare ``asyncio.Protocol`` (:mod:`bench.bare_http`) parses just enough HTTP/1.1 and answers
 ``POST /generate`` (the NeMo Agent Toolkit's route, ``{"value": ...}``) after the two "LLM calls": one timer
 for their sum, no task per request.
 
@@ -15,18 +15,13 @@ Run it as ``python -m bench.agent_stub --port N``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 
+from bench.bare_http import HttpRequests, http_response, serve_command
+
 CALL_MIN_S, CALL_MAX_S = 0.3, 1.0
-_OK_BODY = b'{"value":"ok"}'
-_OK = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: keep-alive\r\ncontent-length: "
-    + str(len(_OK_BODY)).encode()
-    + b"\r\n\r\n"
-    + _OK_BODY
-)
+_OK = http_response("200 OK", b'{"value":"ok"}')
 
 
 def planned_delays_s(trace_id: str) -> tuple[float, float]:
@@ -70,57 +65,23 @@ class Stats:
 STATS = Stats()
 
 
-def _response(status: str, body: bytes) -> bytes:
-    return (
-        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: keep-alive\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-class _Http(asyncio.Protocol):
+class _Http(HttpRequests):
     """One connection: each complete request is answered after its two LLM calls (one timer)."""
 
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            lines = bytes(self.buffer[:end]).split(b"\r\n")
-            length, trace_id = 0, None
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                key = name.strip().lower()
-                if key == b"content-length":
-                    length = int(value.strip() or 0)
-                elif key == b"traceparent":
-                    trace_id = value.strip().split(b"-")[1].decode()
-            total = end + 4 + length
-            if len(self.buffer) < total:
-                return
-            del self.buffer[:total]
-            self._answer(lines[0], trace_id)
-
-    def _answer(self, request_line: bytes, trace_id: str | None) -> None:
+    def answer(self, request_line: bytes, headers: dict[bytes, bytes]) -> None:
         assert self.transport is not None
+        traceparent = headers.get(b"traceparent")
+        trace_id = traceparent.split(b"-")[1].decode() if traceparent is not None else None
         method, _, rest = request_line.partition(b" ")
         path = rest.split(b" ")[0]
         if path == b"/stats":
             global STATS
             if method == b"POST":
                 STATS = Stats()
-            self.transport.write(_response("200 OK", STATS.to_json()))
+            self.transport.write(http_response("200 OK", STATS.to_json()))
             return
         if path != b"/generate" or trace_id is None:
-            self.transport.write(_response("404 Not Found", b'{"detail":"POST /generate with a traceparent"}'))
+            self.transport.write(http_response("404 Not Found", b'{"detail":"POST /generate with a traceparent"}'))
             return
         loop = asyncio.get_running_loop()
         hold = sum(planned_delays_s(trace_id))
@@ -133,20 +94,9 @@ class _Http(asyncio.Protocol):
             self.transport.write(_OK)
 
 
-async def serve(host: str, port: int) -> None:
-    """Serve until cancelled."""
-    server = await asyncio.get_running_loop().create_server(_Http, host, port, backlog=8192)
-    async with server:
-        await server.serve_forever()
-
-
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``--host`` (default 127.0.0.1) and ``--port``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port))
+    serve_command(_Http, 8192, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -578,6 +578,11 @@ def run(
         extract_sizes if extract_sizes is not None else (QUICK_EXTRACT_SIZES if quick else FULL_EXTRACT_SIZES)
     )
     results: dict[str, Any] = {"sizes": [], "memory_cap_mb": memory_cap_mb, "loads": []}
+
+    def isolated(function: str, **args: Any) -> Isolated:
+        """One measurement: this module's ``function`` in a fresh interpreter, under the memory cap."""
+        return run_isolated(f"bench.extraction:{function}", args, memory_cap_mb=memory_cap_mb, timeout_s=3600.0)
+
     for size in sorted(set(sizes) | set(extract_sizes)):
         n_rounds = rounds or (1 if quick else 3)
         directory = data_dir / f"records-{size}"
@@ -605,35 +610,13 @@ def run(
             colds: list[Isolated] = []
             for r in range(n_rounds):
                 results["loads"].append(load_average())
-                bound.append(
-                    run_isolated(
-                        "bench.extraction:parse_file",
-                        {"path": str(directory / "cache.jsonl"), "parser": "orjson"},
-                        memory_cap_mb=memory_cap_mb,
-                        timeout_s=3600.0,
-                    )
-                )
-                stdlib.append(
-                    run_isolated(
-                        "bench.extraction:parse_file",
-                        {"path": str(directory / "cache.jsonl"), "parser": "json"},
-                        memory_cap_mb=memory_cap_mb,
-                        timeout_s=3600.0,
-                    )
-                )
+                bound.append(isolated("parse_file", path=str(directory / "cache.jsonl"), parser="orjson"))
+                stdlib.append(isolated("parse_file", path=str(directory / "cache.jsonl"), parser="json"))
                 # The cold build (first round only: it is the slow one) saves the key files the builds read.
                 for cold, runs in ((True, colds), (False, builds)) if r == 0 else ((False, builds),):
                     runs.append(
-                        run_isolated(
-                            "bench.extraction:build",
-                            {
-                                "cache_root": str(cache_root),
-                                "records": size,
-                                "out_dir": str(directory / "out"),
-                                "cold": cold,
-                            },
-                            memory_cap_mb=memory_cap_mb,
-                            timeout_s=3600.0,
+                        isolated(
+                            "build", cache_root=str(cache_root), records=size, out_dir=str(directory / "out"), cold=cold
                         )
                     )
                 log(
@@ -651,30 +634,9 @@ def run(
                 naive: list[Isolated] = []
                 for r in range(n_rounds if size < 100_000 else 1):
                     results["loads"].append(load_average())
-                    bound_raw.append(
-                        run_isolated(
-                            "bench.extraction:parse_file",
-                            {"path": str(directory / "raw.jsonl"), "parser": "orjson"},
-                            memory_cap_mb=memory_cap_mb,
-                            timeout_s=3600.0,
-                        )
-                    )
-                    ours.append(
-                        run_isolated(
-                            "bench.extraction:ours_end_to_end",
-                            {"url": url, "records": size, "work_dir": str(directory / "ours")},
-                            memory_cap_mb=memory_cap_mb,
-                            timeout_s=3600.0,
-                        )
-                    )
-                    naive.append(
-                        run_isolated(
-                            "bench.extraction:naive_end_to_end",
-                            {"url": url, "records": size, "work_dir": str(directory / "naive")},
-                            memory_cap_mb=memory_cap_mb,
-                            timeout_s=3600.0,
-                        )
-                    )
+                    bound_raw.append(isolated("parse_file", path=str(directory / "raw.jsonl"), parser="orjson"))
+                    ours.append(isolated("ours_end_to_end", url=url, records=size, work_dir=str(directory / "ours")))
+                    naive.append(isolated("naive_end_to_end", url=url, records=size, work_dir=str(directory / "naive")))
                     log(
                         f"extraction: {size} end to end round {r + 1}: orjson {_s(bound_raw[-1])}, ours {_s(ours[-1])} "
                         f"({_mb(ours[-1])}), naive {_s(naive[-1])} ({_mb(naive[-1])})"

@@ -125,6 +125,25 @@ def _candidate_router(cfg: ScalingConfig, agent: AgentTarget, candidate_model: s
     return router
 
 
+def _stage_run(
+    cfg: ScalingConfig,
+    agent_block: str,
+    mlflow_block: str,
+    candidate_model: str | None,
+    mlflow_run_id: str | None,
+    stage: str,
+    section: str,
+) -> tuple[AgentTarget, Router, SizingRun]:
+    """The agent, its router (a candidate refused before any MLflow run) and the run ``profile`` or ``load-sweep``
+    logs to: both resolve their blocks and open their run alike."""
+    agent = load_block(AgentTarget, agent_block)
+    router = _candidate_router(cfg, agent, candidate_model)
+    tracking = load_block(MlflowTracking, mlflow_block)
+    tags = sizing_tags(cfg, agent.url, agent.simulated, candidate_model, stage)
+    run = SizingRun(tracking.get_tracker(), tracking.ui_url, mlflow_run_id, cfg, stage, tags, (section,))
+    return agent, router, run
+
+
 @flow(name="profile", log_prints=True)
 def profile(
     config_path: str = DEFAULT_CONFIG,
@@ -139,13 +158,10 @@ def profile(
     With ``candidate_model``, the configured router sends every user to it meanwhile (the default router refuses).
     """
     cfg = _config(config, config_path)
-    agent = load_block(AgentTarget, agent_block)
-    router = _candidate_router(cfg, agent, candidate_model)
-    tracking = load_block(MlflowTracking, mlflow_block)
-    tags = sizing_tags(cfg, agent.url, agent.simulated, candidate_model, "profile")
-    run = SizingRun(tracking.get_tracker(), tracking.ui_url, mlflow_run_id, cfg, "profile", tags, ("profile",))
-    ok = False
-    try:
+    agent, router, run = _stage_run(
+        cfg, agent_block, mlflow_block, candidate_model, mlflow_run_id, "profile", "profile"
+    )
+    with run:
         with routed_to(router, candidate_model):
             profile_task = run_profile.with_options(timeout_seconds=profile_timeout_s(cfg.profile, cfg.spans.wait_s))
             outcome = profile_task(agent, cfg.profile, cfg.spans, _out_dir("profile"))
@@ -156,10 +172,7 @@ def profile(
             key="profile-report",
             description=f"Profile of {cfg.app}",
         )
-        ok = True
         return ProfileFlowOutcome(mlflow_run_id=run.run_id, **outcome.model_dump())
-    finally:
-        run.close(ok)
 
 
 @flow(name="load-sweep", log_prints=True)
@@ -176,13 +189,10 @@ def load_sweep(
     With ``candidate_model``, the configured router sends every user to it meanwhile (the default router refuses).
     """
     cfg = _config(config, config_path)
-    agent = load_block(AgentTarget, agent_block)
-    router = _candidate_router(cfg, agent, candidate_model)
-    tracking = load_block(MlflowTracking, mlflow_block)
-    tags = sizing_tags(cfg, agent.url, agent.simulated, candidate_model, "load-sweep")
-    run = SizingRun(tracking.get_tracker(), tracking.ui_url, mlflow_run_id, cfg, "load-sweep", tags, ("load_sweep",))
-    ok = False
-    try:
+    agent, router, run = _stage_run(
+        cfg, agent_block, mlflow_block, candidate_model, mlflow_run_id, "load-sweep", "load_sweep"
+    )
+    with run:
         with routed_to(router, candidate_model):
             sweep_task = run_load_sweep.with_options(timeout_seconds=sweep_timeout_s(cfg.load_sweep) + cfg.spans.wait_s)
             outcome = sweep_task(agent, cfg.load_sweep, cfg.profile, cfg.spans, _out_dir("sweep"))
@@ -192,10 +202,7 @@ def load_sweep(
             key="load-sweep",
             description=f"Load sweep of {cfg.app}: one row per level, passes merged ({run.link()})",
         )
-        ok = True
         return SweepFlowOutcome(mlflow_run_id=run.run_id, **outcome.model_dump())
-    finally:
-        run.close(ok)
 
 
 def _confirm(
@@ -244,8 +251,7 @@ def sizing(
         assert agent is not None
         tags = sizing_tags(cfg, agent.url, agent.simulated, candidate_model, "sizing")
     run = SizingRun(tracking.get_tracker(), tracking.ui_url, mlflow_run_id, cfg, "sizing", tags, ("sizing",))
-    ok = False
-    try:
+    with run:
         outcome = run_sizing(sweep_csv, llm_calls_csv, cfg.sizing, _out_dir("sizing"))
         if cfg.sizing.confirm:
             assert agent is not None
@@ -260,10 +266,7 @@ def sizing(
             key="sizing-report",
             description=f"Sizing of {cfg.app} for {cfg.sizing.target_users} users",
         )
-        ok = True
         return SizingFlowOutcome(mlflow_run_id=run.run_id, **outcome.model_dump())
-    finally:
-        run.close(ok)
 
 
 @flow(name="scaling", log_prints=True)

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request, Response
 
+from simulators.settings import LocalStackConfig, load_local_config
+
 SIMULATED_HEADER = "X-Flywheel-Simulated"
 SIMULATOR_LABEL = "agent-flywheel local stack (simulator)"
 
@@ -68,18 +70,19 @@ def create_simulator_app(title: str) -> FastAPI:
     return app
 
 
-def run_app(app: FastAPI, host: str, port: int, name: str) -> None:
-    """Serve an app with uvicorn; used by each part's ``python -m`` entry point."""
+def serve_part(part: str, create_app: Callable[[LocalStackConfig], FastAPI], argv: list[str] | None = None) -> None:
+    """A part's ``python -m simulators.<part> [--config FILE] [--port N]``: its app on ``ports.<part>`` (``--port``
+    wins, and is in the config the app is built from), served with uvicorn until interrupted."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
-    logging.getLogger(name).info("starting %s on %s:%s (%s)", name, host, port, SIMULATOR_LABEL)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
-
-
-def part_argument_parser(part: str) -> argparse.ArgumentParser:
-    """The common command line of a part: ``--config configs/local.yaml`` and an optional ``--port``."""
     parser = argparse.ArgumentParser(prog=f"python -m simulators.{part}", description=SIMULATOR_LABEL)
     parser.add_argument("--config", default=None, help="local stack YAML (default: configs/local.yaml)")
     parser.add_argument("--port", type=int, default=None, help="override the port from the config")
-    return parser
+    args = parser.parse_args(argv)
+    cfg = load_local_config(args.config)
+    if args.port:
+        setattr(cfg.ports, part, args.port)
+    port, app = getattr(cfg.ports, part), create_app(cfg)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {part} %(levelname)s %(message)s")
+    logging.getLogger(part).info("starting %s on %s:%s (%s)", part, cfg.host, port, SIMULATOR_LABEL)
+    uvicorn.run(app, host=cfg.host, port=port, log_level="warning", access_log=False)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
 
 from mlflow.exceptions import MlflowException
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as current_run
 
@@ -24,6 +25,9 @@ from agent_flywheel.scaling.reports import run_link
 from agent_flywheel.tracking import CHAMPION_ALIAS, Tracker, flatten_params, sizing_experiment
 from tasks.links import flow_run_ui_url
 from tasks.retries import retry_if_transient
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DECISION_CODES = {"promote": 1.0, "hold": 0.0, "rollback": -1.0}
 LEVEL_METRICS = (
@@ -40,13 +44,18 @@ LEVEL_METRICS = (
 )
 
 
-@task(
-    name="mlflow-start-run",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
-)
+def _mlflow_task(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """Every MLflow call here is one task: retried twice (2 s, then 10 s) when the error may pass, never cached."""
+    return task(
+        name=name,
+        retries=2,
+        retry_delay_seconds=[2, 10],
+        retry_condition_fn=retry_if_transient,
+        cache_policy=NO_CACHE,
+    )
+
+
+@_mlflow_task("mlflow-start-run")
 def start_tracking_run(
     tracker: Tracker,
     ui_url: str | None,
@@ -62,13 +71,7 @@ def start_tracking_run(
     return run_id, tracker.run_url(ui_url, run_id)
 
 
-@task(
-    name="mlflow-end-run",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
-)
+@_mlflow_task("mlflow-end-run")
 def end_tracking_run(tracker: Tracker, run_id: str, status: str) -> None:
     """FINISHED, FAILED or KILLED."""
     tracker.end_run(run_id, status)
@@ -106,6 +109,8 @@ def sizing_params(cfg: ScalingConfig, *sections: str) -> dict[str, Any]:
 class SizingRun:
     """The MLflow run a scaling flow logs to: the parent's when given, else one it opens (and closes) itself.
 
+    Used as a context manager: leaving the block closes a run opened here, FINISHED or (on an exception) FAILED.
+
     ``tags`` is called only when the run is opened here, so a subflow under ``scaling`` reads nothing for them.
     """
 
@@ -139,6 +144,15 @@ class SizingRun:
         if self.owned:
             end_tracking_run(self.tracker, self.run_id, "FINISHED" if ok else "FAILED")
 
+    def __enter__(self) -> SizingRun:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """FINISHED when the block returned, FAILED when it raised."""
+        self.close(exc_type is None)
+
 
 def _stats_metrics(prefix: str, stats: Mapping[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
@@ -149,13 +163,7 @@ def _stats_metrics(prefix: str, stats: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-@task(
-    name="mlflow-log-profile",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
-)
+@_mlflow_task("mlflow-log-profile")
 def log_profile(tracker: Tracker, run_id: str, outcome: ProfileOutcome) -> None:
     """Profile metrics (``profile.*``) and files (``profile/``: JSON, markdown, Gantt PNG, the traces)."""
     metrics = {"profile.requests": float(outcome.requests), "profile.failed": float(outcome.failed)}
@@ -173,13 +181,7 @@ def log_profile(tracker: Tracker, run_id: str, outcome: ProfileOutcome) -> None:
         tracker.log_text(run_id, outcome.markdown, "profile/profile.md")
 
 
-@task(
-    name="mlflow-log-sweep",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
-)
+@_mlflow_task("mlflow-log-sweep")
 def log_sweep(tracker: Tracker, run_id: str, outcome: SweepOutcome) -> None:
     """Per-level metrics with ``step`` = concurrency (open-loop levels: ``open_loop.*`` with step = level index)
     and the three sweep tables under ``sweep/``."""
@@ -206,13 +208,7 @@ def log_sweep(tracker: Tracker, run_id: str, outcome: SweepOutcome) -> None:
         tracker.log_text(run_id, "\n".join(outcome.warnings) + "\n", "sweep/warnings.txt")
 
 
-@task(
-    name="mlflow-log-sizing",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
-)
+@_mlflow_task("mlflow-log-sizing")
 def log_sizing(tracker: Tracker, run_id: str, outcome: SizingOutcome) -> None:
     """The answer as metrics, tags and params (the replica assumptions it used), ``sizing.json`` / ``sizing.md``
     and the two plots at the run's root; the confirmation as ``sizing.confirmed`` with its measured p95."""
@@ -271,13 +267,7 @@ def log_sizing(tracker: Tracker, run_id: str, outcome: SizingOutcome) -> None:
         tracker.log_file(run_id, Path(outcome.confirmation_csv), "confirm")
 
 
-@task(
-    name="mlflow-log-rollout",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
-)
+@_mlflow_task("mlflow-log-rollout")
 def log_rollout(tracker: Tracker, run_id: str, outcome: RolloutOutcome) -> None:
     """Decision per stage as tags (``stage.<name>.decision``) and metrics (step = stage index), report files."""
     tracker.log(
@@ -305,13 +295,7 @@ def log_rollout(tracker: Tracker, run_id: str, outcome: RolloutOutcome) -> None:
         tracker.log_file(run_id, Path(path))
 
 
-@task(
-    name="mlflow-champion",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
-)
+@_mlflow_task("mlflow-champion")
 def champion_served_model(tracker: Tracker, registered_model: str) -> str | None:
     """The model the registry's ``champion`` of ``registered_model`` is served as (tag ``served_model``), if any."""
     return served_champion(tracker, registered_model)[0]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
-from agent_flywheel.logstore.client import SHARD_DOC, trust_error
-from agent_flywheel.logstore.shape import IndexMissing
+from agent_flywheel.logstore.adapter_errors import store_answers
+from agent_flywheel.logstore.client import SHARD_DOC
 
 #: The client's own errors that mean "the store failed" (for messages that name the store).
 FAILURES: tuple[type[Exception], ...] = (ApiError, TransportError)
@@ -29,17 +29,9 @@ class ElasticsearchClient:
         self.es = es
         self.where = where
 
-    @contextmanager
-    def _answers(self, index: str | None = None) -> Iterator[None]:
+    def _answers(self, index: str | None = None) -> AbstractContextManager[None]:
         """The client's errors in the store's terms: a missing index, an untrusted certificate."""
-        try:
-            yield
-        except NotFoundError:
-            if index is not None:
-                raise IndexMissing(f"log index {index!r} does not exist") from None
-            raise
-        except TlsError as exc:
-            raise trust_error(self.where, exc) from exc
+        return store_answers(self.where, index, NotFoundError, TlsError)
 
     def tiebreaker(self) -> str:
         """Elasticsearch has ``_shard_doc`` since 7.12."""

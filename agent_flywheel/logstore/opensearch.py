@@ -10,14 +10,14 @@ the cluster's heap).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from opensearchpy import NotFoundError, OpenSearch, RequestError, SSLError, helpers
 from opensearchpy.exceptions import OpenSearchException
 
-from agent_flywheel.logstore.client import DOC_ID, SHARD_DOC, trust_error
-from agent_flywheel.logstore.shape import IndexMissing
+from agent_flywheel.logstore.adapter_errors import store_answers
+from agent_flywheel.logstore.client import DOC_ID, SHARD_DOC
 
 #: The client's own errors that mean "the store failed" (for messages that name the store).
 FAILURES: tuple[type[Exception], ...] = (OpenSearchException,)
@@ -54,17 +54,9 @@ class OpenSearchClient:
         self.where = where
         self._tiebreaker = tiebreaker
 
-    @contextmanager
-    def _answers(self, index: str | None = None) -> Iterator[None]:
+    def _answers(self, index: str | None = None) -> AbstractContextManager[None]:
         """The client's errors in the store's terms: a missing index, an untrusted certificate."""
-        try:
-            yield
-        except NotFoundError:
-            if index is not None:
-                raise IndexMissing(f"log index {index!r} does not exist") from None
-            raise
-        except SSLError as exc:
-            raise trust_error(self.where, exc) from exc
+        return store_answers(self.where, index, NotFoundError, SSLError)
 
     def tiebreaker(self) -> str:
         if self._tiebreaker is None:

@@ -28,7 +28,7 @@ from typing import Any
 from agent_flywheel.config import DEFAULT_LATE_ARRIVAL_MINUTES
 from agent_flywheel.logstore.client import LogStoreClient
 from agent_flywheel.logstore.shape import IndexShape, TimeUnit, inspect_index
-from agent_flywheel.logstore.watermarks import Watermark
+from agent_flywheel.logstore.watermarks import Watermark, read_bounds
 from agent_flywheel.records.documents import record_digest
 from agent_flywheel.records.quarantine import Quarantined, QuarantineWriter
 from agent_flywheel.records.schema import LogRecord
@@ -351,12 +351,7 @@ def extract(
     pages = 0
     if not shape.readable:  # no record has every field yet: nothing can match
         return ExtractionResult(records, 0, 0, 0, {}, 0, 0, None, previous)
-    lower: int | None = None
-    if isinstance(since, Watermark):
-        lower = since.resume(shape)
-    elif since is not None:
-        lower = shape.position(since)
-    upper = shape.position(until) if until is not None else None
+    lower, upper = read_bounds(shape, since, until)
     seen_ids = previous.ids if previous else frozenset()
     window = shape.span(late_arrival)
     newest: int | None = None  # the newest position read (reading goes newest first)

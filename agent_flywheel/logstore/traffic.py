@@ -9,7 +9,7 @@ from typing import Any
 
 from agent_flywheel.logstore.client import LogStoreClient
 from agent_flywheel.logstore.shape import TIMESTAMP_FIELD, IndexMissing, IndexShape, inspect_index
-from agent_flywheel.logstore.watermarks import Watermark
+from agent_flywheel.logstore.watermarks import Watermark, read_bounds
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,7 @@ def count_since(
     shape = _shape_or_none(client, index, shape)
     if shape is None or not shape.readable:
         return 0
-    lower: int | None = None
-    if isinstance(since, Watermark):
-        lower = since.resume(shape)
-    elif since is not None:
-        lower = shape.position(since)
-    upper = shape.position(until) if until is not None else None
+    lower, upper = read_bounds(shape, since, until)
     try:
         count = client.count(index, shape.window_query(workload_id, client_id, lower, upper))
     except IndexMissing:

@@ -91,6 +91,19 @@ class Watermark:
         return cls(timestamp, ids, position, unit, start)
 
 
+def read_bounds(
+    shape: IndexShape, since: datetime | Watermark | None, until: datetime | None
+) -> tuple[int | None, int | None]:
+    """The stored positions a read or a count of an index of ``shape`` runs between: from where a watermark
+    resumes, or from the time ``since`` (inclusive), to ``until``; None where the window is open."""
+    if isinstance(since, Watermark):
+        lower: int | None = since.resume(shape)
+    else:
+        lower = shape.position(since) if since is not None else None
+    upper = shape.position(until) if until is not None else None
+    return lower, upper
+
+
 class WatermarkStore(Protocol):
     """Where the last read position of each (workload, client) is kept between flywheel runs."""
 

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from agent_flywheel.nemo.http import NemoAPIError, ServiceHTTP, filter_params
 from agent_flywheel.nemo.idempotency import IdempotencyKey, create_or_find
 from agent_flywheel.nemo.models import CustomizationJob, CustomizationStatus
-from agent_flywheel.nemo.poller import Observation, PollSettings, ProgressCallback, wait_for
+from agent_flywheel.nemo.poller import Observation, PollSettings, ProgressCallback, wait_for_answer
 from agent_flywheel.nemo.status import DEAD_STATUSES, Phase, normalize_status
 
 logger = logging.getLogger(__name__)
@@ -220,22 +220,12 @@ class Customizer:
         ``pending``/``created`` wait; a last log ``NotEnoughResources`` ends the wait at once. With
         ``cancel_on_abort`` the job is cancelled when the waiting coroutine is cancelled.
         """
-        latest: list[CustomizationStatus] = []
-
-        async def fetch() -> Observation:
-            status = await self.get_status(job_id)
-            latest[:] = [status]
-            return customization_observation(status)
-
-        async def cancel() -> None:
-            await self.cancel_job(job_id)
-
-        await wait_for(
-            fetch,
+        return await wait_for_answer(
+            lambda: self.get_status(job_id),
+            customization_observation,
             what=f"customization job {job_id}",
             settings=settings or PollSettings(interval_s=30.0),
             on_progress=on_progress,
-            on_cancel=cancel if cancel_on_abort else None,
+            on_cancel=(lambda: self.cancel_job(job_id)) if cancel_on_abort else None,
             sleep=self.http.sleep,
         )
-        return latest[0]

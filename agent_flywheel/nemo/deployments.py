@@ -27,7 +27,7 @@ import httpx
 
 from agent_flywheel.nemo.http import ServiceHTTP, filter_params
 from agent_flywheel.nemo.models import ModelDeployment
-from agent_flywheel.nemo.poller import Observation, PollSettings, ProgressCallback, wait_for
+from agent_flywheel.nemo.poller import Observation, PollSettings, ProgressCallback, wait_for_answer
 from agent_flywheel.nemo.status import Phase, classify, normalize_status
 
 logger = logging.getLogger(__name__)
@@ -249,18 +249,15 @@ class Deployments:
         on_progress: ProgressCallback | None = None,
     ) -> ModelDeployment:
         """Poll until ready (returned); ``failed`` raises at once, a stall or timeout raises when due."""
-        latest: list[ModelDeployment] = []
 
-        async def fetch() -> Observation:
-            deployment = ModelDeployment.model_validate(await self.http.get_json(_path(namespace, name)))
-            latest[:] = [deployment]
-            return deployment_observation(deployment)
+        async def get() -> ModelDeployment:
+            return ModelDeployment.model_validate(await self.http.get_json(_path(namespace, name)))
 
-        await wait_for(
-            fetch,
+        return await wait_for_answer(
+            get,
+            deployment_observation,
             what=f"deployment {namespace}/{name}",
             settings=settings or PollSettings(interval_s=5.0),
             on_progress=on_progress,
             sleep=self.http.sleep,
         )
-        return latest[0]

@@ -19,7 +19,7 @@ from agent_flywheel.evaluation.results import ResultsArchiveError, read_results_
 from agent_flywheel.nemo.http import NemoAPIError, ServiceHTTP, filter_params
 from agent_flywheel.nemo.idempotency import IdempotencyKey, create_or_find
 from agent_flywheel.nemo.models import EvaluationJob, EvaluationResult, EvaluationStatus, SampleResult
-from agent_flywheel.nemo.poller import Observation, PollSettings, ProgressCallback, wait_for
+from agent_flywheel.nemo.poller import Observation, PollSettings, ProgressCallback, wait_for_answer
 from agent_flywheel.nemo.status import DEAD_STATUSES, Phase, normalize_status
 
 logger = logging.getLogger(__name__)
@@ -173,22 +173,12 @@ class Evaluator:
         cancel_on_abort: bool = False,
     ) -> EvaluationJob:
         """Poll the job until ``completed`` (returned) or failed/stalled/timed out (raised)."""
-        latest: list[EvaluationJob] = []
-
-        async def fetch() -> Observation:
-            job = await self.get_job(job_id)
-            latest[:] = [job]
-            return evaluation_observation(job)
-
-        async def cancel() -> None:
-            await self.cancel_job(job_id)
-
-        await wait_for(
-            fetch,
+        return await wait_for_answer(
+            lambda: self.get_job(job_id),
+            evaluation_observation,
             what=f"evaluation job {job_id}",
             settings=settings or PollSettings(interval_s=5.0),
             on_progress=on_progress,
-            on_cancel=cancel if cancel_on_abort else None,
+            on_cancel=(lambda: self.cancel_job(job_id)) if cancel_on_abort else None,
             sleep=self.http.sleep,
         )
-        return latest[0]

@@ -290,6 +290,19 @@ def hyperparameters_body(training: TrainingConfig, lora: LoRAConfig) -> dict[str
     return body
 
 
+def _job_labels(
+    description: str, fields: Mapping[str, Any], workload_id: str | None, idempotency: IdempotencyKey | None
+) -> tuple[str, dict[str, Any]]:
+    """A job's description and ``custom_fields``: ``fields``, its workload, and the idempotency key a retried
+    run finds it by (in both, since a service's list filters may not reach ``custom_fields``)."""
+    custom_fields = dict(fields)
+    if workload_id:
+        custom_fields["flywheel_workload_id"] = workload_id
+    if idempotency is None:
+        return description, custom_fields
+    return idempotency.describe(description), custom_fields | idempotency.custom_fields()
+
+
 def customization_job_body(
     nim: NIMConfig,
     namespace: str,
@@ -309,13 +322,12 @@ def customization_job_body(
     training = training or TrainingConfig()
     lora = lora or LoRAConfig()
     name = customization_job_name(workload_id, nim.model_name, idempotency.short if idempotency else None)
-    description = f"agent-flywheel {training.finetuning_type} fine-tune of {nim.model_name} on {dataset_name}"
-    custom_fields: dict[str, str] = {"flywheel_base_model": nim.model_name}
-    if workload_id:
-        custom_fields["flywheel_workload_id"] = workload_id
-    if idempotency is not None:
-        description = idempotency.describe(description)
-        custom_fields.update(idempotency.custom_fields())
+    description, custom_fields = _job_labels(
+        f"agent-flywheel {training.finetuning_type} fine-tune of {nim.model_name} on {dataset_name}",
+        {"flywheel_base_model": nim.model_name},
+        workload_id,
+        idempotency,
+    )
     return {
         "name": name,
         "namespace": namespace,
@@ -457,15 +469,12 @@ def evaluation_job_body(
     workload_id: str | None = None,
 ) -> dict[str, Any]:
     """``POST /v1/evaluation/jobs`` with an inline config and a model target served by NIM."""
-    description = f"agent-flywheel {eval_mode or 'eval'} of {target_model}"
-    custom_fields: dict[str, Any] = {"flywheel_target_model": target_model}
+    fields: dict[str, Any] = {"flywheel_target_model": target_model}
     if eval_mode:
-        custom_fields["flywheel_eval_mode"] = eval_mode
-    if workload_id:
-        custom_fields["flywheel_workload_id"] = workload_id
-    if idempotency is not None:
-        description = idempotency.describe(description)
-        custom_fields.update(idempotency.custom_fields())
+        fields["flywheel_eval_mode"] = eval_mode
+    description, custom_fields = _job_labels(
+        f"agent-flywheel {eval_mode or 'eval'} of {target_model}", fields, workload_id, idempotency
+    )
     return {
         "namespace": namespace,
         "description": description,

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -35,6 +35,8 @@ from agent_flywheel.nemo.status import Phase, classify
 from agent_flywheel.transient import retryable_status
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ProgressCallback = Callable[[str, float | None, Mapping[str, Any]], Awaitable[None] | None]
 
@@ -213,3 +215,28 @@ async def wait_for(
             except Exception as exc:
                 logger.warning("cancel hook for %s failed (%s)", what, type(exc).__name__)
         raise
+
+
+async def wait_for_answer(
+    get: Callable[[], Awaitable[T]],
+    observe: Callable[[T], Observation],
+    *,
+    what: str,
+    settings: PollSettings,
+    on_progress: ProgressCallback | None = None,
+    on_cancel: Callable[[], Awaitable[Any]] | None = None,
+    sleep: SleepFn | None = None,
+) -> T:
+    """:func:`wait_for` over ``get``, each answer read by ``observe``; returns the last answer itself.
+
+    Why: a caller wants the finished job (its id, its output model), not only the poll's observation of it.
+    """
+    latest: list[T] = []
+
+    async def fetch() -> Observation:
+        answer = await get()
+        latest[:] = [answer]
+        return observe(answer)
+
+    await wait_for(fetch, what=what, settings=settings, on_progress=on_progress, on_cancel=on_cancel, sleep=sleep)
+    return latest[0]

@@ -46,6 +46,13 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
+def _non_empty_string(value: Any, what: str = "") -> str:
+    """``value`` when it is a string with more than white space, else the one-line error naming ``what``."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string, got {shown(value)}".lstrip())
+    return value
+
+
 def _parse_arguments_string(text: str) -> dict[str, Any] | str:
     stripped = text.strip(JSON_WHITESPACE)
     if not stripped:
@@ -68,9 +75,7 @@ class FunctionCall(_Open):
     @field_validator("name", mode="before")
     @classmethod
     def _name(cls, value: Any) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"function name must be a non-empty string, got {shown(value)}")
-        return value
+        return _non_empty_string(value, "function name")
 
     @field_validator("arguments", mode="before")
     @classmethod
@@ -129,9 +134,7 @@ class ToolFunction(_Open):
     @field_validator("name", mode="before")
     @classmethod
     def _name(cls, value: Any) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"tool name must be a non-empty string, got {shown(value)}")
-        return value
+        return _non_empty_string(value, "tool name")
 
 
 class Tool(_Open):
@@ -216,8 +219,7 @@ class LogRecord(_Open):
     @field_validator("workload_id", "client_id", mode="before")
     @classmethod
     def _id(cls, value: Any) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"must be a non-empty string, got {shown(value)}")
+        value = _non_empty_string(value)
         if len(value) > MAX_ID_LENGTH:
             raise ValueError(f"longer than {MAX_ID_LENGTH} characters: {shown(value)}")
         return value

@@ -23,10 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import threading
-from collections import Counter
-from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -34,7 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from simulators.common import SIMULATED_HEADER
+from simulators.fault_switches import FaultSwitches, send_fault_answer
 from simulators.logserver.errors import EsError
 
 log = logging.getLogger("logserver")
@@ -68,56 +64,10 @@ class LogServerFaults(BaseModel):
         return value
 
 
-class FaultState:
-    """The faults in force, the configured ones to reset to, the dice, and counters of what was injected."""
-
-    def __init__(self, configured: LogServerFaults) -> None:
-        self.configured = configured
-        self.current = configured.model_copy()
-        self.counts: Counter[str] = Counter()
-        self._rng = random.Random(configured.seed)
-        self._lock = threading.Lock()
-
-    def update(self, patch: dict[str, Any]) -> LogServerFaults:
-        """Merge ``patch`` into the current faults; a bad value raises ``ValidationError`` and changes nothing."""
-        merged = LogServerFaults.model_validate({**self.current.model_dump(), **patch})
-        with self._lock:
-            self.current = merged
-            if "seed" in patch:
-                self._rng = random.Random(merged.seed)
-        log.warning("log server fault injection now: %s", merged.model_dump(exclude_defaults=True) or "off")
-        return merged
-
-    def reset(self) -> LogServerFaults:
-        """Back to the configured faults, with fresh counters."""
-        with self._lock:
-            self.current = self.configured.model_copy()
-            self._rng = random.Random(self.configured.seed)
-            self.counts.clear()
-        return self.current
-
-    def roll(self, probability: float) -> bool:
-        """True with ``probability`` (thread-safe: handlers run in several threads)."""
-        if probability <= 0:
-            return False
-        with self._lock:
-            return self._rng.random() < probability
-
-    def count(self, what: str) -> None:
-        """Count one injected fault (``error``, ``refused``, ``delayed``)."""
-        with self._lock:
-            self.counts[what] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """What ``GET /admin/faults`` answers: the switches and the counters."""
-        with self._lock:
-            return {**self.current.model_dump(), "injected": dict(self.counts)}
-
-
 class FaultMiddleware:
     """Applies the faults to every HTTP request outside ``/admin``, before it reaches a handler."""
 
-    def __init__(self, app: ASGIApp, faults: FaultState) -> None:
+    def __init__(self, app: ASGIApp, faults: FaultSwitches[LogServerFaults]) -> None:
         self.app = app
         self.faults = faults
 
@@ -145,15 +95,7 @@ class FaultMiddleware:
 
 async def _send_es_error(send: Send, status: int, reason: str) -> None:
     body = orjson.dumps(EsError(status, _ERROR_TYPES.get(status, "exception"), reason).body())
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-elastic-product", b"Elasticsearch"),
-        (SIMULATED_HEADER.lower().encode(), b"true"),
-        (b"x-flywheel-fault", b"error"),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_fault_answer(send, status, body, [(b"x-elastic-product", b"Elasticsearch")])
 
 
 def _validation_response(exc: ValidationError) -> JSONResponse:
@@ -161,12 +103,12 @@ def _validation_response(exc: ValidationError) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def install_faults(app: FastAPI, configured: LogServerFaults) -> FaultState:
+def install_faults(app: FastAPI, configured: LogServerFaults) -> FaultSwitches[LogServerFaults]:
     """Add the fault middleware and ``GET|POST|DELETE /admin/faults`` to the log server app.
 
     Call it before the catch-all Elasticsearch routes are registered, so ``/admin/faults`` is matched first.
     """
-    faults = FaultState(configured)
+    faults = FaultSwitches(configured, log, "log server fault injection")
     app.add_middleware(FaultMiddleware, faults=faults)
 
     async def get_faults(request: Request) -> JSONResponse:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simulators.common import SimClock
-from simulators.nemo.faults import FaultState
-from simulators.nemo.settings import NemoSimSettings
+from simulators.fault_switches import FaultSwitches
+from simulators.nemo.settings import Faults, NemoSimSettings
 from simulators.nemo.state import Store
 from simulators.nemo.upstream import DataStoreClient, HttpPool, NimClient
 from simulators.settings import LocalStackConfig
@@ -30,7 +30,7 @@ class NemoSim:
     settings: NemoSimSettings
     clock: SimClock
     store: Store
-    faults: FaultState
+    faults: FaultSwitches[Faults]
     http: HttpPool
     datastore: DataStoreClient
     nim: NimClient

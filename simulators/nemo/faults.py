@@ -12,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
-import threading
-from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from simulators.common import SIMULATED_HEADER
+from simulators.fault_switches import FaultSwitches, send_fault_answer
 from simulators.nemo.settings import Faults
 
 log = logging.getLogger("nemo-sim")
@@ -32,44 +29,10 @@ def longest_prefix_value(table: dict[str, float], path: str) -> float:
     return table[max(matching, key=len)] if matching else 0.0
 
 
-class FaultState:
-    """The faults in force now, the configured defaults to reset to, and the dice."""
-
-    def __init__(self, configured: Faults) -> None:
-        self.configured = configured
-        self.current = configured.model_copy(deep=True)
-        self._rng = random.Random(configured.seed)
-        self._lock = threading.Lock()
-
-    def update(self, patch: dict[str, Any]) -> Faults:
-        """Merge ``patch`` into the current faults (validated as a whole; a bad value raises ValidationError)."""
-        merged = Faults.model_validate({**self.current.model_dump(), **patch})
-        with self._lock:
-            self.current = merged
-            if "seed" in patch:
-                self._rng = random.Random(merged.seed)
-        log.warning("fault injection now: %s", merged.model_dump(exclude_defaults=True) or "off")
-        return merged
-
-    def reset(self) -> Faults:
-        """Back to what ``configs/local.yaml`` says (by default: all off)."""
-        with self._lock:
-            self.current = self.configured.model_copy(deep=True)
-            self._rng = random.Random(self.configured.seed)
-        return self.current
-
-    def roll(self, probability: float) -> bool:
-        """True with ``probability``."""
-        if probability <= 0:
-            return False
-        with self._lock:
-            return self._rng.random() < probability
-
-
 class FaultMiddleware:
     """Applies the HTTP-level faults to every request outside ``/admin`` and ``/health``."""
 
-    def __init__(self, app: ASGIApp, faults: FaultState) -> None:
+    def __init__(self, app: ASGIApp, faults: FaultSwitches[Faults]) -> None:
         self.app = app
         self.faults = faults
 
@@ -95,14 +58,7 @@ class FaultMiddleware:
 
 async def _error_response(send: Send, status: int) -> None:
     body = json.dumps({"detail": f"Simulated fault: the service answered {status}"}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (SIMULATED_HEADER.lower().encode(), b"true"),
-        (b"x-flywheel-fault", b"error"),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_fault_answer(send, status, body, [])
 
 
 async def _drop_connection(send: Send) -> None:

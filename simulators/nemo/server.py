@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from simulators.common import SimClock, create_simulator_app, utc_now_iso
+from simulators.fault_switches import FaultSwitches
 from simulators.nemo import admin, customization_jobs, customizer, deployments, entity_store, evaluator
 from simulators.nemo.context import NemoSim
 from simulators.nemo.errors import install_error_handlers
-from simulators.nemo.faults import FaultMiddleware, FaultState
+from simulators.nemo.faults import FaultMiddleware
 from simulators.nemo.nim_sync import resync_nim
 from simulators.nemo.settings import load_nemo_settings
 from simulators.nemo.state import Store
@@ -44,7 +45,7 @@ def build_sim(cfg: LocalStackConfig) -> NemoSim:
         settings=settings,
         clock=clock,
         store=store,
-        faults=FaultState(settings.faults),
+        faults=FaultSwitches(settings.faults, log),
         http=http,
         datastore=DataStoreClient(f"{cfg.url('datastore')}/v1/hf", http),
         nim=NimClient(cfg.url("nim"), http),

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from simulators.common import part_argument_parser, run_app
+from simulators.common import serve_part
 from simulators.nim.server import create_app
-from simulators.settings import load_local_config
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the common part command line and serve until interrupted."""
-    args = part_argument_parser("nim").parse_args(argv)
-    cfg = load_local_config(args.config)
-    run_app(create_app(cfg), cfg.host, args.port or cfg.ports.nim, "nim")
+    serve_part("nim", create_app, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import FastAPI, Request, Response
@@ -34,6 +34,8 @@ from simulators.nim.settings import NimSettings, nim_settings
 from simulators.nim.teacher import Answer
 from simulators.nim.text import completion_tokens, estimate_tokens, prompt_tokens
 from simulators.settings import LocalStackConfig
+
+Req = TypeVar("Req", bound=wire.ModelRequest)
 
 _DONE = "data: [DONE]\n\n"
 _STREAM_STEP_TOKENS = 8
@@ -107,6 +109,27 @@ def _unknown_model(model_id: str) -> JSONResponse:
     return wire.error_response(404, f"The model `{model_id}` does not exist.", "model")
 
 
+async def _model_request(
+    request: Request, schema: type[Req], registry: Registry, kind: str, capability: str
+) -> tuple[dict[str, Any], Req, ServedModel] | JSONResponse:
+    """The body, the request as ``schema`` and the served model it names, which must be a ``kind`` model; else
+    the error the NIM answers (bad JSON or fields: 400, an unknown model: 404, a model without ``capability``: 400)."""
+    body = await _json_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    try:
+        req = schema.model_validate(body)
+    except ValidationError as exc:
+        message, param = wire.validation_message(exc)
+        return wire.error_response(400, message, param)
+    model = registry.get(req.model)
+    if model is None:
+        return _unknown_model(req.model)
+    if model.kind != kind:
+        return wire.error_response(400, f"The model `{req.model}` does not support {capability}.", "model")
+    return body, req, model
+
+
 def create_app(cfg: LocalStackConfig, *, log_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """The NIM simulator for one local stack (``log_transport`` lets tests stand in for the log server)."""
     settings = nim_settings(cfg)
@@ -151,19 +174,10 @@ def create_app(cfg: LocalStackConfig, *, log_transport: httpx.AsyncBaseTransport
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:
-        body = await _json_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            req = wire.ChatRequest.model_validate(body)
-        except ValidationError as exc:
-            message, param = wire.validation_message(exc)
-            return wire.error_response(400, message, param)
-        model = state.registry.get(req.model)
-        if model is None:
-            return _unknown_model(req.model)
-        if model.kind != "chat":
-            return wire.error_response(400, f"The model `{req.model}` does not support chat completions.", "model")
+        asked = await _model_request(request, wire.ChatRequest, state.registry, "chat", "chat completions")
+        if isinstance(asked, JSONResponse):
+            return asked
+        body, req, model = asked
         tools = body.get("tools") or None
         names = [t.function.name for t in req.tools or []]
         tool_choice = req.tool_choice if req.tool_choice is not None else ("auto" if tools else "none")
@@ -199,19 +213,10 @@ def create_app(cfg: LocalStackConfig, *, log_transport: httpx.AsyncBaseTransport
 
     @app.post("/v1/embeddings", response_model=None)
     async def embeddings(request: Request) -> Response:
-        body = await _json_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            req = wire.EmbeddingRequest.model_validate(body)
-        except ValidationError as exc:
-            message, param = wire.validation_message(exc)
-            return wire.error_response(400, message, param)
-        model = state.registry.get(req.model)
-        if model is None:
-            return _unknown_model(req.model)
-        if model.kind != "embedding":
-            return wire.error_response(400, f"The model `{req.model}` does not support embeddings.", "model")
+        asked = await _model_request(request, wire.EmbeddingRequest, state.registry, "embedding", "embeddings")
+        if isinstance(asked, JSONResponse):
+            return asked
+        _, req, model = asked
         texts = [req.input] if isinstance(req.input, str) else list(req.input)
         dimensions = req.dimensions or settings.embedding_dim
         data = [

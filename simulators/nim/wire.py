@@ -57,10 +57,15 @@ class Message(_Loose):
     name: str | None = None
 
 
-class ChatRequest(_Loose):
-    """``POST /v1/chat/completions`` (unknown fields are accepted and ignored, as the NIM does)."""
+class ModelRequest(_Loose):
+    """What every request to a model names first: the model."""
 
     model: str = Field(min_length=1)
+
+
+class ChatRequest(ModelRequest):
+    """``POST /v1/chat/completions`` (unknown fields are accepted and ignored, as the NIM does)."""
+
     messages: list[Message] = Field(min_length=1)
     tools: list[ToolSpec] | None = None
     tool_choice: Literal["auto", "required", "none"] | dict[str, Any] | None = None
@@ -86,10 +91,9 @@ class ChatRequest(_Loose):
         return self.max_completion_tokens or self.max_tokens
 
 
-class EmbeddingRequest(_Loose):
+class EmbeddingRequest(ModelRequest):
     """``POST /v1/embeddings``."""
 
-    model: str = Field(min_length=1)
     input: str | list[str] = Field(min_length=1)
     input_type: Literal["query", "passage"] | None = None
     encoding_format: Literal["float", "base64"] = "float"

@@ -21,9 +21,8 @@ from agent_flywheel.records.problems import Reason
 from agent_flywheel.records.quarantine import Quarantined, QuarantineWriter
 from agent_flywheel.records.schema import LogRecord
 from agent_flywheel.records.validation import parse_jsonl_line
-from simulators.settings import LocalStackConfig
-from simulators.threaded import ThreadedServer
 from tests.support.blueprint_records import AIVA, GENERIC
+from tests.support.logserver import logserver_client
 from tests.support.nat_records import nat_answer, nat_lost_tool_call, nat_tool_call
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -74,13 +73,8 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def es(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elasticsearch]:
-    from simulators.logserver.server import create_app
-
-    cfg = LocalStackConfig(state_dir=str(tmp_path_factory.mktemp("logserver")))
-    with ThreadedServer(create_app(cfg)) as server:
-        client = Elasticsearch(server.url, request_timeout=30)
+    with logserver_client(tmp_path_factory.mktemp("logserver")) as client:
         yield client
-        client.close()
 
 
 def write(path: Path, lines: list[Any]) -> Path:

@@ -30,10 +30,8 @@ from agent_flywheel.records.quarantine import QuarantineWriter
 from agent_flywheel.records.schema import LogRecord
 from agent_flywheel.records.validation import validate_record
 from agent_flywheel.traffic_watch import survey
-from simulators.logserver.server import create_app
-from simulators.settings import LocalStackConfig
-from simulators.threaded import ThreadedServer
 from tests.support.blueprint_records import AIVA, BLUEPRINT_INDEX_BODY
+from tests.support.logserver import logserver_client
 from tests.support.nat_records import NAT_CLIENT_ID, NAT_WORKLOAD_ID, nat_answer, nat_tool_call
 
 pytestmark = pytest.mark.integration
@@ -43,11 +41,8 @@ NAT_T0 = 1765000000  # nat_records' base timestamp (epoch seconds)
 
 @pytest.fixture(scope="module")
 def es(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elasticsearch]:
-    cfg = LocalStackConfig(state_dir=str(tmp_path_factory.mktemp("logserver")))
-    with ThreadedServer(create_app(cfg)) as server:
-        client = Elasticsearch(server.url, request_timeout=30)
+    with logserver_client(tmp_path_factory.mktemp("logserver")) as client:
         yield client
-        client.close()
 
 
 def _name() -> str:

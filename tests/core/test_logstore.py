@@ -22,8 +22,7 @@ from agent_flywheel.records.documents import record_hash, to_document
 from agent_flywheel.records.quarantine import QuarantineWriter
 from agent_flywheel.records.schema import LogRecord
 from agent_flywheel.records.validation import validate_record
-from simulators.settings import LocalStackConfig
-from simulators.threaded import ThreadedServer
+from tests.support.logserver import logserver_client
 
 pytestmark = pytest.mark.integration
 
@@ -81,13 +80,8 @@ def record(i: int, seconds: float, **kwargs: Any) -> LogRecord:
 
 @pytest.fixture(scope="module")
 def es(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elasticsearch]:
-    from simulators.logserver.server import create_app
-
-    cfg = LocalStackConfig(state_dir=str(tmp_path_factory.mktemp("logserver")))
-    with ThreadedServer(create_app(cfg)) as server:
-        client = Elasticsearch(server.url, request_timeout=30)
+    with logserver_client(tmp_path_factory.mktemp("logserver")) as client:
         yield client
-        client.close()
 
 
 @pytest.fixture

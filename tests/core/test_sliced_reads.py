@@ -19,9 +19,8 @@ from agent_flywheel.logstore.index import ensure_index
 from agent_flywheel.logstore.reader import ExtractionResult, extract, scan_records
 from agent_flywheel.records.documents import to_document
 from agent_flywheel.records.quarantine import QuarantineWriter
-from simulators.settings import LocalStackConfig
-from simulators.threaded import ThreadedServer
 from tests.support.blueprint_records import AIVA
+from tests.support.logserver import logserver_client
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +30,8 @@ SLICE_COUNTS = (2, 3, 5, 8)
 
 @pytest.fixture(scope="module")
 def es(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elasticsearch]:
-    from simulators.logserver.server import create_app
-
-    cfg = LocalStackConfig(state_dir=str(tmp_path_factory.mktemp("logserver")))
-    with ThreadedServer(create_app(cfg)) as server:
-        client = Elasticsearch(server.url, request_timeout=30)
+    with logserver_client(tmp_path_factory.mktemp("logserver")) as client:
         yield client
-        client.close()
 
 
 def _raw(i: int, seconds: int, question: str | None = None, workload: str = "w") -> dict[str, Any]:

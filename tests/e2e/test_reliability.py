@@ -32,12 +32,13 @@ from mlflow.tracking import MlflowClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 from typer.testing import CliRunner
 
-from agent_flywheel.config import FlywheelConfig, parse_config
+from agent_flywheel.config import FlywheelConfig
 from agent_flywheel.ledger import job_users_prefix, read_job_users
 from agent_flywheel.nemo.deployments import managed_fields
 from agent_flywheel.nemo.payloads import dms_deployment_body_for
 from simulators.agent.traffic import run_traffic
 from simulators.settings import LocalStackConfig
+from tests.support.flywheel_configs import SMALL, small_flywheel_config
 
 if TYPE_CHECKING:
     from flows.flywheel import FlywheelOutcome
@@ -46,7 +47,6 @@ pytestmark = pytest.mark.integration
 
 WORKLOAD, CLIENT = "customer-support", "demo"
 TEACHER = "meta/llama-3.3-70b-instruct"
-SMALL = "meta/llama-3.2-1b-instruct"
 MEDIUM = "meta/llama-3.2-3b-instruct"
 PROMOTED = f"{SMALL} (customized-eval)"
 REPO = Path(__file__).resolve().parents[2]
@@ -57,24 +57,6 @@ LIVE = {"created", "pending", "running"}
 # --------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def _config(namespace: str, **sections: dict[str, Any]) -> FlywheelConfig:
-    raw: dict[str, Any] = {
-        "namespace": namespace,
-        "nims": [
-            {
-                "model_name": SMALL,
-                "customization_enabled": True,
-                "customizer_configs": {"target": f"{SMALL}@2.0", "max_seq_length": 8192},
-            }
-        ],
-        "data_split_config": {"eval_size": 40, "min_total_records": 50, "limit": 1000},
-        "evaluation_config": {"poll_interval_s": 0.2, "timeout_s": 60},
-    }
-    for name, values in sections.items():
-        raw[name] = {**raw.get(name, {}), **values}
-    return parse_config(raw, FlywheelConfig, f"test:{namespace}")
 
 
 def _record(**changes: Any) -> dict[str, Any]:
@@ -362,7 +344,7 @@ def clean(stack: LocalStackConfig, env: dict[str, str], tmp_path_factory: pytest
     monkeypatch.setenv("FLYWHEEL_HOME", str(home))
     started = time.monotonic()
     try:
-        result = run_flywheel(_config("clean"))
+        result = run_flywheel(small_flywheel_config("clean"))
     finally:
         monkeypatch.undo()
     FIGURES["clean"] = {"seconds": round(time.monotonic() - started, 1), "decision": result.promoted}
@@ -415,7 +397,7 @@ def test_ten_percent_5xx_on_every_nemo_endpoint_gives_the_same_decision(
     set_faults(stack, "nemo", {"error_rate": {"/": 0.1}, "seed": 5})
     started, before = time.monotonic(), REQUESTS.copy()
     try:
-        result = run_flywheel(_config("faulty"))
+        result = run_flywheel(small_flywheel_config("faulty"))
     finally:
         set_faults(stack, "nemo", None)
         detach()
@@ -451,7 +433,7 @@ def test_dropped_connections_slow_services_late_adapters_and_a_flaky_log_store_a
     set_faults(stack, "logserver", {"error_rate": 0.4, "error_status": 503, "latency_s": 0.01, "seed": 4})
     started, before = time.monotonic(), REQUESTS.copy()
     try:
-        result = run_flywheel(_config("flaky"))
+        result = run_flywheel(small_flywheel_config("flaky"))
         injected = httpx.get(f"{stack.url('logserver')}/admin/faults").json()["injected"]
     finally:
         set_faults(stack, "logserver", None)
@@ -520,7 +502,7 @@ def test_a_failed_fine_tune_fails_the_run_and_a_rerun_redoes_only_what_failed(
     set_faults(stack, "nemo", {"customization_failed": True})
     try:
         with pytest.raises(FlywheelRunError) as failure:
-            run_flywheel(_config("refit"))
+            run_flywheel(small_flywheel_config("refit"))
     finally:
         set_faults(stack, "nemo", None)
     message = str(failure.value)
@@ -536,7 +518,7 @@ def test_a_failed_fine_tune_fails_the_run_and_a_rerun_redoes_only_what_failed(
     assert evaluations_before == 3
 
     started = time.monotonic()
-    result = run_flywheel(_config("refit"))
+    result = run_flywheel(small_flywheel_config("refit"))
     rerun_seconds = round(time.monotonic() - started, 1)
     assert result.promoted == PROMOTED
     assert len(nemo_list(stack, "/v1/evaluation/jobs", "refit")) == evaluations_before + 1  # only customized-eval
@@ -559,7 +541,7 @@ def test_not_enough_gpus_is_explained_and_the_pending_job_cancelled(stack: Local
     set_faults(stack, "nemo", {"customization_not_enough_resources": True})
     try:
         with pytest.raises(FlywheelRunError) as failure:
-            run_flywheel(_config("gpus", evaluation_config={"timeout_s": 3}))
+            run_flywheel(small_flywheel_config("gpus", evaluation_config={"timeout_s": 3}))
     finally:
         set_faults(stack, "nemo", None)
     message = str(failure.value)
@@ -581,7 +563,7 @@ def test_an_adapter_nim_never_serves_fails_its_step_without_waiting_out_the_stal
     set_faults(stack, "nemo", {"adapter_visible_after_s": 10_000_000})
     try:
         with pytest.raises(FlywheelRunError) as failure:
-            run_flywheel(_config("unserved", evaluation_config={"timeout_s": 20}))
+            run_flywheel(small_flywheel_config("unserved", evaluation_config={"timeout_s": 20}))
     finally:
         set_faults(stack, "nemo", None)
     message = str(failure.value)
@@ -601,7 +583,7 @@ def test_a_failed_deployment_and_failed_evaluations_are_named_and_cleaned_up(
     set_faults(stack, "nemo", {"deployment_failed": True, "evaluation_failed": True})
     try:
         with pytest.raises(FlywheelRunError) as failure:
-            run_flywheel(_config("broken"))
+            run_flywheel(small_flywheel_config("broken"))
     finally:
         set_faults(stack, "nemo", None)
     message = str(failure.value)
@@ -621,7 +603,7 @@ def test_a_log_store_that_refuses_fails_the_run_in_one_clear_message(
     set_faults(stack, "logserver", {"refuse": True})
     try:
         with pytest.raises(RuntimeError) as failure:
-            run_flywheel(_config("refused"))
+            run_flywheel(small_flywheel_config("refused"))
         refused = httpx.get(f"{stack.url('logserver')}/admin/faults").json()["injected"]["refused"]
     finally:
         set_faults(stack, "logserver", None)
@@ -645,7 +627,7 @@ def test_cancelling_a_run_stops_the_fine_tune_the_evaluations_and_the_deployment
 ) -> None:
     from flows.flywheel import flywheel
 
-    cfg = _config("cancel", training_config={"epochs": 40})
+    cfg = small_flywheel_config("cancel", training_config={"epochs": 40})
 
     async def cancel_when_training() -> str:
         run = asyncio.create_task(flywheel(workload_id=WORKLOAD, client_id=CLIENT, config=cfg))
@@ -702,7 +684,7 @@ def test_a_killed_run_resumes_without_a_second_fine_tune_or_evaluation(
 ) -> None:
     config_file = tmp_path / "flywheel.yaml"
     # 40 epochs: ~6,000 simulated seconds of training, ~5 minutes at clock speed 20 (below) and ~6 s at 1000
-    resume = _config("resume", training_config={"epochs": 40})
+    resume = small_flywheel_config("resume", training_config={"epochs": 40})
     config_file.write_text(yaml.safe_dump(resume.model_dump(mode="json", exclude_defaults=True)))
     sub_env = {
         **os.environ,

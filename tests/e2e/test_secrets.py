@@ -27,14 +27,13 @@ from mlflow.tracking import MlflowClient
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent_flywheel.config import FlywheelConfig, parse_config
 from simulators.agent.traffic import run_traffic
 from simulators.settings import LocalStackConfig
+from tests.support.flywheel_configs import small_flywheel_config
 
 pytestmark = pytest.mark.integration
 
 WORKLOAD, CLIENT = "customer-support", "demo"
-SMALL = "meta/llama-3.2-1b-instruct"
 NEMO_KEY = f"sk-canary-{uuid.uuid4().hex}"
 DATASTORE_TOKEN = f"hf-canary-{uuid.uuid4().hex}"
 ES_USER = "flywheel-reader"
@@ -154,22 +153,7 @@ def recorded_run(
     assert httpx.post(f"{stack.url('agent')}/admin/flush", timeout=60).status_code == 200
     requests.clear()  # the traffic itself has nothing to do with the flywheel's secrets
 
-    cfg = parse_config(
-        {
-            "namespace": "secrets",
-            "nims": [
-                {
-                    "model_name": SMALL,
-                    "customization_enabled": True,
-                    "customizer_configs": {"target": f"{SMALL}@2.0", "max_seq_length": 8192},
-                }
-            ],
-            "data_split_config": {"eval_size": 40, "min_total_records": 50, "limit": 1000},
-            "evaluation_config": {"poll_interval_s": 0.2, "timeout_s": 60},
-        },
-        FlywheelConfig,
-        "test:secrets",
-    )
+    cfg = small_flywheel_config("secrets")
     logs = Everything()
     root = logging.getLogger()
     watched = [root, logging.getLogger("prefect"), logging.getLogger("agent_flywheel"), logging.getLogger("tasks")]

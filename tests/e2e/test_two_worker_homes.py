@@ -33,33 +33,16 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from agent_flywheel.config import FlywheelConfig, parse_config
 from simulators.agent.traffic import run_traffic
 from simulators.settings import LocalStackConfig
+from tests.support.flywheel_configs import small_flywheel_config
 
 pytestmark = pytest.mark.integration
 
 WORKLOAD, CLIENT = "customer-support", "demo"
-SMALL = "meta/llama-3.2-1b-instruct"
 REPO = Path(__file__).resolve().parents[2]
 LIVE = {"created", "pending", "running"}
 FIRST, KILLED = "two-homes", "two-homes-killed"  # the NeMo namespaces of the two scenarios
-
-
-def _config(namespace: str) -> FlywheelConfig:
-    raw = {
-        "namespace": namespace,
-        "nims": [
-            {
-                "model_name": SMALL,
-                "customization_enabled": True,
-                "customizer_configs": {"target": f"{SMALL}@2.0", "max_seq_length": 8192},
-            }
-        ],
-        "data_split_config": {"eval_size": 40, "min_total_records": 50, "limit": 1000},
-        "evaluation_config": {"poll_interval_s": 0.2, "timeout_s": 60},
-    }
-    return parse_config(raw, FlywheelConfig, f"test:{namespace}")
 
 
 def _nemo(stack: LocalStackConfig, path: str, namespace: str) -> list[dict[str, Any]]:
@@ -200,7 +183,7 @@ def _worker_a(home: Path, shared: dict[str, str], config_file: Path, log: Path, 
 
 def _config_file(tmp_path: Path, namespace: str) -> Path:
     path = tmp_path / f"{namespace}.yaml"
-    path.write_text(yaml.safe_dump(_config(namespace).model_dump(mode="json", exclude_defaults=True)))
+    path.write_text(yaml.safe_dump(small_flywheel_config(namespace).model_dump(mode="json", exclude_defaults=True)))
     return path
 
 
@@ -240,7 +223,7 @@ def test_done_when_two_worker_homes_behave_as_one_machine_and_the_reaper_on_b_st
     watch = traffic_watch(threshold=1, workload_ids=[WORKLOAD])
     (decision,) = [d for d in watch.decisions if (d.workload_id, d.client_id) == (WORKLOAD, CLIENT)]
     assert (decision.new_records, decision.action) == (0, "below-threshold"), decision
-    second = asyncio.run(flywheel(workload_id=WORKLOAD, client_id=CLIENT, config=_config(FIRST)))
+    second = asyncio.run(flywheel(workload_id=WORKLOAD, client_id=CLIENT, config=small_flywheel_config(FIRST)))
     assert second.outcome == "no-new-data", second.reason
     assert {path: len(_nemo(stack, path, FIRST)) for path in jobs_before} == jobs_before
     assert (_versions(tracking_uri), _parent_runs(tracking_uri)) == (versions, parents)

@@ -21,6 +21,7 @@ import numpy as np
 
 from agent_flywheel.scaling.profiling.files import parse_traces
 from agent_flywheel.scaling.profiling.spans import Trace
+from tests.support.traces import otlp_attr
 
 T0 = 1_750_000_000.0
 PLANNER = "acme/planner-70b"
@@ -81,16 +82,6 @@ def traffic(
     return out
 
 
-def _attr(key: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"key": key, "value": {"boolValue": value}}
-    if isinstance(value, int):
-        return {"key": key, "value": {"intValue": str(value)}}
-    if isinstance(value, float):
-        return {"key": key, "value": {"doubleValue": value}}
-    return {"key": key, "value": {"stringValue": value}}
-
-
 def _model_attributes(model: str, style: str) -> dict[str, Any]:
     if style == "openinference":
         return {"openinference.span.kind": "LLM", "llm.model_name": model}
@@ -111,7 +102,7 @@ def _span(
         "name": name,
         "startTimeUnixNano": str(round(start * 1e9)),
         "endTimeUnixNano": str(round(end * 1e9)),
-        "attributes": [_attr(k, v) for k, v in attrs.items()],
+        "attributes": [otlp_attr(k, v) for k, v in attrs.items()],
         "status": {} if ok else {"code": 2, "message": "failed"},
     }
 
@@ -145,7 +136,7 @@ def otlp_documents(requests: Sequence[Request], per_document: int = 25, first_in
             {
                 "resourceSpans": [
                     {
-                        "resource": {"attributes": [_attr("service.name", "support-agent")]},
+                        "resource": {"attributes": [otlp_attr("service.name", "support-agent")]},
                         "scopeSpans": [{"scope": {"name": "tests.rollout"}, "spans": spans}],
                     }
                 ]

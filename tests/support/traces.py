@@ -14,7 +14,8 @@ def _ns(t: float) -> str:
     return str(round((T0 + t) * 1e9))
 
 
-def _attr(key: str, value: Any) -> dict[str, Any]:
+def otlp_attr(key: str, value: Any) -> dict[str, Any]:
+    """One OTLP/JSON attribute (``bool`` before ``int``: Python makes it an int)."""
     if isinstance(value, bool):
         return {"key": key, "value": {"boolValue": value}}
     if isinstance(value, int):
@@ -32,7 +33,7 @@ def _span(span_id: str, parent: str, name: str, start: float, end: float, **attr
         "name": name,
         "startTimeUnixNano": _ns(start),
         "endTimeUnixNano": int(_ns(end)),  # ints and strings both occur in the wild
-        "attributes": [_attr(k.replace("__", "."), v) for k, v in attrs.items()],
+        "attributes": [otlp_attr(k.replace("__", "."), v) for k, v in attrs.items()],
         "status": {},
     }
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -187,6 +187,73 @@ async def _loop_lag_ticker(lags: list[float], stop: asyncio.Event, interval_s: f
         lags.append(max(0.0, loop.time() - before - interval_s))
 
 
+@contextlib.asynccontextmanager
+async def _loop_lags(interval_s: float) -> AsyncIterator[list[float]]:
+    """The event loop's lags while a level runs (a ticker every ``interval_s``), the heap frozen meanwhile."""
+    lags: list[float] = []
+    stop = asyncio.Event()
+    with _frozen_heap():
+        ticker = asyncio.create_task(_loop_lag_ticker(lags, stop, interval_s))
+        try:
+            yield lags
+        finally:
+            stop.set()
+            await ticker
+
+
+class _Measured:
+    """The measured requests of a level, ``warmup_requests`` to ``warmup_requests + num_requests - 1``: recorded,
+    the others (warm-up, cool-down) only counted; ``done`` is set when the last measured one returns."""
+
+    def __init__(self, warmup_requests: int, num_requests: int) -> None:
+        self.lo, self.hi = warmup_requests, warmup_requests + num_requests
+        self.remaining = num_requests
+        self.done = asyncio.Event()
+        self.records: list[RequestRecord] = []
+        self.excluded = 0
+
+    def add(self, i: int, intended: float, sent: float, latency: float, result: RequestResult) -> None:
+        """Record request ``i`` if it is a measured one, else count it as excluded."""
+        if self.lo <= i < self.hi:
+            self.records.append(RequestRecord(i, intended, sent, latency, result))
+            self.remaining -= 1
+            if self.remaining == 0:
+                self.done.set()
+        else:
+            self.excluded += 1
+
+    def level_run(
+        self,
+        mode: Mode,
+        level: int,
+        pass_index: int,
+        concurrency: int | None,
+        rate_rps: float | None,
+        wall_s: float,
+        cpu_s: float,
+        lags: list[float],
+        late_threshold_s: float,
+        started_at: float,
+    ) -> LevelRun:
+        """The run (arguments in :class:`LevelRun`'s order), its records in request order."""
+        self.records.sort(key=lambda r: r.index)
+        return LevelRun(
+            mode,
+            level,
+            pass_index,
+            concurrency,
+            rate_rps,
+            self.records,
+            wall_s,
+            cpu_s,
+            lags,
+            late_threshold_s,
+            self.excluded,
+            started_at,
+            workflow=latency_histogram(self.records),
+        )
+
+
 async def _call(send: SendFn, client: aiohttp.ClientSession, i: int, timeout_s: float) -> tuple[RequestResult, float]:
     """Run one request with a timeout; every failure becomes a result, never an exception."""
     started = time.perf_counter()
@@ -237,17 +304,13 @@ async def run_closed_level(
     """
     if concurrency < 1 or num_requests < 1:
         raise ValueError("concurrency and num_requests must be >= 1")
-    lo, hi = warmup_requests, warmup_requests + num_requests
     next_index = 0
-    remaining = num_requests
-    done = asyncio.Event()  # every measured request has returned
-    released = done if hold is None else asyncio.Event()  # no more requests
-    records: list[RequestRecord] = []
-    excluded = 0
+    measured = _Measured(warmup_requests, num_requests)
+    released = measured.done if hold is None else asyncio.Event()  # no more requests
     started_at, origin = time.time(), time.perf_counter()
 
     async def user() -> None:
-        nonlocal next_index, remaining, excluded
+        nonlocal next_index
         intended = time.perf_counter() - origin
         while not released.is_set():
             await asyncio.sleep(0)  # yield once: a busy event loop now shows up as lateness
@@ -257,23 +320,14 @@ async def run_closed_level(
             next_index += 1
             sent = time.perf_counter() - origin
             result, latency = await _call(send, client, i, timeout_s)
-            if lo <= i < hi:
-                records.append(RequestRecord(i, intended, sent, latency, result))
-                remaining -= 1
-                if remaining == 0:
-                    done.set()
-            else:
-                excluded += 1
+            measured.add(i, intended, sent, latency, result)
             intended = time.perf_counter() - origin
 
-    lags: list[float] = []
-    stop = asyncio.Event()
-    with _frozen_heap():
-        ticker = asyncio.create_task(_loop_lag_ticker(lags, stop, lag_interval_s))
+    async with _loop_lags(lag_interval_s) as lags:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         users = [asyncio.create_task(user()) for _ in range(concurrency)]
         try:
-            await done.wait()
+            await measured.done.wait()
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             if hold is not None:
                 await hold()
@@ -283,23 +337,8 @@ async def run_closed_level(
             for task in users:
                 task.cancel()
             await asyncio.gather(*users, return_exceptions=True)
-        stop.set()
-        await ticker
-    records.sort(key=lambda r: r.index)
-    return LevelRun(
-        "closed",
-        level,
-        pass_index,
-        concurrency,
-        None,
-        records,
-        wall,
-        cpu,
-        lags,
-        late_threshold_s,
-        excluded,
-        started_at,
-        workflow=latency_histogram(records),
+    return measured.level_run(
+        "closed", level, pass_index, concurrency, None, wall, cpu, lags, late_threshold_s, started_at
     )
 
 
@@ -353,33 +392,20 @@ async def run_open_level(
     """
     if num_requests < 1:
         raise ValueError("num_requests must be >= 1")
-    lo, hi = warmup_requests, warmup_requests + num_requests
+    measured = _Measured(warmup_requests, num_requests)
     # Arrivals past the measured ones: as many again; while held for the other generators, as many as it takes.
-    schedule = poisson_schedule(rate_rps, hi + num_requests, seed)
-    remaining = num_requests
-    done = asyncio.Event()
-    records: list[RequestRecord] = []
-    excluded = 0
+    schedule = poisson_schedule(rate_rps, measured.hi + num_requests, seed)
     cap = asyncio.Semaphore(max_in_flight) if max_in_flight else None
 
     async def one(i: int, intended: float, origin: float) -> None:
-        nonlocal remaining, excluded
         sent = time.perf_counter() - origin
         try:
             result, latency = await _call(send, client, i, timeout_s)
         finally:
             if cap is not None:
                 cap.release()
-        if lo <= i < hi:
-            records.append(RequestRecord(i, intended, sent, latency, result))
-            remaining -= 1
-            if remaining == 0:
-                done.set()
-        else:
-            excluded += 1
+        measured.add(i, intended, sent, latency, result)
 
-    lags: list[float] = []
-    stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
 
     async def issue(origin: float) -> None:
@@ -393,13 +419,12 @@ async def run_open_level(
                 await cap.acquire()
             tasks.append(asyncio.create_task(one(i, intended, origin)))
 
-    with _frozen_heap():
-        ticker = asyncio.create_task(_loop_lag_ticker(lags, stop, lag_interval_s))
+    async with _loop_lags(lag_interval_s) as lags:
         cpu0 = time.process_time()
         started_at, origin = time.time(), time.perf_counter()
         issuer = asyncio.create_task(issue(origin))
         try:
-            await done.wait()
+            await measured.done.wait()
             wall, cpu = time.perf_counter() - origin, time.process_time() - cpu0
             if hold is not None:
                 await hold()
@@ -410,21 +435,4 @@ async def run_open_level(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(issuer, *tasks, return_exceptions=True)
-        stop.set()
-        await ticker
-    records.sort(key=lambda r: r.index)
-    return LevelRun(
-        "open",
-        level,
-        pass_index,
-        None,
-        rate_rps,
-        records,
-        wall,
-        cpu,
-        lags,
-        late_threshold_s,
-        excluded,
-        started_at,
-        workflow=latency_histogram(records),
-    )
+    return measured.level_run("open", level, pass_index, None, rate_rps, wall, cpu, lags, late_threshold_s, started_at)

@@ -3,14 +3,13 @@ lists it unless ``--apply`` (:mod:`flows.cleanup`)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
 
 from agent_flywheel.paths import configure_local_environment
 from cli.errors import CliError
-from cli.in_process import RunGuard, prefect_server
+from cli.in_process import RunGuard, prefect_server, run_async
 
 
 def cleanup_command(
@@ -42,7 +41,7 @@ def cleanup_command(
         guard = RunGuard()
         cleanup = guard.watch(flywheel_cleanup)
         report = guard.run(
-            lambda: asyncio.run(
+            lambda: run_async(
                 cleanup(
                     run_id=run,
                     older_than=older_than,

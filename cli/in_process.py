@@ -15,16 +15,20 @@ server shares the terminal's process group, so Ctrl-C stops it too and the runs 
   leaves that process running) and stopped however the command ends, SIGTERM included.
 - :class:`RunGuard`: remembers the flow runs the command starts and, after Ctrl-C, marks every one of them and
   of their subflow runs that did not end ``Cancelled`` through the API (Ctrl-C is ignored meanwhile).
+- :func:`run_async`: ``asyncio.run`` for an async flow, where Ctrl-C always ends the command as interrupted.
+  asyncio cancels the main task once; a cancellation absorbed on its way (seen on a busy machine, between two
+  of a subflow's states) let the run go on to its end and the command exit 0.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
@@ -122,6 +126,54 @@ def _api_url(url: str) -> Iterator[None]:
         yield
     finally:
         os.environ.pop("PREFECT_API_URL", None)
+
+
+CANCEL_CHECK_S = 1.0
+
+
+def run_async(main: Coroutine[Any, Any, R]) -> R:
+    """``asyncio.run(main)``, except that after Ctrl-C it raises :class:`KeyboardInterrupt` however ``main`` ends.
+
+    Ctrl-C cancels ``main``; while it is not done, a cancellation that was absorbed (nothing pending on the task
+    any more) is requested again every :data:`CANCEL_CHECK_S` seconds. One that is still being handled is left
+    alone, so cleanup on the way out (cancel hooks, closing clients) is never cut short.
+    """
+    interrupted = threading.Event()
+
+    async def guarded() -> R:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def cancel_until_done() -> None:
+            if task.done():
+                return
+            if task.cancelling() == 0:
+                task.cancel("Ctrl-C")
+            loop.call_later(CANCEL_CHECK_S, cancel_until_done)
+
+        def on_ctrl_c() -> None:
+            if not interrupted.is_set():
+                interrupted.set()
+                cancel_until_done()
+
+        loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
+        try:
+            return await main
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        return asyncio.run(main)
+    try:
+        result = asyncio.run(guarded())
+    except (asyncio.CancelledError, Exception) as exc:  # what the cancellation became on its way out
+        if interrupted.is_set():
+            raise KeyboardInterrupt from exc
+        raise
+    if interrupted.is_set():
+        raise KeyboardInterrupt
+    return result
 
 
 class RunGuard:

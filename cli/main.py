@@ -7,7 +7,6 @@ answer), 1 when not, 130 on Ctrl-C; the traceback goes to ``.flywheel/logs/cli.l
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -19,7 +18,7 @@ from agent_flywheel.paths import configure_local_environment
 from cli.cleanup import cleanup_command
 from cli.console import tracebacks_to_log
 from cli.errors import CliError, install
-from cli.in_process import RunGuard, prefect_server
+from cli.in_process import RunGuard, prefect_server, run_async
 from cli.operations import mount as mount_operations
 from cli.otlp import otlp_app
 from cli.preflight import preflight_command
@@ -224,7 +223,7 @@ def _run_flywheel(
     run_flywheel = guard.watch(flywheel)
     try:
         return guard.run(
-            lambda: asyncio.run(
+            lambda: run_async(
                 run_flywheel(
                     workload_id=workload_id,
                     client_id=client_id,

@@ -173,6 +173,7 @@ def extract_logs(
                 0,
                 cache.read_summary(),
                 SourceFilters.from_config(cfg, workload_id, client_id, config_file),
+                build_ran=False,
             )
         )
     return ExtractedLogs(

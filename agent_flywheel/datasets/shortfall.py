@@ -59,12 +59,15 @@ def shortfall_report(
     read: int,
     reads: ReadSummary | None,
     filters: SourceFilters | None,
+    *,
+    build_ran: bool = True,
 ) -> str:
     """The message for too few usable records: ``headline`` (the shortfall), each filter with its counts, and
     the configuration lines that would let more records through.
 
     ``removed`` are the build's removals by reason, ``read`` the records it read; ``reads`` what extraction
-    saw (None when the records did not come from the record cache); ``filters`` the ids and model filter.
+    saw (None when the records did not come from the record cache); ``filters`` the ids and model filter;
+    ``build_ran`` false when extraction stopped the run before any build.
     """
     lines = [f"{headline}. What was filtered, and why:"]
     fixes: list[str] = []
@@ -95,7 +98,7 @@ def shortfall_report(
                 fixes.append(f"teacher.model_name: {named[0][0]}")
             fixes.append("extraction.teacher_only: false")
     build_removed = sum(removed.values())
-    if read or build_removed:  # nothing read: the build never ran (extraction stopped the run) or had no input
+    if build_ran:
         lines.append(f"- dataset build: read {read}; removed {_reasons(removed) if build_removed else 'none'}")
     if removed.get("no_tool_call"):
         fixes.append("evaluation_config.include_no_call_records: true")

@@ -172,6 +172,7 @@ def test_records_read_but_every_one_filtered_stop_the_run_naming_the_filter_not_
     assert f"teacher.model_name: {TEACHER}): 5 records skipped as answered by another model" in message
     assert "Models seen: meta/llama-3.1-70b-instruct: 5" in message
     assert "`teacher.model_name: meta/llama-3.1-70b-instruct` (or) `extraction.teacher_only: false`" in message
+    assert "dataset build" not in message  # extraction stopped the run: no build ran
 
     # once a run kept records, a later read whose records are all filtered out is no new data, not an error
     kept = run(Store([("doc-8", _record(8))]))

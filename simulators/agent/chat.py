@@ -53,6 +53,11 @@ SYSTEM_PROMPT = (
 )
 
 
+NIM_ATTEMPTS = 3  # as the OpenAI client: the call and two retries
+RETRY_STATUSES = frozenset({408, 409, 429})
+RETRY_DELAY_S = 0.25
+
+
 class NimError(Exception):
     """An LLM call failed: ``kind`` is timeout, connect, http_status or bad_response."""
 
@@ -61,6 +66,18 @@ class NimError(Exception):
         self.kind = kind
         self.message = message
         self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        """What an OpenAI-style client sends again: a dropped connection, 408, 409, 429 or a 5xx (not a timeout:
+        the answer may still be coming)."""
+        if self.kind == "connect":
+            return True
+        return (
+            self.kind == "http_status"
+            and self.status is not None
+            and (self.status in RETRY_STATUSES or self.status >= 500)
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The ``error`` object of the 502 answer."""
@@ -362,6 +379,18 @@ class ChatAgent:
         return body
 
     async def _post(self, request: dict[str, Any], traceparent: str) -> dict[str, Any]:
+        """One chat completion, retried as an OpenAI-style client retries (a loaded machine drops a keep-alive
+        connection now and then; a real agent's SDK does not turn that into a failed user turn)."""
+        for attempt in range(1, NIM_ATTEMPTS + 1):
+            try:
+                return await self._post_once(request, traceparent)
+            except NimError as exc:
+                if attempt == NIM_ATTEMPTS or not exc.retryable:
+                    raise
+                await asyncio.sleep(RETRY_DELAY_S * attempt)
+        raise AssertionError("unreachable")
+
+    async def _post_once(self, request: dict[str, Any], traceparent: str) -> dict[str, Any]:
         try:
             response = await self.http.post(self.completions_url, json=request, headers={"traceparent": traceparent})
         except httpx.TimeoutException as exc:

@@ -63,6 +63,9 @@ def parse_files_url(files_url: str) -> HfLocation:
     return HfLocation(parts[0], parts[1], parts[2] if len(parts) > 2 else "")
 
 
+DOWNLOAD_ATTEMPTS = 3
+
+
 class DataStoreClient:
     """Reads dataset repositories through the Data Store's Hugging Face endpoint (``{datastore}/v1/hf``)."""
 
@@ -71,10 +74,15 @@ class DataStoreClient:
         self._http = http
 
     async def _get(self, url: str, params: dict[str, str] | None = None) -> httpx.Response:
-        try:
-            response = await self._http.client().get(url, params=params)
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"Data Store unreachable at {url}: {type(exc).__name__}: {exc}") from exc
+        """GET, sent again after a dropped connection as ``huggingface_hub`` does (a GET changes nothing)."""
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            try:
+                response = await self._http.client().get(url, params=params)
+                break
+            except httpx.TransportError as exc:
+                if attempt == DOWNLOAD_ATTEMPTS:
+                    raise UpstreamError(f"Data Store unreachable at {url}: {type(exc).__name__}: {exc}") from exc
+                await asyncio.sleep(0.25 * attempt)
         if response.status_code == 404:
             raise UpstreamError(f"Data Store has no {url} (404)")
         if response.status_code >= 400:

@@ -181,6 +181,31 @@ async def test_nim_failure_raises_with_a_clear_error_and_still_writes_the_trace(
     assert agent.stats.errors == {"http_status": 1}
 
 
+async def test_a_dropped_connection_or_a_5xx_is_sent_again_as_an_openai_client_does(tmp_path: Path) -> None:
+    nim = FakeNim()
+    failures: list[int | None] = [503, None]  # a 5xx, then a connection dropped by the server
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        if failures:
+            status = failures.pop(0)
+            if status is None:
+                raise httpx.ReadError("connection reset", request=request)
+            return httpx.Response(status, json={"detail": "busy"})
+        return nim(request)
+
+    agent, shipper, _ = make_agent(tmp_path, flaky)
+    outcome = await agent.chat("hello", "u1")
+    assert outcome.reply == "Hello! How can I help?" and len(outcome.llm_calls) == 1
+    assert len(nim.requests) == 1 and not failures and len(shipper.records) == 1
+    assert agent.stats.errors == {}
+
+    refused = FakeNim(status=404)  # a client error is final: sent once
+    agent, _, _ = make_agent(tmp_path, refused)
+    with pytest.raises(ChatFailed):
+        await agent.chat("hello", "u1")
+    assert len(refused.requests) == 1
+
+
 async def test_unreachable_and_malformed_nim(tmp_path: Path) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)

@@ -412,6 +412,21 @@ def _a_subflow_runs(database: Path) -> bool:
         return False
 
 
+def _kill_temporary_servers(home: Path) -> None:
+    """Stop the temporary Prefect servers whose pid files a killed command left in ``home`` (their own groups)."""
+    for pid_file in (home / "run").glob("prefect-temporary-*.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+                break
+            except (ProcessLookupError, PermissionError):
+                continue
+
+
 def test_ctrl_c_at_a_terminal_without_a_server(servers: Servers, tmp_path: Path) -> None:
     """No ``PREFECT_API_URL``, no ``flywheel server up``: Ctrl-C at a terminal reaches the whole process group.
 
@@ -461,6 +476,7 @@ def test_ctrl_c_at_a_terminal_without_a_server(servers: Servers, tmp_path: Path)
         os.close(terminal)
         if pid_alive(process.pid):
             os.killpg(process.pid, signal.SIGKILL)
+            _kill_temporary_servers(home)  # a command killed here cannot stop the server it started
     assert process.returncode == 130, stdout[-3000:] + stderr
     assert "Traceback" not in stdout + stderr, (stdout + stderr)[-4000:]
     assert [line for line in stderr.splitlines() if line.strip()][-1].startswith("interrupted (Ctrl-C)"), stderr

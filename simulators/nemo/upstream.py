@@ -64,6 +64,7 @@ def parse_files_url(files_url: str) -> HfLocation:
 
 
 DOWNLOAD_ATTEMPTS = 3
+DOWNLOAD_BACKOFF_S = 0.2  # real seconds, doubled per retry
 
 
 class DataStoreClient:
@@ -74,15 +75,17 @@ class DataStoreClient:
         self._http = http
 
     async def _get(self, url: str, params: dict[str, str] | None = None) -> httpx.Response:
-        """GET, sent again after a dropped connection as ``huggingface_hub`` does (a GET changes nothing)."""
-        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        """GET, sent again after a dropped connection as ``huggingface_hub`` does (a GET changes nothing); the
+        backoff as :meth:`NimClient.chat`'s."""
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(DOWNLOAD_BACKOFF_S * 2 ** (attempt - 1))
             try:
                 response = await self._http.client().get(url, params=params)
                 break
-            except httpx.TransportError as exc:
-                if attempt == DOWNLOAD_ATTEMPTS:
+            except httpx.HTTPError as exc:
+                if not isinstance(exc, httpx.TransportError) or attempt + 1 == DOWNLOAD_ATTEMPTS:
                     raise UpstreamError(f"Data Store unreachable at {url}: {type(exc).__name__}: {exc}") from exc
-                await asyncio.sleep(0.25 * attempt)
         if response.status_code == 404:
             raise UpstreamError(f"Data Store has no {url} (404)")
         if response.status_code >= 400:

@@ -50,3 +50,16 @@ async def test_a_data_store_that_stays_unreachable_fails_with_the_url() -> None:
         UpstreamError, match=r"Data Store unreachable at http://datastore.test/v1/hf/api/datasets/ns/set"
     ):
         await client.list_files(HfLocation("ns", "set"))
+
+
+async def test_any_other_http_error_fails_the_read_at_once_with_the_url() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        raise httpx.TooManyRedirects("redirect loop", request=request)
+
+    client = DataStoreClient("http://datastore.test/v1/hf", _Pool(httpx.MockTransport(handler)))
+    with pytest.raises(UpstreamError, match=r"Data Store unreachable at http://datastore.test/.*TooManyRedirects"):
+        await client.list_files(HfLocation("ns", "set"))
+    assert len(calls) == 1
